@@ -1,0 +1,160 @@
+//! The API's error type and its RFC 9457 `application/problem+json` form.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use offload_shared::broker::BrokerError;
+
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_S: u64 = 1;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not well-formed JSON (or not valid UTF-8 form data).
+    #[error("the request body is malformed: {0}")]
+    Malformed(String),
+    /// The body is larger than `OFFLOAD_MAX_BODY_BYTES`.
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// Neither JSON nor an HTML form.
+    #[error(
+        "unsupported content type {0:?}: send application/json or application/x-www-form-urlencoded"
+    )]
+    UnsupportedMediaType(String),
+    /// Well-formed but not a valid job: unknown kind or field, bad payload.
+    #[error("{0}")]
+    Invalid(String),
+    /// No job with that id.
+    #[error("no job with id {0:?}")]
+    NotFound(String),
+    /// The broker did not take the job; nothing was enqueued.
+    #[error("the job queue is unavailable")]
+    Broker(#[from] BrokerError),
+    /// The job store failed.
+    #[error("the job store is unavailable")]
+    Store(#[from] StoreError),
+}
+
+/// The problem document.
+#[derive(Debug, Serialize)]
+struct Problem {
+    r#type: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+}
+
+/// The cause chain of a server-side failure, logged once by the `log_failures` middleware.
+#[derive(Debug, Clone)]
+pub struct FailureCause(pub String);
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Broker(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed-body",
+            ApiError::TooLarge(_) => "body-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::Invalid(_) => "invalid-job",
+            ApiError::NotFound(_) => "job-not-found",
+            ApiError::Broker(_) => "queue-unavailable",
+            ApiError::Store(_) => "store-unavailable",
+        }
+    }
+
+    fn cause_chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        text
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let server_side = status.is_server_error();
+        // 5xx details stay in the log; the client learns only what it can act on.
+        let detail = if server_side {
+            format!("{self}; nothing was enqueued, retry in {RETRY_AFTER_S} s")
+        } else {
+            self.to_string()
+        };
+        let problem = Problem {
+            r#type: format!("/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if server_side {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+            response
+                .extensions_mut()
+                .insert(FailureCause(self.cause_chain()));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_problems_with_their_status() {
+        let cases = [
+            (ApiError::Malformed("x".into()), 400),
+            (ApiError::TooLarge(10), 413),
+            (ApiError::UnsupportedMediaType("text/plain".into()), 415),
+            (ApiError::Invalid("unknown kind".into()), 422),
+            (ApiError::NotFound("x".into()), 404),
+        ];
+        for (err, status) in cases {
+            let response = err.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+            assert!(response.extensions().get::<FailureCause>().is_none());
+        }
+    }
+
+    #[test]
+    fn broker_failures_are_503_with_retry_after_and_a_logged_cause() {
+        let err = ApiError::Broker(BrokerError::Nacked);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let cause = response.extensions().get::<FailureCause>().expect("cause");
+        assert!(cause.0.contains("nack"), "{}", cause.0);
+    }
+}

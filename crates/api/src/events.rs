@@ -1,0 +1,83 @@
+//! Consumes lifecycle events from the events queue and hands them to the store writer, which
+//! acknowledges them once they are committed.
+
+use futures_util::StreamExt;
+use lapin::{
+    Channel,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{FieldTable, ShortString},
+};
+use tokio_util::sync::CancellationToken;
+
+use offload_shared::{JobEvent, broker};
+
+use crate::store::{Write, writer::StoreWriter};
+
+/// Unacknowledged events the broker may send ahead: enough for full write batches.
+const EVENT_PREFETCH: u16 = 2048;
+
+/// Why event consumption stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// Setting up or reading the consumer failed.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// The delivery stream failed.
+    #[error("event consumer failed: {0}")]
+    Stream(#[from] lapin::Error),
+    /// The store writer stopped.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Starts consuming `queue` on `channel`.
+pub async fn consume(
+    channel: Channel,
+    queue: &str,
+    writer: StoreWriter,
+    deadline: std::time::Duration,
+    token: CancellationToken,
+) -> Result<(), EventsError> {
+    broker::with_deadline(
+        deadline,
+        "set the events prefetch",
+        channel.basic_qos(EVENT_PREFETCH, BasicQosOptions::default()),
+    )
+    .await?;
+    let tag = ShortString::from(format!("offload-api-{}", std::process::id()));
+    let mut consumer = broker::with_deadline(
+        deadline,
+        "consume the events queue",
+        channel.basic_consume(
+            ShortString::from(queue),
+            tag.clone(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    loop {
+        let delivery = tokio::select! {
+            () = token.cancelled() => break,
+            next = consumer.next() => match next {
+                Some(delivery) => delivery?,
+                None => break,
+            },
+        };
+        let write = match JobEvent::from_bytes(&delivery.data) {
+            Ok(event) => Some(Write::Event(event)),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable lifecycle event");
+                None
+            }
+        };
+        writer.event(write, delivery.acker).await?;
+    }
+    let _ = broker::with_deadline(
+        deadline,
+        "cancel the events consumer",
+        channel.basic_cancel(tag, BasicCancelOptions::default()),
+    )
+    .await;
+    Ok(())
+}

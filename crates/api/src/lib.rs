@@ -1,0 +1,24 @@
+//! `offload-api`: the HTTP front door. It accepts jobs, publishes them to RabbitMQ with
+//! publisher confirms, and keeps each job's status from the workers' lifecycle events.
+//!
+//! # Layout
+//! - [`app`]: `Application::build` / `run_until_stopped`: connect, declare, serve, drain.
+//! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::health`] probes,
+//!   [`routes::pages`] the browser pages.
+//! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.
+//! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
+//! - [`events`]: consuming lifecycle events into the store.
+//! - [`store`]: the job store (SQLite) and its batching writer.
+//! - [`state`]: the shared `AppState`.
+//! - [`error`]: `ApiError` and its problem+json responses.
+
+pub mod app;
+pub mod error;
+pub mod events;
+pub mod publisher;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod submit;
+
+pub use app::Application;

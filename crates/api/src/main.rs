@@ -1,0 +1,19 @@
+use clap::Parser;
+use offload_api::Application;
+use offload_shared::{Settings, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() {
+    let settings = Settings::parse();
+    telemetry::init(settings.log_format);
+    let token = shutdown::on_signal();
+    let outcome = match Application::build(settings).await {
+        Ok(app) => app.run_until_stopped(token).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "offload-api cannot run");
+        eprintln!("offload-api: {e}");
+        std::process::exit(1);
+    }
+}

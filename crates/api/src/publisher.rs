@@ -1,0 +1,54 @@
+//! Publishing jobs: persistent, mandatory, confirmed, with a deadline.
+
+use std::time::Duration;
+
+use lapin::{Channel, types::ShortString};
+
+use offload_shared::{
+    JobEnvelope,
+    broker::{self, BrokerError},
+    topology::JOB_ROUTING_KEY,
+};
+
+/// Publishes job envelopes on one channel in confirm mode, shared by all requests.
+#[derive(Debug, Clone)]
+pub struct JobPublisher {
+    channel: Channel,
+    exchange: String,
+    deadline: Duration,
+}
+
+impl JobPublisher {
+    /// A publisher sending to `exchange` on `channel` (already in confirm mode).
+    pub fn new(channel: Channel, exchange: String, deadline: Duration) -> Self {
+        JobPublisher {
+            channel,
+            exchange,
+            deadline,
+        }
+    }
+
+    /// Publishes `job` and returns once the broker has confirmed it is stored in a queue.
+    #[tracing::instrument(skip_all, fields(job_id = %job.id))]
+    pub async fn publish(&self, job: &JobEnvelope) -> Result<(), BrokerError> {
+        let timestamp = u64::try_from(job.submitted_at.unix_timestamp()).unwrap_or(0);
+        let properties = broker::persistent_json()
+            .with_message_id(ShortString::from(job.id.to_string()))
+            .with_type(ShortString::from(job.kind.as_str()))
+            .with_timestamp(timestamp);
+        broker::publish_confirmed(
+            &self.channel,
+            &self.exchange,
+            JOB_ROUTING_KEY,
+            &job.to_bytes(),
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// True while the publishing channel is open.
+    pub fn is_connected(&self) -> bool {
+        self.channel.status().connected()
+    }
+}

@@ -1,0 +1,76 @@
+//! The HTTP routes and the middleware around them.
+
+pub mod health;
+pub mod jobs;
+pub mod pages;
+
+use axum::{
+    Router,
+    extract::Request,
+    http::HeaderMap,
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post},
+};
+use tower_http::trace::TraceLayer;
+
+use crate::{error::FailureCause, state::AppState};
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/jobs", post(jobs::submit))
+        .route("/jobs/{id}", get(jobs::get_job))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .layer(middleware::from_fn(log_failures))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Logs the cause chain of every server-side failure once, here, instead of at each `?`.
+async fn log_failures(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(FailureCause(cause)) = response.extensions().get::<FailureCause>() {
+        tracing::error!(%method, %path, status = response.status().as_u16(), error = %cause, "request failed");
+    }
+    response
+}
+
+/// True when the client (a browser) prefers HTML over JSON.
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let position = |needle: &str| accept.find(needle);
+    match (position("text/html"), position("application/json")) {
+        (Some(html), Some(json)) => html < json,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_prefer_html_and_clients_do_not() {
+        let with = |accept: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(axum::http::header::ACCEPT, accept.parse().expect("header"));
+            prefers_html(&h)
+        };
+        assert!(with(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!with("*/*"));
+        assert!(!with("application/json"));
+        assert!(!with("application/json, text/html"));
+        assert!(!prefers_html(&HeaderMap::new()));
+    }
+}

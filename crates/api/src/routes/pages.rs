@@ -1,0 +1,82 @@
+//! Two small HTML pages for people with a browser: a form to submit a job and a job's status.
+
+use axum::response::Html;
+
+use offload_shared::JobKind;
+
+use crate::store::JobRecord;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}\
+label{display:block;margin-top:1rem}textarea,select,input{font:inherit;width:100%}\
+dt{font-weight:600}dd{margin:0 0 .5rem}pre{background:#f4f4f4;padding:.5rem;overflow:auto}";
+
+/// `GET /`: a form that posts a job.
+pub async fn index() -> Html<String> {
+    let options: String = JobKind::ALL
+        .iter()
+        .map(|k| format!("<option value=\"{k}\">{k}</option>"))
+        .collect();
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Offload</title>\
+         <style>{STYLE}</style></head><body><h1>Offload</h1><p>Submit a job; you will be taken to its status page.</p>\
+         <form method=\"post\" action=\"/jobs\">\
+         <label>Kind <select name=\"kind\">{options}</select></label>\
+         <label>Payload (JSON) <textarea name=\"payload\" rows=\"4\">{{\"ms\": 500}}</textarea></label>\
+         <p><button type=\"submit\">Submit job</button></p></form></body></html>"
+    ))
+}
+
+/// A job's status page; it refreshes itself until the job has finished.
+pub fn job_page(job: &JobRecord) -> Html<String> {
+    let refresh = if job.status.is_terminal() {
+        ""
+    } else {
+        "<meta http-equiv=\"refresh\" content=\"1\">"
+    };
+    let field = |v: Option<String>| escape(&v.unwrap_or_else(|| "–".to_owned()));
+    let json = serde_json::to_string_pretty(job).unwrap_or_default();
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>Job {id}</title>\
+         <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
+         <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd>\
+         <dt>Attempt</dt><dd>{attempt} of {max}</dd><dt>Worker</dt><dd>{worker}</dd>\
+         <dt>Error</dt><dd>{error}</dd></dl><pre>{json}</pre><p><a href=\"/\">Submit another job</a></p></body></html>",
+        id = job.id,
+        status = job.status,
+        kind = job.kind,
+        attempt = job.attempt,
+        max = job.max_attempts,
+        worker = field(job.worker.clone()),
+        error = field(job.error.clone()),
+        json = escape(&json),
+    ))
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_results_is_escaped() {
+        assert_eq!(
+            escape("<script>\"x\"&'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
+        );
+    }
+}

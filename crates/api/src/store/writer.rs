@@ -1,0 +1,131 @@
+//! The single writer: drains whatever writes are waiting (up to [`MAX_BATCH`]) and applies them in
+//! one transaction, then answers the requests and acknowledges the events it applied. Under load
+//! many inserts and events share one commit; when idle a write commits at once.
+
+use std::time::Duration;
+
+use lapin::{
+    Acker,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use tokio::sync::{mpsc, oneshot};
+
+use offload_shared::JobId;
+
+use super::{JobRecord, SqliteStore, StoreError, Write};
+
+/// Most writes applied in one transaction.
+pub const MAX_BATCH: usize = 1024;
+
+enum Op {
+    /// A write a request waits for.
+    Request(Write, oneshot::Sender<Result<(), String>>),
+    /// A lifecycle event (or an unreadable one, `None`) to acknowledge once applied.
+    Delivery(Option<Write>, Acker),
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<Op>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Op")
+    }
+}
+
+impl StoreWriter {
+    /// Starts the writer task. It runs until every handle is dropped, then finishes its last batch.
+    pub fn spawn(store: SqliteStore) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let task = tokio::spawn(run(store, rx));
+        (StoreWriter { tx }, task)
+    }
+
+    /// Records a newly accepted job; returns once it is committed.
+    pub async fn insert(
+        &self,
+        job: JobRecord,
+        payload: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.request(Write::Insert(job, payload)).await
+    }
+
+    /// Forgets a job whose publish failed; returns once committed.
+    pub async fn delete(&self, id: JobId) -> Result<(), StoreError> {
+        self.request(Write::Delete(id)).await
+    }
+
+    /// Queues an event; `acker` is acknowledged after the event is committed.
+    pub async fn event(&self, write: Option<Write>, acker: Acker) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Delivery(write, acker))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// True while the writer task runs.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    async fn request(&self, write: Write) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Op::Request(write, done))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(StoreError::WriteFailed(reason)),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+}
+
+async fn run(store: SqliteStore, mut rx: mpsc::Receiver<Op>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    let mut writes = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+        writes.clear();
+        writes.extend(ops.iter().filter_map(|op| match op {
+            Op::Request(w, _) => Some(w.clone()),
+            Op::Delivery(w, _) => w.clone(),
+        }));
+        let outcome = store.apply(&writes).await;
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, batch = writes.len(), "job store write failed");
+        }
+        let mut last_delivery = None;
+        for op in ops.drain(..) {
+            match op {
+                Op::Request(_, done) => {
+                    let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                }
+                Op::Delivery(_, acker) => last_delivery = Some(acker),
+            }
+        }
+        // Events arrive in delivery-tag order on one channel, so one `multiple` ack (or nack)
+        // on the last delivery covers the whole batch.
+        if let Some(acker) = last_delivery {
+            let result = if outcome.is_ok() {
+                acker.ack(BasicAckOptions { multiple: true }).await
+            } else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                acker
+                    .nack(BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    })
+                    .await
+            };
+            if let Err(e) = result {
+                // The events stay unacked and the broker redelivers them; applying twice is harmless.
+                tracing::warn!(error = %e, "could not acknowledge applied events");
+            }
+        }
+    }
+    tracing::debug!("job store writer stopped");
+}

@@ -1,0 +1,256 @@
+//! Parsing a `POST /jobs` body, JSON or HTML form, into a [`NewJob`]: the edge where raw text
+//! becomes typed kinds and checked payloads.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use offload_shared::JobKind;
+
+use crate::error::ApiError;
+
+/// Most attempts a job may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// Attempts when the request names none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// A checked job request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// A registered kind.
+    pub kind: JobKind,
+    /// A payload `kind` accepts.
+    pub payload: Value,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Run-time limit of one attempt, in seconds, if the request set one.
+    pub timeout_s: Option<u64>,
+}
+
+/// The JSON body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    kind: String,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+}
+
+/// The HTML form: every field is text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormRequest {
+    kind: String,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    max_attempts: Option<String>,
+    #[serde(default)]
+    timeout_s: Option<String>,
+}
+
+/// Which body format the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/json` (or any `+json` type).
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+impl BodyFormat {
+    /// Reads the `Content-Type` header; anything else is a 415.
+    pub fn from_content_type(value: Option<&str>) -> Result<Self, ApiError> {
+        let raw = value.unwrap_or("");
+        let essence = raw
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(BodyFormat::Json),
+            e if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyFormat::Json),
+            "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
+            _ => Err(ApiError::UnsupportedMediaType(if raw.is_empty() {
+                "(none)".to_owned()
+            } else {
+                raw.chars().take(100).collect()
+            })),
+        }
+    }
+}
+
+impl NewJob {
+    /// Parses and checks a body of the given format.
+    pub fn parse(format: BodyFormat, body: &[u8], max_timeout_s: u64) -> Result<Self, ApiError> {
+        let request = match format {
+            BodyFormat::Json => serde_json::from_slice::<JsonRequest>(body).map_err(json_error)?,
+            BodyFormat::Form => from_form(body)?,
+        };
+        let kind: JobKind = request
+            .kind
+            .parse()
+            .map_err(|e: offload_shared::kinds::UnknownKind| ApiError::Invalid(e.to_string()))?;
+        let payload = request
+            .payload
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        kind.validate_payload(&payload)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+            return Err(ApiError::Invalid(format!(
+                "max_attempts is {max_attempts}; it must be between 1 and {MAX_ATTEMPTS_LIMIT}"
+            )));
+        }
+        if let Some(t) = request.timeout_s
+            && !(1..=max_timeout_s).contains(&t)
+        {
+            return Err(ApiError::Invalid(format!(
+                "timeout_s is {t}; it must be between 1 and {max_timeout_s}"
+            )));
+        }
+        Ok(NewJob {
+            kind,
+            payload,
+            max_attempts,
+            timeout_s: request.timeout_s,
+        })
+    }
+}
+
+/// Syntax errors are 400; well-formed JSON of the wrong shape is 422.
+fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::Invalid(e.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => ApiError::Malformed(e.to_string()),
+    }
+}
+
+fn from_form(body: &[u8]) -> Result<JsonRequest, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|e| ApiError::Malformed(format!("form data is not UTF-8: {e}")))?;
+    let form: FormRequest =
+        serde_urlencoded::from_bytes(body).map_err(|e| ApiError::Invalid(format!("form: {e}")))?;
+    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let payload = non_empty(form.payload)
+        .map(|text| {
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| ApiError::Invalid(format!("form field payload is not JSON: {e}")))
+        })
+        .transpose()?;
+    let number = |field: &str, v: Option<String>| -> Result<Option<u64>, ApiError> {
+        non_empty(v)
+            .map(|t| {
+                t.trim().parse::<u64>().map_err(|_| {
+                    ApiError::Invalid(format!("form field {field} is not a whole number: {t:?}"))
+                })
+            })
+            .transpose()
+    };
+    let max_attempts =
+        number("max_attempts", form.max_attempts)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    Ok(JsonRequest {
+        kind: form.kind,
+        payload,
+        max_attempts,
+        timeout_s: number("timeout_s", form.timeout_s)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn json_status(body: &str) -> Result<NewJob, u16> {
+        NewJob::parse(BodyFormat::Json, body.as_bytes(), 3600).map_err(|e| match e {
+            ApiError::Malformed(_) => 400,
+            ApiError::Invalid(_) => 422,
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    #[test]
+    fn valid_json_parses_with_defaults() {
+        let job = json_status(r#"{"kind":"sleep","payload":{"ms":3}}"#).expect("valid");
+        assert_eq!(job.kind, JobKind::Sleep);
+        assert_eq!(job.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        let job = json_status(r#"{"kind":"noop"}"#).expect("payload optional");
+        assert_eq!(job.payload, json!({}));
+    }
+
+    #[test]
+    fn bad_json_bodies_get_400_or_422() {
+        let cases = [
+            ("{", 400, "truncated JSON"),
+            ("not json", 400, "not JSON at all"),
+            ("", 400, "empty body"),
+            (r#"{"kind":"resize"}"#, 422, "unknown kind"),
+            (r#"{"kind":"noop","colour":1}"#, 422, "unknown field"),
+            (
+                r#"{"kind":"sleep","payload":{"ms":"x"}}"#,
+                422,
+                "bad payload",
+            ),
+            (r#"{"payload":{}}"#, 422, "kind missing"),
+            (r#"{"kind":"noop","max_attempts":0}"#, 422, "zero attempts"),
+            (
+                r#"{"kind":"noop","timeout_s":99999}"#,
+                422,
+                "timeout over the maximum",
+            ),
+            ("[1,2]", 422, "not an object"),
+        ];
+        for (body, status, why) in cases {
+            assert_eq!(json_status(body).map(|_| 0), Err(status), "{why}: {body}");
+        }
+    }
+
+    #[test]
+    fn forms_carry_payload_as_json_text() {
+        let job = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=sleep&payload=%7B%22ms%22%3A5%7D",
+            60,
+        )
+        .expect("valid form");
+        assert_eq!(job.payload, json!({"ms": 5}));
+        let job =
+            NewJob::parse(BodyFormat::Form, b"kind=noop&payload=", 60).expect("empty payload");
+        assert_eq!(job.payload, json!({}));
+        for body in [
+            "kind=noop&payload=%7B",
+            "kind=nope",
+            "payload=1",
+            "kind=noop&x=1",
+        ] {
+            assert!(
+                matches!(
+                    NewJob::parse(BodyFormat::Form, body.as_bytes(), 60),
+                    Err(ApiError::Invalid(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_types_are_recognised() {
+        use BodyFormat::*;
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/json; charset=utf-8")).ok(),
+            Some(Json)
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/x-www-form-urlencoded")).ok(),
+            Some(Form)
+        );
+        assert!(BodyFormat::from_content_type(Some("text/plain")).is_err());
+        assert!(BodyFormat::from_content_type(None).is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! Talking to RabbitMQ with a deadline on every wait: connecting, opening channels, publishing
+//! and waiting for the publisher confirm. A request or a worker never hangs on the broker.
+
+use std::time::Duration;
+
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::ShortString,
+};
+
+/// What went wrong talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker did not answer within the deadline.
+    #[error("the broker did not answer within {0:?} while trying to {1}")]
+    Timeout(Duration, &'static str),
+    /// The connection or channel failed.
+    #[error("broker error while trying to {1}: {0}")]
+    Amqp(#[source] lapin::Error, &'static str),
+    /// The broker refused the message (`basic.nack`), e.g. a full queue with `reject-publish`.
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    /// A mandatory message no queue took (`basic.return`): the topology is missing.
+    #[error("the broker returned the message as unroutable: {0}")]
+    Returned(String),
+}
+
+/// Runs `fut` with a deadline, mapping both failure kinds to [`BrokerError`].
+pub async fn with_deadline<T>(
+    deadline: Duration,
+    what: &'static str,
+    fut: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(deadline, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(BrokerError::Amqp(e, what)),
+        Err(_) => Err(BrokerError::Timeout(deadline, what)),
+    }
+}
+
+/// Connects with a deadline; `name` shows in the broker's connection list.
+pub async fn connect(url: &str, name: &str, deadline: Duration) -> Result<Connection, BrokerError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    with_deadline(deadline, "connect", Connection::connect(url, props)).await
+}
+
+/// Opens a channel in publisher-confirm mode.
+pub async fn confirm_channel(
+    conn: &Connection,
+    deadline: Duration,
+) -> Result<Channel, BrokerError> {
+    let channel = with_deadline(deadline, "open a channel", conn.create_channel()).await?;
+    with_deadline(
+        deadline,
+        "enable publisher confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
+    Ok(channel)
+}
+
+/// Properties of a persistent JSON message.
+pub fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+/// Publishes a mandatory message and waits for the broker's confirm. `Ok` means the broker
+/// took responsibility: acked and routed to a queue.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    deadline: Duration,
+) -> Result<(), BrokerError> {
+    let work = async {
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(exchange),
+                ShortString::from(routing_key),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .map_err(|e| BrokerError::Amqp(e, "publish"))?;
+        confirm
+            .await
+            .map_err(|e| BrokerError::Amqp(e, "wait for the publisher confirm"))
+    };
+    let confirmation = tokio::time::timeout(deadline, work)
+        .await
+        .map_err(|_| BrokerError::Timeout(deadline, "publish and wait for the confirm"))??;
+    match confirmation {
+        // lapin reports a returned mandatory message as an ack carrying the message: it was
+        // NOT stored anywhere, so it must not count as accepted.
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(
+            BrokerError::Returned(returned.reply_text.as_str().to_owned()),
+        ),
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Nack(None) => Err(BrokerError::Nacked),
+        Confirmation::NotRequested => Err(BrokerError::Amqp(
+            lapin::Error::from(lapin::ErrorKind::FutureCompleted),
+            "publish on a channel without confirms",
+        )),
+    }
+}
+
+/// The broker address without its password, for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(uri) => format!(
+            "{}://{}@{}:{}/{}",
+            if matches!(uri.scheme, lapin::uri::AMQPScheme::AMQPS) {
+                "amqps"
+            } else {
+                "amqp"
+            },
+            uri.authority.userinfo.username,
+            uri.authority.host,
+            uri.authority.port,
+            uri.vhost,
+        ),
+        Err(_) => "(unparseable URL)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        let shown = redact("amqp://user:secret@example:5672/%2f");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("user@example:5672"), "{shown}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The job envelope, version 1 of the wire contract: the JSON body of every job message.
+//!
+//! AMQP properties travel beside it: `delivery_mode=2`, `message_id` = job id,
+//! `content_type=application/json`, `type` = kind, `timestamp`.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::kinds::JobKind;
+
+/// Version of the envelope and event formats this build writes and reads.
+pub const WIRE_VERSION: u32 = 1;
+
+/// A job's id: a UUID v7, so ids sort by submission time. Also the AMQP `message_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        JobId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// The body of a job message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobEnvelope {
+    /// Wire version; see [`WIRE_VERSION`].
+    pub v: u32,
+    /// The job's id.
+    pub id: JobId,
+    /// Which handler runs it.
+    pub kind: JobKind,
+    /// The handler's input, already validated for `kind` by the API.
+    pub payload: Value,
+    /// 1 for the first run; counts runs the job was given, not broker redeliveries.
+    pub attempt: u32,
+    /// Runs allowed before the job is dead-lettered.
+    pub max_attempts: u32,
+    /// Run-time limit of one attempt.
+    pub timeout_ms: u64,
+    /// When the API accepted the job.
+    #[serde(with = "time::serde::rfc3339")]
+    pub submitted_at: OffsetDateTime,
+}
+
+/// Why a message body is not a job envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON, or not the envelope's shape.
+    #[error("message body is not a job envelope: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A version this build does not read.
+    #[error("envelope version {0} is not supported (this build reads version {WIRE_VERSION})")]
+    Version(u32),
+    /// A payload its kind does not accept.
+    #[error(transparent)]
+    Payload(#[from] crate::kinds::PayloadError),
+}
+
+impl JobEnvelope {
+    /// Serialises the envelope for publishing.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of plain fields and a `Value` cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a message body.
+    pub fn from_bytes(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let env: JobEnvelope = serde_json::from_slice(body)?;
+        if env.v != WIRE_VERSION {
+            return Err(EnvelopeError::Version(env.v));
+        }
+        env.kind.validate_payload(&env.payload)?;
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> JobEnvelope {
+        JobEnvelope {
+            v: WIRE_VERSION,
+            id: JobId::new(),
+            kind: JobKind::Sleep,
+            payload: json!({"ms": 10}),
+            attempt: 1,
+            max_attempts: 5,
+            timeout_ms: 1000,
+            submitted_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let env = sample();
+        let back = JobEnvelope::from_bytes(&env.to_bytes()).expect("parses");
+        assert_eq!(back, env);
+        let text = String::from_utf8(env.to_bytes()).expect("utf-8");
+        assert!(text.contains("\"kind\":\"sleep\""), "{text}");
+        assert!(
+            text.contains("\"submitted_at\":\"1970-01-01T00:00:00Z\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn garbage_and_other_versions_are_refused() {
+        assert!(JobEnvelope::from_bytes(b"not json").is_err());
+        assert!(JobEnvelope::from_bytes(b"{}").is_err());
+        let mut env = sample();
+        env.v = 2;
+        assert!(matches!(
+            JobEnvelope::from_bytes(&env.to_bytes()),
+            Err(EnvelopeError::Version(2))
+        ));
+        let mut env = sample();
+        env.payload = json!({"ms": "x"});
+        assert!(matches!(
+            JobEnvelope::from_bytes(&env.to_bytes()),
+            Err(EnvelopeError::Payload(_))
+        ));
+    }
+
+    #[test]
+    fn ids_are_v7_and_time_ordered() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert_eq!(a.as_uuid().get_version_num(), 7);
+        assert!(a < b);
+    }
+}

@@ -1,0 +1,184 @@
+//! Lifecycle events: workers publish them to the events queue, the API applies them to its store.
+//!
+//! Delivery is at-least-once and a redelivered job runs again, so events can repeat and arrive
+//! late. [`JobStatus::progress`] orders them: the store applies an event only if it moves the job
+//! forward, which makes duplicates and stale events harmless.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::envelope::{JobId, WIRE_VERSION};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Accepted and waiting in the queue.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// An attempt failed; another attempt is scheduled.
+    Retrying,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished with an error and not dead-lettered.
+    Failed,
+    /// Gave up: in the dead-letter queue, with the reason.
+    Dead,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Dead,
+    ];
+
+    /// The status's name on the wire and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Retrying => "retrying",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    /// True once nothing more will happen to the job.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead
+        )
+    }
+
+    /// Position of `(attempt, status)` in the job's life; an event applies only if its progress
+    /// is greater than the stored one. A terminal status outranks every other status of the same
+    /// attempt, so a late `running` never overwrites `succeeded`.
+    pub fn progress(self, attempt: u32) -> i64 {
+        let rank = match self {
+            JobStatus::Queued => 0,
+            JobStatus::Running => 1,
+            JobStatus::Retrying => 2,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead => 3,
+        };
+        i64::from(attempt) * 4 + rank
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for JobStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.chars().take(32).collect()))
+    }
+}
+
+/// One step of a job's life, reported by the worker that took it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Wire version; see [`WIRE_VERSION`].
+    pub v: u32,
+    /// The job.
+    pub job_id: JobId,
+    /// Which attempt this is about.
+    pub attempt: u32,
+    /// The status the job reached.
+    pub status: JobStatus,
+    /// When the worker observed it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The worker's name.
+    pub worker: String,
+    /// The handler's output, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// What went wrong, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl JobEvent {
+    /// An event stamped now, without result or error.
+    pub fn now(job_id: JobId, attempt: u32, status: JobStatus, worker: &str) -> Self {
+        JobEvent {
+            v: WIRE_VERSION,
+            job_id,
+            attempt,
+            status,
+            at: OffsetDateTime::now_utc(),
+            worker: worker.to_owned(),
+            result: None,
+            error: None,
+        }
+    }
+
+    /// Serialises the event for publishing.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses an event body.
+    pub fn from_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_orders_the_lifecycle() {
+        use JobStatus::*;
+        assert!(Running.progress(1) > Queued.progress(1));
+        assert!(Succeeded.progress(1) > Running.progress(1));
+        assert!(Dead.progress(1) > Running.progress(1));
+        // A late `running` of attempt 1 never overwrites the end of attempt 1...
+        assert!(Running.progress(1) < Succeeded.progress(1));
+        // ...but a later attempt moves past an earlier attempt's retry.
+        assert!(Running.progress(2) > Retrying.progress(1));
+        assert!(Queued.progress(2) > Dead.progress(1));
+    }
+
+    #[test]
+    fn statuses_round_trip_by_name() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let mut ev = JobEvent::now(JobId::new(), 2, JobStatus::Succeeded, "w1");
+        ev.result = Some(serde_json::json!({"ok": true}));
+        let back = JobEvent::from_bytes(&ev.to_bytes()).expect("parses");
+        assert_eq!(back.job_id, ev.job_id);
+        assert_eq!(back.result, ev.result);
+        assert_eq!(back.status, JobStatus::Succeeded);
+    }
+}

@@ -1,0 +1,25 @@
+//! Everything the Offload API and worker must agree on. Nothing here talks HTTP.
+//!
+//! # Layout
+//! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
+//! - [`kinds`]: the registry of job kinds and the payload each one accepts.
+//! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
+//! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
+//! - [`topology`]: exchanges, queues and their arguments, declared idempotently by both binaries.
+//! - [`broker`]: connecting and confirmed publishing, each with a deadline.
+//! - [`telemetry`]: tracing set-up (JSON in containers, readable in a terminal).
+//! - [`shutdown`]: the cancellation token that SIGTERM / Ctrl-C trigger.
+
+pub mod broker;
+pub mod envelope;
+pub mod events;
+pub mod kinds;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+
+pub use envelope::{JobEnvelope, JobId};
+pub use events::{JobEvent, JobStatus};
+pub use kinds::JobKind;
+pub use settings::{QueueType, Settings};

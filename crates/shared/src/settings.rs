@@ -1,0 +1,171 @@
+//! The one settings struct: built-in defaults, then `OFFLOAD_*` environment variables, then
+//! `--flags` of the same names, validated at start-up with messages a person can act on.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+use crate::topology::QueuePrefix;
+
+/// Default broker address: the local RabbitMQ with its stock account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Longest run-time limit a job may have: below RabbitMQ's default consumer timeout (30 min),
+/// so the broker never closes a worker's channel under a job that is still within its limit.
+pub const MAX_JOB_TIMEOUT_S: u64 = 1500;
+
+/// The RabbitMQ queue type of the work, dead-letter and events queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    /// Replicated, fsync'd before confirm, counts deliveries (poison messages are dead-lettered).
+    Quorum,
+    /// Single-node queue; faster on one node, no delivery limit.
+    Classic,
+}
+
+impl QueueType {
+    /// The value of the `x-queue-type` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines when stderr is not a terminal (containers), readable text otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Settings of both binaries. Every field has a flag `--name` and a variable `OFFLOAD_NAME`.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about = None, next_line_help = false)]
+pub struct Settings {
+    /// RabbitMQ address (`amqp://` or `amqps://`).
+    #[arg(long, env = "OFFLOAD_AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = parse_amqp_url)]
+    pub amqp_url: String,
+
+    /// [api] Address the HTTP server binds; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "OFFLOAD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Prefix of every exchange and queue name, so tenants and tests can share one broker.
+    #[arg(long, env = "OFFLOAD_QUEUE_PREFIX", default_value = "offload", value_parser = QueuePrefix::parse)]
+    pub queue_prefix: QueuePrefix,
+
+    /// Queue type of the queues this process declares. Must match queues that already exist.
+    #[arg(long, env = "OFFLOAD_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+
+    /// Quorum queues only: deliveries of one message before it is dead-lettered (a job that keeps
+    /// killing its worker). Must match the existing queue.
+    #[arg(long, env = "OFFLOAD_DELIVERY_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub delivery_limit: u32,
+
+    /// [worker] Unacknowledged jobs per worker (`basic.qos`), which is also how many it runs at once.
+    #[arg(long, env = "OFFLOAD_PREFETCH", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub prefetch: u16,
+
+    /// [api] Job store: `sqlite://path/to/file.db`.
+    #[arg(
+        long,
+        env = "OFFLOAD_DATABASE_URL",
+        default_value = "sqlite://data/offload.db"
+    )]
+    pub database_url: String,
+
+    /// [api] Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "OFFLOAD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256..=(256 * 1024 * 1024)))]
+    pub max_body_bytes: u64,
+
+    /// Seconds a stopping process waits for in-flight work before it exits.
+    #[arg(long, env = "OFFLOAD_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
+
+    /// Deadline in milliseconds of every broker wait (connect, publish, confirm).
+    #[arg(long, env = "OFFLOAD_BROKER_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub broker_timeout_ms: u64,
+
+    /// [api] Default run-time limit of a job in seconds, when the request names none.
+    #[arg(long, env = "OFFLOAD_JOB_TIMEOUT_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
+    pub job_timeout_s: u64,
+
+    /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
+    #[arg(long, env = "OFFLOAD_WORKER_NAME")]
+    pub worker_name: Option<String>,
+
+    /// Log format: auto (JSON unless stderr is a terminal), json or text. Filter with `RUST_LOG`.
+    #[arg(long, env = "OFFLOAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Settings from defaults and the environment only, as a test starts from before changing fields.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Self::try_parse_from(["offload"])
+    }
+
+    /// Deadline of one broker wait.
+    pub fn broker_timeout(&self) -> Duration {
+        Duration::from_millis(self.broker_timeout_ms)
+    }
+
+    /// How long a stopping process waits for in-flight work.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+
+    /// The worker's name in job status.
+    pub fn worker_name(&self) -> String {
+        self.worker_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "worker".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+fn parse_amqp_url(raw: &str) -> Result<String, String> {
+    raw.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+        format!(
+            "{e}; expected e.g. amqp://user:password@host:5672/%2f (the vhost `/` is written %2f)"
+        )
+    })?;
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::try_parse_from(["offload"]).expect("defaults are valid");
+        assert_eq!(s.prefetch, 1);
+        assert_eq!(s.queue_type, QueueType::Quorum);
+        assert_eq!(s.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["offload", "--prefetch", "0"], "--prefetch"),
+            (&["offload", "--queue-type", "stream"], "--queue-type"),
+            (&["offload", "--amqp-url", "http://x"], "--amqp-url"),
+            (&["offload", "--queue-prefix", "bad name"], "--queue-prefix"),
+            (&["offload", "--http-addr", "nowhere"], "--http-addr"),
+        ];
+        for (args, flag) in cases {
+            let err = Settings::try_parse_from(*args).expect_err("must be refused");
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+}
