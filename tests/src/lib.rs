@@ -1,1 +1,455 @@
-//! placeholder
+//! Harness for the HTTP-level integration tests: runs the real `offload-api` and
+//! `offload-worker` binaries against the real RabbitMQ, each test under its own queue prefix
+//! and store file, and polls with deadlines.
+//!
+//! # Layout
+//! - [`TestEnv`]: a random queue prefix, a store file, the broker connection, clean-up.
+//! - [`ApiProcess`] / [`WorkerProcess`]: the binaries as child processes, with their logs.
+//! - [`poll`]: wait for a condition with a deadline, never a bare sleep.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use lapin::{
+    Connection, ConnectionProperties,
+    options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::{FieldTable, ShortString},
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+pub use offload_shared::topology::Names;
+
+/// The broker the tests use: `OFFLOAD_TEST_AMQP_URL`, else the local default.
+pub fn amqp_url() -> String {
+    std::env::var("OFFLOAD_TEST_AMQP_URL")
+        .unwrap_or_else(|_| offload_shared::settings::DEFAULT_AMQP_URL.to_owned())
+}
+
+/// Connects to the test broker or fails the test with the fix.
+pub async fn broker() -> Connection {
+    let url = amqp_url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!(
+            "RabbitMQ is not answering at {url}: {e}. Start it with `rabbitmq-server -detached` \
+             (or run scripts/test.sh, which starts it)."
+        ),
+        Err(_) => panic!(
+            "RabbitMQ at {url} did not answer within 5 s. Start it with `rabbitmq-server -detached` \
+             (or run scripts/test.sh, which starts it)."
+        ),
+    }
+}
+
+/// Paths of the two binaries, built once per test run (a no-op when up to date) so the
+/// tests always run what the source says.
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+            .expect("the test executable lives in target/<profile>/deps");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "offload-api",
+                "-p",
+                "offload-worker",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building offload-api and offload-worker failed"
+        );
+        (dir.join("offload-api"), dir.join("offload-worker"))
+    })
+}
+
+/// A test's own slice of the broker and its own store file.
+pub struct TestEnv {
+    /// The queue prefix, unique per test.
+    pub prefix: String,
+    /// Exchange and queue names under the prefix.
+    pub names: Names,
+    /// The store file.
+    pub database: PathBuf,
+    /// A connection for inspecting queues.
+    pub broker: Connection,
+}
+
+impl TestEnv {
+    /// A fresh prefix and store file; fails with the fix if the broker is not answering.
+    pub async fn new() -> Self {
+        let broker = broker().await;
+        let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let names = Names::new(
+            &offload_shared::topology::QueuePrefix::parse(&prefix).expect("a valid prefix"),
+        );
+        let database = std::env::temp_dir().join(format!("offload-{prefix}.db"));
+        TestEnv {
+            prefix,
+            names,
+            database,
+            broker,
+        }
+    }
+
+    /// Environment every process of this test gets.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("OFFLOAD_AMQP_URL".into(), amqp_url()),
+            ("OFFLOAD_QUEUE_PREFIX".into(), self.prefix.clone()),
+            (
+                "OFFLOAD_DATABASE_URL".into(),
+                format!("sqlite://{}", self.database.display()),
+            ),
+            ("OFFLOAD_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("OFFLOAD_LOG_FORMAT".into(), "json".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ]
+    }
+
+    /// Ready messages in `queue` (a passive declare: fails if the queue does not exist).
+    pub async fn ready_count(&self, queue: &str) -> u32 {
+        let channel = self.broker.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = channel.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    /// Deletes this test's queues, exchanges and store file.
+    pub async fn cleanup(self) {
+        if let Ok(channel) = self.broker.create_channel().await {
+            for q in self.names.queues() {
+                let _ = channel
+                    .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in self.names.exchanges() {
+                let _ = channel
+                    .exchange_delete(ShortString::from(x), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.database.display()));
+        }
+        let _ = self.broker.close(200, "done".into()).await;
+    }
+}
+
+/// A child process with its log lines kept for assertions and failure reports.
+struct Proc {
+    label: String,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(label: &str, program: &Path, vars: &[(String, String)]) -> Self {
+        let mut child = Command::new(program)
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    sink.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        Proc {
+            label: label.to_owned(),
+            child,
+            logs,
+        }
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Waits for a JSON log line whose `message` is `message`; returns it.
+    async fn wait_for_log(&mut self, message: &str, within: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let found = self.logs().iter().find_map(|line| {
+                serde_json::from_str::<Value>(line)
+                    .ok()
+                    .filter(|v| v["message"] == message)
+            });
+            if let Some(v) = found {
+                return v;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before logging {message:?}:\n{}",
+                    self.label,
+                    self.logs().join("\n")
+                );
+            }
+            assert!(
+                start.elapsed() < within,
+                "{} did not log {message:?} within {within:?}:\n{}",
+                self.label,
+                self.logs().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("waiting for {} failed: {e}", self.label),
+            Err(_) => panic!(
+                "{} did not exit within {within:?}:\n{}",
+                self.label,
+                self.logs().join("\n")
+            ),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- logs of {} ----\n{}",
+                self.label,
+                self.logs().join("\n")
+            );
+        }
+    }
+}
+
+/// A running `offload-api`.
+pub struct ApiProcess {
+    proc: Proc,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A client that does not follow redirects.
+    pub http: reqwest::Client,
+}
+
+impl ApiProcess {
+    /// Starts the API for `env` with extra variables; returns once it listens.
+    pub async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+        let mut vars = env.vars();
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let mut proc = Proc::spawn("offload-api", &binaries().0, &vars);
+        let line = proc
+            .wait_for_log("listening", Duration::from_secs(30))
+            .await;
+        let addr = line["addr"]
+            .as_str()
+            .expect("listening line has addr")
+            .to_owned();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        ApiProcess {
+            proc,
+            base: format!("http://{addr}"),
+            http,
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Submits a JSON job and asserts 202; returns the job's JSON.
+    pub async fn submit(&self, body: Value) -> Value {
+        let response = self
+            .http
+            .post(self.url("/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /jobs");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, 202, "POST /jobs {body} answered {status}: {text}");
+        serde_json::from_str(&text).expect("job JSON")
+    }
+
+    /// `GET /jobs/{id}` as JSON; panics unless 200.
+    pub async fn job(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .expect("GET /jobs/{id}");
+        assert_eq!(response.status(), 200, "GET /jobs/{id}");
+        response.json().await.expect("job JSON")
+    }
+
+    /// Polls the job until its status is `status`; returns the job.
+    pub async fn wait_for_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        poll(within, &format!("job {id} to reach {status}"), || async {
+            let job = self.job(id).await;
+            (job["status"] == status).then_some(job)
+        })
+        .await
+    }
+
+    /// The API's log lines.
+    pub fn logs(&self) -> Vec<String> {
+        self.proc.logs()
+    }
+}
+
+/// A running `offload-worker`.
+pub struct WorkerProcess {
+    proc: Proc,
+    /// Its name, as job status shows it.
+    pub name: String,
+}
+
+impl WorkerProcess {
+    /// Starts a worker named `name` with `prefetch`; returns once it consumes.
+    pub async fn start(env: &TestEnv, name: &str, prefetch: u16, extra: &[(&str, &str)]) -> Self {
+        let mut proc = Self::spawn(env, name, prefetch, extra);
+        proc.wait_for_log("consuming", Duration::from_secs(30))
+            .await;
+        WorkerProcess {
+            proc,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Starts a worker that is expected to fail at start-up; returns its exit status and logs.
+    pub async fn start_failing(env: &TestEnv, extra: &[(&str, &str)]) -> (ExitStatus, String) {
+        let mut proc = Self::spawn(env, "failing", 1, extra);
+        let status = proc.wait_exit(Duration::from_secs(20)).await;
+        (status, proc.logs().join("\n"))
+    }
+
+    fn spawn(env: &TestEnv, name: &str, prefetch: u16, extra: &[(&str, &str)]) -> Proc {
+        let mut vars = env.vars();
+        vars.push(("OFFLOAD_WORKER_NAME".into(), name.to_owned()));
+        vars.push(("OFFLOAD_PREFETCH".into(), prefetch.to_string()));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Proc::spawn(&format!("offload-worker {name}"), &binaries().1, &vars)
+    }
+
+    /// kill -9: the process dies without acking anything.
+    pub async fn kill9(mut self) {
+        self.proc.signal("-KILL");
+        self.proc.wait_exit(Duration::from_secs(10)).await;
+    }
+
+    /// Sends SIGTERM (graceful stop).
+    pub fn terminate(&self) {
+        self.proc.signal("-TERM");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        self.proc.wait_exit(within).await
+    }
+
+    /// The worker's log lines.
+    pub fn logs(&self) -> Vec<String> {
+        self.proc.logs()
+    }
+}
+
+/// Runs a program of this workspace to completion (e.g. `--help`); returns status and output.
+pub fn run_binary(api: bool, args: &[&str], vars: &[(&str, &str)]) -> (ExitStatus, String) {
+    let (a, w) = binaries();
+    let output = std::process::Command::new(if api { a } else { w })
+        .args(args)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("binary runs");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status, text)
+}
+
+/// Calls `check` until it returns `Some`, at most for `within`; fails the test naming `what`.
+pub async fn poll<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Parses an RFC 3339 timestamp from a job's JSON field.
+pub fn timestamp(job: &Value, field: &str) -> time::OffsetDateTime {
+    let text = job[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("job has no {field}: {job}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{field} {text:?}: {e}"))
+}

@@ -85,7 +85,7 @@ impl Application {
         let channel = broker::confirm_channel(&connection, deadline)
             .await
             .map_err(broker_error)?;
-        let names = topology::declare(&channel, &settings).await?;
+        let names = topology::declare(&connection, &settings).await?;
         let publisher = JobPublisher::new(channel, names.jobs_exchange.clone(), deadline);
 
         let store = SqliteStore::connect(&settings.database_url)

@@ -95,6 +95,9 @@ impl SleepPayload {
             kind: JobKind::Sleep,
             reason,
         };
+        if !payload.is_object() {
+            return Err(invalid("expected an object like {\"ms\": 500}".to_owned()));
+        }
         let parsed = SleepPayload::deserialize(payload).map_err(|e| invalid(e.to_string()))?;
         if parsed.ms > MAX_SLEEP_MS {
             return Err(invalid(format!(

@@ -11,12 +11,15 @@
 use std::fmt;
 
 use lapin::{
-    Channel, ExchangeKind,
+    Channel, Connection, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
-use crate::settings::{QueueType, Settings};
+use crate::{
+    broker::BrokerError,
+    settings::{QueueType, Settings},
+};
 
 /// Routing key of job messages on the jobs exchange.
 pub const JOB_ROUTING_KEY: &str = "job";
@@ -117,7 +120,7 @@ pub enum TopologyError {
         name: String,
         /// The broker or connection error.
         #[source]
-        source: lapin::Error,
+        source: Box<BrokerError>,
     },
 }
 
@@ -161,9 +164,121 @@ fn put_str(args: &mut FieldTable, key: &str, value: &str) {
     );
 }
 
-/// Declares every exchange, queue and binding. Idempotent while arguments match.
+/// Declares every exchange, queue and binding on a channel of its own. Idempotent while
+/// arguments match.
 #[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix))]
-pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
+pub async fn declare(connection: &Connection, settings: &Settings) -> Result<Names, TopologyError> {
+    let deadline = settings.broker_timeout();
+    let channel = open(connection, deadline).await?;
+    let outcome = tokio::time::timeout(deadline, declare_on(&channel, settings))
+        .await
+        .unwrap_or_else(|_| {
+            Err(TopologyError::Broker {
+                object: "topology",
+                name: settings.queue_prefix.to_string(),
+                source: Box::new(BrokerError::Timeout(
+                    deadline,
+                    "declare exchanges and queues",
+                )),
+            })
+        });
+    match outcome {
+        Err(TopologyError::Mismatch {
+            object: "queue",
+            name,
+            argument,
+            broker,
+            fix,
+        }) if argument != "x-queue-type" => {
+            // The broker names the first argument that differs, which for a queue of the other
+            // type is rarely `x-queue-type` itself. Declaring the queue as the other type tells.
+            let other = other_type_settings(settings);
+            if probe_queue(connection, &name, &other, deadline).await {
+                let argument = "x-queue-type".to_owned();
+                let broker = format!(
+                    "the queue is a {} queue; this process asks for {} ({broker})",
+                    other.queue_type.as_str(),
+                    settings.queue_type.as_str()
+                );
+                let fix = mismatch_fix("queue", &name, &argument, settings);
+                Err(TopologyError::Mismatch {
+                    object: "queue",
+                    name,
+                    argument,
+                    broker,
+                    fix,
+                })
+            } else {
+                Err(TopologyError::Mismatch {
+                    object: "queue",
+                    name,
+                    argument,
+                    broker,
+                    fix,
+                })
+            }
+        }
+        other => {
+            if channel.status().connected() {
+                let _ = tokio::time::timeout(deadline, channel.close(200, "declared".into())).await;
+            }
+            other
+        }
+    }
+}
+
+async fn open(
+    connection: &Connection,
+    deadline: std::time::Duration,
+) -> Result<Channel, TopologyError> {
+    crate::broker::with_deadline(deadline, "open a channel", connection.create_channel())
+        .await
+        .map_err(|source| TopologyError::Broker {
+            object: "channel",
+            name: "topology".into(),
+            source: Box::new(source),
+        })
+}
+
+fn other_type_settings(settings: &Settings) -> Settings {
+    let mut other = settings.clone();
+    other.queue_type = match settings.queue_type {
+        QueueType::Quorum => QueueType::Classic,
+        QueueType::Classic => QueueType::Quorum,
+    };
+    other
+}
+
+/// True if `name` accepts a declare with `settings`' arguments (it is that kind of queue).
+async fn probe_queue(
+    connection: &Connection,
+    name: &str,
+    settings: &Settings,
+    deadline: std::time::Duration,
+) -> bool {
+    let Ok(channel) = open(connection, deadline).await else {
+        return false;
+    };
+    let names = Names::new(&settings.queue_prefix);
+    let args = if name == names.jobs_queue {
+        jobs_queue_arguments(settings, &names)
+    } else {
+        plain_queue_arguments(settings)
+    };
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let declared =
+        tokio::time::timeout(deadline, channel.queue_declare(name.into(), options, args)).await;
+    let matched = matches!(declared, Ok(Ok(_)));
+    if matched {
+        let _ = tokio::time::timeout(deadline, channel.close(200, "probed".into())).await;
+    }
+    matched
+}
+
+async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
     let names = Names::new(&settings.queue_prefix);
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
@@ -214,10 +329,10 @@ pub async fn declare(channel: &Channel, settings: &Settings) -> Result<Names, To
                 FieldTable::default(),
             )
             .await
-            .map_err(|source| TopologyError::Broker {
+            .map_err(|e| TopologyError::Broker {
                 object: "binding",
                 name: format!("{queue} <- {exchange}"),
-                source,
+                source: Box::new(BrokerError::Amqp(e, "bind")),
             })?;
     }
     Ok(names)
@@ -252,7 +367,7 @@ fn classify(
         None => TopologyError::Broker {
             object,
             name: name.to_owned(),
-            source,
+            source: Box::new(BrokerError::Amqp(source, "declare")),
         },
     }
 }

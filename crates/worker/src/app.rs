@@ -79,7 +79,7 @@ impl Application {
         let reports = broker::confirm_channel(&connection, deadline)
             .await
             .map_err(broker_error)?;
-        let names = topology::declare(&reports, &settings).await?;
+        let names = topology::declare(&connection, &settings).await?;
         let jobs = broker::with_deadline(
             deadline,
             "open the jobs channel",

@@ -54,7 +54,7 @@ impl SqliteStore {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
