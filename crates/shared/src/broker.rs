@@ -21,6 +21,9 @@ pub enum BrokerError {
     /// The broker refused the message (`basic.nack`), e.g. a full queue with `reject-publish`.
     #[error("the broker refused the message (nack)")]
     Nacked,
+    /// The broker URL does not parse.
+    #[error("the broker URL does not parse: {0}")]
+    BadUrl(String),
     /// A mandatory message no queue took (`basic.return`): the topology is missing.
     #[error("the broker returned the message as unroutable: {0}")]
     Returned(String),
@@ -39,10 +42,61 @@ pub async fn with_deadline<T>(
     }
 }
 
-/// Connects with a deadline; `name` shows in the broker's connection list.
-pub async fn connect(url: &str, name: &str, deadline: Duration) -> Result<Connection, BrokerError> {
+/// Connects with a deadline; `name` shows in the broker's connection list. Unless the URL sets
+/// one, the heartbeat is `heartbeat_s`, so a silent broker is noticed within about two of them.
+///
+/// lapin's own auto-recovery stays off: after a loss the caller builds a new connection and
+/// new channels, so a delivery can never be acknowledged on a channel it did not come from.
+pub async fn connect(
+    url: &str,
+    name: &str,
+    deadline: Duration,
+    heartbeat_s: u16,
+) -> Result<Connection, BrokerError> {
+    let mut uri = url
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(BrokerError::BadUrl)?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(heartbeat_s);
+    }
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    with_deadline(deadline, "connect", Connection::connect(url, props)).await
+    with_deadline(deadline, "connect", Connection::connect_uri(uri, props)).await
+}
+
+/// Resolves when `connection` is no longer usable (closed by the broker, a dead socket, missed
+/// heartbeats), or when `channel` is closed.
+pub async fn lost(connection: &Connection, channels: &[&Channel]) {
+    loop {
+        let alive = connection.status().connected() && channels.iter().all(|c| c.status().connected());
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Delays between reconnection attempts: doubling from 100 ms to at most 2 s, so a broker that
+/// comes back is found again within about 2 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(2));
+        delay
+    }
 }
 
 /// Opens a channel in publisher-confirm mode.

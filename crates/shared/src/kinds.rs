@@ -80,12 +80,33 @@ pub struct PayloadError {
     pub reason: String,
 }
 
-/// Payload of the `sleep` kind.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Payload of the `sleep` kind: the stand-in for slow work, with switches that make it fail so
+/// the retry and dead-letter machinery can be watched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SleepPayload {
     /// Milliseconds to sleep.
+    #[serde(default)]
     pub ms: u64,
+    /// Fail (retryably) the first this-many attempts, then succeed.
+    #[serde(default)]
+    pub fail_attempts: u32,
+    /// `"permanent"`: fail at once, never retried.
+    #[serde(default)]
+    pub fail: Option<FailMode>,
+    /// Panic inside the handler.
+    #[serde(default)]
+    pub panic: bool,
+}
+
+/// How a `sleep` job is told to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// A permanent error: dead-lettered without retries.
+    Permanent,
+    /// A retryable error on every attempt, until attempts run out.
+    Retryable,
 }
 
 impl SleepPayload {
@@ -127,8 +148,11 @@ mod tests {
     #[test]
     fn sleep_payloads_are_checked() {
         assert!(JobKind::Sleep.validate_payload(&json!({"ms": 5})).is_ok());
+        assert!(JobKind::Sleep.validate_payload(&json!({"fail": "permanent"})).is_ok());
+        assert!(JobKind::Sleep.validate_payload(&json!({"ms": 1, "fail_attempts": 2, "panic": false})).is_ok());
         for bad in [
-            json!({}),
+            json!({"fail": "sometimes"}),
+            json!({"fail_attempts": -1}),
             json!({"ms": "5"}),
             json!({"ms": -1}),
             json!({"ms": 5, "extra": 1}),

@@ -5,6 +5,7 @@
 //! - [`kinds`]: the registry of job kinds and the payload each one accepts.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
+//! - [`retry`]: exponential back-off with jitter, carried out by TTL'd delay queues.
 //! - [`topology`]: exchanges, queues and their arguments, declared idempotently by both binaries.
 //! - [`broker`]: connecting and confirmed publishing, each with a deadline.
 //! - [`telemetry`]: tracing set-up (JSON in containers, readable in a terminal).
@@ -14,6 +15,7 @@ pub mod broker;
 pub mod envelope;
 pub mod events;
 pub mod kinds;
+pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

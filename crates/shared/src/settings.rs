@@ -93,9 +93,30 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_BROKER_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub broker_timeout_ms: u64,
 
+    /// [api] Deadline in milliseconds of one publish and its confirm; past it `POST /jobs` answers 503.
+    #[arg(long, env = "OFFLOAD_PUBLISH_TIMEOUT_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub publish_timeout_ms: u64,
+
+    /// Seconds between AMQP heartbeats; a silent broker is declared lost after about two.
+    #[arg(long, env = "OFFLOAD_HEARTBEAT_S", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=600))]
+    pub heartbeat_s: u16,
+
     /// [api] Default run-time limit of a job in seconds, when the request names none.
     #[arg(long, env = "OFFLOAD_JOB_TIMEOUT_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
     pub job_timeout_s: u64,
+
+    /// [api] Largest run-time limit a request may ask for, in seconds (at most 1500, below the
+    /// broker's 30-minute consumer timeout).
+    #[arg(long, env = "OFFLOAD_MAX_JOB_TIMEOUT_S", default_value_t = MAX_JOB_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
+    pub max_job_timeout_s: u64,
+
+    /// First retry delay in milliseconds; each further attempt doubles it (with jitter).
+    #[arg(long, env = "OFFLOAD_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub retry_base_ms: u64,
+
+    /// Longest retry delay in milliseconds.
+    #[arg(long, env = "OFFLOAD_RETRY_CAP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub retry_cap_ms: u64,
 
     /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
     #[arg(long, env = "OFFLOAD_WORKER_NAME")]
@@ -110,6 +131,45 @@ impl Settings {
     /// Settings from defaults and the environment only, as a test starts from before changing fields.
     pub fn from_env() -> Result<Self, clap::Error> {
         Self::try_parse_from(["offload"])
+    }
+
+    /// Checks what one flag alone cannot: the relations between settings.
+    pub fn validate(self) -> Result<Self, String> {
+        if self.retry_cap_ms < self.retry_base_ms {
+            return Err(format!(
+                "OFFLOAD_RETRY_CAP_MS ({}) is below OFFLOAD_RETRY_BASE_MS ({}); the cap must be at least the base",
+                self.retry_cap_ms, self.retry_base_ms
+            ));
+        }
+        if self.job_timeout_s > self.max_job_timeout_s {
+            return Err(format!(
+                "OFFLOAD_JOB_TIMEOUT_S ({}) is above OFFLOAD_MAX_JOB_TIMEOUT_S ({}); lower the default or raise the maximum",
+                self.job_timeout_s, self.max_job_timeout_s
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Parses the command line and environment and validates; on error prints it and exits 2.
+    pub fn load() -> Self {
+        let settings = <Self as Parser>::parse();
+        match settings.validate() {
+            Ok(s) => s,
+            Err(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// The retry back-off these settings describe.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.retry_base_ms, self.retry_cap_ms)
+    }
+
+    /// Deadline of one publish and its confirm.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
     }
 
     /// Deadline of one broker wait.
@@ -152,6 +212,17 @@ mod tests {
         assert_eq!(s.prefetch, 1);
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn related_settings_are_checked_together() {
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.retry_cap_ms = 5;
+        s.retry_base_ms = 10;
+        assert!(s.validate().expect_err("cap below base").contains("OFFLOAD_RETRY_CAP_MS"));
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.max_job_timeout_s = 10;
+        assert!(s.validate().expect_err("default above max").contains("OFFLOAD_MAX_JOB_TIMEOUT_S"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ```text
 //! exchange <p>.jobs (direct) --"job"--> queue <p>.jobs --dead-letter--> exchange <p>.dead (fanout) --> queue <p>.dead
 //! default exchange --"<p>.events"--> queue <p>.events   (lifecycle events, consumed by the API)
+//! default exchange --"<p>.retry.<ms>ms"--> queue <p>.retry.<ms>ms --TTL, dead-letter--> exchange <p>.jobs
 //! ```
 
 use std::fmt;
@@ -18,6 +19,7 @@ use lapin::{
 
 use crate::{
     broker::BrokerError,
+    retry::RetryPolicy,
     settings::{QueueType, Settings},
 };
 
@@ -66,12 +68,19 @@ pub struct Names {
     pub dead_queue: String,
     /// Lifecycle events from workers to the API.
     pub events_queue: String,
+    /// Delay queues for retries, `(delay in ms, queue name)`, shortest first.
+    pub retry_queues: Vec<(u64, String)>,
 }
 
 impl Names {
-    /// The names under `prefix`.
-    pub fn new(prefix: &QueuePrefix) -> Self {
+    /// The names under `prefix`, with one delay queue per delay of `retry`.
+    pub fn new(prefix: &QueuePrefix, retry: &RetryPolicy) -> Self {
         Names {
+            retry_queues: retry
+                .tiers()
+                .into_iter()
+                .map(|ms| (ms, format!("{prefix}.retry.{ms}ms")))
+                .collect(),
             jobs_exchange: format!("{prefix}.jobs"),
             jobs_queue: format!("{prefix}.jobs"),
             dead_exchange: format!("{prefix}.dead"),
@@ -80,9 +89,28 @@ impl Names {
         }
     }
 
+    /// The names these settings use.
+    pub fn for_settings(settings: &Settings) -> Self {
+        Names::new(&settings.queue_prefix, &settings.retry_policy())
+    }
+
+    /// The delay queue holding retries that wait `tier_ms`.
+    pub fn retry_queue(&self, tier_ms: u64) -> Option<&str> {
+        self.retry_queues
+            .iter()
+            .find(|(ms, _)| *ms == tier_ms)
+            .map(|(_, name)| name.as_str())
+    }
+
     /// Every queue, for tests and clean-up.
-    pub fn queues(&self) -> [&str; 3] {
-        [&self.jobs_queue, &self.dead_queue, &self.events_queue]
+    pub fn queues(&self) -> Vec<&str> {
+        let mut all = vec![
+            self.jobs_queue.as_str(),
+            self.dead_queue.as_str(),
+            self.events_queue.as_str(),
+        ];
+        all.extend(self.retry_queues.iter().map(|(_, q)| q.as_str()));
+        all
     }
 
     /// Every exchange, for tests and clean-up.
@@ -144,6 +172,28 @@ pub fn jobs_queue_arguments(settings: &Settings, names: &Names) -> FieldTable {
         put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
         // Required by at-least-once dead-lettering: a full queue refuses publishes (the API
         // answers 503) rather than dropping its oldest jobs.
+        put_str(&mut args, "x-overflow", "reject-publish");
+    }
+    args
+}
+
+/// Arguments of a delay queue: its TTL is the delay, and expired messages go back to work.
+pub fn retry_queue_arguments(settings: &Settings, names: &Names, delay_ms: u64) -> FieldTable {
+    let mut args = FieldTable::default();
+    // Same durability and replication as the work queue: a waiting retry is still an accepted job.
+    put_str(&mut args, "x-queue-type", settings.queue_type.as_str());
+    // The delay itself. One TTL per queue, so messages expire in queue order.
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+    );
+    // Expired messages are dead-lettered back to the jobs exchange with the job routing key.
+    put_str(&mut args, "x-dead-letter-exchange", &names.jobs_exchange);
+    put_str(&mut args, "x-dead-letter-routing-key", JOB_ROUTING_KEY);
+    if settings.queue_type == QueueType::Quorum {
+        // The hop back to the work queue is confirmed, so a retry is never lost in transit.
+        put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
+        // Required by at-least-once dead-lettering.
         put_str(&mut args, "x-overflow", "reject-publish");
     }
     args
@@ -259,9 +309,11 @@ async fn probe_queue(
     let Ok(channel) = open(connection, deadline).await else {
         return false;
     };
-    let names = Names::new(&settings.queue_prefix);
+    let names = Names::for_settings(settings);
     let args = if name == names.jobs_queue {
         jobs_queue_arguments(settings, &names)
+    } else if let Some((ms, _)) = names.retry_queues.iter().find(|(_, q)| q == name) {
+        retry_queue_arguments(settings, &names, *ms)
     } else {
         plain_queue_arguments(settings)
     };
@@ -279,7 +331,7 @@ async fn probe_queue(
 }
 
 async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
-    let names = Names::new(&settings.queue_prefix);
+    let names = Names::for_settings(settings);
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -304,11 +356,14 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
             .map_err(|e| classify(e, "exchange", name, settings))?;
     }
 
-    let queues = [
+    let mut queues = vec![
         (&names.dead_queue, plain_queue_arguments(settings)),
         (&names.events_queue, plain_queue_arguments(settings)),
         (&names.jobs_queue, jobs_queue_arguments(settings, &names)),
     ];
+    for (ms, name) in &names.retry_queues {
+        queues.push((name, retry_queue_arguments(settings, &names, *ms)));
+    }
     for (name, args) in queues {
         channel
             .queue_declare(ShortString::from(name.as_str()), durable_queue, args)
@@ -416,8 +471,11 @@ mod tests {
 
     #[test]
     fn names_carry_the_prefix() {
-        let names = Names::new(&QueuePrefix::parse("t1").expect("valid"));
+        let policy = RetryPolicy::new(1000, 4000);
+        let names = Names::new(&QueuePrefix::parse("t1").expect("valid"), &policy);
         assert_eq!(names.jobs_queue, "t1.jobs");
+        assert_eq!(names.retry_queue(2000), Some("t1.retry.2000ms"));
+        assert_eq!(names.queues().len(), 6);
         assert_eq!(names.dead_queue, "t1.dead");
         assert_eq!(names.events_queue, "t1.events");
     }
@@ -433,7 +491,7 @@ mod tests {
     #[test]
     fn quorum_queues_get_a_delivery_limit_and_safe_dead_lettering() {
         let settings = Settings::from_env().expect("defaults");
-        let names = Names::new(&settings.queue_prefix);
+        let names = Names::for_settings(&settings);
         let args = jobs_queue_arguments(&settings, &names);
         for key in [
             "x-queue-type",

@@ -1,7 +1,9 @@
 //! Building and running a worker: connect, declare, consume with `basic.qos(prefetch)`, run up
-//! to `prefetch` jobs at once, and on shutdown stop taking jobs and drain within the grace period.
+//! to `prefetch` jobs at once. When the broker connection is lost the worker abandons the jobs
+//! of that connection (the broker redelivers them), reconnects with back-off, redeclares and
+//! consumes again. On shutdown it stops taking jobs and drains within the grace period.
 
-use std::sync::Arc;
+use std::{pin::pin, sync::Arc};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -9,15 +11,16 @@ use lapin::{
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{FieldTable, ShortString},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    Settings,
-    broker::{self, BrokerError},
+    QueueType, Settings,
+    broker::{self, Backoff, BrokerError},
     topology::{self, Names, TopologyError},
 };
 
-use crate::{consumer, handlers::Registry, reporter::Reporter};
+use crate::{consumer::JobRunner, handlers::Registry, reporter::Reporter};
 
 /// Why the worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +40,31 @@ pub enum WorkerError {
     /// The queues exist with other arguments.
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    /// The broker connection failed while consuming.
-    #[error("lost the broker while consuming: {0}")]
-    Consume(#[source] lapin::Error),
-    /// The broker ended the consumer (queue deleted, or the connection closed).
-    #[error("the broker ended the job consumer (queue deleted or connection closed)")]
-    ConsumerEnded,
+}
+
+/// One connection's worth of broker state. Dropped as a whole when the connection is lost:
+/// nothing of it (channels, delivery tags) is reused on the next connection.
+struct Session {
+    connection: Connection,
+    jobs: Channel,
+    reporter: Reporter,
+    names: Names,
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// Shutdown was asked for and the drain is done.
+    Stopped,
+    /// The connection or a channel was lost.
+    Lost(String),
 }
 
 /// A built worker, connected and ready to consume.
 pub struct Application {
     settings: Settings,
-    connection: Connection,
-    jobs: Channel,
-    reporter: Reporter,
+    worker: Arc<str>,
     registry: Arc<Registry>,
-    names: Names,
+    session: Session,
 }
 
 impl Application {
@@ -63,133 +75,210 @@ impl Application {
 
     /// Like [`Application::build`], with the given handlers.
     pub async fn build_with(settings: Settings, registry: Registry) -> Result<Self, WorkerError> {
-        let deadline = settings.broker_timeout();
         let worker: Arc<str> = settings.worker_name().into();
-        let broker_error = |source| WorkerError::Broker {
-            url: broker::redact(&settings.amqp_url),
-            source,
-        };
-        let connection = broker::connect(
-            &settings.amqp_url,
-            &format!("offload-worker {worker}"),
-            deadline,
-        )
-        .await
-        .map_err(broker_error)?;
-        let reports = broker::confirm_channel(&connection, deadline)
-            .await
-            .map_err(broker_error)?;
-        let names = topology::declare(&connection, &settings).await?;
-        let jobs = broker::with_deadline(
-            deadline,
-            "open the jobs channel",
-            connection.create_channel(),
-        )
-        .await
-        .map_err(broker_error)?;
-        // Fair dispatch: the broker sends this worker at most `prefetch` unacknowledged jobs, so
-        // a busy worker is skipped and its jobs go to idle ones.
-        broker::with_deadline(
-            deadline,
-            "set the prefetch",
-            jobs.basic_qos(settings.prefetch, BasicQosOptions::default()),
-        )
-        .await
-        .map_err(broker_error)?;
-        let reporter = Reporter::new(reports, &names, worker, deadline);
+        let session = open_session(&settings, &worker).await?;
         Ok(Application {
             settings,
-            connection,
-            jobs,
-            reporter,
+            worker,
             registry: Arc::new(registry),
-            names,
+            session,
         })
     }
 
     /// The worker's name in job status.
     pub fn name(&self) -> &str {
-        self.reporter.worker()
+        &self.worker
     }
 
-    /// Consumes until `token` is cancelled or the broker goes away. On cancel: stops taking jobs,
-    /// lets running jobs finish within the grace period, then closes; whatever did not finish is
-    /// unacknowledged and the broker redelivers it.
+    /// Consumes until `token` is cancelled, reconnecting whenever the broker is lost. A
+    /// topology mismatch found on reconnection is an error.
     pub async fn run_until_stopped(self, token: CancellationToken) -> Result<(), WorkerError> {
         let Application {
             settings,
-            connection,
-            jobs,
-            reporter,
+            worker,
             registry,
-            names,
+            session,
         } = self;
-        let deadline = settings.broker_timeout();
-        let tag = ShortString::from(format!("{}", reporter.worker()));
-        let mut consumer = broker::with_deadline(
-            deadline,
-            "start consuming",
-            jobs.basic_consume(
-                ShortString::from(names.jobs_queue.as_str()),
-                tag.clone(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await
-        .map_err(|source| WorkerError::Broker {
-            url: broker::redact(&settings.amqp_url),
-            source,
-        })?;
-        tracing::info!(
-            worker = %reporter.worker(),
-            queue = %names.jobs_queue,
-            prefetch = settings.prefetch,
-            "consuming"
-        );
-
-        let tracker = TaskTracker::new();
-        let outcome = loop {
-            let next = tokio::select! {
-                biased;
-                () = token.cancelled() => break Ok(()),
-                next = consumer.next() => next,
+        let mut session = Some(session);
+        loop {
+            let current = match session.take() {
+                Some(s) => s,
+                None => match reconnect(&settings, &worker, &token).await? {
+                    Some(s) => s,
+                    None => break,
+                },
             };
-            match next {
-                Some(Ok(delivery)) => {
-                    tracker.spawn(consumer::process(
-                        delivery,
-                        registry.clone(),
-                        reporter.clone(),
-                    ));
+            match consume(current, &settings, &registry, &token).await {
+                SessionEnd::Stopped => break,
+                SessionEnd::Lost(why) => {
+                    tracing::warn!(reason = %why, "lost the broker; abandoned this connection's jobs to redelivery, reconnecting");
                 }
-                Some(Err(e)) => break Err(WorkerError::Consume(e)),
-                None => break Err(WorkerError::ConsumerEnded),
             }
-        };
-
-        // Stop taking jobs; the ones already running keep their channel until they finish.
-        let _ = broker::with_deadline(
-            deadline,
-            "cancel the consumer",
-            jobs.basic_cancel(tag, BasicCancelOptions::default()),
-        )
-        .await;
-        tracker.close();
-        let grace = settings.shutdown_grace();
-        tracing::info!(running = tracker.len(), ?grace, "draining");
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(
-                unfinished = tracker.len(),
-                "grace period over; unfinished jobs go back to the queue"
-            );
         }
-        let _ = tokio::time::timeout(
-            deadline,
-            connection.close(200, "offload-worker shutting down".into()),
-        )
-        .await;
         tracing::info!("stopped");
-        outcome
+        Ok(())
     }
+}
+
+async fn open_session(settings: &Settings, worker: &Arc<str>) -> Result<Session, WorkerError> {
+    let deadline = settings.broker_timeout();
+    let broker_error = |source| WorkerError::Broker {
+        url: broker::redact(&settings.amqp_url),
+        source,
+    };
+    let connection = broker::connect(
+        &settings.amqp_url,
+        &format!("offload-worker {worker}"),
+        deadline,
+        settings.heartbeat_s,
+    )
+    .await
+    .map_err(broker_error)?;
+    let names = topology::declare(&connection, settings).await?;
+    let reports = broker::confirm_channel(&connection, deadline)
+        .await
+        .map_err(broker_error)?;
+    let jobs = broker::with_deadline(deadline, "open the jobs channel", connection.create_channel())
+        .await
+        .map_err(broker_error)?;
+    // Fair dispatch: the broker sends this worker at most `prefetch` unacknowledged jobs, so a
+    // busy worker is skipped and its jobs go to idle ones.
+    broker::with_deadline(
+        deadline,
+        "set the prefetch",
+        jobs.basic_qos(settings.prefetch, BasicQosOptions::default()),
+    )
+    .await
+    .map_err(broker_error)?;
+    let reporter = Reporter::new(reports, &names, worker.clone(), deadline);
+    Ok(Session {
+        connection,
+        jobs,
+        reporter,
+        names,
+    })
+}
+
+/// Reconnects with back-off until it works, `token` is cancelled (`None`), or the topology no
+/// longer matches (an error an operator must fix).
+async fn reconnect(
+    settings: &Settings,
+    worker: &Arc<str>,
+    token: &CancellationToken,
+) -> Result<Option<Session>, WorkerError> {
+    let mut backoff = Backoff::default();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return Ok(None),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+        match open_session(settings, worker).await {
+            Ok(session) => {
+                tracing::info!(after_failures = failures, "reconnected to the broker");
+                return Ok(Some(session));
+            }
+            Err(WorkerError::Topology(e @ TopologyError::Mismatch { .. })) => {
+                return Err(WorkerError::Topology(e));
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(error = %e, failures, "reconnecting to the broker failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+/// Runs one session until shutdown or loss of the connection.
+async fn consume(
+    session: Session,
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    token: &CancellationToken,
+) -> SessionEnd {
+    let Session {
+        connection,
+        jobs,
+        reporter,
+        names,
+    } = session;
+    let deadline = settings.broker_timeout();
+    let tag = ShortString::from(reporter.worker().to_string());
+    let consumer = broker::with_deadline(
+        deadline,
+        "start consuming",
+        jobs.basic_consume(
+            ShortString::from(names.jobs_queue.as_str()),
+            tag.clone(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    let mut consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Lost(e.to_string()),
+    };
+    tracing::info!(
+        worker = %reporter.worker(),
+        queue = %names.jobs_queue,
+        prefetch = settings.prefetch,
+        "consuming"
+    );
+    let runner = JobRunner {
+        registry: registry.clone(),
+        reporter: reporter.clone(),
+        retry: settings.retry_policy(),
+        delivery_limit: (settings.queue_type == QueueType::Quorum).then_some(settings.delivery_limit),
+    };
+
+    // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
+    // tags belong to this connection) are redelivered by the broker.
+    let mut running = JoinSet::new();
+    let watched = [&jobs, reporter.channel()];
+    let mut lost = pin!(broker::lost(&connection, &watched));
+    let end = loop {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => break None,
+            () = &mut lost => break Some("the connection or a channel closed".to_owned()),
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    running.spawn(runner.clone().process(delivery));
+                }
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break Some("the broker ended the consumer".to_owned()),
+            },
+        }
+    };
+    if let Some(why) = end {
+        return SessionEnd::Lost(why);
+    }
+
+    // Shutdown: stop taking jobs; the ones running keep their channel until they finish.
+    let _ = broker::with_deadline(
+        deadline,
+        "cancel the consumer",
+        jobs.basic_cancel(tag, BasicCancelOptions::default()),
+    )
+    .await;
+    let grace = settings.shutdown_grace();
+    tracing::info!(running = running.len(), ?grace, "draining");
+    let drain = async { while running.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!(
+            unfinished = running.len(),
+            "grace period over; unfinished jobs go back to the queue"
+        );
+        running.abort_all();
+    }
+    let _ = tokio::time::timeout(
+        deadline,
+        connection.close(200, "offload-worker shutting down".into()),
+    )
+    .await;
+    SessionEnd::Stopped
 }

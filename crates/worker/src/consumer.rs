@@ -1,21 +1,37 @@
 //! One delivery, start to finish: parse, report `running`, run the handler under its time
 //! limit, report the outcome (confirmed), and only then acknowledge on the delivery's own
-//! channel. A message that does not parse is dead-lettered with the reason; nothing here panics.
+//! channel. Failures become a scheduled retry or a dead letter with the reason. Nothing here
+//! panics, and a panicking handler is only a failed attempt.
 
 use std::{sync::Arc, time::Duration};
 
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions},
+    types::AMQPValue,
 };
 use serde_json::Value;
 
-use offload_shared::{JobEnvelope, JobEvent, JobId, JobStatus};
+use offload_shared::{JobEnvelope, JobEvent, JobId, JobStatus, retry::RetryPolicy};
 
 use crate::{
     handlers::{JobContext, JobError, Registry},
     reporter::Reporter,
 };
+
+/// What every delivery needs; cheap to clone.
+#[derive(Clone)]
+pub struct JobRunner {
+    /// Handlers by kind.
+    pub registry: Arc<Registry>,
+    /// Publishes events, retries and dead letters.
+    pub reporter: Reporter,
+    /// Back-off between attempts.
+    pub retry: RetryPolicy,
+    /// Quorum queues: the broker's delivery limit. A delivery at the limit is dead-lettered here,
+    /// with a reason, instead of being run once more.
+    pub delivery_limit: Option<u32>,
+}
 
 /// What a job's handler came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,57 +42,157 @@ pub enum Outcome {
     Failed(JobError),
 }
 
-/// Processes one delivery. Never panics; acks, or nacks for redelivery when the outcome could
-/// not be reported.
-#[tracing::instrument(skip_all, fields(job_id))]
-pub async fn process(delivery: Delivery, registry: Arc<Registry>, reporter: Reporter) {
-    let id_hint = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .and_then(|m| m.as_str().parse::<JobId>().ok());
-    let envelope = match JobEnvelope::from_bytes(&delivery.data) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            let reason = format!("unreadable message: {e}");
-            tracing::warn!(job_id = ?id_hint, %reason, "dead-lettering a message that does not parse");
-            let event = id_hint.map(|id| dead_event(id, 1, &reason, &reporter));
-            finish_dead(&delivery, &reporter, &reason, event).await;
+impl JobRunner {
+    /// Processes one delivery. Acks once the outcome is confirmed; nacks for redelivery when it
+    /// could not be.
+    #[tracing::instrument(skip_all, fields(job_id))]
+    pub async fn process(self, delivery: Delivery) {
+        let id_hint = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .and_then(|m| m.as_str().parse::<JobId>().ok());
+        let envelope = match JobEnvelope::from_bytes(&delivery.data) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                let reason = format!("unreadable message: {e}");
+                tracing::warn!(job_id = ?id_hint, %reason, "dead-lettering a message that does not parse");
+                let event = id_hint.map(|id| self.dead_event(id, 1, &reason));
+                self.finish_dead(&delivery, &reason, event).await;
+                return;
+            }
+        };
+        tracing::Span::current().record("job_id", tracing::field::display(envelope.id));
+
+        if let (Some(limit), Some(count)) = (self.delivery_limit, delivery_count(&delivery))
+            && count >= u64::from(limit)
+        {
+            let reason = format!(
+                "delivered {} times without finishing: every worker that took it stopped before \
+                 acknowledging it (the job may be crashing its worker)",
+                count + 1
+            );
+            let event = self.dead_event(envelope.id, envelope.attempt, &reason);
+            self.finish_dead(&delivery, &reason, Some(event)).await;
             return;
         }
-    };
-    tracing::Span::current().record("job_id", tracing::field::display(envelope.id));
 
-    reporter.event_in_background(JobEvent::now(
-        envelope.id,
-        envelope.attempt,
-        JobStatus::Running,
-        reporter.worker(),
-    ));
-    let outcome = run(&envelope, &registry, reporter.worker().clone()).await;
-    match outcome {
-        Outcome::Succeeded(result) => {
-            let mut event = JobEvent::now(
-                envelope.id,
-                envelope.attempt,
-                JobStatus::Succeeded,
-                reporter.worker(),
-            );
-            event.result = Some(result);
-            match reporter.event(&event).await {
-                Ok(()) => ack(&delivery, envelope.id).await,
-                Err(e) => requeue(&delivery, envelope.id, &e.to_string()).await,
+        let worker = self.reporter.worker().clone();
+        self.reporter.event_in_background(JobEvent::now(
+            envelope.id,
+            envelope.attempt,
+            JobStatus::Running,
+            &worker,
+        ));
+        match run(&envelope, &self.registry, worker.clone()).await {
+            Outcome::Succeeded(result) => {
+                let mut event =
+                    JobEvent::now(envelope.id, envelope.attempt, JobStatus::Succeeded, &worker);
+                event.result = Some(result);
+                match self.reporter.event(&event).await {
+                    Ok(()) => ack(&delivery, Some(envelope.id)).await,
+                    Err(e) => requeue(&delivery, Some(envelope.id), &e.to_string()).await,
+                }
+            }
+            Outcome::Failed(JobError::Retryable(message)) if envelope.attempt < envelope.max_attempts => {
+                self.retry_later(&delivery, envelope, message).await;
+            }
+            Outcome::Failed(error) => {
+                let reason = match &error {
+                    JobError::Permanent(m) => format!("permanent error: {m}"),
+                    JobError::Retryable(m) => {
+                        format!("failed all {} attempts; last error: {m}", envelope.max_attempts)
+                    }
+                };
+                tracing::info!(job_id = %envelope.id, %reason, "dead-lettering the job");
+                let event = self.dead_event(envelope.id, envelope.attempt, &reason);
+                self.finish_dead(&delivery, &reason, Some(event)).await;
             }
         }
-        Outcome::Failed(error) => {
-            let reason = match &error {
-                JobError::Permanent(m) => format!("permanent error: {m}"),
-                JobError::Retryable(m) => format!("attempt {} failed: {m}", envelope.attempt),
-            };
-            tracing::info!(job_id = %envelope.id, %reason, "job failed; dead-lettering it");
-            let event = dead_event(envelope.id, envelope.attempt, &reason, &reporter);
-            finish_dead(&delivery, &reporter, &reason, Some(event)).await;
+    }
+
+    /// Schedules the next attempt in a delay queue, reports `retrying`, then acks this one.
+    async fn retry_later(&self, delivery: &Delivery, envelope: JobEnvelope, message: String) {
+        let delay = self.retry.delay(envelope.attempt, fastrand::f64());
+        let next = JobEnvelope {
+            attempt: envelope.attempt + 1,
+            ..envelope.clone()
+        };
+        tracing::info!(job_id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.jittered_ms, error = %message, "attempt failed; retrying later");
+        if let Err(e) = self
+            .reporter
+            .schedule_retry(&next, &delivery.properties, delay)
+            .await
+        {
+            return requeue(delivery, Some(envelope.id), &e.to_string()).await;
         }
+        let mut event = JobEvent::now(
+            envelope.id,
+            envelope.attempt,
+            JobStatus::Retrying,
+            self.reporter.worker(),
+        );
+        event.error = Some(format!(
+            "attempt {} failed: {message}; attempt {} in about {} ms",
+            envelope.attempt, next.attempt, delay.jittered_ms
+        ));
+        if let Err(e) = self.reporter.event(&event).await {
+            // The retry is stored; only the status is late. Acking avoids a second retry.
+            tracing::warn!(job_id = %envelope.id, error = %e, "retrying event not confirmed");
+        }
+        ack(delivery, Some(envelope.id)).await;
+    }
+
+    fn dead_event(&self, id: JobId, attempt: u32, reason: &str) -> JobEvent {
+        let mut event = JobEvent::now(id, attempt, JobStatus::Dead, self.reporter.worker());
+        event.error = Some(reason.to_owned());
+        event
+    }
+
+    /// Dead-letters the message with `reason`, reports `event`, then acks; if the dead letter is
+    /// not confirmed the delivery is requeued so nothing is lost.
+    async fn finish_dead(&self, delivery: &Delivery, reason: &str, event: Option<JobEvent>) {
+        let id = event.as_ref().map(|e| e.job_id);
+        if let Err(e) = self
+            .reporter
+            .dead_letter(&delivery.data, &delivery.properties, reason)
+            .await
+        {
+            return requeue(delivery, id, &e.to_string()).await;
+        }
+        if let Some(event) = event
+            && let Err(e) = self.reporter.event(&event).await
+        {
+            // The dead letter is stored; the status is only late. Ack anyway rather than
+            // dead-letter the job twice.
+            tracing::warn!(job_id = %event.job_id, error = %e, "dead event not confirmed");
+        }
+        ack(delivery, id).await;
+    }
+}
+
+/// The quorum queue's count of earlier deliveries of this message (absent on classic queues).
+fn delivery_count(delivery: &Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-delivery-count")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Aborts the handler's task when the job is abandoned (its connection was lost, or the
+/// shutdown grace period ran out), so no orphaned handler keeps running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -95,8 +211,8 @@ pub async fn run(envelope: &JobEnvelope, registry: &Registry, worker: Arc<str>) 
         worker,
     };
     let limit = Duration::from_millis(envelope.timeout_ms);
-    let mut task = tokio::spawn(handler.run(ctx, envelope.payload.clone()));
-    match tokio::time::timeout(limit, &mut task).await {
+    let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));
+    match tokio::time::timeout(limit, &mut task.0).await {
         Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
         Ok(Ok(Err(error))) => Outcome::Failed(error),
         Ok(Err(join)) => Outcome::Failed(JobError::Retryable(if join.is_panic() {
@@ -104,61 +220,20 @@ pub async fn run(envelope: &JobEnvelope, registry: &Registry, worker: Arc<str>) 
         } else {
             "the handler was cancelled".to_owned()
         })),
-        Err(_) => {
-            task.abort();
-            Outcome::Failed(JobError::Retryable(format!(
-                "timed out after {} ms",
-                envelope.timeout_ms
-            )))
-        }
+        Err(_) => Outcome::Failed(JobError::Retryable(format!(
+            "timed out after {} ms",
+            envelope.timeout_ms
+        ))),
     }
 }
 
-fn dead_event(id: JobId, attempt: u32, reason: &str, reporter: &Reporter) -> JobEvent {
-    let mut event = JobEvent::now(id, attempt, JobStatus::Dead, reporter.worker());
-    event.error = Some(reason.to_owned());
-    event
-}
-
-/// Dead-letters the message with `reason`, reports `event`, then acks; if either publish is not
-/// confirmed the delivery is requeued so nothing is lost.
-async fn finish_dead(
-    delivery: &Delivery,
-    reporter: &Reporter,
-    reason: &str,
-    event: Option<JobEvent>,
-) {
-    let id = event.as_ref().map(|e| e.job_id);
-    if let Err(e) = reporter
-        .dead_letter(&delivery.data, &delivery.properties, reason)
-        .await
-    {
-        return requeue_raw(delivery, id, &e.to_string()).await;
-    }
-    if let Some(event) = event
-        && let Err(e) = reporter.event(&event).await
-    {
-        // The dead letter is stored; the status is only late. Ack anyway rather than
-        // dead-letter the job twice.
-        tracing::warn!(job_id = %event.job_id, error = %e, "dead event not confirmed");
-    }
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(_) => {}
-        Err(e) => tracing::warn!(job_id = ?id, error = %e, "ack failed; the broker will redeliver"),
-    }
-}
-
-async fn ack(delivery: &Delivery, id: JobId) {
+async fn ack(delivery: &Delivery, id: Option<JobId>) {
     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(job_id = %id, error = %e, "ack failed; the broker will redeliver the job");
+        tracing::warn!(job_id = ?id, error = %e, "ack failed; the broker will redeliver the job");
     }
 }
 
-async fn requeue(delivery: &Delivery, id: JobId, why: &str) {
-    requeue_raw(delivery, Some(id), why).await;
-}
-
-async fn requeue_raw(delivery: &Delivery, id: Option<JobId>, why: &str) {
+async fn requeue(delivery: &Delivery, id: Option<JobId>, why: &str) {
     tracing::warn!(job_id = ?id, error = %why, "outcome not confirmed; returning the job to the queue");
     let nack = BasicNackOptions {
         requeue: true,
@@ -190,29 +265,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn overrunning_and_panicking_handlers_become_failures() {
-        let registry =
-            Registry::builtin().with(JobKind::Noop, |_ctx: JobContext, _p: Value| async move {
-                if true {
-                    panic!("boom");
-                }
-                Ok(json!(null))
-            });
+    async fn overrunning_and_panicking_handlers_become_retryable_failures() {
+        let registry = Registry::builtin();
         let worker: Arc<str> = "t".into();
-        let slow = run(
-            &envelope(JobKind::Sleep, json!({"ms": 5000}), 20),
-            &registry,
-            worker.clone(),
-        )
-        .await;
-        assert!(
-            matches!(slow, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("timed out")),
-            "{slow:?}"
-        );
-        let panicked = run(&envelope(JobKind::Noop, json!({}), 1000), &registry, worker).await;
-        assert!(
-            matches!(panicked, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("panicked")),
-            "{panicked:?}"
-        );
+        let slow = run(&envelope(JobKind::Sleep, json!({"ms": 5000}), 20), &registry, worker.clone()).await;
+        assert!(matches!(slow, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("timed out")), "{slow:?}");
+        let panicked = run(&envelope(JobKind::Sleep, json!({"panic": true}), 1000), &registry, worker).await;
+        assert!(matches!(panicked, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("panicked")), "{panicked:?}");
     }
 }

@@ -1,10 +1,9 @@
-use clap::Parser;
 use offload_shared::{Settings, shutdown, telemetry};
 use offload_worker::Application;
 
 #[tokio::main]
 async fn main() {
-    let settings = Settings::parse();
+    let settings = Settings::load();
     telemetry::init(settings.log_format);
     let token = shutdown::on_signal();
     let outcome = match Application::build(settings).await {

@@ -10,8 +10,9 @@ use lapin::{
 };
 
 use offload_shared::{
-    JobEvent,
+    JobEnvelope, JobEvent,
     broker::{self, BrokerError},
+    retry::RetryDelay,
     topology::Names,
 };
 
@@ -26,6 +27,7 @@ pub struct Reporter {
     channel: Channel,
     events_queue: Arc<str>,
     dead_exchange: Arc<str>,
+    names: Arc<Names>,
     worker: Arc<str>,
     deadline: Duration,
 }
@@ -37,6 +39,7 @@ impl Reporter {
             channel,
             events_queue: names.events_queue.as_str().into(),
             dead_exchange: names.dead_exchange.as_str().into(),
+            names: Arc::new(names.clone()),
             worker,
             deadline,
         }
@@ -95,9 +98,40 @@ impl Reporter {
         .await
     }
 
-    /// True while the reporting channel is open.
-    pub fn is_connected(&self) -> bool {
-        self.channel.status().connected()
+    /// Puts the next attempt of a job in the delay queue for `delay`; it returns to the work
+    /// queue when its expiration passes. Waits for the broker's confirm.
+    #[tracing::instrument(skip_all, fields(job_id = %next.id, attempt = next.attempt))]
+    pub async fn schedule_retry(
+        &self,
+        next: &JobEnvelope,
+        original: &BasicProperties,
+        delay: RetryDelay,
+    ) -> Result<(), BrokerError> {
+        let queue = self
+            .names
+            .retry_queue(delay.tier_ms)
+            .ok_or(BrokerError::Returned(format!(
+                "no delay queue for {} ms",
+                delay.tier_ms
+            )))?;
+        let properties = original
+            .clone()
+            .with_delivery_mode(2)
+            .with_expiration(ShortString::from(delay.jittered_ms.to_string()));
+        broker::publish_confirmed(
+            &self.channel,
+            "",
+            queue,
+            &next.to_bytes(),
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// The reporting channel, to watch for its loss.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
     }
 }
 
