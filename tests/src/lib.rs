@@ -84,6 +84,11 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// First retry delay in the tests: short, so retries are quick to watch.
+pub const RETRY_BASE_MS: u64 = 200;
+/// Longest retry delay in the tests.
+pub const RETRY_CAP_MS: u64 = 800;
+
 /// A test's own slice of the broker and its own store file.
 pub struct TestEnv {
     /// The queue prefix, unique per test.
@@ -103,6 +108,7 @@ impl TestEnv {
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let names = Names::new(
             &offload_shared::topology::QueuePrefix::parse(&prefix).expect("a valid prefix"),
+            &offload_shared::retry::RetryPolicy::new(RETRY_BASE_MS, RETRY_CAP_MS),
         );
         let database = std::env::temp_dir().join(format!("offload-{prefix}.db"));
         TestEnv {
@@ -124,6 +130,8 @@ impl TestEnv {
             ),
             ("OFFLOAD_HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("OFFLOAD_LOG_FORMAT".into(), "json".into()),
+            ("OFFLOAD_RETRY_BASE_MS".into(), RETRY_BASE_MS.to_string()),
+            ("OFFLOAD_RETRY_CAP_MS".into(), RETRY_CAP_MS.to_string()),
             ("RUST_LOG".into(), "info".into()),
         ]
     }

@@ -2,24 +2,16 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::AtomicBool},
 };
 
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{
-    Settings,
-    broker::{self, BrokerError},
-    topology::{self, Names, TopologyError},
-};
+use offload_shared::{Settings, topology::Names};
 
 use crate::{
-    events,
-    publisher::JobPublisher,
+    broker_link::{self, LinkError, LinkState, Session},
     routes,
     state::AppState,
     store::{SqliteStore, StoreError, writer::StoreWriter},
@@ -28,21 +20,9 @@ use crate::{
 /// Why the API could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// RabbitMQ is not reachable.
-    #[error(
-        "cannot reach RabbitMQ at {url}: {source}. Start it (e.g. `rabbitmq-server -detached`) or \
-         point OFFLOAD_AMQP_URL at it."
-    )]
-    Broker {
-        /// The address, without password.
-        url: String,
-        /// What failed.
-        #[source]
-        source: BrokerError,
-    },
-    /// The queues exist with other arguments.
+    /// The broker link failed in a way reconnecting cannot fix.
     #[error(transparent)]
-    Topology(#[from] TopologyError),
+    Link(#[from] LinkError),
     /// The job store could not be opened.
     #[error("cannot open the job store {url}: {source}")]
     Store {
@@ -66,55 +46,35 @@ pub enum StartError {
 /// A built API, bound to its port and ready to serve.
 pub struct Application {
     listener: TcpListener,
-    state: AppState,
+    settings: Arc<Settings>,
+    session: Session,
     names: Names,
-    writer_task: JoinHandle<()>,
+    store: SqliteStore,
 }
 
 impl Application {
     /// Connects to the broker, declares the topology, opens the store and binds the port.
+    /// Start-up fails (with the fix in the message) if any of them is not possible now.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let deadline = settings.broker_timeout();
-        let broker_error = |source| StartError::Broker {
-            url: broker::redact(&settings.amqp_url),
-            source,
-        };
-        let connection = broker::connect(&settings.amqp_url, "offload-api", deadline)
-            .await
-            .map_err(broker_error)?;
-        let channel = broker::confirm_channel(&connection, deadline)
-            .await
-            .map_err(broker_error)?;
-        let names = topology::declare(&connection, &settings).await?;
-        let publisher = JobPublisher::new(channel, names.jobs_exchange.clone(), deadline);
-
+        let (session, names) = broker_link::open(&settings).await?;
         let store = SqliteStore::connect(&settings.database_url)
             .await
             .map_err(|source| StartError::Store {
                 url: settings.database_url.clone(),
                 source,
             })?;
-        let (writer, writer_task) = StoreWriter::spawn(store.clone());
-
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|source| StartError::Bind {
                 addr: settings.http_addr,
                 source,
             })?;
-        let state = AppState {
-            settings: Arc::new(settings),
-            publisher,
-            store,
-            writer,
-            broker: Arc::new(connection),
-            events_running: Arc::new(AtomicBool::new(false)),
-        };
         Ok(Application {
             listener,
-            state,
+            settings: Arc::new(settings),
+            session,
             names,
-            writer_task,
+            store,
         })
     }
 
@@ -122,7 +82,7 @@ impl Application {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or_else(|_| self.state.settings.http_addr)
+            .unwrap_or(self.settings.http_addr)
     }
 
     /// The bound port.
@@ -130,73 +90,77 @@ impl Application {
         self.local_addr().port()
     }
 
-    /// Serves until `token` is cancelled, then drains: in-flight requests finish, consumed
-    /// events are committed and acknowledged, the broker connection is closed.
+    /// Serves until `token` is cancelled, then drains: in-flight requests finish (they can still
+    /// publish), consumed events are committed and acknowledged, the broker connection closes.
     pub async fn run_until_stopped(self, token: CancellationToken) -> Result<(), StartError> {
         let Application {
             listener,
-            state,
+            settings,
+            session,
             names,
-            writer_task,
+            store,
         } = self;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, queue = %names.jobs_queue, "listening");
         }
+        let (writer, writer_task) = StoreWriter::spawn(store.clone());
+        let (publisher_tx, publisher_rx) = watch::channel(None);
+        let events_running = Arc::new(AtomicBool::new(false));
+        // The broker outlives the HTTP server so that draining requests can still publish.
+        let broker_token = CancellationToken::new();
+        let supervisor = tokio::spawn(broker_link::supervise(
+            session,
+            settings.clone(),
+            names,
+            writer.clone(),
+            publisher_tx,
+            events_running.clone(),
+            broker_token.clone(),
+        ));
+        let state = AppState {
+            settings: settings.clone(),
+            link: LinkState {
+                publisher: publisher_rx,
+                events_running,
+            },
+            store,
+            writer,
+        };
 
-        let events_task = spawn_events(&state, &names, token.child_token()).await;
-        let broker_conn = state.broker.clone();
-        let grace = state.settings.shutdown_grace();
-        let router = routes::router(state);
-
-        let serve =
-            axum::serve(listener, router).with_graceful_shutdown(token.clone().cancelled_owned());
+        // A link failure that reconnecting cannot fix stops the server too.
+        let stop = token.clone();
+        let supervisor = tokio::spawn(async move {
+            let outcome = supervisor.await;
+            stop.cancel();
+            outcome
+        });
+        let serve = axum::serve(listener, routes::router(state))
+            .with_graceful_shutdown(token.clone().cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
         }
-        token.cancel();
-        // The events task and the router held the last writer handles; once they are gone the
+        broker_token.cancel();
+        let grace = settings.shutdown_grace();
+        // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.
         let drain = async {
-            let _ = events_task.await;
+            let link = supervisor.await;
             let _ = writer_task.await;
+            link
         };
-        if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!(?grace, "drain did not finish within the grace period");
-        }
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            broker_conn.close(200, "offload-api shutting down".into()),
-        )
-        .await;
-        tracing::info!("stopped");
-        Ok(())
-    }
-}
-
-async fn spawn_events(state: &AppState, names: &Names, token: CancellationToken) -> JoinHandle<()> {
-    let deadline = state.settings.broker_timeout();
-    let channel = broker::with_deadline(
-        deadline,
-        "open the events channel",
-        state.broker.create_channel(),
-    )
-    .await;
-    let writer = state.writer.clone();
-    let running = state.events_running.clone();
-    let queue = names.events_queue.clone();
-    tokio::spawn(async move {
-        let channel = match channel {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot consume lifecycle events; job status will not advance");
-                return;
+        let outcome = match tokio::time::timeout(grace, drain).await {
+            Ok(Ok(Ok(Ok(())))) => Ok(()),
+            Ok(Ok(Ok(Err(e)))) => Err(StartError::Link(e)),
+            Ok(Ok(Err(join))) | Ok(Err(join)) => {
+                tracing::error!(error = %join, "the broker supervisor failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(?grace, "drain did not finish within the grace period");
+                Ok(())
             }
         };
-        running.store(true, Ordering::Relaxed);
-        let outcome = events::consume(channel, &queue, writer, deadline, token).await;
-        running.store(false, Ordering::Relaxed);
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "lifecycle event consumer stopped; job status will not advance");
-        }
-    })
+        tracing::info!("stopped");
+        outcome
+    }
 }

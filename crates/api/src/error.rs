@@ -33,6 +33,9 @@ pub enum ApiError {
     /// No job with that id.
     #[error("no job with id {0:?}")]
     NotFound(String),
+    /// The job is not in a state that allows the request.
+    #[error("{0}")]
+    Conflict(String),
     /// The broker did not take the job; nothing was enqueued.
     #[error("the job queue is unavailable")]
     Broker(#[from] BrokerError),
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Broker(_) | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Invalid(_) => "invalid-job",
             ApiError::NotFound(_) => "job-not-found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Broker(_) => "queue-unavailable",
             ApiError::Store(_) => "store-unavailable",
         }
@@ -136,6 +141,7 @@ mod tests {
             (ApiError::UnsupportedMediaType("text/plain".into()), 415),
             (ApiError::Invalid("unknown kind".into()), 422),
             (ApiError::NotFound("x".into()), 404),
+            (ApiError::Conflict("x".into()), 409),
         ];
         for (err, status) in cases {
             let response = err.into_response();

@@ -30,7 +30,7 @@ pub enum EventsError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Starts consuming `queue` on `channel`.
+/// Consumes `queue` on `channel` until `token` is cancelled or the consumer fails.
 pub async fn consume(
     channel: Channel,
     queue: &str,

@@ -6,6 +6,7 @@
 //! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::health`] probes,
 //!   [`routes::pages`] the browser pages.
 //! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.
+//! - [`broker_link`]: the supervised broker connection: reconnects, redeclares, resumes.
 //! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
 //! - [`events`]: consuming lifecycle events into the store.
 //! - [`store`]: the job store (SQLite) and its batching writer.
@@ -13,6 +14,7 @@
 //! - [`error`]: `ApiError` and its problem+json responses.
 
 pub mod app;
+pub mod broker_link;
 pub mod error;
 pub mod events;
 pub mod publisher;

@@ -47,6 +47,11 @@ impl JobPublisher {
         .await
     }
 
+    /// The publishing channel, to watch for its loss.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// True while the publishing channel is open.
     pub fn is_connected(&self) -> bool {
         self.channel.status().connected()

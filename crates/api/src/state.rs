@@ -1,15 +1,11 @@
 //! The state every handler shares.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
-use lapin::Connection;
-
-use offload_shared::Settings;
+use offload_shared::{Settings, broker::BrokerError};
 
 use crate::{
+    broker_link::LinkState,
     publisher::JobPublisher,
     store::{SqliteStore, writer::StoreWriter},
 };
@@ -19,26 +15,30 @@ use crate::{
 pub struct AppState {
     /// The validated settings.
     pub settings: Arc<Settings>,
-    /// Publishes accepted jobs.
-    pub publisher: JobPublisher,
+    /// The broker link the supervisor keeps up.
+    pub link: LinkState,
     /// Reads jobs.
     pub store: SqliteStore,
     /// Writes jobs.
     pub writer: StoreWriter,
-    /// The broker connection, for readiness.
-    pub broker: Arc<Connection>,
-    /// True while lifecycle events are being consumed into the store.
-    pub events_running: Arc<AtomicBool>,
 }
 
 impl AppState {
+    /// The current publisher, or `NotConnected` while the link is down.
+    pub fn publisher(&self) -> Result<JobPublisher, BrokerError> {
+        self.link
+            .publisher
+            .borrow()
+            .clone()
+            .filter(JobPublisher::is_connected)
+            .ok_or(BrokerError::NotConnected)
+    }
+
     /// What keeps the API from serving jobs, if anything.
     pub fn broker_problem(&self) -> Option<&'static str> {
-        if !self.broker.status().connected() {
-            Some("the broker connection is down")
-        } else if !self.publisher.is_connected() {
-            Some("the publishing channel is closed")
-        } else if !self.events_running.load(Ordering::Relaxed) {
+        if self.publisher().is_err() {
+            Some("not connected to the broker")
+        } else if !self.link.events_running.load(Ordering::Relaxed) {
             Some("lifecycle events are not being consumed")
         } else {
             None

@@ -1,12 +1,31 @@
 //! Parsing a `POST /jobs` body, JSON or HTML form, into a [`NewJob`]: the edge where raw text
 //! becomes typed kinds and checked payloads.
 
+use axum::http::HeaderMap;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use offload_shared::JobKind;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, store::IdempotencyKey};
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header, if present: 1–255 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("").trim();
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::Malformed(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
 
 /// Most attempts a job may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
@@ -85,6 +104,22 @@ impl BodyFormat {
 }
 
 impl NewJob {
+    /// Binds `key` to this request: the fingerprint is a SHA-256 of the request's meaning
+    /// (kind, payload, options), so the same job sent as JSON or as a form matches.
+    pub fn idempotency(&self, key: String) -> IdempotencyKey {
+        // serde_json's maps are sorted, so this text is canonical.
+        let canonical = json!({
+            "kind": self.kind,
+            "payload": self.payload,
+            "max_attempts": self.max_attempts,
+            "timeout_s": self.timeout_s,
+        })
+        .to_string();
+        let digest = Sha256::digest(canonical.as_bytes());
+        let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
+        IdempotencyKey { key, fingerprint }
+    }
+
     /// Parses and checks a body of the given format.
     pub fn parse(format: BodyFormat, body: &[u8], max_timeout_s: u64) -> Result<Self, ApiError> {
         let request = match format {
@@ -237,6 +272,32 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn the_same_job_has_the_same_fingerprint_whatever_its_format() {
+        let a = NewJob::parse(
+            BodyFormat::Json,
+            br#"{"kind":"sleep","payload":{"ms":5}}"#,
+            60,
+        )
+        .expect("json");
+        let b = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=sleep&payload=%7B%22ms%22%3A5%7D",
+            60,
+        )
+        .expect("form");
+        let c = NewJob::parse(
+            BodyFormat::Json,
+            br#"{"kind":"sleep","payload":{"ms":6}}"#,
+            60,
+        )
+        .expect("json");
+        let fp = |j: &NewJob| j.idempotency("k".into()).fingerprint;
+        assert_eq!(fp(&a), fp(&b));
+        assert_ne!(fp(&a), fp(&c));
+        assert_eq!(fp(&a).len(), 64);
     }
 
     #[test]

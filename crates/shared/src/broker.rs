@@ -21,6 +21,9 @@ pub enum BrokerError {
     /// The broker refused the message (`basic.nack`), e.g. a full queue with `reject-publish`.
     #[error("the broker refused the message (nack)")]
     Nacked,
+    /// No connection to the broker right now (it is being re-established).
+    #[error("not connected to the broker (reconnecting)")]
+    NotConnected,
     /// The broker URL does not parse.
     #[error("the broker URL does not parse: {0}")]
     BadUrl(String),
@@ -67,7 +70,8 @@ pub async fn connect(
 /// heartbeats), or when `channel` is closed.
 pub async fn lost(connection: &Connection, channels: &[&Channel]) {
     loop {
-        let alive = connection.status().connected() && channels.iter().all(|c| c.status().connected());
+        let alive =
+            connection.status().connected() && channels.iter().all(|c| c.status().connected());
         if !alive {
             return;
         }

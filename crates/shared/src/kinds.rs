@@ -148,8 +148,16 @@ mod tests {
     #[test]
     fn sleep_payloads_are_checked() {
         assert!(JobKind::Sleep.validate_payload(&json!({"ms": 5})).is_ok());
-        assert!(JobKind::Sleep.validate_payload(&json!({"fail": "permanent"})).is_ok());
-        assert!(JobKind::Sleep.validate_payload(&json!({"ms": 1, "fail_attempts": 2, "panic": false})).is_ok());
+        assert!(
+            JobKind::Sleep
+                .validate_payload(&json!({"fail": "permanent"}))
+                .is_ok()
+        );
+        assert!(
+            JobKind::Sleep
+                .validate_payload(&json!({"ms": 1, "fail_attempts": 2, "panic": false}))
+                .is_ok()
+        );
         for bad in [
             json!({"fail": "sometimes"}),
             json!({"fail_attempts": -1}),

@@ -55,7 +55,11 @@ impl RetryPolicy {
         let half = tier_ms / 2;
         let unit = unit.clamp(0.0, 1.0);
         // Truncation is the intent: jitter is whole milliseconds.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let extra = ((tier_ms - half) as f64 * unit) as u64;
         RetryDelay {
             tier_ms,
@@ -70,7 +74,10 @@ mod tests {
 
     #[test]
     fn tiers_double_up_to_the_cap() {
-        assert_eq!(RetryPolicy::new(1000, 60_000).tiers(), vec![1000, 2000, 4000, 8000, 16_000, 32_000, 60_000]);
+        assert_eq!(
+            RetryPolicy::new(1000, 60_000).tiers(),
+            vec![1000, 2000, 4000, 8000, 16_000, 32_000, 60_000]
+        );
         assert_eq!(RetryPolicy::new(100, 100).tiers(), vec![100]);
         assert_eq!(RetryPolicy::new(100, 50).tiers(), vec![100]);
     }
@@ -83,7 +90,10 @@ mod tests {
             for unit in [0.0, 0.5, 0.999] {
                 let d = p.delay(attempt, unit);
                 assert!(tiers.contains(&d.tier_ms), "{attempt}: {d:?}");
-                assert!(d.jittered_ms >= d.tier_ms / 2 && d.jittered_ms <= d.tier_ms, "{d:?}");
+                assert!(
+                    d.jittered_ms >= d.tier_ms / 2 && d.jittered_ms <= d.tier_ms,
+                    "{d:?}"
+                );
             }
         }
         assert_eq!(p.delay(1, 0.0).tier_ms, 1000);

@@ -219,10 +219,18 @@ mod tests {
         let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
         s.retry_cap_ms = 5;
         s.retry_base_ms = 10;
-        assert!(s.validate().expect_err("cap below base").contains("OFFLOAD_RETRY_CAP_MS"));
+        assert!(
+            s.validate()
+                .expect_err("cap below base")
+                .contains("OFFLOAD_RETRY_CAP_MS")
+        );
         let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
         s.max_job_timeout_s = 10;
-        assert!(s.validate().expect_err("default above max").contains("OFFLOAD_MAX_JOB_TIMEOUT_S"));
+        assert!(
+            s.validate()
+                .expect_err("default above max")
+                .contains("OFFLOAD_MAX_JOB_TIMEOUT_S")
+        );
     }
 
     #[test]

@@ -138,9 +138,13 @@ async fn open_session(settings: &Settings, worker: &Arc<str>) -> Result<Session,
     let reports = broker::confirm_channel(&connection, deadline)
         .await
         .map_err(broker_error)?;
-    let jobs = broker::with_deadline(deadline, "open the jobs channel", connection.create_channel())
-        .await
-        .map_err(broker_error)?;
+    let jobs = broker::with_deadline(
+        deadline,
+        "open the jobs channel",
+        connection.create_channel(),
+    )
+    .await
+    .map_err(broker_error)?;
     // Fair dispatch: the broker sends this worker at most `prefetch` unacknowledged jobs, so a
     // busy worker is skipped and its jobs go to idle ones.
     broker::with_deadline(
@@ -231,7 +235,8 @@ async fn consume(
         registry: registry.clone(),
         reporter: reporter.clone(),
         retry: settings.retry_policy(),
-        delivery_limit: (settings.queue_type == QueueType::Quorum).then_some(settings.delivery_limit),
+        delivery_limit: (settings.queue_type == QueueType::Quorum)
+            .then_some(settings.delivery_limit),
     };
 
     // Jobs of this session only: dropping the set aborts them, and their deliveries (whose

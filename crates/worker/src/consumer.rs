@@ -94,14 +94,19 @@ impl JobRunner {
                     Err(e) => requeue(&delivery, Some(envelope.id), &e.to_string()).await,
                 }
             }
-            Outcome::Failed(JobError::Retryable(message)) if envelope.attempt < envelope.max_attempts => {
+            Outcome::Failed(JobError::Retryable(message))
+                if envelope.attempt < envelope.max_attempts =>
+            {
                 self.retry_later(&delivery, envelope, message).await;
             }
             Outcome::Failed(error) => {
                 let reason = match &error {
                     JobError::Permanent(m) => format!("permanent error: {m}"),
                     JobError::Retryable(m) => {
-                        format!("failed all {} attempts; last error: {m}", envelope.max_attempts)
+                        format!(
+                            "failed all {} attempts; last error: {m}",
+                            envelope.max_attempts
+                        )
                     }
                 };
                 tracing::info!(job_id = %envelope.id, %reason, "dead-lettering the job");
@@ -268,9 +273,25 @@ mod tests {
     async fn overrunning_and_panicking_handlers_become_retryable_failures() {
         let registry = Registry::builtin();
         let worker: Arc<str> = "t".into();
-        let slow = run(&envelope(JobKind::Sleep, json!({"ms": 5000}), 20), &registry, worker.clone()).await;
-        assert!(matches!(slow, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("timed out")), "{slow:?}");
-        let panicked = run(&envelope(JobKind::Sleep, json!({"panic": true}), 1000), &registry, worker).await;
-        assert!(matches!(panicked, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("panicked")), "{panicked:?}");
+        let slow = run(
+            &envelope(JobKind::Sleep, json!({"ms": 5000}), 20),
+            &registry,
+            worker.clone(),
+        )
+        .await;
+        assert!(
+            matches!(slow, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("timed out")),
+            "{slow:?}"
+        );
+        let panicked = run(
+            &envelope(JobKind::Sleep, json!({"panic": true}), 1000),
+            &registry,
+            worker,
+        )
+        .await;
+        assert!(
+            matches!(panicked, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("panicked")),
+            "{panicked:?}"
+        );
     }
 }

@@ -1,25 +1,34 @@
-//! `POST /jobs` and `GET /jobs/{id}`.
+//! `POST /jobs`, `GET /jobs`, `GET /jobs/{id}` and `POST /jobs/{id}/retry`.
 
 use axum::{
     Json,
     body::{Body, to_bytes},
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
+use serde::Deserialize;
+use serde_json::json;
 use time::OffsetDateTime;
 
-use offload_shared::{JobEnvelope, JobId, envelope::WIRE_VERSION, settings::MAX_JOB_TIMEOUT_S};
+use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
 
 use crate::{
     error::ApiError,
     routes::{pages, prefers_html},
     state::AppState,
-    store::JobRecord,
-    submit::{BodyFormat, NewJob},
+    store::{JobFilter, JobRecord, Write, Written},
+    submit::{BodyFormat, NewJob, idempotency_key},
 };
 
+/// Most jobs one `GET /jobs` page returns.
+pub const MAX_PAGE: u32 = 1000;
+/// Jobs per page when the request names no limit.
+pub const DEFAULT_PAGE: u32 = 50;
+
 /// `POST /jobs`: checks the job, records it, publishes it and answers once the broker confirmed.
+/// With an `Idempotency-Key` a repeat of the same request returns the first job (200) and
+/// enqueues nothing; the same key with another request is a 422.
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -31,12 +40,44 @@ pub async fn submit(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     )?;
+    let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let new = NewJob::parse(format, &bytes, MAX_JOB_TIMEOUT_S)?;
+    let new = NewJob::parse(format, &bytes, state.settings.max_job_timeout_s)?;
+    // Checked before anything is written: while the broker is away, answer 503 at once.
+    let publisher = state.publisher()?;
 
     let id = JobId::new();
     tracing::Span::current().record("job_id", tracing::field::display(id));
     let submitted_at = OffsetDateTime::now_utc();
+    let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
+    let record = JobRecord::queued(id, new.kind, new.max_attempts, timeout_ms, submitted_at);
+    let key = key.map(|k| new.idempotency(k));
+    let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
+
+    // Recorded before publishing, so the worker's first event always finds its row.
+    let written = state
+        .writer
+        .insert(record.clone(), new.payload.clone(), key)
+        .await?;
+    if let Written::KeyTaken {
+        job_id,
+        fingerprint: first,
+    } = written
+    {
+        if Some(first) != fingerprint {
+            return Err(ApiError::Invalid(format!(
+                "this Idempotency-Key was already used for a different request (job {job_id}); \
+                 send a new key for a new job"
+            )));
+        }
+        let job = state.store.get(job_id).await?.ok_or_else(|| {
+            ApiError::Conflict(
+                "the first request with this Idempotency-Key is still being accepted; retry".into(),
+            )
+        })?;
+        return Ok(job_response(&headers, &job, StatusCode::OK));
+    }
+
     let envelope = JobEnvelope {
         v: WIRE_VERSION,
         id,
@@ -44,33 +85,18 @@ pub async fn submit(
         payload: new.payload,
         attempt: 1,
         max_attempts: new.max_attempts,
-        timeout_ms: new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000,
+        timeout_ms,
         submitted_at,
     };
-    let record = JobRecord::queued(id, new.kind, new.max_attempts, submitted_at);
-
-    // Recorded before publishing, so the worker's first event always finds its row.
-    state
-        .writer
-        .insert(record.clone(), envelope.payload.clone())
-        .await?;
-    if let Err(e) = state.publisher.publish(&envelope).await {
+    if let Err(e) = publisher.publish(&envelope).await {
+        // The client gets a 503 and may retry (with its key): this job never existed.
         if let Err(cleanup) = state.writer.delete(id).await {
             tracing::warn!(error = %cleanup, "could not forget a job the broker did not take");
         }
         return Err(e.into());
     }
     tracing::debug!(kind = %new.kind, "job accepted");
-
-    let location = format!("/jobs/{id}");
-    if prefers_html(&headers) {
-        return Ok(Redirect::to(&location).into_response());
-    }
-    let mut response = (StatusCode::ACCEPTED, Json(record)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
 }
 
 /// `GET /jobs/{id}`: the job's latest status, as JSON or, for a browser, a page.
@@ -79,17 +105,154 @@ pub async fn get_job(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // A string that is not a UUID names no job: 404, like any unknown id.
-    let id: JobId = raw.parse().map_err(|_| ApiError::NotFound(raw.clone()))?;
-    let job = state
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(raw))?;
+    let job = find(&state, &raw).await?;
     if prefers_html(&headers) {
         return Ok(pages::job_page(&job).into_response());
     }
     Ok(Json(job).into_response())
+}
+
+/// The query of `GET /jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /jobs?status=&kind=&limit=&cursor=`: jobs newest first; `next_cursor` fetches the next page.
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: ListQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::Invalid(format!("query: {e}")))?;
+    let status = q
+        .status
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let kind = q
+        .kind
+        .map(|k| k.parse::<JobKind>())
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let before = q
+        .cursor
+        .map(|c| c.parse::<JobId>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::Invalid(
+                "cursor is not a job id; pass next_cursor from the previous page".into(),
+            )
+        })?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Invalid(format!(
+            "limit is {limit}; it must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let jobs = state
+        .store
+        .list(&JobFilter {
+            status,
+            kind,
+            before,
+            limit,
+        })
+        .await?;
+    let next_cursor = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    Ok(Json(json!({ "jobs": jobs, "next_cursor": next_cursor })).into_response())
+}
+
+/// `POST /jobs/{id}/retry`: re-enqueues a dead job under the same id, as its next attempt, with
+/// as many attempts again as it was submitted with.
+#[tracing::instrument(skip_all, fields(job_id = %raw))]
+pub async fn retry_job(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job = find(&state, &raw).await?;
+    if job.status != JobStatus::Dead {
+        return Err(ApiError::Conflict(format!(
+            "job {} is {}; only dead jobs can be retried",
+            job.id, job.status
+        )));
+    }
+    let publisher = state.publisher()?;
+    let input = state
+        .store
+        .input(job.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(raw.clone()))?;
+    let attempt = job.attempt + 1;
+    let max_attempts = job.attempt + input.budget;
+    let redrive = Write::Redrive {
+        id: job.id,
+        attempt,
+        max_attempts,
+    };
+    if state.writer.write(redrive).await? == Written::Nothing {
+        return Err(ApiError::Conflict(format!(
+            "job {} changed while being retried; it is no longer dead",
+            job.id
+        )));
+    }
+    let envelope = JobEnvelope {
+        v: WIRE_VERSION,
+        id: job.id,
+        kind: job.kind,
+        payload: input.payload,
+        attempt,
+        max_attempts,
+        timeout_ms: job.timeout_ms,
+        submitted_at: job.submitted_at,
+    };
+    if let Err(e) = publisher.publish(&envelope).await {
+        let undo = Write::MarkDead {
+            id: job.id,
+            attempt,
+            error: format!(
+                "a retry was requested but not enqueued ({e}); it is still dead, request the retry again"
+            ),
+        };
+        if let Err(cleanup) = state.writer.write(undo).await {
+            tracing::warn!(error = %cleanup, "could not mark an unpublished redrive dead again");
+        }
+        return Err(e.into());
+    }
+    let job = find(&state, &raw).await?;
+    Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
+}
+
+async fn find(state: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
+    // A string that is not a UUID names no job: 404, like any unknown id.
+    let id: JobId = raw
+        .parse()
+        .map_err(|_| ApiError::NotFound(raw.to_owned()))?;
+    state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(raw.to_owned()))
+}
+
+/// The job with `Location`, or a 303 to its page for a browser.
+fn job_response(headers: &HeaderMap, job: &JobRecord, status: StatusCode) -> Response {
+    let location = format!("/jobs/{}", job.id);
+    if prefers_html(headers) {
+        return Redirect::to(&location).into_response();
+    }
+    let mut response = (status, Json(job)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// Reads the body up to `limit` bytes; a larger one is a 413 without reading the rest.

@@ -20,8 +20,9 @@ use crate::{error::FailureCause, state::AppState};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::index))
-        .route("/jobs", post(jobs::submit))
+        .route("/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job))
+        .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .layer(middleware::from_fn(log_failures))

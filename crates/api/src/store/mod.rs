@@ -28,6 +28,8 @@ pub struct JobRecord {
     pub attempt: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
+    /// Run-time limit of one attempt.
+    pub timeout_ms: u64,
     /// Worker that reported the status, once one has.
     pub worker: Option<String>,
     /// When the API accepted it.
@@ -43,6 +45,9 @@ pub struct JobRecord {
     pub result: Option<Value>,
     /// What went wrong, on failure.
     pub error: Option<String>,
+    /// How many times a worker started it: above `attempt` when the broker redelivered it
+    /// (its worker died, or lost its connection, mid-job).
+    pub runs: u32,
 }
 
 impl JobRecord {
@@ -51,6 +56,7 @@ impl JobRecord {
         id: JobId,
         kind: JobKind,
         max_attempts: u32,
+        timeout_ms: u64,
         submitted_at: OffsetDateTime,
     ) -> Self {
         JobRecord {
@@ -59,25 +65,93 @@ impl JobRecord {
             status: JobStatus::Queued,
             attempt: 1,
             max_attempts,
+            timeout_ms,
             worker: None,
             submitted_at,
             started_at: None,
             finished_at: None,
             result: None,
             error: None,
+            runs: 0,
         }
     }
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that first used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the canonical request.
+    pub fingerprint: String,
+}
+
+/// What a redrive needs that the job's status does not show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredInput {
+    /// The payload as submitted.
+    pub payload: Value,
+    /// `max_attempts` as submitted: each redrive grants this many more attempts.
+    pub budget: u32,
+}
+
+/// A filter for listing jobs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this kind.
+    pub kind: Option<JobKind>,
+    /// Only jobs older than this one (ids sort by submission time).
+    pub before: Option<JobId>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// One write, as the writer task applies it.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// Record a job accepted by `POST /jobs`, with its payload.
-    Insert(JobRecord, Value),
-    /// Forget a job whose publish failed (the client got a 5xx, so it never existed).
+    /// Record a job accepted by `POST /jobs`, with its payload and idempotency key. If the key
+    /// is taken nothing is written and the result is [`Written::KeyTaken`].
+    Insert(JobRecord, Value, Option<IdempotencyKey>),
+    /// Forget a job (and its key) whose publish failed: the client got a 5xx, so it never existed.
     Delete(JobId),
     /// Apply a lifecycle event if it moves the job forward.
     Event(JobEvent),
+    /// Put a dead job back to `queued` for another attempt; [`Written::Nothing`] unless it was dead.
+    Redrive {
+        /// The job.
+        id: JobId,
+        /// The new attempt.
+        attempt: u32,
+        /// The new attempt limit.
+        max_attempts: u32,
+    },
+    /// Mark a job dead whatever its status (a redrive whose publish failed).
+    MarkDead {
+        /// The job.
+        id: JobId,
+        /// The attempt that did not get published.
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+}
+
+/// What one write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// It changed what it was meant to.
+    Done,
+    /// It matched nothing (a redrive of a job that is not dead).
+    Nothing,
+    /// The idempotency key already belongs to a job.
+    KeyTaken {
+        /// That job.
+        job_id: JobId,
+        /// The fingerprint of the request that created it.
+        fingerprint: String,
+    },
 }
 
 /// The store failed.

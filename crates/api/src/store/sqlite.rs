@@ -4,7 +4,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use serde_json::Value;
 use sqlx::{
-    Row, SqlitePool,
+    Row, Sqlite, SqlitePool, Transaction,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
@@ -13,27 +13,37 @@ use time::OffsetDateTime;
 
 use offload_shared::{JobId, JobStatus};
 
-use super::{JobRecord, StoreError, Write};
+use super::{IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Write, Written};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS jobs (
-    id           TEXT PRIMARY KEY,
-    kind         TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    progress     INTEGER NOT NULL,
-    attempt      INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    worker       TEXT,
-    submitted_at INTEGER NOT NULL,
-    started_at   INTEGER,
-    finished_at  INTEGER,
-    payload      TEXT NOT NULL,
-    result       TEXT,
-    error        TEXT
-)";
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS jobs (
+        id           TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        progress     INTEGER NOT NULL,
+        attempt      INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        timeout_ms   INTEGER NOT NULL,
+        budget       INTEGER NOT NULL,
+        runs         INTEGER NOT NULL DEFAULT 0,
+        worker       TEXT,
+        submitted_at INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        payload      TEXT NOT NULL,
+        result       TEXT,
+        error        TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id)",
+    "CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key         TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        job_id      TEXT NOT NULL
+    )",
+];
 
-const SELECT_JOB: &str = "SELECT id, kind, status, attempt, max_attempts, worker, submitted_at,
-    started_at, finished_at, result, error FROM jobs WHERE id = ?1";
+const JOB_COLUMNS: &str = "id, kind, status, attempt, max_attempts, timeout_ms, worker, \
+    submitted_at, started_at, finished_at, result, error, runs";
 
 /// The SQLite-backed store.
 #[derive(Debug, Clone)]
@@ -67,17 +77,56 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::query(SCHEMA).execute(&pool).await?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
         Ok(SqliteStore { pool })
     }
 
     /// The job with `id`, if any.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query(SELECT_JOB)
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"));
+        let row = sqlx::query(sql)
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| decode(&r)).transpose()
+    }
+
+    /// The job's payload and attempt budget, for a redrive.
+    pub async fn input(&self, id: JobId) -> Result<Option<StoredInput>, StoreError> {
+        let row = sqlx::query("SELECT payload, budget FROM jobs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.try_get("payload")?;
+        let payload = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            reason: format!("payload: {e}"),
+        })?;
+        Ok(Some(StoredInput {
+            payload,
+            budget: row.try_get("budget")?,
+        }))
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        // Fixed SQL: an absent filter binds NULL and matches everything.
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR id < ?3)
+             ORDER BY id DESC LIMIT ?4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(filter.status.map(JobStatus::as_str))
+            .bind(filter.kind.map(|k| k.as_str()))
+            .bind(filter.before.map(|id| id.to_string()))
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
     }
 
     /// Cheap check that the database answers.
@@ -86,62 +135,141 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Applies `writes` in one transaction.
-    pub async fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+    /// Applies `writes` in one transaction; one result per write.
+    pub async fn apply(&self, writes: &[Write]) -> Result<Vec<Written>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(writes.len());
         for write in writes {
-            match write {
-                Write::Insert(job, payload) => {
-                    sqlx::query(
-                        "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, submitted_at, payload)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )
-                    .bind(job.id.to_string())
-                    .bind(job.kind.as_str())
-                    .bind(job.status.as_str())
-                    .bind(job.status.progress(job.attempt))
-                    .bind(job.attempt)
-                    .bind(job.max_attempts)
-                    .bind(micros(job.submitted_at))
-                    .bind(payload.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Write::Delete(id) => {
-                    sqlx::query("DELETE FROM jobs WHERE id = ?1")
-                        .bind(id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::Event(ev) => {
-                    let at = micros(ev.at);
-                    let finished = ev.status.is_terminal().then_some(at);
-                    let started = (ev.status == JobStatus::Running).then_some(at);
-                    // Applied only if it moves the job forward: duplicates and late events are no-ops.
-                    sqlx::query(
-                        "UPDATE jobs SET status = ?2, progress = ?3, attempt = ?4, worker = ?5,
-                             started_at = COALESCE(?6, started_at, ?7),
-                             finished_at = ?8, result = ?9, error = ?10
-                         WHERE id = ?1 AND progress < ?3",
-                    )
-                    .bind(ev.job_id.to_string())
-                    .bind(ev.status.as_str())
-                    .bind(ev.status.progress(ev.attempt))
-                    .bind(ev.attempt)
-                    .bind(&ev.worker)
-                    .bind(started)
-                    .bind(at)
-                    .bind(finished)
-                    .bind(ev.result.as_ref().map(Value::to_string))
-                    .bind(ev.error.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+            results.push(apply_one(&mut tx, write).await?);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(results)
     }
+}
+
+async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Written, StoreError> {
+    match write {
+        Write::Insert(job, payload, key) => {
+            if let Some(IdempotencyKey { key, fingerprint }) = key {
+                let claimed = sqlx::query(
+                    "INSERT INTO idempotency_keys (key, fingerprint, job_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(fingerprint)
+                .bind(job.id.to_string())
+                .execute(&mut **tx)
+                .await?;
+                if claimed.rows_affected() == 0 {
+                    let row = sqlx::query(
+                        "SELECT fingerprint, job_id FROM idempotency_keys WHERE key = ?1",
+                    )
+                    .bind(key)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let job_id: String = row.try_get("job_id")?;
+                    return Ok(Written::KeyTaken {
+                        job_id: job_id.parse().map_err(|e| StoreError::Corrupt {
+                            id: job_id.clone(),
+                            reason: format!("idempotency key's job id: {e}"),
+                        })?,
+                        fingerprint: row.try_get("fingerprint")?,
+                    });
+                }
+            }
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?9, ?7, ?8)",
+            )
+            .bind(job.id.to_string())
+            .bind(job.kind.as_str())
+            .bind(job.status.as_str())
+            .bind(job.status.progress(job.attempt))
+            .bind(job.attempt)
+            .bind(job.max_attempts)
+            .bind(micros(job.submitted_at))
+            .bind(payload.to_string())
+            .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::Delete(id) => {
+            for sql in [
+                "DELETE FROM jobs WHERE id = ?1",
+                "DELETE FROM idempotency_keys WHERE job_id = ?1",
+            ] {
+                sqlx::query(sql)
+                    .bind(id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Write::Event(ev) => {
+            let at = micros(ev.at);
+            let finished = ev.status.is_terminal().then_some(at);
+            let started = (ev.status == JobStatus::Running).then_some(at);
+            if ev.status == JobStatus::Running {
+                // Every start counts, even a duplicate that does not move the status.
+                sqlx::query("UPDATE jobs SET runs = runs + 1 WHERE id = ?1")
+                    .bind(ev.job_id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            // Applied only if it moves the job forward: duplicates and late events are no-ops.
+            sqlx::query(
+                "UPDATE jobs SET status = ?2, progress = ?3, attempt = ?4, worker = ?5,
+                     started_at = COALESCE(?6, started_at, ?7),
+                     finished_at = ?8, result = ?9, error = ?10
+                 WHERE id = ?1 AND progress < ?3",
+            )
+            .bind(ev.job_id.to_string())
+            .bind(ev.status.as_str())
+            .bind(ev.status.progress(ev.attempt))
+            .bind(ev.attempt)
+            .bind(&ev.worker)
+            .bind(started)
+            .bind(at)
+            .bind(finished)
+            .bind(ev.result.as_ref().map(Value::to_string))
+            .bind(ev.error.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::Redrive {
+            id,
+            attempt,
+            max_attempts,
+        } => {
+            let changed = sqlx::query(
+                "UPDATE jobs SET status = 'queued', progress = ?2, attempt = ?3, max_attempts = ?4,
+                     worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL
+                 WHERE id = ?1 AND status = 'dead'",
+            )
+            .bind(id.to_string())
+            .bind(JobStatus::Queued.progress(*attempt))
+            .bind(attempt)
+            .bind(max_attempts)
+            .execute(&mut **tx)
+            .await?;
+            if changed.rows_affected() == 0 {
+                return Ok(Written::Nothing);
+            }
+        }
+        Write::MarkDead { id, attempt, error } => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'dead', progress = ?2, attempt = ?3, error = ?4, finished_at = ?5
+                 WHERE id = ?1",
+            )
+            .bind(id.to_string())
+            .bind(JobStatus::Dead.progress(*attempt))
+            .bind(attempt)
+            .bind(error)
+            .bind(micros(OffsetDateTime::now_utc()))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(Written::Done)
 }
 
 fn micros(t: OffsetDateTime) -> i64 {
@@ -176,6 +304,7 @@ fn decode(row: &SqliteRow) -> Result<JobRecord, StoreError> {
             .map_err(|e| corrupt(format!("status: {e}")))?,
         attempt: row.try_get("attempt")?,
         max_attempts: row.try_get("max_attempts")?,
+        timeout_ms: u64::try_from(row.try_get::<i64, _>("timeout_ms")?).unwrap_or(0),
         worker: row.try_get("worker")?,
         submitted_at: from_micros(submitted).ok_or_else(|| corrupt("submitted_at".into()))?,
         started_at: row
@@ -186,6 +315,7 @@ fn decode(row: &SqliteRow) -> Result<JobRecord, StoreError> {
             .and_then(from_micros),
         result: json("result")?,
         error: row.try_get("error")?,
+        runs: row.try_get("runs")?,
     })
 }
 
@@ -196,18 +326,22 @@ mod tests {
     use serde_json::json;
 
     async fn store() -> SqliteStore {
-        SqliteStore::connect("sqlite::memory:")
+        let path = std::env::temp_dir().join(format!("offload-unit-{}.db", JobId::new()));
+        SqliteStore::connect(&format!("sqlite://{}", path.display()))
             .await
-            .expect("in-memory store")
+            .expect("store")
+    }
+
+    fn queued(id: JobId) -> JobRecord {
+        JobRecord::queued(id, JobKind::Noop, 5, 1000, OffsetDateTime::now_utc())
     }
 
     #[tokio::test]
-    async fn events_only_move_jobs_forward() {
+    async fn events_only_move_jobs_forward_and_count_runs() {
         let store = store().await;
         let id = JobId::new();
-        let job = JobRecord::queued(id, JobKind::Noop, 5, OffsetDateTime::now_utc());
         store
-            .apply(&[Write::Insert(job, json!({}))])
+            .apply(&[Write::Insert(queued(id), json!({}), None)])
             .await
             .expect("insert");
 
@@ -228,6 +362,7 @@ mod tests {
         assert_eq!(got.status, JobStatus::Succeeded);
         assert_eq!(got.worker.as_deref(), Some("w2"));
         assert_eq!(got.result, Some(json!({"ok": 1})));
+        assert_eq!(got.runs, 2);
         assert!(got.started_at.is_some() && got.finished_at.is_some());
     }
 
@@ -236,19 +371,136 @@ mod tests {
         let store = store().await;
         assert!(store.get(JobId::new()).await.expect("get").is_none());
         let id = JobId::new();
-        let job = JobRecord::queued(id, JobKind::Noop, 5, OffsetDateTime::now_utc());
         store
-            .apply(&[Write::Insert(job, json!({})), Write::Delete(id)])
+            .apply(&[
+                Write::Insert(queued(id), json!({}), None),
+                Write::Delete(id),
+            ])
             .await
             .expect("apply");
         assert!(store.get(id).await.expect("get").is_none());
     }
 
     #[tokio::test]
-    async fn other_urls_are_refused_with_the_fix() {
-        let err = SqliteStore::connect("mysql://x")
+    async fn an_idempotency_key_belongs_to_its_first_job_until_that_job_is_deleted() {
+        let store = store().await;
+        let key = IdempotencyKey {
+            key: "k1".into(),
+            fingerprint: "f1".into(),
+        };
+        let (a, b) = (JobId::new(), JobId::new());
+        let results = store
+            .apply(&[
+                Write::Insert(queued(a), json!({}), Some(key.clone())),
+                Write::Insert(queued(b), json!({}), Some(key.clone())),
+            ])
             .await
-            .expect_err("unsupported");
-        assert!(err.to_string().contains("sqlite://"), "{err}");
+            .expect("apply");
+        assert_eq!(results[0], Written::Done);
+        assert_eq!(
+            results[1],
+            Written::KeyTaken {
+                job_id: a,
+                fingerprint: "f1".into()
+            }
+        );
+        assert!(
+            store.get(b).await.expect("get").is_none(),
+            "the second job was not recorded"
+        );
+        // A failed publish deletes the job and frees its key for the client's retry.
+        store.apply(&[Write::Delete(a)]).await.expect("delete");
+        let results = store
+            .apply(&[Write::Insert(queued(b), json!({}), Some(key))])
+            .await
+            .expect("apply");
+        assert_eq!(results[0], Written::Done);
+    }
+
+    #[tokio::test]
+    async fn listing_filters_and_pages_newest_first() {
+        let store = store().await;
+        let ids: Vec<JobId> = (0..5).map(|_| JobId::new()).collect();
+        let inserts: Vec<Write> = ids
+            .iter()
+            .map(|id| Write::Insert(queued(*id), json!({}), None))
+            .collect();
+        store.apply(&inserts).await.expect("insert");
+        let mut dead = JobEvent::now(ids[1], 1, JobStatus::Dead, "w");
+        dead.error = Some("boom".into());
+        store.apply(&[Write::Event(dead)]).await.expect("dead");
+
+        let page = store
+            .list(&JobFilter {
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            page.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[3]]
+        );
+        let next = store
+            .list(&JobFilter {
+                limit: 10,
+                before: Some(ids[3]),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(next.len(), 3);
+        let dead = store
+            .list(&JobFilter {
+                limit: 10,
+                status: Some(JobStatus::Dead),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(dead.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[1]]);
+    }
+
+    #[tokio::test]
+    async fn only_dead_jobs_are_redriven() {
+        let store = store().await;
+        let id = JobId::new();
+        store
+            .apply(&[Write::Insert(queued(id), json!({"a": 1}), None)])
+            .await
+            .expect("insert");
+        let redrive = Write::Redrive {
+            id,
+            attempt: 2,
+            max_attempts: 6,
+        };
+        assert_eq!(
+            store.apply(&[redrive.clone()]).await.expect("apply"),
+            vec![Written::Nothing]
+        );
+        store
+            .apply(&[Write::Event(JobEvent::now(id, 1, JobStatus::Dead, "w"))])
+            .await
+            .expect("dead");
+        assert_eq!(
+            store.apply(&[redrive]).await.expect("apply"),
+            vec![Written::Done]
+        );
+        let job = store.get(id).await.expect("get").expect("exists");
+        assert_eq!(
+            (job.status, job.attempt, job.max_attempts),
+            (JobStatus::Queued, 2, 6)
+        );
+        let input = store.input(id).await.expect("input").expect("exists");
+        assert_eq!((input.payload, input.budget), (json!({"a": 1}), 5));
+        // A late event of the dead attempt does not undo the redrive.
+        store
+            .apply(&[Write::Event(JobEvent::now(id, 1, JobStatus::Dead, "w"))])
+            .await
+            .expect("late");
+        assert_eq!(
+            store.get(id).await.expect("get").expect("exists").status,
+            JobStatus::Queued
+        );
     }
 }

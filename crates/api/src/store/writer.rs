@@ -12,14 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use offload_shared::JobId;
 
-use super::{JobRecord, SqliteStore, StoreError, Write};
+use super::{IdempotencyKey, JobRecord, SqliteStore, StoreError, Write, Written};
 
 /// Most writes applied in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
 enum Op {
     /// A write a request waits for.
-    Request(Write, oneshot::Sender<Result<(), String>>),
+    Request(Write, oneshot::Sender<Result<Written, String>>),
     /// A lifecycle event (or an unreadable one, `None`) to acknowledge once applied.
     Delivery(Option<Write>, Acker),
 }
@@ -44,18 +44,24 @@ impl StoreWriter {
         (StoreWriter { tx }, task)
     }
 
-    /// Records a newly accepted job; returns once it is committed.
+    /// Records a newly accepted job, claiming `key` for it; returns once committed.
     pub async fn insert(
         &self,
         job: JobRecord,
         payload: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        self.request(Write::Insert(job, payload)).await
+        key: Option<IdempotencyKey>,
+    ) -> Result<Written, StoreError> {
+        self.request(Write::Insert(job, payload, key)).await
     }
 
     /// Forgets a job whose publish failed; returns once committed.
     pub async fn delete(&self, id: JobId) -> Result<(), StoreError> {
-        self.request(Write::Delete(id)).await
+        self.request(Write::Delete(id)).await.map(|_| ())
+    }
+
+    /// Any other write; returns once committed.
+    pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        self.request(write).await
     }
 
     /// Queues an event; `acker` is acknowledged after the event is committed.
@@ -71,14 +77,14 @@ impl StoreWriter {
         !self.tx.is_closed()
     }
 
-    async fn request(&self, write: Write) -> Result<(), StoreError> {
+    async fn request(&self, write: Write) -> Result<Written, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Op::Request(write, done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match wait.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(written)) => Ok(written),
             Ok(Err(reason)) => Err(StoreError::WriteFailed(reason)),
             Err(_) => Err(StoreError::WriterGone),
         }
@@ -98,13 +104,26 @@ async fn run(store: SqliteStore, mut rx: mpsc::Receiver<Op>) {
         if let Err(e) = &outcome {
             tracing::error!(error = %e, batch = writes.len(), "job store write failed");
         }
+        let mut results = match &outcome {
+            Ok(results) => results.clone().into_iter(),
+            Err(_) => Vec::new().into_iter(),
+        };
         let mut last_delivery = None;
         for op in ops.drain(..) {
             match op {
                 Op::Request(_, done) => {
-                    let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    let result = match &outcome {
+                        Ok(_) => Ok(results.next().unwrap_or(Written::Done)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = done.send(result);
                 }
-                Op::Delivery(_, acker) => last_delivery = Some(acker),
+                Op::Delivery(write, acker) => {
+                    if write.is_some() {
+                        results.next();
+                    }
+                    last_delivery = Some(acker);
+                }
             }
         }
         // Events arrive in delivery-tag order on one channel, so one `multiple` ack (or nack)

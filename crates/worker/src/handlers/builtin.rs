@@ -26,7 +26,9 @@ pub async fn sleep(ctx: JobContext, payload: Value) -> Result<Value, JobError> {
             return Err(JobError::Permanent("asked to fail permanently".to_owned()));
         }
         Some(FailMode::Retryable) => {
-            return Err(JobError::Retryable("asked to fail on every attempt".to_owned()));
+            return Err(JobError::Retryable(
+                "asked to fail on every attempt".to_owned(),
+            ));
         }
         None => {}
     }
@@ -56,7 +58,10 @@ mod tests {
     #[tokio::test]
     async fn noop_echoes_and_sleep_checks_its_payload() {
         assert_eq!(noop(ctx(1), json!({"a": 1})).await, Ok(json!({"a": 1})));
-        assert_eq!(sleep(ctx(1), json!({"ms": 1})).await, Ok(json!({"slept_ms": 1})));
+        assert_eq!(
+            sleep(ctx(1), json!({"ms": 1})).await,
+            Ok(json!({"slept_ms": 1}))
+        );
         assert!(matches!(
             sleep(ctx(1), json!({"ms": "x"})).await,
             Err(JobError::Permanent(_))
@@ -66,8 +71,14 @@ mod tests {
     #[tokio::test]
     async fn failure_switches_fail_as_asked() {
         let twice = json!({"fail_attempts": 2});
-        assert!(matches!(sleep(ctx(1), twice.clone()).await, Err(JobError::Retryable(_))));
-        assert!(matches!(sleep(ctx(2), twice.clone()).await, Err(JobError::Retryable(_))));
+        assert!(matches!(
+            sleep(ctx(1), twice.clone()).await,
+            Err(JobError::Retryable(_))
+        ));
+        assert!(matches!(
+            sleep(ctx(2), twice.clone()).await,
+            Err(JobError::Retryable(_))
+        ));
         assert!(sleep(ctx(3), twice).await.is_ok());
         assert!(matches!(
             sleep(ctx(1), json!({"fail": "permanent"})).await,

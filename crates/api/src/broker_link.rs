@@ -1,0 +1,179 @@
+//! The API's link to RabbitMQ, kept up by a supervisor task: it watches the connection and its
+//! channels, and when they are lost it withdraws the publisher (requests get a fast 503),
+//! reconnects with back-off, redeclares the topology, resumes consuming events, and publishes
+//! the new publisher to the handlers.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use lapin::{Channel, Connection};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use offload_shared::{
+    Settings,
+    broker::{self, Backoff, BrokerError},
+    topology::{self, Names, TopologyError},
+};
+
+use crate::{events, publisher::JobPublisher, store::writer::StoreWriter};
+
+/// Why the link could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// RabbitMQ is not reachable.
+    #[error(
+        "cannot reach RabbitMQ at {url}: {source}. Start it (e.g. `rabbitmq-server -detached`) or \
+         point OFFLOAD_AMQP_URL at it."
+    )]
+    Broker {
+        /// The address, without password.
+        url: String,
+        /// What failed.
+        #[source]
+        source: BrokerError,
+    },
+    /// The queues exist with other arguments.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}
+
+/// One connection's worth of broker state, dropped as a whole when the connection is lost.
+pub struct Session {
+    connection: Connection,
+    publisher: JobPublisher,
+    events: Channel,
+}
+
+/// Connects, declares the topology, and opens the publishing and event channels.
+pub async fn open(settings: &Settings) -> Result<(Session, Names), LinkError> {
+    let deadline = settings.broker_timeout();
+    let broker_error = |source| LinkError::Broker {
+        url: broker::redact(&settings.amqp_url),
+        source,
+    };
+    let connection = broker::connect(
+        &settings.amqp_url,
+        "offload-api",
+        deadline,
+        settings.heartbeat_s,
+    )
+    .await
+    .map_err(broker_error)?;
+    let names = topology::declare(&connection, settings).await?;
+    let channel = broker::confirm_channel(&connection, deadline)
+        .await
+        .map_err(broker_error)?;
+    let events = broker::with_deadline(
+        deadline,
+        "open the events channel",
+        connection.create_channel(),
+    )
+    .await
+    .map_err(broker_error)?;
+    let publisher = JobPublisher::new(
+        channel,
+        names.jobs_exchange.clone(),
+        settings.publish_timeout(),
+    );
+    Ok((
+        Session {
+            connection,
+            publisher,
+            events,
+        },
+        names,
+    ))
+}
+
+/// What the supervisor shares with the request handlers.
+#[derive(Clone)]
+pub struct LinkState {
+    /// The current publisher; `None` while disconnected.
+    pub publisher: watch::Receiver<Option<JobPublisher>>,
+    /// True while lifecycle events are being consumed into the store.
+    pub events_running: Arc<AtomicBool>,
+}
+
+/// Keeps the link up until `token` is cancelled. Returns an error only for what reconnecting
+/// cannot fix (the queues were redeclared with other arguments).
+pub async fn supervise(
+    first: Session,
+    settings: Arc<Settings>,
+    names: Names,
+    writer: StoreWriter,
+    publisher: watch::Sender<Option<JobPublisher>>,
+    events_running: Arc<AtomicBool>,
+    token: CancellationToken,
+) -> Result<(), LinkError> {
+    let deadline = settings.broker_timeout();
+    let mut session = Some(first);
+    loop {
+        let current = match session.take() {
+            Some(s) => s,
+            None => match reconnect(&settings, &token).await? {
+                Some(s) => s,
+                None => return Ok(()),
+            },
+        };
+        publisher.send_replace(Some(current.publisher.clone()));
+        events_running.store(true, Ordering::Relaxed);
+        let watched = [current.publisher.channel(), &current.events];
+        let lost_because = tokio::select! {
+            outcome = events::consume(current.events.clone(), &names.events_queue, writer.clone(), deadline, token.clone()) => match outcome {
+                Ok(()) if token.is_cancelled() => None,
+                Ok(()) => Some("the broker ended the events consumer".to_owned()),
+                Err(e) => Some(e.to_string()),
+            },
+            () = broker::lost(&current.connection, &watched) => Some("the connection or a channel closed".to_owned()),
+        };
+        publisher.send_replace(None);
+        events_running.store(false, Ordering::Relaxed);
+        match lost_because {
+            None => {
+                let _ = tokio::time::timeout(
+                    deadline,
+                    current
+                        .connection
+                        .close(200, "offload-api shutting down".into()),
+                )
+                .await;
+                return Ok(());
+            }
+            Some(why) => {
+                tracing::warn!(reason = %why, "lost the broker; answering 503 until reconnected");
+            }
+        }
+    }
+}
+
+async fn reconnect(
+    settings: &Settings,
+    token: &CancellationToken,
+) -> Result<Option<Session>, LinkError> {
+    let mut backoff = Backoff::default();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return Ok(None),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+        match open(settings).await {
+            Ok((session, _)) => {
+                tracing::info!(after_failures = failures, "reconnected to the broker");
+                return Ok(Some(session));
+            }
+            Err(LinkError::Topology(e @ TopologyError::Mismatch { .. })) => {
+                return Err(LinkError::Topology(e));
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(error = %e, failures, "reconnecting to the broker failed; retrying");
+                }
+            }
+        }
+    }
+}
