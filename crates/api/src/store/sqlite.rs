@@ -475,7 +475,7 @@ mod tests {
             max_attempts: 6,
         };
         assert_eq!(
-            store.apply(&[redrive.clone()]).await.expect("apply"),
+            store.apply(std::slice::from_ref(&redrive)).await.expect("apply"),
             vec![Written::Nothing]
         );
         store
