@@ -475,7 +475,10 @@ mod tests {
             max_attempts: 6,
         };
         assert_eq!(
-            store.apply(std::slice::from_ref(&redrive)).await.expect("apply"),
+            store
+                .apply(std::slice::from_ref(&redrive))
+                .await
+                .expect("apply"),
             vec![Written::Nothing]
         );
         store

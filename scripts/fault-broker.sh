@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Manages a SECOND, private RabbitMQ node for fault-injection tests (tests that stop and restart
+# the broker), so the main node on 127.0.0.1:5672 is never disturbed.
+#
+# Usage: scripts/fault-broker.sh start|stop|stop-app|start-app|status|url
+#   start      start the node detached (no-op if it already answers) and wait until AMQP answers
+#   stop       stop the whole node (Erlang VM included)
+#   stop-app   stop the RabbitMQ application only (AMQP port closes; simulates an outage)
+#   start-app  start the application again and wait until the AMQP port answers
+#   status     exit 0 if the AMQP port answers, 1 otherwise
+#   url        print the node's AMQP URL (amqp://guest:guest@127.0.0.1:5673/%2f)
+#
+# Identity (environment variables, with defaults):
+#   RABBITMQ_NODENAME              offload-fault@localhost  (the main node is rabbit@localhost)
+#   RABBITMQ_NODE_IP_ADDRESS       127.0.0.1
+#   RABBITMQ_NODE_PORT             5673    AMQP
+#   RABBITMQ_DIST_PORT             25673   Erlang distribution (the main node uses 25672)
+#   OFFLOAD_FAULT_BROKER_DIR       /tmp/offload-fault-broker (holds everything below)
+#   RABBITMQ_MNESIA_BASE           $OFFLOAD_FAULT_BROKER_DIR/mnesia
+#   RABBITMQ_LOG_BASE              $OFFLOAD_FAULT_BROKER_DIR/log
+#   RABBITMQ_PID_FILE              $OFFLOAD_FAULT_BROKER_DIR/<node>.pid
+#   RABBITMQ_ENABLED_PLUGINS_FILE  $OFFLOAD_FAULT_BROKER_DIR/enabled_plugins  (written as "[].")
+#   RABBITMQ_CONFIG_FILE           $OFFLOAD_FAULT_BROKER_DIR/rabbitmq.conf    (written each start)
+#   RABBITMQ_CONF_ENV_FILE         $OFFLOAD_FAULT_BROKER_DIR/rabbitmq-env.conf
+#   OFFLOAD_FAULT_BROKER_TIMEOUT   120     seconds to wait for start / start-app / stop
+#
+# The private config files matter: /etc/rabbitmq/rabbitmq.conf pins listeners.tcp to :5672 and
+# /etc/rabbitmq/rabbitmq-env.conf sets NODENAME=rabbit@localhost, so the second node must read
+# neither of them. Run as root (the Debian wrappers then run the node as user rabbitmq, which
+# shares the main node's Erlang cookie in /var/lib/rabbitmq) or as user rabbitmq.
+# To start from a clean slate: `scripts/fault-broker.sh stop && rm -rf /tmp/offload-fault-broker`.
+set -euo pipefail
+
+die() {
+  echo "fault-broker: $*" >&2
+  exit 1
+}
+say() {
+  echo "fault-broker: $*" >&2
+}
+
+FAULT_DIR="${OFFLOAD_FAULT_BROKER_DIR:-/tmp/offload-fault-broker}"
+TIMEOUT="${OFFLOAD_FAULT_BROKER_TIMEOUT:-120}"
+
+NODE="${RABBITMQ_NODENAME:-offload-fault@localhost}"
+case "$NODE" in
+  *@*) ;;
+  *) NODE="$NODE@localhost" ;;
+esac
+HOST="${RABBITMQ_NODE_IP_ADDRESS:-127.0.0.1}"
+PORT="${RABBITMQ_NODE_PORT:-5673}"
+DIST_PORT="${RABBITMQ_DIST_PORT:-25673}"
+
+# Guard rails: never act on the main node, whatever the caller's environment says.
+case "$NODE" in
+  rabbit@*) die "refusing to manage '$NODE': that is the main node's name (set RABBITMQ_NODENAME to something else)" ;;
+esac
+[ "$PORT" != 5672 ] || die "refusing RABBITMQ_NODE_PORT=5672: that is the main node's AMQP port"
+[ "$DIST_PORT" != 25672 ] || die "refusing RABBITMQ_DIST_PORT=25672: that is the main node's distribution port"
+
+export RABBITMQ_NODENAME="$NODE"
+export RABBITMQ_NODE_IP_ADDRESS="$HOST"
+export RABBITMQ_NODE_PORT="$PORT"
+export RABBITMQ_DIST_PORT="$DIST_PORT"
+export RABBITMQ_MNESIA_BASE="${RABBITMQ_MNESIA_BASE:-$FAULT_DIR/mnesia}"
+export RABBITMQ_LOG_BASE="${RABBITMQ_LOG_BASE:-$FAULT_DIR/log}"
+export RABBITMQ_PID_FILE="${RABBITMQ_PID_FILE:-$FAULT_DIR/$NODE.pid}"
+export RABBITMQ_ENABLED_PLUGINS_FILE="${RABBITMQ_ENABLED_PLUGINS_FILE:-$FAULT_DIR/enabled_plugins}"
+export RABBITMQ_CONFIG_FILE="${RABBITMQ_CONFIG_FILE:-$FAULT_DIR/rabbitmq.conf}"
+export RABBITMQ_CONFIG_FILES="${RABBITMQ_CONFIG_FILES:-$FAULT_DIR/conf.d}"
+export RABBITMQ_ADVANCED_CONFIG_FILE="${RABBITMQ_ADVANCED_CONFIG_FILE:-$FAULT_DIR/advanced.config}"
+export RABBITMQ_CONF_ENV_FILE="${RABBITMQ_CONF_ENV_FILE:-$FAULT_DIR/rabbitmq-env.conf}"
+# Keep the distribution listener on loopback, as the main node does (its rabbitmq-env.conf sets
+# this through ERL_FLAGS, which we no longer read).
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:--kernel inet_dist_use_interface {127,0,0,1}}"
+export ERL_EPMD_ADDRESS="${ERL_EPMD_ADDRESS:-127.0.0.1}"
+# These would override the files above; never inherit them from the caller.
+unset RABBITMQ_ENABLED_PLUGINS RABBITMQ_MNESIA_DIR RABBITMQ_LOGS RABBITMQ_NODE_ONLY RABBITMQ_ALLOW_INPUT
+
+LOG_FILE="$RABBITMQ_LOG_BASE/$NODE.log"
+STARTUP_LOG="$RABBITMQ_LOG_BASE/startup.log"
+
+# Which binaries to run: as root the Debian wrappers in /usr/sbin switch to user rabbitmq
+# (environment kept); as rabbitmq we call the real scripts, because the /usr/sbin wrapper would
+# send our startup output to the main node's /var/log/rabbitmq/startup_log.
+RMQ_LIB=/usr/lib/rabbitmq/bin
+if [ "$(id -u)" = 0 ]; then
+  id -u rabbitmq >/dev/null 2>&1 || die "user 'rabbitmq' does not exist; is rabbitmq-server installed?"
+  CTL=(rabbitmqctl)
+  SERVER=(rabbitmq-server)
+  RUN_AS=rabbitmq
+elif [ "$(id -un)" = rabbitmq ]; then
+  CTL=(env HOME=/var/lib/rabbitmq "$RMQ_LIB/rabbitmqctl")
+  SERVER=(env HOME=/var/lib/rabbitmq "$RMQ_LIB/rabbitmq-server")
+  RUN_AS=
+else
+  die "run this as root or as user rabbitmq (the node runs as rabbitmq and uses its Erlang cookie)"
+fi
+command -v rabbitmqctl >/dev/null 2>&1 || die "rabbitmqctl not found (apt-get install rabbitmq-server)"
+
+ctl() {
+  "${CTL[@]}" -n "$NODE" "$@"
+}
+
+port_open() {
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$PORT" 2>/dev/null
+}
+
+# True if the Erlang VM of the node answers (even with the RabbitMQ application stopped).
+node_alive() {
+  timeout 30 "${CTL[@]}" -n "$NODE" ping >/dev/null 2>&1
+}
+
+# Waits until the AMQP port is in state $1 (open|closed) or until $2 seconds have passed.
+wait_port() {
+  local want="$1" deadline=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if port_open; then
+      [ "$want" = open ] && return 0
+    else
+      [ "$want" = closed ] && return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+show_logs() {
+  local f
+  for f in "$STARTUP_LOG" "$LOG_FILE"; do
+    if [ -s "$f" ]; then
+      echo "----- tail of $f -----" >&2
+      tail -n 40 "$f" >&2
+    fi
+  done
+  [ -f "$RABBITMQ_LOG_BASE/erl_crash.dump" ] && echo "(crash dump: $RABBITMQ_LOG_BASE/erl_crash.dump)" >&2
+  return 0
+}
+
+# Creates the node's private directories and config files, owned by the user that runs it.
+prepare() {
+  local d
+  mkdir -p "$FAULT_DIR" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE" "$RABBITMQ_CONFIG_FILES" \
+    "$(dirname "$RABBITMQ_PID_FILE")"
+  if [ "$RABBITMQ_CONFIG_FILE" = "$FAULT_DIR/rabbitmq.conf" ]; then
+    cat >"$RABBITMQ_CONFIG_FILE" <<EOF
+# Generated by scripts/fault-broker.sh for $NODE; rewritten on every start.
+# Deliberately not /etc/rabbitmq/rabbitmq.conf, which pins the listener to the main node's port.
+listeners.tcp.default = $HOST:$PORT
+loopback_users.guest = true
+EOF
+  fi
+  if [ "$RABBITMQ_ENABLED_PLUGINS_FILE" = "$FAULT_DIR/enabled_plugins" ]; then
+    # No plugins: management/prometheus would try to bind the main node's ports.
+    echo '[].' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
+  fi
+  if [ "$RABBITMQ_CONF_ENV_FILE" = "$FAULT_DIR/rabbitmq-env.conf" ]; then
+    cat >"$RABBITMQ_CONF_ENV_FILE" <<'EOF'
+# Generated by scripts/fault-broker.sh. Replaces /etc/rabbitmq/rabbitmq-env.conf (which names the
+# main node) for the private fault-injection node; the real settings come from the environment.
+ERL_EPMD_ADDRESS=127.0.0.1
+EOF
+  fi
+  if [ -n "$RUN_AS" ]; then
+    for d in "$FAULT_DIR" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE" "$RABBITMQ_CONFIG_FILES" \
+      "$(dirname "$RABBITMQ_PID_FILE")"; do
+      chown -R "$RUN_AS:$RUN_AS" "$d"
+    done
+    chown "$RUN_AS:$RUN_AS" "$RABBITMQ_CONFIG_FILE" "$RABBITMQ_ENABLED_PLUGINS_FILE" \
+      "$RABBITMQ_CONF_ENV_FILE" 2>/dev/null || true
+  fi
+}
+
+# Serialises start/stop/... between concurrent callers (e.g. parallel tests).
+lock() {
+  mkdir -p "$FAULT_DIR"
+  exec 9>>"$FAULT_DIR/.lock"
+  chmod 666 "$FAULT_DIR/.lock" 2>/dev/null || true
+  flock -w "$((TIMEOUT + 60))" 9 || die "timed out waiting for another fault-broker.sh call to finish"
+}
+
+cmd_start() {
+  lock
+  if port_open; then
+    node_alive || die "$HOST:$PORT answers but node $NODE does not: the port is taken by something else"
+    say "$NODE already answers on $HOST:$PORT"
+    return 0
+  fi
+  if node_alive; then
+    # The VM runs but the application is stopped (after stop-app): just start the application.
+    say "$NODE is running with its application stopped; starting the application"
+    cmd_start_app_locked
+    return 0
+  fi
+  prepare
+  say "starting $NODE (AMQP $HOST:$PORT, distribution $DIST_PORT, data $RABBITMQ_MNESIA_BASE)"
+  # fd 9 (the lock) must not be inherited by the detached VM, or the lock would never be released.
+  "${SERVER[@]}" -detached >"$STARTUP_LOG" 2>&1 9>&- || {
+    show_logs
+    die "rabbitmq-server -detached failed"
+  }
+  local deadline=$((SECONDS + TIMEOUT)) left
+  while :; do
+    left=$((deadline - SECONDS))
+    if [ "$left" -le 0 ]; then
+      show_logs
+      die "$NODE did not finish booting within ${TIMEOUT}s (logs above; all logs in $RABBITMQ_LOG_BASE)"
+    fi
+    # await_startup fails at once while the VM is not yet reachable, so retry until the deadline.
+    if timeout "$left" "${CTL[@]}" -n "$NODE" await_startup --timeout "$left" >/dev/null 2>&1; then
+      break
+    fi
+    sleep 1
+  done
+  left=$((deadline - SECONDS))
+  [ "$left" -gt 0 ] || left=1
+  if ! wait_port open "$left"; then
+    show_logs
+    die "$NODE booted but $HOST:$PORT does not accept connections"
+  fi
+  say "$NODE is up: $(cmd_url)"
+}
+
+cmd_stop() {
+  lock
+  if ! node_alive; then
+    say "$NODE is not running"
+    return 0
+  fi
+  say "stopping $NODE"
+  if [ -f "$RABBITMQ_PID_FILE" ]; then
+    # With the pid file, rabbitmqctl also waits for the OS process to exit.
+    timeout "$TIMEOUT" "${CTL[@]}" -n "$NODE" stop "$RABBITMQ_PID_FILE" >/dev/null ||
+      die "$NODE did not stop within ${TIMEOUT}s"
+  else
+    timeout "$TIMEOUT" "${CTL[@]}" -n "$NODE" stop >/dev/null || die "$NODE did not stop within ${TIMEOUT}s"
+  fi
+  wait_port closed 10 || die "$NODE stopped but $HOST:$PORT still answers"
+  say "$NODE stopped"
+}
+
+cmd_stop_app() {
+  lock
+  node_alive || die "$NODE is not running (use: $0 start)"
+  timeout "$TIMEOUT" "${CTL[@]}" -n "$NODE" stop_app >/dev/null ||
+    die "stop_app on $NODE failed or took more than ${TIMEOUT}s"
+  wait_port closed 30 || die "stop_app returned but $HOST:$PORT still answers"
+  say "$NODE application stopped ($HOST:$PORT closed)"
+}
+
+cmd_start_app_locked() {
+  node_alive || die "$NODE is not running (use: $0 start)"
+  local deadline=$((SECONDS + TIMEOUT)) left
+  timeout "$TIMEOUT" "${CTL[@]}" -n "$NODE" start_app >/dev/null || {
+    show_logs
+    die "start_app on $NODE failed or took more than ${TIMEOUT}s"
+  }
+  left=$((deadline - SECONDS))
+  [ "$left" -gt 0 ] || left=1
+  wait_port open "$left" || {
+    show_logs
+    die "start_app returned but $HOST:$PORT does not answer"
+  }
+  say "$NODE application started ($HOST:$PORT answers)"
+}
+
+cmd_start_app() {
+  lock
+  cmd_start_app_locked
+}
+
+cmd_url() {
+  echo "amqp://guest:guest@$HOST:$PORT/%2f"
+}
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  stop-app) cmd_stop_app ;;
+  start-app) cmd_start_app ;;
+  status) if port_open; then exit 0; else exit 1; fi ;;
+  url) cmd_url ;;
+  *)
+    echo "usage: $0 start|stop|stop-app|start-app|status|url" >&2
+    exit 2
+    ;;
+esac
