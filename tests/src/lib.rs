@@ -36,8 +36,11 @@ pub fn amqp_url() -> String {
 
 /// Connects to the test broker or fails the test with the fix.
 pub async fn broker() -> Connection {
-    let url = amqp_url();
-    let connect = Connection::connect(&url, ConnectionProperties::default());
+    connect_or_fail(&amqp_url()).await
+}
+
+async fn connect_or_fail(url: &str) -> Connection {
+    let connect = Connection::connect(url, ConnectionProperties::default());
     match tokio::time::timeout(Duration::from_secs(5), connect).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => panic!(
@@ -99,12 +102,19 @@ pub struct TestEnv {
     pub database: PathBuf,
     /// A connection for inspecting queues.
     pub broker: Connection,
+    /// The broker's address.
+    pub url: String,
 }
 
 impl TestEnv {
     /// A fresh prefix and store file; fails with the fix if the broker is not answering.
     pub async fn new() -> Self {
-        let broker = broker().await;
+        Self::on(&amqp_url()).await
+    }
+
+    /// Like [`TestEnv::new`], on the broker at `url`.
+    pub async fn on(url: &str) -> Self {
+        let broker = connect_or_fail(url).await;
         let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
         let names = Names::new(
             &offload_shared::topology::QueuePrefix::parse(&prefix).expect("a valid prefix"),
@@ -116,13 +126,14 @@ impl TestEnv {
             names,
             database,
             broker,
+            url: url.to_owned(),
         }
     }
 
     /// Environment every process of this test gets.
     pub fn vars(&self) -> Vec<(String, String)> {
         vec![
-            ("OFFLOAD_AMQP_URL".into(), amqp_url()),
+            ("OFFLOAD_AMQP_URL".into(), self.url.clone()),
             ("OFFLOAD_QUEUE_PREFIX".into(), self.prefix.clone()),
             (
                 "OFFLOAD_DATABASE_URL".into(),
@@ -355,6 +366,34 @@ impl ApiProcess {
         .await
     }
 
+    /// Every job with `status`, following `next_cursor` through all pages.
+    pub async fn all_jobs(&self, status: &str) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let url = self.url(&format!("/jobs?status={status}&limit=1000{cursor}"));
+            let page: Value = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .expect("GET /jobs")
+                .json()
+                .await
+                .expect("page JSON");
+            jobs.extend(page["jobs"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return jobs,
+            }
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
+    }
+
     /// The API's log lines.
     pub fn logs(&self) -> Vec<String> {
         self.proc.logs()
@@ -413,6 +452,11 @@ impl WorkerProcess {
     /// Waits for the process to exit.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         self.proc.wait_exit(within).await
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.proc.child.try_wait(), Ok(None))
     }
 
     /// The worker's log lines.
