@@ -112,12 +112,18 @@ node_alive() {
 }
 
 # PIDs of this node's Erlang VM. RabbitMQ 3.10 puts no -sname on the command line (the node
-# name is applied at boot from the environment), so match on the VM's environment instead; the
-# main node's VM never has our RABBITMQ_NODENAME.
+# name is applied at boot from the environment), so match a server VM ("-s rabbit boot"; the
+# rabbitmqctl VMs run "-run escript") whose environment has our RABBITMQ_NODENAME; the main
+# node's VM never has it.
 vm_pids() {
-  local p
+  local p args
   for p in $(pgrep -x beam.smp 2>/dev/null || true); do
-    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qxF "RABBITMQ_NODENAME=$NODE"; then
+    args="$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || true)"
+    case "$args" in
+      *" -s rabbit boot "*) ;;
+      *) continue ;;
+    esac
+    if grep -qzxF "RABBITMQ_NODENAME=$NODE" "/proc/$p/environ" 2>/dev/null; then
       echo "$p"
     fi
   done
@@ -217,11 +223,9 @@ cmd_start() {
     left=$((deadline - SECONDS))
     if [ $((SECONDS - started)) -ge 5 ] && [ -z "$(vm_pids)" ]; then
       show_logs
-      echo "Errors raised before logging is set up (e.g. a bad config file) are lost with -detached;" >&2
-      echo "to see them, run the node in the foreground with the same environment:" >&2
-      echo "  RABBITMQ_NODENAME=$NODE RABBITMQ_NODE_PORT=$PORT RABBITMQ_DIST_PORT=$DIST_PORT \\" >&2
-      echo "  RABBITMQ_CONF_ENV_FILE=$RABBITMQ_CONF_ENV_FILE RABBITMQ_CONFIG_FILE=$RABBITMQ_CONFIG_FILE \\" >&2
-      echo "  RABBITMQ_MNESIA_BASE=$RABBITMQ_MNESIA_BASE RABBITMQ_LOG_BASE=$RABBITMQ_LOG_BASE rabbitmq-server" >&2
+      echo "Errors raised before logging is set up (e.g. a syntax error in $RABBITMQ_CONFIG_FILE," >&2
+      echo "a port already in use) are not captured with -detached: run rabbitmq-server in the" >&2
+      echo "foreground with the environment set at the top of this script to see them." >&2
       die "the Erlang VM of $NODE exited during boot"
     fi
     if [ "$left" -le 0 ]; then
@@ -251,7 +255,6 @@ cmd_stop() {
   fi
   say "stopping $NODE"
   local pids
-  pids="$(vm_pids)"
   if ! timeout "$TIMEOUT" "${CTL[@]}" -n "$NODE" stop >/dev/null; then
     say "rabbitmqctl stop failed or took more than ${TIMEOUT}s"
   fi

@@ -478,6 +478,27 @@ pub fn run_binary(api: bool, args: &[&str], vars: &[(&str, &str)]) -> (ExitStatu
     (output.status, text)
 }
 
+/// Runs `scripts/fault-broker.sh <command>` (the private RabbitMQ node that fault tests stop
+/// and start); returns its standard output, or fails the test with everything it printed.
+pub async fn fault_broker(command: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fault-broker.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(command)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        output.status.success(),
+        "scripts/fault-broker.sh {command} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// Calls `check` until it returns `Some`, at most for `within`; fails the test naming `what`.
 pub async fn poll<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where

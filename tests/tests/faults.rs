@@ -124,3 +124,170 @@ async fn kill_storm_loses_no_job_on_a_quorum_queue() {
 async fn kill_storm_loses_no_job_on_a_classic_queue() {
     kill_storm("classic").await;
 }
+
+/// What one submission during the outage came to.
+struct Submission {
+    status: u16,
+    latency: Duration,
+    id: Option<String>,
+    retry_after: bool,
+}
+
+async fn broker_restart(queue_type: &str) {
+    let _serial = SERIAL.lock().await;
+    const JOBS: usize = 1000;
+    offload_tests::fault_broker("start").await;
+    let url = offload_tests::fault_broker("url").await;
+    let env = TestEnv::on(&url).await;
+    let extra = [("OFFLOAD_QUEUE_TYPE", queue_type)];
+    let mut api = ApiProcess::start(&env, &extra).await;
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        workers.push(WorkerProcess::start(&env, &format!("restart-{i}"), 4, &extra).await);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // Four clients submit at about 50 jobs/s in all while the broker goes away and comes back.
+    let submitted = std::sync::atomic::AtomicUsize::new(0);
+    let submit_one = |i: usize| {
+        let client = client.clone();
+        let url = api.url("/jobs");
+        let submitted = &submitted;
+        async move {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            let started = Instant::now();
+            let response = client
+                .post(url)
+                .json(&json!({"kind": "sleep", "payload": {"ms": i % 20}}))
+                .send()
+                .await;
+            let latency = started.elapsed();
+            submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match response {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let retry_after = r.headers().contains_key("retry-after");
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    Submission {
+                        status,
+                        latency,
+                        id: (status == 202).then(|| body["id"].as_str().unwrap_or("").to_owned()),
+                        retry_after,
+                    }
+                }
+                Err(e) => panic!("a submission failed without an answer after {latency:?}: {e}"),
+            }
+        }
+    };
+    let submissions = stream::iter(0..JOBS)
+        .map(submit_one)
+        .buffer_unordered(4)
+        .collect::<Vec<_>>();
+    let outage = async {
+        poll(
+            Duration::from_secs(30),
+            "250 submissions before the outage",
+            || async {
+                (submitted.load(std::sync::atomic::Ordering::Relaxed) >= 250).then_some(())
+            },
+        )
+        .await;
+        offload_tests::fault_broker("stop-app").await;
+        let down = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        offload_tests::fault_broker("start-app").await;
+        (down, Instant::now())
+    };
+    let (results, (down_at, back_at)) = tokio::join!(submissions, outage);
+
+    // Both binaries find the broker again by themselves.
+    poll(
+        Duration::from_secs(15),
+        "the API to be ready again within 15 s",
+        || async {
+            let r = api.http.get(api.url("/health/ready")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let recovered_in = back_at.elapsed();
+    let after = api.submit(json!({"kind": "noop"})).await;
+    let after_id = after["id"].as_str().expect("id").to_owned();
+
+    let accepted: Vec<String> = results
+        .iter()
+        .filter_map(|s| s.id.clone())
+        .chain([after_id])
+        .collect();
+    let refused = results.iter().filter(|s| s.status == 503).count();
+    let other: Vec<u16> = results
+        .iter()
+        .map(|s| s.status)
+        .filter(|s| *s != 202 && *s != 503)
+        .collect();
+    let slowest = results.iter().map(|s| s.latency).max().unwrap_or_default();
+    assert!(other.is_empty(), "answers other than 202/503: {other:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a submission took {slowest:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|s| s.status == 503)
+            .all(|s| s.retry_after),
+        "a 503 without Retry-After"
+    );
+    assert!(refused > 0, "the outage must have refused some submissions");
+
+    let started = Instant::now();
+    let succeeded = poll(
+        Duration::from_secs(90),
+        "every accepted job to succeed",
+        || async {
+            let done = api.all_jobs("succeeded").await;
+            (done.len() >= accepted.len()).then_some(done)
+        },
+    )
+    .await;
+    let by_id: HashMap<&str, &Value> = succeeded
+        .iter()
+        .filter_map(|j| Some((j["id"].as_str()?, j)))
+        .collect();
+    let lost: Vec<&String> = accepted
+        .iter()
+        .filter(|id| !by_id.contains_key(id.as_str()))
+        .collect();
+    let extra_runs: u64 = succeeded
+        .iter()
+        .map(|j| j["runs"].as_u64().unwrap_or(1).saturating_sub(1))
+        .sum();
+    println!(
+        "broker restart ({queue_type}): {JOBS} submissions, {} answered 202, {refused} answered 503, \
+         slowest answer {slowest:?}; broker down {:.1?}; API ready {recovered_in:.1?} after the broker \
+         was back; all accepted jobs succeeded {:.1?} later; {} lost, {extra_runs} extra runs",
+        accepted.len() - 1,
+        back_at - down_at,
+        started.elapsed(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(api.is_running(), "the API must recover without a restart");
+    for w in &mut workers {
+        assert!(w.is_running(), "{} must recover without a restart", w.name);
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_submission_loses_no_accepted_job_on_a_quorum_queue() {
+    broker_restart("quorum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_submission_loses_no_accepted_job_on_a_classic_queue() {
+    broker_restart("classic").await;
+}

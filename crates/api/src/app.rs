@@ -103,7 +103,7 @@ impl Application {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, queue = %names.jobs_queue, "listening");
         }
-        let (writer, writer_task) = StoreWriter::spawn(store.clone());
+        let (writer, writer_task) = StoreWriter::spawn(store.clone(), settings.broker_timeout());
         let (publisher_tx, publisher_rx) = watch::channel(None);
         let events_running = Arc::new(AtomicBool::new(false));
         // The broker outlives the HTTP server so that draining requests can still publish.

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::ShortString,
 };
 
@@ -116,6 +116,41 @@ pub async fn confirm_channel(
     )
     .await?;
     Ok(channel)
+}
+
+/// How to settle a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with it: the broker forgets it.
+    Ack,
+    /// Not done: the broker delivers it again.
+    Requeue,
+}
+
+/// Acks or requeues a delivery (with `multiple`, every earlier one on its channel too), with a
+/// deadline: on a connection that died the acker may never answer.
+pub async fn settle(
+    acker: &Acker,
+    how: Settle,
+    multiple: bool,
+    deadline: Duration,
+) -> Result<(), BrokerError> {
+    let rpc = async {
+        match how {
+            Settle::Ack => acker.ack(BasicAckOptions { multiple }).await,
+            Settle::Requeue => {
+                acker
+                    .nack(BasicNackOptions {
+                        multiple,
+                        requeue: true,
+                    })
+                    .await
+            }
+        }
+    };
+    with_deadline(deadline, "settle a delivery", rpc)
+        .await
+        .map(|_| ())
 }
 
 /// Properties of a persistent JSON message.

@@ -5,14 +5,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicNackOptions},
-    types::AMQPValue,
-};
+use lapin::{message::Delivery, types::AMQPValue};
 use serde_json::Value;
 
-use offload_shared::{JobEnvelope, JobEvent, JobId, JobStatus, retry::RetryPolicy};
+use offload_shared::{
+    JobEnvelope, JobEvent, JobId, JobStatus,
+    broker::{self, Settle},
+    retry::RetryPolicy,
+};
 
 use crate::{
     handlers::{JobContext, JobError, Registry},
@@ -90,8 +90,16 @@ impl JobRunner {
                     JobEvent::now(envelope.id, envelope.attempt, JobStatus::Succeeded, &worker);
                 event.result = Some(result);
                 match self.reporter.event(&event).await {
-                    Ok(()) => ack(&delivery, Some(envelope.id)).await,
-                    Err(e) => requeue(&delivery, Some(envelope.id), &e.to_string()).await,
+                    Ok(()) => ack(&delivery, Some(envelope.id), self.reporter.deadline()).await,
+                    Err(e) => {
+                        requeue(
+                            &delivery,
+                            Some(envelope.id),
+                            &e.to_string(),
+                            self.reporter.deadline(),
+                        )
+                        .await
+                    }
                 }
             }
             Outcome::Failed(JobError::Retryable(message))
@@ -129,7 +137,13 @@ impl JobRunner {
             .schedule_retry(&next, &delivery.properties, delay)
             .await
         {
-            return requeue(delivery, Some(envelope.id), &e.to_string()).await;
+            return requeue(
+                delivery,
+                Some(envelope.id),
+                &e.to_string(),
+                self.reporter.deadline(),
+            )
+            .await;
         }
         let mut event = JobEvent::now(
             envelope.id,
@@ -145,7 +159,7 @@ impl JobRunner {
             // The retry is stored; only the status is late. Acking avoids a second retry.
             tracing::warn!(job_id = %envelope.id, error = %e, "retrying event not confirmed");
         }
-        ack(delivery, Some(envelope.id)).await;
+        ack(delivery, Some(envelope.id), self.reporter.deadline()).await;
     }
 
     fn dead_event(&self, id: JobId, attempt: u32, reason: &str) -> JobEvent {
@@ -163,7 +177,7 @@ impl JobRunner {
             .dead_letter(&delivery.data, &delivery.properties, reason)
             .await
         {
-            return requeue(delivery, id, &e.to_string()).await;
+            return requeue(delivery, id, &e.to_string(), self.reporter.deadline()).await;
         }
         if let Some(event) = event
             && let Err(e) = self.reporter.event(&event).await
@@ -172,7 +186,7 @@ impl JobRunner {
             // dead-letter the job twice.
             tracing::warn!(job_id = %event.job_id, error = %e, "dead event not confirmed");
         }
-        ack(delivery, id).await;
+        ack(delivery, id, self.reporter.deadline()).await;
     }
 }
 
@@ -232,19 +246,15 @@ pub async fn run(envelope: &JobEnvelope, registry: &Registry, worker: Arc<str>) 
     }
 }
 
-async fn ack(delivery: &Delivery, id: Option<JobId>) {
-    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+async fn ack(delivery: &Delivery, id: Option<JobId>, deadline: Duration) {
+    if let Err(e) = broker::settle(&delivery.acker, Settle::Ack, false, deadline).await {
         tracing::warn!(job_id = ?id, error = %e, "ack failed; the broker will redeliver the job");
     }
 }
 
-async fn requeue(delivery: &Delivery, id: Option<JobId>, why: &str) {
+async fn requeue(delivery: &Delivery, id: Option<JobId>, why: &str, deadline: Duration) {
     tracing::warn!(job_id = ?id, error = %why, "outcome not confirmed; returning the job to the queue");
-    let nack = BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    };
-    if let Err(e) = delivery.acker.nack(nack).await {
+    if let Err(e) = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await {
         tracing::warn!(job_id = ?id, error = %e, "nack failed; the broker will redeliver the job");
     }
 }

@@ -45,6 +45,11 @@ impl Reporter {
         }
     }
 
+    /// Deadline of one broker wait.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The worker's name.
     pub fn worker(&self) -> &Arc<str> {
         &self.worker

@@ -4,15 +4,18 @@
 
 use std::time::Duration;
 
-use lapin::{
-    Acker,
-    options::{BasicAckOptions, BasicNackOptions},
-};
+use lapin::Acker;
 use tokio::sync::{mpsc, oneshot};
 
-use offload_shared::JobId;
+use offload_shared::{
+    JobId,
+    broker::{self, Settle},
+};
 
 use super::{IdempotencyKey, JobRecord, SqliteStore, StoreError, Write, Written};
+
+/// Longest a request waits for its write to commit; past it the request fails (503).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Most writes applied in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -37,10 +40,11 @@ impl std::fmt::Debug for Op {
 }
 
 impl StoreWriter {
-    /// Starts the writer task. It runs until every handle is dropped, then finishes its last batch.
-    pub fn spawn(store: SqliteStore) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the writer task. It runs until every handle is dropped, then finishes its last
+    /// batch. `deadline` bounds each acknowledgement of applied events.
+    pub fn spawn(store: SqliteStore, deadline: Duration) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(store, rx));
+        let task = tokio::spawn(run(store, rx, deadline));
         (StoreWriter { tx }, task)
     }
 
@@ -83,15 +87,18 @@ impl StoreWriter {
             .send(Op::Request(write, done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        match wait.await {
-            Ok(Ok(written)) => Ok(written),
-            Ok(Err(reason)) => Err(StoreError::WriteFailed(reason)),
-            Err(_) => Err(StoreError::WriterGone),
+        match tokio::time::timeout(REQUEST_DEADLINE, wait).await {
+            Ok(Ok(Ok(written))) => Ok(written),
+            Ok(Ok(Err(reason))) => Err(StoreError::WriteFailed(reason)),
+            Ok(Err(_)) => Err(StoreError::WriterGone),
+            Err(_) => Err(StoreError::WriteFailed(format!(
+                "not committed within {REQUEST_DEADLINE:?}"
+            ))),
         }
     }
 }
 
-async fn run(store: SqliteStore, mut rx: mpsc::Receiver<Op>) {
+async fn run(store: SqliteStore, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut writes = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
@@ -129,18 +136,13 @@ async fn run(store: SqliteStore, mut rx: mpsc::Receiver<Op>) {
         // Events arrive in delivery-tag order on one channel, so one `multiple` ack (or nack)
         // on the last delivery covers the whole batch.
         if let Some(acker) = last_delivery {
-            let result = if outcome.is_ok() {
-                acker.ack(BasicAckOptions { multiple: true }).await
+            let how = if outcome.is_ok() {
+                Settle::Ack
             } else {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                acker
-                    .nack(BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    })
-                    .await
+                Settle::Requeue
             };
-            if let Err(e) = result {
+            if let Err(e) = broker::settle(&acker, how, true, deadline).await {
                 // The events stay unacked and the broker redelivers them; applying twice is harmless.
                 tracing::warn!(error = %e, "could not acknowledge applied events");
             }
