@@ -199,24 +199,27 @@ async fn broker_restart(queue_type: &str) {
         let down = Instant::now();
         tokio::time::sleep(Duration::from_secs(3)).await;
         offload_tests::fault_broker("start-app").await;
-        (down, Instant::now())
+        let back = Instant::now();
+        // The API finds the broker again by itself.
+        poll(
+            Duration::from_secs(15),
+            "the API to be ready again within 15 s",
+            || async {
+                let r = api.http.get(api.url("/health/ready")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+        let api_ready = back.elapsed();
+        // And the workers: a new job runs end to end.
+        let after = api.submit(json!({"kind": "noop"})).await;
+        let after_id = after["id"].as_str().expect("id").to_owned();
+        api.wait_for_status(&after_id, "succeeded", Duration::from_secs(15))
+            .await;
+        (down, back, api_ready, back.elapsed(), after_id)
     };
-    let (results, (down_at, back_at)) = tokio::join!(submissions, outage);
-
-    // Both binaries find the broker again by themselves.
-    poll(
-        Duration::from_secs(15),
-        "the API to be ready again within 15 s",
-        || async {
-            let r = api.http.get(api.url("/health/ready")).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await;
-    let recovered_in = back_at.elapsed();
-    let after = api.submit(json!({"kind": "noop"})).await;
-    let after_id = after["id"].as_str().expect("id").to_owned();
-
+    let (results, (down_at, back_at, recovered_in, workers_in, after_id)) =
+        tokio::join!(submissions, outage);
     let accepted: Vec<String> = results
         .iter()
         .filter_map(|s| s.id.clone())
@@ -268,7 +271,7 @@ async fn broker_restart(queue_type: &str) {
     println!(
         "broker restart ({queue_type}): {JOBS} submissions, {} answered 202, {refused} answered 503, \
          slowest answer {slowest:?}; broker down {:.1?}; API ready {recovered_in:.1?} after the broker \
-         was back; all accepted jobs succeeded {:.1?} later; {} lost, {extra_runs} extra runs",
+         was back, a new job succeeded {workers_in:.1?} after; all accepted jobs succeeded {:.1?} later; {} lost, {extra_runs} extra runs",
         accepted.len() - 1,
         back_at - down_at,
         started.elapsed(),

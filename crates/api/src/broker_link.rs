@@ -155,12 +155,15 @@ async fn reconnect(
 ) -> Result<Option<Session>, LinkError> {
     let mut backoff = Backoff::default();
     let mut failures = 0u32;
+    // A broker that is starting may accept connections before it answers them: give each
+    // attempt a short deadline so the next one comes soon.
+    let quick = broker::for_reconnecting(settings);
     loop {
         tokio::select! {
             () = token.cancelled() => return Ok(None),
             () = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        match open(settings).await {
+        match open(&quick).await {
             Ok((session, _)) => {
                 tracing::info!(after_failures = failures, "reconnected to the broker");
                 return Ok(Some(session));

@@ -79,6 +79,13 @@ pub async fn lost(connection: &Connection, channels: &[&Channel]) {
     }
 }
 
+/// `settings` with the broker deadline cut to at most 2 s, for reconnection attempts.
+pub fn for_reconnecting(settings: &crate::Settings) -> crate::Settings {
+    let mut quick = settings.clone();
+    quick.broker_timeout_ms = quick.broker_timeout_ms.min(2000);
+    quick
+}
+
 /// Delays between reconnection attempts: doubling from 100 ms to at most 2 s, so a broker that
 /// comes back is found again within about 2 s.
 #[derive(Debug, Clone)]

@@ -76,7 +76,7 @@ impl Application {
     /// Like [`Application::build`], with the given handlers.
     pub async fn build_with(settings: Settings, registry: Registry) -> Result<Self, WorkerError> {
         let worker: Arc<str> = settings.worker_name().into();
-        let session = open_session(&settings, &worker).await?;
+        let session = open_session(&settings, &worker, settings.broker_timeout()).await?;
         Ok(Application {
             settings,
             worker,
@@ -120,7 +120,12 @@ impl Application {
     }
 }
 
-async fn open_session(settings: &Settings, worker: &Arc<str>) -> Result<Session, WorkerError> {
+/// Connects and declares with `settings`' deadlines; the session's reports get `report_deadline`.
+async fn open_session(
+    settings: &Settings,
+    worker: &Arc<str>,
+    report_deadline: std::time::Duration,
+) -> Result<Session, WorkerError> {
     let deadline = settings.broker_timeout();
     let broker_error = |source| WorkerError::Broker {
         url: broker::redact(&settings.amqp_url),
@@ -154,7 +159,7 @@ async fn open_session(settings: &Settings, worker: &Arc<str>) -> Result<Session,
     )
     .await
     .map_err(broker_error)?;
-    let reporter = Reporter::new(reports, &names, worker.clone(), deadline);
+    let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline);
     Ok(Session {
         connection,
         jobs,
@@ -172,12 +177,15 @@ async fn reconnect(
 ) -> Result<Option<Session>, WorkerError> {
     let mut backoff = Backoff::default();
     let mut failures = 0u32;
+    // A broker that is starting may accept connections before it answers them: give each
+    // attempt a short deadline so the next one comes soon.
+    let quick = broker::for_reconnecting(settings);
     loop {
         tokio::select! {
             () = token.cancelled() => return Ok(None),
             () = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        match open_session(settings, worker).await {
+        match open_session(&quick, worker, settings.broker_timeout()).await {
             Ok(session) => {
                 tracing::info!(after_failures = failures, "reconnected to the broker");
                 return Ok(Some(session));
