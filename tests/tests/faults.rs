@@ -42,12 +42,8 @@ async fn kill_storm(queue_type: &str) {
     let env = TestEnv::new().await;
     let extra = [("OFFLOAD_QUEUE_TYPE", queue_type)];
     let api = ApiProcess::start(&env, &extra).await;
-    let mut workers = Vec::new();
-    for i in 0..3 {
-        workers.push(WorkerProcess::start(&env, &format!("storm-{i}"), 4, &extra).await);
-    }
 
-    let started = Instant::now();
+    // The whole backlog is queued first, so that every kill hits workers in the middle of jobs.
     let ids = submit_all(
         &api,
         JOBS,
@@ -56,11 +52,16 @@ async fn kill_storm(queue_type: &str) {
     )
     .await;
     assert_eq!(ids.len(), JOBS);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        workers.push(WorkerProcess::start(&env, &format!("storm-{i}"), 4, &extra).await);
+    }
 
     // Every second: kill -9 a random worker and start a replacement, until every job is done.
     let mut kills = 0;
     let mut next_name = 3;
-    let deadline = Duration::from_secs(180);
+    let deadline = Duration::from_secs(60);
     let mut succeeded;
     loop {
         succeeded = api.all_jobs("succeeded").await;
