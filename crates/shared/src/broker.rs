@@ -9,6 +9,10 @@ use lapin::{
     types::ShortString,
 };
 
+/// AMQP header carrying the HTTP request id of the request that submitted a job, so one id
+/// follows the job from the API's logs into the worker's.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::envelope::{JobId, WIRE_VERSION};
+use crate::{
+    envelope::{JobId, WIRE_VERSION},
+    kinds::JobKind,
+};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,6 +122,12 @@ pub struct JobEvent {
     /// What went wrong, on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The job's kind, for metrics by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobKind>,
+    /// How long the handler ran, on an attempt's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
 }
 
 impl JobEvent {
@@ -133,6 +142,8 @@ impl JobEvent {
             worker: worker.to_owned(),
             result: None,
             error: None,
+            kind: None,
+            run_ms: None,
         }
     }
 

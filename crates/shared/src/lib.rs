@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
+//! - [`healthcheck`]: the `healthcheck` subcommand's probe of the process's own HTTP port.
 //! - [`kinds`]: the registry of job kinds and the payload each one accepts.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
@@ -14,6 +15,7 @@
 pub mod broker;
 pub mod envelope;
 pub mod events;
+pub mod healthcheck;
 pub mod kinds;
 pub mod retry;
 pub mod settings;

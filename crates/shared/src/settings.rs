@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::topology::QueuePrefix;
 
@@ -33,6 +33,14 @@ impl QueueType {
     }
 }
 
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Exit 0 if this process's HTTP port answers `GET /health/ready` with 200 (for container
+    /// healthchecks: the API's OFFLOAD_HTTP_ADDR, the worker's OFFLOAD_METRICS_ADDR).
+    Healthcheck,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -48,6 +56,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about = None, next_line_help = false)]
 pub struct Settings {
+    /// Run a command instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// RabbitMQ address (`amqp://` or `amqps://`).
     #[arg(long, env = "OFFLOAD_AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = parse_amqp_url)]
     pub amqp_url: String,
@@ -117,6 +129,16 @@ pub struct Settings {
     /// Longest retry delay in milliseconds.
     #[arg(long, env = "OFFLOAD_RETRY_CAP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub retry_cap_ms: u64,
+
+    /// [worker] Address of the worker's metrics and health endpoint (`/metrics`, `/health/ready`);
+    /// port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "OFFLOAD_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
+    /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
+    #[arg(long, env = "OFFLOAD_MANAGEMENT_URL", default_value = "")]
+    pub management_url: String,
 
     /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
     #[arg(long, env = "OFFLOAD_WORKER_NAME")]

@@ -3,7 +3,14 @@
 //! of that connection (the broker redelivers them), reconnects with back-off, redeclares and
 //! consumes again. On shutdown it stops taking jobs and drains within the grace period.
 
-use std::{pin::pin, sync::Arc};
+use std::{
+    net::SocketAddr,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -11,7 +18,7 @@ use lapin::{
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{FieldTable, ShortString},
 };
-use tokio::task::JoinSet;
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
@@ -20,7 +27,13 @@ use offload_shared::{
     topology::{self, Names, TopologyError},
 };
 
-use crate::{consumer::JobRunner, handlers::Registry, reporter::Reporter};
+use crate::{
+    consumer::JobRunner,
+    handlers::Registry,
+    http::{self, Probe},
+    metrics::WorkerMetrics,
+    reporter::Reporter,
+};
 
 /// Why the worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +53,15 @@ pub enum WorkerError {
     /// The queues exist with other arguments.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr}: {source}. Free the port or set OFFLOAD_METRICS_ADDR.")]
+    Bind {
+        /// `OFFLOAD_METRICS_ADDR`.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One connection's worth of broker state. Dropped as a whole when the connection is lost:
@@ -65,6 +87,8 @@ pub struct Application {
     worker: Arc<str>,
     registry: Arc<Registry>,
     session: Session,
+    listener: TcpListener,
+    probe: Probe,
 }
 
 impl Application {
@@ -77,12 +101,36 @@ impl Application {
     pub async fn build_with(settings: Settings, registry: Registry) -> Result<Self, WorkerError> {
         let worker: Arc<str> = settings.worker_name().into();
         let session = open_session(&settings, &worker, settings.broker_timeout()).await?;
+        let listener = TcpListener::bind(settings.metrics_addr)
+            .await
+            .map_err(|source| WorkerError::Bind {
+                addr: settings.metrics_addr,
+                source,
+            })?;
+        let probe = Probe {
+            metrics: Arc::new(WorkerMetrics::default()),
+            consuming: Arc::new(AtomicBool::new(false)),
+        };
         Ok(Application {
             settings,
             worker,
             registry: Arc::new(registry),
             session,
+            listener,
+            probe,
         })
+    }
+
+    /// The bound metrics address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.metrics_addr)
+    }
+
+    /// The bound metrics port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
     }
 
     /// The worker's name in job status.
@@ -98,7 +146,18 @@ impl Application {
             worker,
             registry,
             session,
+            listener,
+            probe,
         } = self;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
+        let server_token = CancellationToken::new();
+        let server = tokio::spawn(
+            axum::serve(listener, http::router(probe.clone()))
+                .with_graceful_shutdown(server_token.clone().cancelled_owned())
+                .into_future(),
+        );
         let mut session = Some(session);
         loop {
             let current = match session.take() {
@@ -108,13 +167,15 @@ impl Application {
                     None => break,
                 },
             };
-            match consume(current, &settings, &registry, &token).await {
+            match consume(current, &settings, &registry, &probe, &token).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost(why) => {
                     tracing::warn!(reason = %why, "lost the broker; abandoned this connection's jobs to redelivery, reconnecting");
                 }
             }
         }
+        server_token.cancel();
+        let _ = server.await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -208,6 +269,7 @@ async fn consume(
     session: Session,
     settings: &Settings,
     registry: &Arc<Registry>,
+    probe: &Probe,
     token: &CancellationToken,
 ) -> SessionEnd {
     let Session {
@@ -243,6 +305,7 @@ async fn consume(
         registry: registry.clone(),
         reporter: reporter.clone(),
         retry: settings.retry_policy(),
+        metrics: probe.metrics.clone(),
         delivery_limit: (settings.queue_type == QueueType::Quorum)
             .then_some(settings.delivery_limit),
     };
@@ -252,6 +315,7 @@ async fn consume(
     let mut running = JoinSet::new();
     let watched = [&jobs, reporter.channel()];
     let mut lost = pin!(broker::lost(&connection, &watched));
+    probe.consuming.store(true, Ordering::Relaxed);
     let end = loop {
         tokio::select! {
             biased;
@@ -267,6 +331,7 @@ async fn consume(
             },
         }
     };
+    probe.consuming.store(false, Ordering::Relaxed);
     if let Some(why) = end {
         return SessionEnd::Lost(why);
     }

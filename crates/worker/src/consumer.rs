@@ -3,19 +3,23 @@
 //! channel. Failures become a scheduled retry or a dead letter with the reason. Nothing here
 //! panics, and a panicking handler is only a failed attempt.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use lapin::{message::Delivery, types::AMQPValue};
 use serde_json::Value;
 
 use offload_shared::{
-    JobEnvelope, JobEvent, JobId, JobStatus,
-    broker::{self, Settle},
+    JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
+    broker::{self, REQUEST_ID_HEADER, Settle},
     retry::RetryPolicy,
 };
 
 use crate::{
     handlers::{JobContext, JobError, Registry},
+    metrics::WorkerMetrics,
     reporter::Reporter,
 };
 
@@ -28,6 +32,8 @@ pub struct JobRunner {
     pub reporter: Reporter,
     /// Back-off between attempts.
     pub retry: RetryPolicy,
+    /// Counts jobs in flight and how they were settled.
+    pub metrics: Arc<WorkerMetrics>,
     /// Quorum queues: the broker's delivery limit. A delivery at the limit is dead-lettered here,
     /// with a reason, instead of being run once more.
     pub delivery_limit: Option<u32>,
@@ -42,11 +48,52 @@ pub enum Outcome {
     Failed(JobError),
 }
 
+/// How a delivery was settled, for the worker's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Acked after its success was reported.
+    Succeeded,
+    /// Acked after its next attempt was stored in a delay queue.
+    Retried,
+    /// Acked after it was dead-lettered.
+    Dead,
+    /// Returned to the queue because its outcome could not be reported.
+    Requeued,
+}
+
+impl Settled {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settled::Succeeded => "succeeded",
+            Settled::Retried => "retried",
+            Settled::Dead => "dead",
+            Settled::Requeued => "requeued",
+        }
+    }
+}
+
 impl JobRunner {
     /// Processes one delivery. Acks once the outcome is confirmed; nacks for redelivery when it
     /// could not be.
-    #[tracing::instrument(skip_all, fields(job_id))]
+    #[tracing::instrument(skip_all, fields(job_id, request_id))]
     pub async fn process(self, delivery: Delivery) {
+        if let Some(request_id) = header_text(&delivery, REQUEST_ID_HEADER) {
+            tracing::Span::current().record("request_id", request_id);
+        }
+        let _in_flight = self.metrics.in_flight();
+        let started = Instant::now();
+        let (kind, settled) = self.settle(&delivery).await;
+        self.metrics.settled(kind, settled);
+        tracing::info!(
+            kind = kind.map_or("unknown", JobKind::as_str),
+            outcome = settled.as_str(),
+            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "job done"
+        );
+    }
+
+    async fn settle(&self, delivery: &Delivery) -> (Option<JobKind>, Settled) {
         let id_hint = delivery
             .properties
             .message_id()
@@ -57,14 +104,14 @@ impl JobRunner {
             Err(e) => {
                 let reason = format!("unreadable message: {e}");
                 tracing::warn!(job_id = ?id_hint, %reason, "dead-lettering a message that does not parse");
-                let event = id_hint.map(|id| self.dead_event(id, 1, &reason));
-                self.finish_dead(&delivery, &reason, event).await;
-                return;
+                let event = id_hint.map(|id| self.dead_event(id, 1, None, &reason));
+                return (None, self.finish_dead(delivery, &reason, event).await);
             }
         };
         tracing::Span::current().record("job_id", tracing::field::display(envelope.id));
+        let kind = Some(envelope.kind);
 
-        if let (Some(limit), Some(count)) = (self.delivery_limit, delivery_count(&delivery))
+        if let (Some(limit), Some(count)) = (self.delivery_limit, delivery_count(delivery))
             && count >= u64::from(limit)
         {
             let reason = format!(
@@ -72,60 +119,60 @@ impl JobRunner {
                  acknowledging it (the job may be crashing its worker)",
                 count + 1
             );
-            let event = self.dead_event(envelope.id, envelope.attempt, &reason);
-            self.finish_dead(&delivery, &reason, Some(event)).await;
-            return;
+            let event = self.dead_event(envelope.id, envelope.attempt, kind, &reason);
+            return (kind, self.finish_dead(delivery, &reason, Some(event)).await);
         }
 
-        let worker = self.reporter.worker().clone();
-        self.reporter.event_in_background(JobEvent::now(
-            envelope.id,
-            envelope.attempt,
-            JobStatus::Running,
-            &worker,
-        ));
-        match run(&envelope, &self.registry, worker.clone()).await {
+        self.reporter
+            .event_in_background(self.event(&envelope, JobStatus::Running, None));
+        let started = Instant::now();
+        let outcome = run(&envelope, &self.registry, self.reporter.worker().clone()).await;
+        let run_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let settled = match outcome {
             Outcome::Succeeded(result) => {
-                let mut event =
-                    JobEvent::now(envelope.id, envelope.attempt, JobStatus::Succeeded, &worker);
+                let mut event = self.event(&envelope, JobStatus::Succeeded, run_ms);
                 event.result = Some(result);
                 match self.reporter.event(&event).await {
-                    Ok(()) => ack(&delivery, Some(envelope.id), self.reporter.deadline()).await,
+                    Ok(()) => {
+                        self.ack(delivery, Some(envelope.id), Settled::Succeeded)
+                            .await
+                    }
                     Err(e) => {
-                        requeue(
-                            &delivery,
-                            Some(envelope.id),
-                            &e.to_string(),
-                            self.reporter.deadline(),
-                        )
-                        .await
+                        self.requeue(delivery, Some(envelope.id), &e.to_string())
+                            .await
                     }
                 }
             }
             Outcome::Failed(JobError::Retryable(message))
                 if envelope.attempt < envelope.max_attempts =>
             {
-                self.retry_later(&delivery, envelope, message).await;
+                self.retry_later(delivery, envelope, message, run_ms).await
             }
             Outcome::Failed(error) => {
                 let reason = match &error {
                     JobError::Permanent(m) => format!("permanent error: {m}"),
-                    JobError::Retryable(m) => {
-                        format!(
-                            "failed all {} attempts; last error: {m}",
-                            envelope.max_attempts
-                        )
-                    }
+                    JobError::Retryable(m) => format!(
+                        "failed all {} attempts; last error: {m}",
+                        envelope.max_attempts
+                    ),
                 };
                 tracing::info!(job_id = %envelope.id, %reason, "dead-lettering the job");
-                let event = self.dead_event(envelope.id, envelope.attempt, &reason);
-                self.finish_dead(&delivery, &reason, Some(event)).await;
+                let mut event = self.dead_event(envelope.id, envelope.attempt, kind, &reason);
+                event.run_ms = run_ms;
+                self.finish_dead(delivery, &reason, Some(event)).await
             }
-        }
+        };
+        (kind, settled)
     }
 
     /// Schedules the next attempt in a delay queue, reports `retrying`, then acks this one.
-    async fn retry_later(&self, delivery: &Delivery, envelope: JobEnvelope, message: String) {
+    async fn retry_later(
+        &self,
+        delivery: &Delivery,
+        envelope: JobEnvelope,
+        message: String,
+        run_ms: Option<u64>,
+    ) -> Settled {
         let delay = self.retry.delay(envelope.attempt, fastrand::f64());
         let next = JobEnvelope {
             attempt: envelope.attempt + 1,
@@ -137,20 +184,11 @@ impl JobRunner {
             .schedule_retry(&next, &delivery.properties, delay)
             .await
         {
-            return requeue(
-                delivery,
-                Some(envelope.id),
-                &e.to_string(),
-                self.reporter.deadline(),
-            )
-            .await;
+            return self
+                .requeue(delivery, Some(envelope.id), &e.to_string())
+                .await;
         }
-        let mut event = JobEvent::now(
-            envelope.id,
-            envelope.attempt,
-            JobStatus::Retrying,
-            self.reporter.worker(),
-        );
+        let mut event = self.event(&envelope, JobStatus::Retrying, run_ms);
         event.error = Some(format!(
             "attempt {} failed: {message}; attempt {} in about {} ms",
             envelope.attempt, next.attempt, delay.jittered_ms
@@ -159,25 +197,45 @@ impl JobRunner {
             // The retry is stored; only the status is late. Acking avoids a second retry.
             tracing::warn!(job_id = %envelope.id, error = %e, "retrying event not confirmed");
         }
-        ack(delivery, Some(envelope.id), self.reporter.deadline()).await;
+        self.ack(delivery, Some(envelope.id), Settled::Retried)
+            .await
     }
 
-    fn dead_event(&self, id: JobId, attempt: u32, reason: &str) -> JobEvent {
+    /// An event about `envelope`, stamped now, carrying its kind.
+    fn event(&self, envelope: &JobEnvelope, status: JobStatus, run_ms: Option<u64>) -> JobEvent {
+        let mut event = JobEvent::now(
+            envelope.id,
+            envelope.attempt,
+            status,
+            self.reporter.worker(),
+        );
+        event.kind = Some(envelope.kind);
+        event.run_ms = run_ms;
+        event
+    }
+
+    fn dead_event(&self, id: JobId, attempt: u32, kind: Option<JobKind>, reason: &str) -> JobEvent {
         let mut event = JobEvent::now(id, attempt, JobStatus::Dead, self.reporter.worker());
+        event.kind = kind;
         event.error = Some(reason.to_owned());
         event
     }
 
     /// Dead-letters the message with `reason`, reports `event`, then acks; if the dead letter is
     /// not confirmed the delivery is requeued so nothing is lost.
-    async fn finish_dead(&self, delivery: &Delivery, reason: &str, event: Option<JobEvent>) {
+    async fn finish_dead(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        event: Option<JobEvent>,
+    ) -> Settled {
         let id = event.as_ref().map(|e| e.job_id);
         if let Err(e) = self
             .reporter
             .dead_letter(&delivery.data, &delivery.properties, reason)
             .await
         {
-            return requeue(delivery, id, &e.to_string(), self.reporter.deadline()).await;
+            return self.requeue(delivery, id, &e.to_string()).await;
         }
         if let Some(event) = event
             && let Err(e) = self.reporter.event(&event).await
@@ -186,7 +244,33 @@ impl JobRunner {
             // dead-letter the job twice.
             tracing::warn!(job_id = %event.job_id, error = %e, "dead event not confirmed");
         }
-        ack(delivery, id, self.reporter.deadline()).await;
+        self.ack(delivery, id, Settled::Dead).await
+    }
+
+    async fn ack(&self, delivery: &Delivery, id: Option<JobId>, settled: Settled) -> Settled {
+        let deadline = self.reporter.deadline();
+        if let Err(e) = broker::settle(&delivery.acker, Settle::Ack, false, deadline).await {
+            tracing::warn!(job_id = ?id, error = %e, "ack failed; the broker will redeliver the job");
+        }
+        settled
+    }
+
+    async fn requeue(&self, delivery: &Delivery, id: Option<JobId>, why: &str) -> Settled {
+        tracing::warn!(job_id = ?id, error = %why, "outcome not confirmed; returning the job to the queue");
+        let deadline = self.reporter.deadline();
+        if let Err(e) = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await {
+            tracing::warn!(job_id = ?id, error = %e, "nack failed; the broker will redeliver the job");
+        }
+        Settled::Requeued
+    }
+}
+
+/// A text header of the delivery.
+fn header_text(delivery: &Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 
@@ -243,19 +327,6 @@ pub async fn run(envelope: &JobEnvelope, registry: &Registry, worker: Arc<str>) 
             "timed out after {} ms",
             envelope.timeout_ms
         ))),
-    }
-}
-
-async fn ack(delivery: &Delivery, id: Option<JobId>, deadline: Duration) {
-    if let Err(e) = broker::settle(&delivery.acker, Settle::Ack, false, deadline).await {
-        tracing::warn!(job_id = ?id, error = %e, "ack failed; the broker will redeliver the job");
-    }
-}
-
-async fn requeue(delivery: &Delivery, id: Option<JobId>, why: &str, deadline: Duration) {
-    tracing::warn!(job_id = ?id, error = %why, "outcome not confirmed; returning the job to the queue");
-    if let Err(e) = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await {
-        tracing::warn!(job_id = ?id, error = %e, "nack failed; the broker will redeliver the job");
     }
 }
 

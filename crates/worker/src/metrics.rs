@@ -1,0 +1,84 @@
+//! The worker's metrics: jobs in flight and how each delivery was settled.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use offload_shared::JobKind;
+
+use crate::consumer::Settled;
+
+/// Labels of `offload_worker_jobs_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettledLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// Counters and gauges of one worker process.
+pub struct WorkerMetrics {
+    registry: Registry,
+    in_flight: Gauge,
+    settled: Family<SettledLabels, Counter>,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("offload_worker");
+        let in_flight = Gauge::default();
+        registry.register(
+            "jobs_in_flight",
+            "Jobs this worker is running now",
+            in_flight.clone(),
+        );
+        let settled = Family::<SettledLabels, Counter>::default();
+        registry.register(
+            "jobs",
+            "Deliveries settled, by kind and outcome (succeeded, retried, dead, requeued)",
+            settled.clone(),
+        );
+        WorkerMetrics {
+            registry,
+            in_flight,
+            settled,
+        }
+    }
+}
+
+/// Holds one job in the in-flight gauge until dropped.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl WorkerMetrics {
+    /// Counts a job as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts how a delivery was settled.
+    pub fn settled(&self, kind: Option<JobKind>, settled: Settled) {
+        self.settled
+            .get_or_create(&SettledLabels {
+                kind: kind.map_or("unknown", JobKind::as_str),
+                outcome: settled.as_str(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
