@@ -14,7 +14,7 @@ use crate::{
     broker_link::{self, LinkError, LinkState, Session},
     routes,
     state::AppState,
-    store::{SqliteStore, StoreError, writer::StoreWriter},
+    store::{Store, StoreError, redact_url, writer::StoreWriter},
 };
 
 /// Why the API could not start or stopped with an error.
@@ -49,7 +49,7 @@ pub struct Application {
     settings: Arc<Settings>,
     session: Session,
     names: Names,
-    store: SqliteStore,
+    store: Store,
 }
 
 impl Application {
@@ -57,10 +57,10 @@ impl Application {
     /// Start-up fails (with the fix in the message) if any of them is not possible now.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let (session, names) = broker_link::open(&settings).await?;
-        let store = SqliteStore::connect(&settings.database_url)
+        let store = Store::connect(&settings.database_url)
             .await
             .map_err(|source| StartError::Store {
-                url: settings.database_url.clone(),
+                url: redact_url(&settings.database_url),
                 source,
             })?;
         let listener = TcpListener::bind(settings.http_addr)

@@ -7,7 +7,7 @@ use offload_shared::{Settings, broker::BrokerError};
 use crate::{
     broker_link::LinkState,
     publisher::JobPublisher,
-    store::{SqliteStore, writer::StoreWriter},
+    store::{Store, writer::StoreWriter},
 };
 
 /// Shared by all handlers through `with_state`.
@@ -18,7 +18,7 @@ pub struct AppState {
     /// The broker link the supervisor keeps up.
     pub link: LinkState,
     /// Reads jobs.
-    pub store: SqliteStore,
+    pub store: Store,
     /// Writes jobs.
     pub writer: StoreWriter,
 }

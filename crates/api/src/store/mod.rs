@@ -1,11 +1,16 @@
 //! The job store: one row per job with its latest status. The API is its only owner.
 //!
-//! Reads go straight to the database; every write goes through the [`writer::StoreWriter`]
-//! task, which groups concurrent writes into one transaction so the store does not become the
-//! throughput ceiling.
+//! [`Store`] is a SQLite file (one API process) or PostgreSQL (several API replicas sharing one
+//! database), chosen by the URL. Reads go straight to the database; every write goes through the
+//! [`writer::StoreWriter`] task, which groups concurrent writes into one transaction so the store
+//! does not become the throughput ceiling.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod writer;
+
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -13,7 +18,87 @@ use time::OffsetDateTime;
 
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The job store the API uses, whichever database holds it.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A SQLite file: one API process.
+    Sqlite(SqliteStore),
+    /// PostgreSQL: any number of API replicas.
+    Postgres(PostgresStore),
+}
+
+impl Store {
+    /// Opens the store `url` names, creating its schema if needed: `sqlite://path/to/file.db`
+    /// or `postgres://user@host/db` (also `postgresql://`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            SqliteStore::connect(url).await.map(Store::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            PostgresStore::connect(url).await.map(Store::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    /// The job with `id`, if any.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get(id).await,
+            Store::Postgres(s) => s.get(id).await,
+        }
+    }
+
+    /// The job's payload and attempt budget, for a redrive.
+    pub async fn input(&self, id: JobId) -> Result<Option<StoredInput>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.input(id).await,
+            Store::Postgres(s) => s.input(id).await,
+        }
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list(filter).await,
+            Store::Postgres(s) => s.list(filter).await,
+        }
+    }
+
+    /// Cheap check that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Applies `writes` in one transaction; one result per write.
+    pub async fn apply(&self, writes: &[Write]) -> Result<Vec<Written>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.apply(writes).await,
+            Store::Postgres(s) => s.apply(writes).await,
+        }
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: database URLs end up in error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The credentials end at the last `@` before the path.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
 
 /// A job as the store knows it, and as `GET /jobs/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -162,9 +247,16 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     /// The database URL is not one this build supports.
     #[error(
-        "unsupported OFFLOAD_DATABASE_URL {0:?}: use sqlite://path/to/file.db (the file and its folder are created)"
+        "unsupported OFFLOAD_DATABASE_URL {0:?}: use sqlite://path/to/file.db (the file and its folder are created) \
+         for one API process, or postgres://user@host/db (the tables are created) for several API replicas"
     )]
     UnsupportedUrl(String),
+    /// No schema of PostgreSQL's `search_path` exists, so there is nowhere to create the tables.
+    #[error(
+        "no schema of the search_path {0:?} exists in this PostgreSQL database: create it \
+         (CREATE SCHEMA name) or choose another with ?options=-c%20search_path%3Dname in OFFLOAD_DATABASE_URL"
+    )]
+    NoSchema(String),
     /// A stored row does not decode (written by another version?).
     #[error("stored job {id} does not decode: {reason}")]
     Corrupt {

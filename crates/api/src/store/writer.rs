@@ -12,7 +12,7 @@ use offload_shared::{
     broker::{self, Settle},
 };
 
-use super::{IdempotencyKey, JobRecord, SqliteStore, StoreError, Write, Written};
+use super::{IdempotencyKey, JobRecord, Store, StoreError, Write, Written};
 
 /// Longest a request waits for its write to commit; past it the request fails (503).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Op {
 impl StoreWriter {
     /// Starts the writer task. It runs until every handle is dropped, then finishes its last
     /// batch. `deadline` bounds each acknowledgement of applied events.
-    pub fn spawn(store: SqliteStore, deadline: Duration) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(store: Store, deadline: Duration) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let task = tokio::spawn(run(store, rx, deadline));
         (StoreWriter { tx }, task)
@@ -98,7 +98,7 @@ impl StoreWriter {
     }
 }
 
-async fn run(store: SqliteStore, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut writes = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
