@@ -28,6 +28,8 @@ use tokio::{
 
 pub use offload_shared::topology::Names;
 
+pub mod postgres;
+
 /// The broker the tests use: `OFFLOAD_TEST_AMQP_URL`, else the local default.
 pub fn amqp_url() -> String {
     std::env::var("OFFLOAD_TEST_AMQP_URL")
