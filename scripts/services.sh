@@ -35,3 +35,48 @@ ensure_rabbitmq() {
   echo "RabbitMQ started but 127.0.0.1:$port does not answer" >&2
   return 1
 }
+
+# The newest PostgreSQL cluster version under /etc/postgresql (e.g. 15), or nothing.
+pg_version() {
+  ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_postgres() {
+  local port="${OFFLOAD_TEST_PG_PORT:-5432}"
+  if port_open "$port"; then
+    return 0
+  fi
+  local fresh=""
+  if [ -z "$(pg_version)" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "PostgreSQL is not installed; installing it with apt-get" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+      fresh=1
+    else
+      echo "PostgreSQL is not answering on 127.0.0.1:$port and is not installed." >&2
+      echo "Install it (e.g. apt-get install postgresql) or run it in Docker:" >&2
+      echo "  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust -e POSTGRES_DB=test postgres:16" >&2
+      return 1
+    fi
+  fi
+  local version
+  version="$(pg_version)"
+  if [ -n "$fresh" ]; then
+    # The tests connect as postgres without a password over TCP, to the database `test`.
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' \
+      "/etc/postgresql/$version/main/pg_hba.conf"
+  fi
+  echo "starting PostgreSQL (pg_ctlcluster --skip-systemctl-redirect $version main start)" >&2
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 || true
+  for _ in $(seq 1 150); do
+    if port_open "$port"; then
+      if [ -n "$fresh" ]; then
+        runuser -u postgres -- createdb test
+      fi
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "PostgreSQL did not answer on 127.0.0.1:$port within 30 s; see /var/log/postgresql/" >&2
+  return 1
+}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: starts RabbitMQ if it is not answering, then `cargo test`.
+# Runs the whole test suite: starts RabbitMQ and PostgreSQL if they are not answering, then
+# `cargo test`.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 
 ensure_rabbitmq
+ensure_postgres
 cargo test --workspace "$@"
