@@ -142,6 +142,7 @@ impl TestEnv {
                 format!("sqlite://{}", self.database.display()),
             ),
             ("OFFLOAD_HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("OFFLOAD_METRICS_ADDR".into(), "127.0.0.1:0".into()),
             ("OFFLOAD_LOG_FORMAT".into(), "json".into()),
             ("OFFLOAD_RETRY_BASE_MS".into(), RETRY_BASE_MS.to_string()),
             ("OFFLOAD_RETRY_CAP_MS".into(), RETRY_CAP_MS.to_string()),
@@ -407,17 +408,27 @@ pub struct WorkerProcess {
     proc: Proc,
     /// Its name, as job status shows it.
     pub name: String,
+    /// `http://127.0.0.1:<port>` of its metrics and health endpoint.
+    pub metrics_base: String,
 }
 
 impl WorkerProcess {
     /// Starts a worker named `name` with `prefetch`; returns once it consumes.
     pub async fn start(env: &TestEnv, name: &str, prefetch: u16, extra: &[(&str, &str)]) -> Self {
         let mut proc = Self::spawn(env, name, prefetch, extra);
+        let line = proc
+            .wait_for_log("metrics listening", Duration::from_secs(30))
+            .await;
+        let addr = line["addr"]
+            .as_str()
+            .expect("metrics line has addr")
+            .to_owned();
         proc.wait_for_log("consuming", Duration::from_secs(30))
             .await;
         WorkerProcess {
             proc,
             name: name.to_owned(),
+            metrics_base: format!("http://{addr}"),
         }
     }
 

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use offload_shared::{Settings, topology::Names};
 
 use crate::{
-    broker_link::{self, LinkError, LinkState, Session},
+    broker_link::{self, LinkError, LinkState, Session, Supervised},
+    metrics::ApiMetrics,
     routes,
     state::AppState,
     store::{Store, StoreError, redact_url, writer::StoreWriter},
@@ -106,17 +107,18 @@ impl Application {
         let (writer, writer_task) = StoreWriter::spawn(store.clone(), settings.broker_timeout());
         let (publisher_tx, publisher_rx) = watch::channel(None);
         let events_running = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(ApiMetrics::default());
         // The broker outlives the HTTP server so that draining requests can still publish.
         let broker_token = CancellationToken::new();
-        let supervisor = tokio::spawn(broker_link::supervise(
-            session,
-            settings.clone(),
+        let link = Supervised {
+            settings: settings.clone(),
             names,
-            writer.clone(),
-            publisher_tx,
-            events_running.clone(),
-            broker_token.clone(),
-        ));
+            writer: writer.clone(),
+            publisher: publisher_tx,
+            events_running: events_running.clone(),
+            metrics: metrics.clone(),
+        };
+        let supervisor = tokio::spawn(broker_link::supervise(session, link, broker_token.clone()));
         let state = AppState {
             settings: settings.clone(),
             link: LinkState {
@@ -125,6 +127,7 @@ impl Application {
             },
             store,
             writer,
+            metrics,
         };
 
         // A link failure that reconnecting cannot fix stops the server too.

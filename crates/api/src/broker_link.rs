@@ -18,7 +18,13 @@ use offload_shared::{
     topology::{self, Names, TopologyError},
 };
 
-use crate::{events, publisher::JobPublisher, store::writer::StoreWriter};
+use crate::{
+    depth::{self, Management},
+    events,
+    metrics::ApiMetrics,
+    publisher::JobPublisher,
+    store::writer::StoreWriter,
+};
 
 /// Why the link could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -97,18 +103,39 @@ pub struct LinkState {
     pub events_running: Arc<AtomicBool>,
 }
 
+/// What the supervisor keeps up to date, and what it feeds.
+pub struct Supervised {
+    /// The validated settings.
+    pub settings: Arc<Settings>,
+    /// Queue names.
+    pub names: Names,
+    /// Where consumed events go.
+    pub writer: StoreWriter,
+    /// Where the current publisher is published to the handlers.
+    pub publisher: watch::Sender<Option<JobPublisher>>,
+    /// Set while events are being consumed.
+    pub events_running: Arc<AtomicBool>,
+    /// Event and queue-depth metrics.
+    pub metrics: Arc<ApiMetrics>,
+}
+
 /// Keeps the link up until `token` is cancelled. Returns an error only for what reconnecting
 /// cannot fix (the queues were redeclared with other arguments).
 pub async fn supervise(
     first: Session,
-    settings: Arc<Settings>,
-    names: Names,
-    writer: StoreWriter,
-    publisher: watch::Sender<Option<JobPublisher>>,
-    events_running: Arc<AtomicBool>,
+    link: Supervised,
     token: CancellationToken,
 ) -> Result<(), LinkError> {
+    let Supervised {
+        settings,
+        names,
+        writer,
+        publisher,
+        events_running,
+        metrics,
+    } = link;
     let deadline = settings.broker_timeout();
+    let management = Management::from_settings(&settings);
     let mut session = Some(first);
     loop {
         let current = match session.take() {
@@ -122,7 +149,8 @@ pub async fn supervise(
         events_running.store(true, Ordering::Relaxed);
         let watched = [current.publisher.channel(), &current.events];
         let lost_because = tokio::select! {
-            outcome = events::consume(current.events.clone(), &names.events_queue, writer.clone(), deadline, token.clone()) => match outcome {
+            () = depth::watch(&current.connection, &names, &metrics, management.as_ref(), deadline) => None,
+            outcome = events::consume(current.events.clone(), &names.events_queue, writer.clone(), &metrics, deadline, token.clone()) => match outcome {
                 Ok(()) if token.is_cancelled() => None,
                 Ok(()) => Some("the broker ended the events consumer".to_owned()),
                 Err(e) => Some(e.to_string()),

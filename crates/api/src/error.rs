@@ -44,12 +44,16 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
-/// The problem document.
-#[derive(Debug, Serialize)]
-struct Problem {
+/// An RFC 9457 problem document, the body of every error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem, e.g. `/problems/invalid-job`.
     r#type: String,
+    /// The HTTP status text.
     title: &'static str,
+    /// The HTTP status code.
     status: u16,
+    /// What went wrong, for a person.
     detail: String,
 }
 

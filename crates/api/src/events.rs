@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use offload_shared::{JobEvent, broker};
 
-use crate::store::{Write, writer::StoreWriter};
+use crate::{
+    metrics::ApiMetrics,
+    store::{Write, writer::StoreWriter},
+};
 
 /// Unacknowledged events the broker may send ahead: enough for full write batches.
 const EVENT_PREFETCH: u16 = 2048;
@@ -35,6 +38,7 @@ pub async fn consume(
     channel: Channel,
     queue: &str,
     writer: StoreWriter,
+    metrics: &ApiMetrics,
     deadline: std::time::Duration,
     token: CancellationToken,
 ) -> Result<(), EventsError> {
@@ -65,7 +69,10 @@ pub async fn consume(
             },
         };
         let write = match JobEvent::from_bytes(&delivery.data) {
-            Ok(event) => Some(Write::Event(event)),
+            Ok(event) => {
+                metrics.event(&event);
+                Some(Write::Event(event))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "skipping an unreadable lifecycle event");
                 None

@@ -7,16 +7,22 @@
 //!   [`routes::pages`] the browser pages.
 //! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.
 //! - [`broker_link`]: the supervised broker connection: reconnects, redeclares, resumes.
+//! - [`depth`]: reading the queues' depth for the metrics.
 //! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
 //! - [`events`]: consuming lifecycle events into the store.
+//! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
+//! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
 //! - [`store`]: the job store (SQLite) and its batching writer.
 //! - [`state`]: the shared `AppState`.
 //! - [`error`]: `ApiError` and its problem+json responses.
 
 pub mod app;
 pub mod broker_link;
+pub mod depth;
 pub mod error;
 pub mod events;
+pub mod metrics;
+pub mod openapi;
 pub mod publisher;
 pub mod routes;
 pub mod state;

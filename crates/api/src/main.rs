@@ -1,9 +1,12 @@
 use offload_api::Application;
-use offload_shared::{Settings, shutdown, telemetry};
+use offload_shared::{Settings, healthcheck, settings::Command, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
     let settings = Settings::load();
+    if settings.command == Some(Command::Healthcheck) {
+        std::process::exit(healthcheck::exit_code(settings.http_addr));
+    }
     telemetry::init(settings.log_format);
     let token = shutdown::on_signal();
     let outcome = match Application::build(settings).await {

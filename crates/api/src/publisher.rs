@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
-use lapin::{Channel, types::ShortString};
+use lapin::{
+    Channel,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
 
 use offload_shared::{
     JobEnvelope,
-    broker::{self, BrokerError},
+    broker::{self, BrokerError, REQUEST_ID_HEADER},
     topology::JOB_ROUTING_KEY,
 };
 
@@ -29,13 +32,26 @@ impl JobPublisher {
     }
 
     /// Publishes `job` and returns once the broker has confirmed it is stored in a queue.
+    /// `request_id` travels in the message headers to the worker's logs.
     #[tracing::instrument(skip_all, fields(job_id = %job.id))]
-    pub async fn publish(&self, job: &JobEnvelope) -> Result<(), BrokerError> {
+    pub async fn publish(
+        &self,
+        job: &JobEnvelope,
+        request_id: Option<&str>,
+    ) -> Result<(), BrokerError> {
         let timestamp = u64::try_from(job.submitted_at.unix_timestamp()).unwrap_or(0);
-        let properties = broker::persistent_json()
+        let mut properties = broker::persistent_json()
             .with_message_id(ShortString::from(job.id.to_string()))
             .with_type(ShortString::from(job.kind.as_str()))
             .with_timestamp(timestamp);
+        if let Some(id) = request_id {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ShortString::from(REQUEST_ID_HEADER),
+                AMQPValue::LongString(LongString::from(id.as_bytes().to_vec())),
+            );
+            properties = properties.with_headers(headers);
+        }
         broker::publish_confirmed(
             &self.channel,
             &self.exchange,

@@ -6,6 +6,7 @@ use offload_shared::{Settings, broker::BrokerError};
 
 use crate::{
     broker_link::LinkState,
+    metrics::ApiMetrics,
     publisher::JobPublisher,
     store::{Store, writer::StoreWriter},
 };
@@ -21,6 +22,8 @@ pub struct AppState {
     pub store: Store,
     /// Writes jobs.
     pub writer: StoreWriter,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<ApiMetrics>,
 }
 
 impl AppState {

@@ -45,15 +45,21 @@ pub struct NewJob {
     pub timeout_s: Option<u64>,
 }
 
-/// The JSON body.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /jobs`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonRequest {
+pub struct JsonRequest {
+    /// A registered kind: `noop` or `sleep`.
+    #[schema(example = "sleep")]
     kind: String,
+    /// The handler's input (`sleep`: `{"ms": 500}`); default `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"ms": 500}))]
     payload: Option<Value>,
+    /// Runs allowed before the job is dead-lettered, 1–100 (default 5).
     #[serde(default)]
     max_attempts: Option<u32>,
+    /// Run-time limit of one attempt in seconds (default OFFLOAD_JOB_TIMEOUT_S).
     #[serde(default)]
     timeout_s: Option<u64>,
 }

@@ -7,18 +7,17 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
 
 use crate::{
-    error::ApiError,
+    error::{ApiError, Problem},
     routes::{pages, prefers_html},
     state::AppState,
     store::{JobFilter, JobRecord, Write, Written},
-    submit::{BodyFormat, NewJob, idempotency_key},
+    submit::{BodyFormat, JsonRequest, NewJob, idempotency_key},
 };
 
 /// Most jobs one `GET /jobs` page returns.
@@ -29,6 +28,24 @@ pub const DEFAULT_PAGE: u32 = 50;
 /// `POST /jobs`: checks the job, records it, publishes it and answers once the broker confirmed.
 /// With an `Idempotency-Key` a repeat of the same request returns the first job (200) and
 /// enqueues nothing; the same key with another request is a 422.
+#[utoipa::path(post, path = "/jobs", tag = "jobs",
+    request_body(content(
+        (JsonRequest = "application/json"),
+        (JsonRequest = "application/x-www-form-urlencoded")),
+        description = "The job. From an HTML form, `payload` is JSON text."),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes the submit safe to repeat: the same key and job return the first job")),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed the persistent message", body = JobRecord,
+            headers(("Location" = String, description = "/jobs/{id}"))),
+        (status = 200, description = "A repeat with the same Idempotency-Key: the first job, nothing enqueued", body = JobRecord),
+        (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind or field, invalid payload, key reused for another job", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not take the job; nothing was enqueued (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -88,18 +105,27 @@ pub async fn submit(
         timeout_ms,
         submitted_at,
     };
-    if let Err(e) = publisher.publish(&envelope).await {
+    let confirm_started = std::time::Instant::now();
+    if let Err(e) = publisher.publish(&envelope, request_id(&headers)).await {
         // The client gets a 503 and may retry (with its key): this job never existed.
         if let Err(cleanup) = state.writer.delete(id).await {
             tracing::warn!(error = %cleanup, "could not forget a job the broker did not take");
         }
         return Err(e.into());
     }
+    state.metrics.accepted(new.kind, confirm_started.elapsed());
     tracing::debug!(kind = %new.kind, "job accepted");
     Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
 }
 
 /// `GET /jobs/{id}`: the job's latest status, as JSON or, for a browser, a page.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id (a UUID v7)")),
+    responses(
+        (status = 200, description = "The job (an HTML page when the client prefers text/html)", body = JobRecord),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_job(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -113,16 +139,36 @@ pub async fn get_job(
 }
 
 /// The query of `GET /jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs with this status: queued, running, retrying, succeeded, failed, dead.
     status: Option<String>,
+    /// Only jobs of this kind.
     kind: Option<String>,
+    /// Jobs per page, 1 to 1000 (default 50).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// One page of `GET /jobs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    /// Jobs, newest first.
+    jobs: Vec<JobRecord>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
 /// `GET /jobs?status=&kind=&limit=&cursor=`: jobs newest first; `next_cursor` fetches the next page.
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 422, description = "Unknown status, kind or parameter; bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -166,11 +212,19 @@ pub async fn list_jobs(
     let next_cursor = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
-    Ok(Json(json!({ "jobs": jobs, "next_cursor": next_cursor })).into_response())
+    Ok(Json(JobPage { jobs, next_cursor }).into_response())
 }
 
 /// `POST /jobs/{id}/retry`: re-enqueues a dead job under the same id, as its next attempt, with
 /// as many attempts again as it was submitted with.
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "The dead job's id")),
+    responses(
+        (status = 202, description = "Re-enqueued: the job is queued again as its next attempt", body = JobRecord),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not dead", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not take it; the job stays dead (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[tracing::instrument(skip_all, fields(job_id = %raw))]
 pub async fn retry_job(
     State(state): State<AppState>,
@@ -213,7 +267,7 @@ pub async fn retry_job(
         timeout_ms: job.timeout_ms,
         submitted_at: job.submitted_at,
     };
-    if let Err(e) = publisher.publish(&envelope).await {
+    if let Err(e) = publisher.publish(&envelope, request_id(&headers)).await {
         let undo = Write::MarkDead {
             id: job.id,
             attempt,
@@ -228,6 +282,11 @@ pub async fn retry_job(
     }
     let job = find(&state, &raw).await?;
     Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
+}
+
+/// The request's id, set by the request-id layer.
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
 async fn find(state: &AppState, raw: &str) -> Result<JobRecord, ApiError> {

@@ -12,21 +12,55 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
-use crate::{error::FailureCause, state::AppState};
+use crate::{error::FailureCause, metrics, openapi, state::AppState};
+
+/// Every route of the API, as the OpenAPI document must list them.
+pub const ROUTES: [&str; 9] = [
+    "/",
+    "/jobs",
+    "/jobs/{id}",
+    "/jobs/{id}/retry",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+];
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::index))
+        .route("/openapi.json", get(openapi::spec))
+        .route("/docs", get(openapi::docs))
         .route("/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::serve))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_requests,
+        ))
         .layer(middleware::from_fn(log_failures))
-        .layer(TraceLayer::new_for_http())
+        // Every request gets an `x-request-id` (the client's, or a new UUID): it is in the
+        // request's log span, in the response, and in the AMQP headers of the job it submits.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 

@@ -11,6 +11,8 @@ label{display:block;margin-top:1rem}textarea,select,input{font:inherit;width:100
 dt{font-weight:600}dd{margin:0 0 .5rem}pre{background:#f4f4f4;padding:.5rem;overflow:auto}";
 
 /// `GET /`: a form that posts a job.
+#[utoipa::path(get, path = "/", tag = "docs",
+    responses((status = 200, description = "An HTML form to submit a job", content_type = "text/html")))]
 pub async fn index() -> Html<String> {
     let options: String = JobKind::ALL
         .iter()

@@ -101,13 +101,16 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A job as the store knows it, and as `GET /jobs/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobRecord {
     /// The job's id.
+    #[schema(value_type = String, example = "01936f5e-7c1a-7b3e-9f0a-2d4c6e8a0b1c")]
     pub id: JobId,
     /// Its kind.
+    #[schema(value_type = String, example = "sleep")]
     pub kind: JobKind,
     /// Latest status.
+    #[schema(value_type = String, example = "succeeded")]
     pub status: JobStatus,
     /// Attempt the status is about.
     pub attempt: u32,
@@ -119,14 +122,18 @@ pub struct JobRecord {
     pub worker: Option<String>,
     /// When the API accepted it.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub submitted_at: OffsetDateTime,
     /// When the latest attempt started.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<OffsetDateTime>,
     /// When it reached a final status.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<OffsetDateTime>,
     /// The handler's output, on success.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// What went wrong, on failure.
     pub error: Option<String>,

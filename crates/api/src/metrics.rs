@@ -1,0 +1,273 @@
+//! The API's Prometheus metrics: jobs by kind and outcome, publish-confirm latency, job
+//! run time, HTTP requests, and the depth of every queue.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use offload_shared::{JobEvent, JobKind, JobStatus};
+
+use crate::state::AppState;
+
+/// Label set of a kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    kind: &'static str,
+}
+
+/// Label set of a finished job.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabels {
+    kind: &'static str,
+    status: &'static str,
+}
+
+/// Label set of an HTTP request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// Label set of an HTTP route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+/// Label set of a queue.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    queue: String,
+}
+
+/// Every metric the API exposes on `GET /metrics`.
+pub struct ApiMetrics {
+    registry: Registry,
+    submitted: Family<KindLabel, Counter>,
+    finished: Family<FinishedLabels, Counter>,
+    retries: Family<KindLabel, Counter>,
+    publish_confirm: Histogram,
+    job_run: Family<KindLabel, Histogram>,
+    http_requests: Family<RequestLabels, Counter>,
+    http_seconds: Family<RouteLabels, Histogram>,
+    queue_ready: Family<QueueLabel, Gauge>,
+    queue_unacked: Family<QueueLabel, Gauge>,
+    queue_consumers: Family<QueueLabel, Gauge>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms to about 33 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("offload");
+        let submitted = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "jobs_submitted",
+            "Jobs accepted (202), by kind",
+            submitted.clone(),
+        );
+        let finished = Family::<FinishedLabels, Counter>::default();
+        registry.register(
+            "jobs_finished",
+            "Jobs that reached an end, by kind and status (succeeded, dead)",
+            finished.clone(),
+        );
+        let retries = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "job_retries",
+            "Failed attempts scheduled for retry, by kind",
+            retries.clone(),
+        );
+        let publish_confirm = seconds_histogram();
+        registry.register(
+            "publish_confirm_seconds",
+            "Time from publishing a job to the broker's confirm",
+            publish_confirm.clone(),
+        );
+        let job_run = Family::<KindLabel, Histogram>::new_with_constructor(seconds_histogram);
+        registry.register(
+            "job_run_seconds",
+            "Handler run time of finished attempts, by kind",
+            job_run.clone(),
+        );
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests, by method, route and status",
+            http_requests.clone(),
+        );
+        let http_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(seconds_histogram);
+        registry.register(
+            "http_request_seconds",
+            "HTTP request latency, by method and route",
+            http_seconds.clone(),
+        );
+        let queue_ready = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_messages_ready",
+            "Messages waiting in the queue",
+            queue_ready.clone(),
+        );
+        let queue_unacked = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_messages_unacked",
+            "Messages delivered to a consumer and not yet acknowledged (from the management API)",
+            queue_unacked.clone(),
+        );
+        let queue_consumers = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_consumers",
+            "Consumers of the queue",
+            queue_consumers.clone(),
+        );
+        ApiMetrics {
+            registry,
+            submitted,
+            finished,
+            retries,
+            publish_confirm,
+            job_run,
+            http_requests,
+            http_seconds,
+            queue_ready,
+            queue_unacked,
+            queue_consumers,
+        }
+    }
+}
+
+impl ApiMetrics {
+    /// A job was accepted after `confirm` waiting for the broker.
+    pub fn accepted(&self, kind: JobKind, confirm: Duration) {
+        self.submitted
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
+        self.publish_confirm.observe(confirm.as_secs_f64());
+    }
+
+    /// A lifecycle event arrived from a worker.
+    pub fn event(&self, event: &JobEvent) {
+        let Some(kind) = event.kind.map(JobKind::as_str) else {
+            return;
+        };
+        if let Some(ms) = event.run_ms {
+            #[allow(clippy::cast_precision_loss)]
+            let seconds = ms as f64 / 1000.0;
+            self.job_run
+                .get_or_create(&KindLabel { kind })
+                .observe(seconds);
+        }
+        match event.status {
+            JobStatus::Retrying => {
+                self.retries.get_or_create(&KindLabel { kind }).inc();
+            }
+            status if status.is_terminal() => {
+                self.finished
+                    .get_or_create(&FinishedLabels {
+                        kind,
+                        status: status.as_str(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The depth of `queue` as AMQP reports it.
+    pub fn queue(&self, queue: &str, ready: u32, consumers: u32) {
+        let label = QueueLabel {
+            queue: queue.to_owned(),
+        };
+        self.queue_ready.get_or_create(&label).set(i64::from(ready));
+        self.queue_consumers
+            .get_or_create(&label)
+            .set(i64::from(consumers));
+    }
+
+    /// The unacked count of `queue`, which only the management API reports.
+    pub fn unacked(&self, queue: &str, unacked: u64) {
+        let label = QueueLabel {
+            queue: queue.to_owned(),
+        };
+        self.queue_unacked
+            .get_or_create(&label)
+            .set(i64::try_from(unacked).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Jobs by kind and outcome, publish-confirm latency, job run time, \
+        HTTP requests, queue depth (offload_queue_messages_ready / _unacked / offload_queue_consumers)",
+        content_type = "application/openmetrics-text")))]
+pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+/// Counts every request by its route template (not its path, which would explode the labels).
+pub async fn track_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .http_seconds
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
