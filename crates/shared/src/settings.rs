@@ -85,7 +85,8 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_PREFETCH", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub prefetch: u16,
 
-    /// [api] Job store: `sqlite://path/to/file.db`.
+    /// [api] Job store: `sqlite://path/to/file.db` (one API process) or `postgres://user@host/db`
+    /// (several API replicas sharing one database).
     #[arg(
         long,
         env = "OFFLOAD_DATABASE_URL",
