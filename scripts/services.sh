@@ -36,6 +36,25 @@ ensure_rabbitmq() {
   return 1
 }
 
+# The management plugin gives the API the unacked count of its queues (OFFLOAD_MANAGEMENT_URL).
+ensure_rabbitmq_management() {
+  local port="${OFFLOAD_TEST_MANAGEMENT_PORT:-15672}"
+  if port_open "$port"; then
+    return 0
+  fi
+  echo "enabling the RabbitMQ management plugin (rabbitmq-plugins enable rabbitmq_management)" >&2
+  if ! timeout 120 rabbitmq-plugins enable rabbitmq_management >/dev/null; then
+    echo "could not enable rabbitmq_management; see /var/log/rabbitmq/" >&2
+    return 1
+  fi
+  for _ in $(seq 1 300); do
+    port_open "$port" && return 0
+    sleep 0.2
+  done
+  echo "the management plugin is enabled but 127.0.0.1:$port does not answer" >&2
+  return 1
+}
+
 # The newest PostgreSQL cluster version under /etc/postgresql (e.g. 15), or nothing.
 pg_version() {
   ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1

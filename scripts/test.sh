@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: starts RabbitMQ and PostgreSQL if they are not answering, then
-# `cargo test`.
+# Runs the whole test suite: starts RabbitMQ (with its management plugin) and PostgreSQL if
+# they are not answering, then `cargo test`.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 
 ensure_rabbitmq
+ensure_rabbitmq_management
 ensure_postgres
 cargo test --workspace "$@"

@@ -222,3 +222,36 @@ async fn the_openapi_document_lists_every_route_and_the_problem_shape() {
     assert!(docs.text().await.expect("page").contains("/openapi.json"));
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unacked_gauge_counts_jobs_a_worker_holds() {
+    let env = TestEnv::new().await;
+    let management = std::env::var("OFFLOAD_TEST_MANAGEMENT_URL")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".to_owned());
+    let api = ApiProcess::start(&env, &[("OFFLOAD_MANAGEMENT_URL", &management)]).await;
+    let _worker = WorkerProcess::start(&env, "holder", 1, &[]).await;
+    let job = api
+        .submit(json!({"kind": "sleep", "payload": {"ms": 30000}}))
+        .await;
+    api.wait_for_status(
+        job["id"].as_str().expect("id"),
+        "running",
+        Duration::from_secs(10),
+    )
+    .await;
+    let unacked = format!(
+        "offload_queue_messages_unacked{{queue=\"{}\"}}",
+        env.names.jobs_queue
+    );
+    // The management API refreshes its counts every few seconds.
+    poll(
+        Duration::from_secs(20),
+        &format!("{unacked} to be 1 (the management plugin must run: scripts/test.sh enables it)"),
+        || async {
+            let text = scrape(&api.http, api.url("/metrics")).await;
+            (sample(&text, &unacked) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    env.cleanup().await;
+}

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
     Settings,
-    broker::{self, Backoff, BrokerError},
+    broker::{self, BrokerError},
     topology::{self, Names, TopologyError},
 };
 
@@ -181,30 +181,11 @@ async fn reconnect(
     settings: &Settings,
     token: &CancellationToken,
 ) -> Result<Option<Session>, LinkError> {
-    let mut backoff = Backoff::default();
-    let mut failures = 0u32;
-    // A broker that is starting may accept connections before it answers them: give each
-    // attempt a short deadline so the next one comes soon.
-    let quick = broker::for_reconnecting(settings);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return Ok(None),
-            () = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-        match open(&quick).await {
-            Ok((session, _)) => {
-                tracing::info!(after_failures = failures, "reconnected to the broker");
-                return Ok(Some(session));
-            }
-            Err(LinkError::Topology(e @ TopologyError::Mismatch { .. })) => {
-                return Err(LinkError::Topology(e));
-            }
-            Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(error = %e, failures, "reconnecting to the broker failed; retrying");
-                }
-            }
-        }
-    }
+    let opened = broker::reconnect(
+        settings,
+        token,
+        |quick| async move { open(&quick).await.map(|(session, _)| session) },
+        |e| matches!(e, LinkError::Topology(TopologyError::Mismatch { .. })),
+    );
+    opened.await
 }

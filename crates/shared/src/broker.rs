@@ -83,6 +83,44 @@ pub async fn lost(connection: &Connection, channels: &[&Channel]) {
     }
 }
 
+/// Calls `open` with back-off until it succeeds (`Ok(Some)`), `token` is cancelled (`Ok(None)`),
+/// or it fails in a way `is_fatal` says no retry can fix (`Err`). `open` gets settings whose
+/// broker deadline is cut to at most 2 s: a broker that is starting may accept connections
+/// before it answers them, and the next attempt should come soon.
+pub async fn reconnect<T, E, F, Fut>(
+    settings: &crate::Settings,
+    token: &tokio_util::sync::CancellationToken,
+    mut open: F,
+    is_fatal: impl Fn(&E) -> bool,
+) -> Result<Option<T>, E>
+where
+    F: FnMut(crate::Settings) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Backoff::default();
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return Ok(None),
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+        match open(for_reconnecting(settings)).await {
+            Ok(session) => {
+                tracing::info!(after_failures = failures, "reconnected to the broker");
+                return Ok(Some(session));
+            }
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(error = %e, failures, "reconnecting to the broker failed; retrying");
+                }
+            }
+        }
+    }
+}
+
 /// `settings` with the broker deadline cut to at most 2 s, for reconnection attempts.
 pub fn for_reconnecting(settings: &crate::Settings) -> crate::Settings {
     let mut quick = settings.clone();

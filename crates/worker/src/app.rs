@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
     QueueType, Settings,
-    broker::{self, Backoff, BrokerError},
+    broker::{self, BrokerError},
     topology::{self, Names, TopologyError},
 };
 
@@ -236,32 +236,15 @@ async fn reconnect(
     worker: &Arc<str>,
     token: &CancellationToken,
 ) -> Result<Option<Session>, WorkerError> {
-    let mut backoff = Backoff::default();
-    let mut failures = 0u32;
-    // A broker that is starting may accept connections before it answers them: give each
-    // attempt a short deadline so the next one comes soon.
-    let quick = broker::for_reconnecting(settings);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return Ok(None),
-            () = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-        match open_session(&quick, worker, settings.broker_timeout()).await {
-            Ok(session) => {
-                tracing::info!(after_failures = failures, "reconnected to the broker");
-                return Ok(Some(session));
-            }
-            Err(WorkerError::Topology(e @ TopologyError::Mismatch { .. })) => {
-                return Err(WorkerError::Topology(e));
-            }
-            Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(error = %e, failures, "reconnecting to the broker failed; retrying");
-                }
-            }
-        }
-    }
+    // The session's reports keep the full deadline; only connecting and declaring are cut.
+    let report_deadline = settings.broker_timeout();
+    let opened = broker::reconnect(
+        settings,
+        token,
+        |quick| async move { open_session(&quick, worker, report_deadline).await },
+        |e| matches!(e, WorkerError::Topology(TopologyError::Mismatch { .. })),
+    );
+    opened.await
 }
 
 /// Runs one session until shutdown or loss of the connection.
