@@ -184,6 +184,11 @@ pub async fn settle(
     multiple: bool,
     deadline: Duration,
 ) -> Result<(), BrokerError> {
+    // A delivery of a channel that has closed cannot be settled any more (the broker has
+    // already requeued it); don't wait on it.
+    if acker.poisoned() {
+        return Err(BrokerError::NotConnected);
+    }
     let rpc = async {
         match how {
             Settle::Ack => acker.ack(BasicAckOptions { multiple }).await,
