@@ -1,0 +1,207 @@
+//! `offload-bench`: measures the broker's raw ceiling and the real binaries (enqueue rate,
+//! end-to-end latency, drain throughput, CPU and memory) in one run, each phase under its own
+//! random queue prefix, and refuses to report numbers from a run that lost or refused a job.
+//!
+//! # Layout
+//! - [`procs`]: the `offload-api` / `offload-worker` child processes, their logs, CPU and RSS.
+//! - [`raw`]: lapin publisher and consumer against a bare durable queue (the ceiling).
+//! - [`phases`]: the HTTP phases: enqueue (closed loop), end-to-end (open loop), drain.
+//! - [`report`]: the table and `docs/benchmarks.md`.
+
+pub mod phases;
+pub mod procs;
+pub mod raw;
+pub mod report;
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Why a benchmark run failed or refused to report.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The broker refused or dropped something.
+    #[error("broker: {1}: {0}")]
+    Broker(#[source] lapin::Error, &'static str),
+    /// An HTTP call failed below the status line.
+    #[error("http: {1}: {0}")]
+    Http(#[source] reqwest::Error, &'static str),
+    /// A process or file operation failed.
+    #[error("{1}: {0}")]
+    Io(#[source] std::io::Error, String),
+    /// A wait ran past its deadline.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+    /// The run was not correct (lost jobs, failed requests): its numbers are not reported.
+    #[error("refusing to report: {0}")]
+    Incorrect(String),
+    /// Something needed is missing, with the fix.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Result of a benchmark step.
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+/// Queue type of every queue the run declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    /// Replicated, Raft-based (the default of Offload).
+    Quorum,
+    /// Classic durable queue.
+    Classic,
+}
+
+impl QueueType {
+    /// The `x-queue-type` / `OFFLOAD_QUEUE_TYPE` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// Command-line options; counts default by mode (full, or `--quick`).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "offload-bench", version, about)]
+pub struct Args {
+    /// Small counts for CI: proves the harness works and that no job is lost, not speed.
+    #[arg(long)]
+    pub quick: bool,
+    /// Queue type of every queue declared.
+    #[arg(long, value_enum, default_value = "quorum")]
+    pub queue_type: QueueType,
+    /// Write docs/benchmarks.md with the table, the machine and the command.
+    #[arg(long)]
+    pub write_report: bool,
+    /// RabbitMQ address.
+    #[arg(long, env = "OFFLOAD_AMQP_URL", default_value = offload_shared::settings::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Unconfirmed messages in flight of the raw publisher.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Messages of the raw phase (default 100000, quick 5000).
+    #[arg(long)]
+    pub raw_messages: Option<u64>,
+    /// Seconds per concurrency level of the enqueue phase (default 10, quick 1).
+    #[arg(long)]
+    pub enqueue_seconds: Option<u64>,
+    /// Offered rate of the end-to-end phase in jobs/s (default 1000, quick 200).
+    #[arg(long)]
+    pub e2e_rate: Option<u64>,
+    /// Seconds of offered load in the end-to-end phase (default 20, quick 3).
+    #[arg(long)]
+    pub e2e_seconds: Option<u64>,
+    /// Workers during the end-to-end phase (default 2, quick 1).
+    #[arg(long)]
+    pub e2e_workers: Option<usize>,
+    /// Backlog of the drain phase (default 100000, quick 2000).
+    #[arg(long)]
+    pub drain_jobs: Option<u64>,
+    /// Worker counts of the drain phase, comma-separated (default 1,2,4; quick 1).
+    #[arg(long, value_delimiter = ',')]
+    pub drain_workers: Option<Vec<usize>>,
+}
+
+/// Counts of one run, after the mode's defaults are applied.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Raw phase messages.
+    pub raw_messages: u64,
+    /// Raw publisher window.
+    pub window: usize,
+    /// Enqueue concurrency levels.
+    pub concurrency: Vec<usize>,
+    /// Duration of each enqueue level.
+    pub enqueue_for: Duration,
+    /// End-to-end offered rate (jobs/s).
+    pub e2e_rate: u64,
+    /// End-to-end duration of offered load.
+    pub e2e_for: Duration,
+    /// Workers in the end-to-end phase.
+    pub e2e_workers: usize,
+    /// Drain backlog.
+    pub drain_jobs: u64,
+    /// Worker counts of the drain phase.
+    pub drain_workers: Vec<usize>,
+}
+
+impl Plan {
+    /// The counts for `args`.
+    pub fn from_args(args: &Args) -> Self {
+        let q = args.quick;
+        Plan {
+            raw_messages: args.raw_messages.unwrap_or(if q { 5_000 } else { 100_000 }),
+            window: args.window.max(1),
+            concurrency: if q {
+                vec![1, 16, 64]
+            } else {
+                vec![1, 16, 64, 256]
+            },
+            enqueue_for: Duration::from_secs(args.enqueue_seconds.unwrap_or(if q {
+                1
+            } else {
+                10
+            })),
+            e2e_rate: args.e2e_rate.unwrap_or(if q { 200 } else { 1_000 }).max(1),
+            e2e_for: Duration::from_secs(args.e2e_seconds.unwrap_or(if q { 3 } else { 20 })),
+            e2e_workers: args.e2e_workers.unwrap_or(if q { 1 } else { 2 }).max(1),
+            drain_jobs: args.drain_jobs.unwrap_or(if q { 2_000 } else { 100_000 }),
+            drain_workers: args
+                .drain_workers
+                .clone()
+                .unwrap_or_else(|| if q { vec![1] } else { vec![1, 2, 4] }),
+        }
+    }
+}
+
+/// Runs every phase, prints the table, and writes the report if asked.
+pub async fn run(args: Args) -> Result<()> {
+    let plan = Plan::from_args(&args);
+    let bins = procs::Binaries::locate()?;
+    let mut results = report::Results::default();
+
+    eprintln!(
+        "== raw broker ceiling ({} messages, window {})",
+        plan.raw_messages, plan.window
+    );
+    let raw = raw::run(
+        &args.amqp_url,
+        args.queue_type,
+        plan.raw_messages,
+        plan.window,
+    )
+    .await?;
+    results.broker_version = raw.server_version.clone();
+    results.raw = Some(raw);
+
+    let ctx = phases::Context {
+        bins: &bins,
+        amqp_url: &args.amqp_url,
+        queue_type: args.queue_type,
+    };
+    eprintln!("== enqueue (closed loop, {:?} per level)", plan.enqueue_for);
+    results.enqueue = phases::enqueue(&ctx, &plan.concurrency, plan.enqueue_for).await?;
+    eprintln!(
+        "== end-to-end ({} jobs/s for {:?}, {} worker(s))",
+        plan.e2e_rate, plan.e2e_for, plan.e2e_workers
+    );
+    results.e2e =
+        Some(phases::end_to_end(&ctx, plan.e2e_rate, plan.e2e_for, plan.e2e_workers).await?);
+    for &w in &plan.drain_workers {
+        eprintln!("== drain ({} jobs, {w} worker(s))", plan.drain_jobs);
+        results
+            .drain
+            .push(phases::drain(&ctx, plan.drain_jobs, w.max(1)).await?);
+    }
+
+    let table = report::table(&results);
+    println!("{table}");
+    results.check()?;
+    if args.write_report {
+        let path = report::write(&args, &plan, &results, &table)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
