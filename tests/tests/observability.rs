@@ -104,7 +104,9 @@ async fn metrics_show_the_queue_growing_without_workers_and_draining_with_them()
 async fn a_request_id_follows_the_job_from_http_into_the_worker_logs() {
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
-    let worker = WorkerProcess::start(&env, "w1", 1, &[]).await;
+    // The per-job "job done" line is a debug line.
+    let worker =
+        WorkerProcess::start(&env, "w1", 1, &[("RUST_LOG", "info,offload_worker=debug")]).await;
 
     let response = api
         .http

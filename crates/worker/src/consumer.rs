@@ -85,7 +85,8 @@ impl JobRunner {
         let started = Instant::now();
         let (kind, settled) = self.settle(&delivery).await;
         self.metrics.settled(kind, settled);
-        tracing::info!(
+        // Debug, not info: at thousands of jobs a second a line per job costs real CPU.
+        tracing::debug!(
             kind = kind.map_or("unknown", JobKind::as_str),
             outcome = settled.as_str(),
             ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
