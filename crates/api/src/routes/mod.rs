@@ -52,7 +52,8 @@ pub fn router(state: AppState) -> Router {
         // Every request gets an `x-request-id` (the client's, or a new UUID): it is in the
         // request's log span, in the response, and in the AMQP headers of the job it submits.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        // `on_failure(())`: 5xx are logged once, with their cause, by `log_failures`.
+        .layer(TraceLayer::new_for_http().on_failure(()).make_span_with(|request: &Request| {
             let id = request
                 .extensions()
                 .get::<RequestId>()
