@@ -68,14 +68,9 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
         let mut build = std::process::Command::new(cargo);
         build
-            .args([
-                "build",
-                "--bins",
-                "-p",
-                "offload-api",
-                "-p",
-                "offload-worker",
-            ])
+            // The whole workspace: the same feature set as `cargo build --workspace`, so the
+            // dependencies compiled here are reused rather than built a second time.
+            .args(["build", "--bins", "--workspace"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if dir.ends_with("release") {
             build.arg("--release");
