@@ -15,7 +15,7 @@ pub mod report;
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 /// Why a benchmark run failed or refused to report.
 #[derive(Debug, thiserror::Error)]
@@ -43,24 +43,8 @@ pub enum BenchError {
 /// Result of a benchmark step.
 pub type Result<T> = std::result::Result<T, BenchError>;
 
-/// Queue type of every queue the run declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QueueType {
-    /// Replicated, Raft-based (the default of Offload).
-    Quorum,
-    /// Classic durable queue.
-    Classic,
-}
-
-impl QueueType {
-    /// The `x-queue-type` / `OFFLOAD_QUEUE_TYPE` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueType::Quorum => "quorum",
-            QueueType::Classic => "classic",
-        }
-    }
-}
+/// Queue type of every queue the run declares: the same setting the binaries take.
+pub use offload_shared::QueueType;
 
 /// Command-line options; counts default by mode (full, or `--quick`).
 #[derive(Debug, Clone, Parser)]
