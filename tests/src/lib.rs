@@ -65,16 +65,8 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
             .ok()
             .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
             .expect("the test executable lives in target/<profile>/deps");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
-        let mut build = std::process::Command::new(cargo);
-        build
-            // The whole workspace: the same feature set as `cargo build --workspace`, so the
-            // dependencies compiled here are reused rather than built a second time.
-            .args(["build", "--bins", "--workspace"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
+        let mut build = offload_shared::build::workspace_bins(dir.ends_with("release"));
+        build.current_dir(env!("CARGO_MANIFEST_DIR"));
         let status = build.status().expect("cargo runs");
         assert!(
             status.success(),

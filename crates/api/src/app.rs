@@ -8,10 +8,10 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{Settings, topology::Names};
+use offload_shared::{Settings, session::OpenError, topology::Names};
 
 use crate::{
-    broker_link::{self, LinkError, LinkState, Session, Supervised},
+    broker_link::{self, LinkState, Session, Supervised},
     metrics::ApiMetrics,
     routes,
     state::AppState,
@@ -23,7 +23,7 @@ use crate::{
 pub enum StartError {
     /// The broker link failed in a way reconnecting cannot fix.
     #[error(transparent)]
-    Link(#[from] LinkError),
+    Link(#[from] OpenError),
     /// The job store could not be opened.
     #[error("cannot open the job store {url}: {source}")]
     Store {

@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    Settings,
-    broker::{self, BrokerError},
-    topology::{self, Names, TopologyError},
+    Settings, broker,
+    session::{self, OpenError},
+    topology::Names,
 };
 
 use crate::{
@@ -26,26 +26,6 @@ use crate::{
     store::writer::StoreWriter,
 };
 
-/// Why the link could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    /// RabbitMQ is not reachable.
-    #[error(
-        "cannot reach RabbitMQ at {url}: {source}. Start it (e.g. `rabbitmq-server -detached`) or \
-         point OFFLOAD_AMQP_URL at it."
-    )]
-    Broker {
-        /// The address, without password.
-        url: String,
-        /// What failed.
-        #[source]
-        source: BrokerError,
-    },
-    /// The queues exist with other arguments.
-    #[error(transparent)]
-    Topology(#[from] TopologyError),
-}
-
 /// One connection's worth of broker state, dropped as a whole when the connection is lost.
 pub struct Session {
     connection: Connection,
@@ -54,43 +34,20 @@ pub struct Session {
 }
 
 /// Connects, declares the topology, and opens the publishing and event channels.
-pub async fn open(settings: &Settings) -> Result<(Session, Names), LinkError> {
-    let deadline = settings.broker_timeout();
-    let broker_error = |source| LinkError::Broker {
-        url: broker::redact(&settings.amqp_url),
-        source,
-    };
-    let connection = broker::connect(
-        &settings.amqp_url,
-        "offload-api",
-        deadline,
-        settings.heartbeat_s,
-    )
-    .await
-    .map_err(broker_error)?;
-    let names = topology::declare(&connection, settings).await?;
-    let channel = broker::confirm_channel(&connection, deadline)
-        .await
-        .map_err(broker_error)?;
-    let events = broker::with_deadline(
-        deadline,
-        "open the events channel",
-        connection.create_channel(),
-    )
-    .await
-    .map_err(broker_error)?;
+pub async fn open(settings: &Settings) -> Result<(Session, Names), OpenError> {
+    let opened = session::open(settings, "offload-api").await?;
     let publisher = JobPublisher::new(
-        channel,
-        names.jobs_exchange.clone(),
+        opened.confirms,
+        opened.names.jobs_exchange.clone(),
         settings.publish_timeout(),
     );
     Ok((
         Session {
-            connection,
+            connection: opened.connection,
             publisher,
-            events,
+            events: opened.plain,
         },
-        names,
+        opened.names,
     ))
 }
 
@@ -125,7 +82,7 @@ pub async fn supervise(
     first: Session,
     link: Supervised,
     token: CancellationToken,
-) -> Result<(), LinkError> {
+) -> Result<(), OpenError> {
     let Supervised {
         settings,
         names,
@@ -180,12 +137,12 @@ pub async fn supervise(
 async fn reconnect(
     settings: &Settings,
     token: &CancellationToken,
-) -> Result<Option<Session>, LinkError> {
+) -> Result<Option<Session>, OpenError> {
     let opened = broker::reconnect(
         settings,
         token,
         |quick| async move { open(&quick).await.map(|(session, _)| session) },
-        |e| matches!(e, LinkError::Topology(TopologyError::Mismatch { .. })),
+        OpenError::is_fatal,
     );
     opened.await
 }

@@ -41,19 +41,8 @@ impl Binaries {
             .map(Path::to_path_buf)
             .ok_or_else(|| BenchError::Setup("this executable has no directory".into()))?;
         let release = dir.ends_with("release");
-        if let Ok(cargo) = std::env::var("CARGO") {
-            let mut build = std::process::Command::new(cargo);
-            build.args([
-                "build",
-                "--bins",
-                "-p",
-                "offload-api",
-                "-p",
-                "offload-worker",
-            ]);
-            if release {
-                build.arg("--release");
-            }
+        if std::env::var_os("CARGO").is_some() {
+            let mut build = offload_shared::build::workspace_bins(release);
             let status = build
                 .status()
                 .map_err(|e| BenchError::Io(e, "cannot run cargo build".into()))?;

@@ -1,9 +1,11 @@
 //! Everything the Offload API and worker must agree on. Nothing here talks HTTP.
 //!
 //! # Layout
+//! - [`session`]: opening a session: connect, declare, the confirm and plain channels.
 //! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of the process's own HTTP port.
 //! - [`kinds`]: the registry of job kinds and the payload each one accepts.
+//! - [`build`]: building the workspace's binaries from the tests and the benchmark.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
 //! - [`retry`]: exponential back-off with jitter, carried out by TTL'd delay queues.
@@ -13,11 +15,13 @@
 //! - [`shutdown`]: the cancellation token that SIGTERM / Ctrl-C trigger.
 
 pub mod broker;
+pub mod build;
 pub mod envelope;
 pub mod events;
 pub mod healthcheck;
 pub mod kinds;
 pub mod retry;
+pub mod session;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -22,9 +22,9 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    QueueType, Settings,
-    broker::{self, BrokerError},
-    topology::{self, Names, TopologyError},
+    QueueType, Settings, broker,
+    session::{self, OpenError, Opened},
+    topology::Names,
 };
 
 use crate::{
@@ -38,21 +38,9 @@ use crate::{
 /// Why the worker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// RabbitMQ is not reachable.
-    #[error(
-        "cannot reach RabbitMQ at {url}: {source}. Start it (e.g. `rabbitmq-server -detached`) or \
-         point OFFLOAD_AMQP_URL at it."
-    )]
-    Broker {
-        /// The address, without password.
-        url: String,
-        /// What failed.
-        #[source]
-        source: BrokerError,
-    },
-    /// The queues exist with other arguments.
+    /// The broker is unreachable, or its queues exist with other arguments.
     #[error(transparent)]
-    Topology(#[from] TopologyError),
+    Open(#[from] OpenError),
     /// The metrics address could not be bound.
     #[error("cannot listen on {addr}: {source}. Free the port or set OFFLOAD_METRICS_ADDR.")]
     Bind {
@@ -187,39 +175,21 @@ async fn open_session(
     worker: &Arc<str>,
     report_deadline: std::time::Duration,
 ) -> Result<Session, WorkerError> {
-    let deadline = settings.broker_timeout();
-    let broker_error = |source| WorkerError::Broker {
-        url: broker::redact(&settings.amqp_url),
-        source,
-    };
-    let connection = broker::connect(
-        &settings.amqp_url,
-        &format!("offload-worker {worker}"),
-        deadline,
-        settings.heartbeat_s,
-    )
-    .await
-    .map_err(broker_error)?;
-    let names = topology::declare(&connection, settings).await?;
-    let reports = broker::confirm_channel(&connection, deadline)
-        .await
-        .map_err(broker_error)?;
-    let jobs = broker::with_deadline(
-        deadline,
-        "open the jobs channel",
-        connection.create_channel(),
-    )
-    .await
-    .map_err(broker_error)?;
+    let Opened {
+        connection,
+        names,
+        confirms: reports,
+        plain: jobs,
+    } = session::open(settings, &format!("offload-worker {worker}")).await?;
     // Fair dispatch: the broker sends this worker at most `prefetch` unacknowledged jobs, so a
     // busy worker is skipped and its jobs go to idle ones.
     broker::with_deadline(
-        deadline,
+        settings.broker_timeout(),
         "set the prefetch",
         jobs.basic_qos(settings.prefetch, BasicQosOptions::default()),
     )
     .await
-    .map_err(broker_error)?;
+    .map_err(|source| OpenError::unreachable(settings, source))?;
     let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline);
     Ok(Session {
         connection,
@@ -242,7 +212,7 @@ async fn reconnect(
         settings,
         token,
         |quick| async move { open_session(&quick, worker, report_deadline).await },
-        |e| matches!(e, WorkerError::Topology(TopologyError::Mismatch { .. })),
+        |e: &WorkerError| matches!(e, WorkerError::Open(open) if open.is_fatal()),
     );
     opened.await
 }
