@@ -1,5 +1,5 @@
-//! Consumes lifecycle events from the events queue and hands them to the store writer, which
-//! acknowledges them once they are committed.
+//! Consumes lifecycle event messages (one event, or a worker's batch) from the events queue and
+//! hands them to the store writer, which acknowledges them once they are committed.
 
 use futures_util::StreamExt;
 use lapin::{
@@ -16,7 +16,7 @@ use crate::{
     store::{Write, writer::StoreWriter},
 };
 
-/// Unacknowledged events the broker may send ahead: enough for full write batches.
+/// Unacknowledged event messages the broker may send ahead: enough for full write batches.
 const EVENT_PREFETCH: u16 = 2048;
 
 /// Why event consumption stopped.
@@ -68,17 +68,20 @@ pub async fn consume(
                 None => break,
             },
         };
-        let write = match JobEvent::from_bytes(&delivery.data) {
-            Ok(event) => {
-                metrics.event(&event);
-                Some(Write::Event(event))
-            }
+        let writes = match JobEvent::parse_message(&delivery.data) {
+            Ok(events) => events
+                .into_iter()
+                .map(|event| {
+                    metrics.event(&event);
+                    Write::Event(event)
+                })
+                .collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "skipping an unreadable lifecycle event");
-                None
+                tracing::warn!(error = %e, "skipping an unreadable lifecycle event message");
+                Vec::new()
             }
         };
-        writer.event(write, delivery.acker).await?;
+        writer.events(writes, delivery.acker).await?;
     }
     let _ = broker::with_deadline(
         deadline,

@@ -34,6 +34,9 @@ pub enum BrokerError {
     /// A mandatory message no queue took (`basic.return`): the topology is missing.
     #[error("the broker returned the message as unroutable: {0}")]
     Returned(String),
+    /// A message shared by several senders failed; the text is the failure.
+    #[error("{0}")]
+    Batch(String),
 }
 
 /// Runs `fut` with a deadline, mapping both failure kinds to [`BrokerError`].

@@ -128,6 +128,14 @@ pub struct JobEvent {
     /// How long the handler ran, on an attempt's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_ms: Option<u64>,
+    /// When the attempt started, on an attempt's end whose `running` event was folded into this
+    /// one (a short job's start and end reported together); the store counts it as a run.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub started_at: Option<OffsetDateTime>,
 }
 
 impl JobEvent {
@@ -144,7 +152,32 @@ impl JobEvent {
             error: None,
             kind: None,
             run_ms: None,
+            started_at: None,
         }
+    }
+
+    /// When the attempt started, if this event reports a start: a `running` event, or an end
+    /// with its start folded in. The store counts each such event as a run.
+    pub fn start(&self) -> Option<OffsetDateTime> {
+        if self.status == JobStatus::Running {
+            Some(self.at)
+        } else {
+            self.started_at
+        }
+    }
+
+    /// Folds `running`, the start of the same attempt, into this end of it: the store then
+    /// records the start from this one event. False (and nothing changed) when `running` is not
+    /// the start of this event's attempt or this event is not the attempt's end.
+    pub fn fold_start(&mut self, running: &JobEvent) -> bool {
+        let folds = running.status == JobStatus::Running
+            && self.status != JobStatus::Running
+            && running.job_id == self.job_id
+            && running.attempt == self.attempt;
+        if folds {
+            self.started_at = Some(running.at);
+        }
+        folds
     }
 
     /// Serialises the event for publishing.
@@ -155,6 +188,21 @@ impl JobEvent {
     /// Parses an event body.
     pub fn from_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(body)
+    }
+
+    /// Serialises several events as one message body: a JSON array.
+    pub fn batch_to_bytes(events: &[JobEvent]) -> Vec<u8> {
+        serde_json::to_vec(events).unwrap_or_default()
+    }
+
+    /// Parses an event message: one event (an object) or a batch of them (an array).
+    pub fn parse_message(body: &[u8]) -> Result<Vec<Self>, serde_json::Error> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            serde_json::from_slice(body)
+        } else {
+            serde_json::from_slice::<JobEvent>(body).map(|e| vec![e])
+        }
     }
 }
 
@@ -191,5 +239,33 @@ mod tests {
         assert_eq!(back.job_id, ev.job_id);
         assert_eq!(back.result, ev.result);
         assert_eq!(back.status, JobStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_message_holds_one_event_or_a_batch() {
+        let a = JobEvent::now(JobId::new(), 1, JobStatus::Running, "w1");
+        let b = JobEvent::now(JobId::new(), 1, JobStatus::Succeeded, "w1");
+        let one = JobEvent::parse_message(&a.to_bytes()).expect("one event");
+        assert_eq!(one, vec![a.clone()]);
+        let batch = JobEvent::batch_to_bytes(&[a.clone(), b.clone()]);
+        assert_eq!(JobEvent::parse_message(&batch).expect("batch"), vec![a, b]);
+        assert!(JobEvent::parse_message(b"[{\"v\":1}]").is_err());
+        assert!(JobEvent::parse_message(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn only_the_start_of_the_same_attempt_folds_into_its_end() {
+        let id = JobId::new();
+        let running = JobEvent::now(id, 2, JobStatus::Running, "w1");
+        let mut end = JobEvent::now(id, 2, JobStatus::Succeeded, "w1");
+        let mut other_attempt = JobEvent::now(id, 3, JobStatus::Succeeded, "w1");
+        let mut other_job = JobEvent::now(JobId::new(), 2, JobStatus::Dead, "w1");
+        assert!(!other_attempt.fold_start(&running));
+        assert!(!other_job.fold_start(&running));
+        assert_eq!(other_attempt.started_at, None);
+        assert!(end.fold_start(&running));
+        assert_eq!(end.started_at, Some(running.at));
+        let back = JobEvent::from_bytes(&end.to_bytes()).expect("parses");
+        assert_eq!(back.started_at, Some(running.at));
     }
 }

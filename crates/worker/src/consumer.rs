@@ -1,4 +1,4 @@
-//! One delivery, start to finish: parse, report `running`, run the handler under its time
+//! One delivery, start to finish: parse, report `running` (in the background), run the handler under its time
 //! limit, report the outcome (confirmed), and only then acknowledge on the delivery's own
 //! channel. Failures become a scheduled retry or a dead letter with the reason. Nothing here
 //! panics, and a panicking handler is only a failed attempt.
@@ -125,7 +125,7 @@ impl JobRunner {
         }
 
         self.reporter
-            .event_in_background(self.event(&envelope, JobStatus::Running, None));
+            .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
         let outcome = run(&envelope, &self.registry, self.reporter.worker().clone()).await;
         let run_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -133,7 +133,7 @@ impl JobRunner {
             Outcome::Succeeded(result) => {
                 let mut event = self.event(&envelope, JobStatus::Succeeded, run_ms);
                 event.result = Some(result);
-                match self.reporter.event(&event).await {
+                match self.reporter.event(event).await {
                     Ok(()) => {
                         self.ack(delivery, Some(envelope.id), Settled::Succeeded)
                             .await
@@ -194,7 +194,7 @@ impl JobRunner {
             "attempt {} failed: {message}; attempt {} in about {} ms",
             envelope.attempt, next.attempt, delay.jittered_ms
         ));
-        if let Err(e) = self.reporter.event(&event).await {
+        if let Err(e) = self.reporter.event(event).await {
             // The retry is stored; only the status is late. Acking avoids a second retry.
             tracing::warn!(job_id = %envelope.id, error = %e, "retrying event not confirmed");
         }
@@ -239,11 +239,11 @@ impl JobRunner {
             return self.requeue(delivery, id, &e.to_string()).await;
         }
         if let Some(event) = event
-            && let Err(e) = self.reporter.event(&event).await
+            && let Err(e) = self.reporter.event(event).await
         {
             // The dead letter is stored; the status is only late. Ack anyway rather than
             // dead-letter the job twice.
-            tracing::warn!(job_id = %event.job_id, error = %e, "dead event not confirmed");
+            tracing::warn!(job_id = ?id, error = %e, "dead event not confirmed");
         }
         self.ack(delivery, id, Settled::Dead).await
     }

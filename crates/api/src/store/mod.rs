@@ -230,6 +230,32 @@ pub enum Write {
     },
 }
 
+/// A stretch of a batch as a backend applies it: plain inserts (no idempotency key) that
+/// multi-row statements write together, or one write of any other kind.
+enum Stretch<'a> {
+    /// Consecutive inserts without a key; each one's result is [`Written::Done`].
+    Inserts(Vec<(&'a JobRecord, &'a Value)>),
+    /// Any other write.
+    One(&'a Write),
+}
+
+/// `writes` cut into [`Stretch`]es, in order.
+fn stretches(writes: &[Write]) -> Vec<Stretch<'_>> {
+    let mut out = Vec::new();
+    for write in writes {
+        match (write, out.last_mut()) {
+            (Write::Insert(job, payload, None), Some(Stretch::Inserts(rows))) => {
+                rows.push((job, payload));
+            }
+            (Write::Insert(job, payload, None), _) => {
+                out.push(Stretch::Inserts(vec![(job, payload)]))
+            }
+            (other, _) => out.push(Stretch::One(other)),
+        }
+    }
+    out
+}
+
 /// What one write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {

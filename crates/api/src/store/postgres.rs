@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 use offload_shared::{JobId, JobStatus};
 
-use super::{IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Write, Written};
+use super::{
+    IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Stretch, Write, Written,
+    stretches,
+};
 
 /// Schema, created idempotently at start-up. Timestamps are `TIMESTAMPTZ` (microseconds, like
 /// the SQLite store's integers); JSON is kept as `TEXT` so it round-trips byte for byte (`JSONB`
@@ -165,12 +168,56 @@ impl PostgresStore {
                 .await?;
         }
         let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            results.push(apply_one(&mut tx, write).await?);
+        for stretch in stretches(writes) {
+            match stretch {
+                Stretch::Inserts(rows) => {
+                    insert_rows(&mut tx, &rows).await?;
+                    results.extend(rows.iter().map(|_| Written::Done));
+                }
+                Stretch::One(write) => results.push(apply_one(&mut tx, write).await?),
+            }
         }
         tx.commit().await?;
         Ok(results)
     }
+}
+
+/// Inserts new jobs in one statement, one array per column: one round trip for the lot.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[(&JobRecord, &Value)],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
+         SELECT id, kind, status, progress, attempt, max_attempts, max_attempts, timeout_ms, submitted_at, payload
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::bigint[], $8::timestamptz[], $9::text[])
+           AS t (id, kind, status, progress, attempt, max_attempts, timeout_ms, submitted_at, payload)",
+    )
+    .bind(rows.iter().map(|(j, _)| j.id.as_uuid()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _)| j.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _)| j.status.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(j, _)| j.status.progress(j.attempt))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(j, _)| i64::from(j.attempt)).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(j, _)| i64::from(j.max_attempts))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(j, _)| i64::try_from(j.timeout_ms).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(j, _)| j.submitted_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p)| p.to_string()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Creates the tables under an advisory lock, in the first schema of the `search_path`.
@@ -277,8 +324,8 @@ async fn apply_one(
         }
         Write::Event(ev) => {
             let finished = ev.status.is_terminal().then_some(ev.at);
-            let started = (ev.status == JobStatus::Running).then_some(ev.at);
-            if ev.status == JobStatus::Running {
+            let started = ev.start();
+            if started.is_some() {
                 // Every start counts, even a duplicate that does not move the status.
                 sqlx::query("UPDATE jobs SET runs = runs + 1 WHERE id = $1")
                     .bind(ev.job_id.as_uuid())

@@ -13,7 +13,10 @@ use time::OffsetDateTime;
 
 use offload_shared::{JobId, JobStatus};
 
-use super::{IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Write, Written};
+use super::{
+    IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Stretch, Write, Written,
+    stretches,
+};
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS jobs (
@@ -139,12 +142,59 @@ impl SqliteStore {
     pub async fn apply(&self, writes: &[Write]) -> Result<Vec<Written>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            results.push(apply_one(&mut tx, write).await?);
+        for stretch in stretches(writes) {
+            match stretch {
+                Stretch::Inserts(rows) => {
+                    insert_rows(&mut tx, &rows).await?;
+                    results.extend(rows.iter().map(|_| Written::Done));
+                }
+                Stretch::One(write) => results.push(apply_one(&mut tx, write).await?),
+            }
         }
         tx.commit().await?;
         Ok(results)
     }
+}
+
+/// Rows per multi-row insert, largest first: a batch is cut into these few sizes so that the
+/// connection's statement cache holds every statement it needs.
+const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Inserts new jobs with as few statements as [`INSERT_CHUNKS`] allows: every statement is one
+/// round trip to the database thread, which costs more than the row.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    mut rows: &[(&JobRecord, &Value)],
+) -> Result<(), StoreError> {
+    while !rows.is_empty() {
+        let size = INSERT_CHUNKS
+            .into_iter()
+            .find(|&n| n <= rows.len())
+            .unwrap_or(1);
+        let (chunk, rest) = rows.split_at(size);
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
+             VALUES {values}"
+        ));
+        let mut query = sqlx::query(sql);
+        for (job, payload) in chunk {
+            query = query
+                .bind(job.id.to_string())
+                .bind(job.kind.as_str())
+                .bind(job.status.as_str())
+                .bind(job.status.progress(job.attempt))
+                .bind(job.attempt)
+                .bind(job.max_attempts)
+                .bind(job.max_attempts)
+                .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
+                .bind(micros(job.submitted_at))
+                .bind(payload.to_string());
+        }
+        query.execute(&mut **tx).await?;
+        rows = rest;
+    }
+    Ok(())
 }
 
 async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Written, StoreError> {
@@ -207,8 +257,8 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Wr
         Write::Event(ev) => {
             let at = micros(ev.at);
             let finished = ev.status.is_terminal().then_some(at);
-            let started = (ev.status == JobStatus::Running).then_some(at);
-            if ev.status == JobStatus::Running {
+            let started = ev.start().map(micros);
+            if started.is_some() {
                 // Every start counts, even a duplicate that does not move the status.
                 sqlx::query("UPDATE jobs SET runs = runs + 1 WHERE id = ?1")
                     .bind(ev.job_id.to_string())

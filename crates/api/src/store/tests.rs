@@ -44,6 +44,8 @@ on_both_backends!(
     listing_filters_and_pages_newest_first,
     only_dead_jobs_are_redriven,
     a_failed_redrive_publish_marks_the_job_dead,
+    an_end_with_its_start_folded_in_counts_the_run_and_its_start,
+    a_large_batch_of_inserts_with_a_keyed_one_inside_stores_every_job,
 );
 
 // ---- harness -------------------------------------------------------------------------------
@@ -165,6 +167,76 @@ async fn events_only_move_jobs_forward_and_count_runs(store: Store) {
     assert_eq!(got.result, Some(json!({"ok": 1})));
     assert_eq!(got.runs, 2);
     assert!(got.started_at.is_some() && got.finished_at.is_some());
+}
+
+async fn an_end_with_its_start_folded_in_counts_the_run_and_its_start(store: Store) {
+    let id = JobId::new();
+    store
+        .apply(&[Write::Insert(queued(id), json!({}), None)])
+        .await
+        .expect("insert");
+    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+    let running = event(id, 1, JobStatus::Running, t0);
+    let mut done = event(
+        id,
+        1,
+        JobStatus::Succeeded,
+        t0 + time::Duration::milliseconds(40),
+    );
+    assert!(done.fold_start(&running));
+    store
+        .apply(&[Write::Event(done)])
+        .await
+        .expect("folded event");
+    let got = store.get(id).await.expect("get").expect("exists");
+    assert_eq!(got.status, JobStatus::Succeeded);
+    assert_eq!(got.runs, 1, "the folded start is one run");
+    assert_eq!(
+        got.started_at,
+        Some(t0),
+        "the start is the folded running's time"
+    );
+    assert_eq!(got.finished_at, Some(t0 + time::Duration::milliseconds(40)));
+}
+
+async fn a_large_batch_of_inserts_with_a_keyed_one_inside_stores_every_job(store: Store) {
+    // 300 plain inserts cross every multi-row size; a keyed insert splits them in two runs.
+    let ids: Vec<JobId> = (0..301).map(|_| JobId::new()).collect();
+    let mut writes: Vec<Write> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut job = queued(*id);
+            job.max_attempts = u32::try_from(i % 7 + 1).expect("small");
+            Write::Insert(job, json!({ "n": i }), None)
+        })
+        .collect();
+    let key = IdempotencyKey {
+        key: "k".into(),
+        fingerprint: "f".into(),
+    };
+    if let Write::Insert(_, _, k) = &mut writes[100] {
+        *k = Some(key.clone());
+    }
+    let written = store.apply(&writes).await.expect("batch");
+    assert_eq!(written.len(), 301);
+    assert!(written.iter().all(|w| *w == Written::Done), "{written:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let job = store.get(*id).await.expect("get").expect("stored");
+        assert_eq!(job.status, JobStatus::Queued, "job {i}");
+        assert_eq!(job.max_attempts, u32::try_from(i % 7 + 1).expect("small"));
+        let input = store.input(*id).await.expect("input").expect("stored");
+        assert_eq!(input.payload, json!({ "n": i }), "job {i}");
+    }
+    // The keyed insert claimed its key: a second job with it gets the first one's id back.
+    let again = store
+        .apply(&[Write::Insert(queued(JobId::new()), json!({}), Some(key))])
+        .await
+        .expect("repeat");
+    assert!(
+        matches!(&again[0], Written::KeyTaken { job_id, .. } if *job_id == ids[100]),
+        "{again:?}"
+    );
 }
 
 async fn unknown_ids_and_deleted_jobs_are_absent(store: Store) {

@@ -1,4 +1,4 @@
-//! The single writer: drains whatever writes are waiting (up to [`MAX_BATCH`]) and applies them in
+//! The single writer: drains whatever writes are waiting (about [`MAX_BATCH`]) and applies them in
 //! one transaction, then answers the requests and acknowledges the events it applied. Under load
 //! many inserts and events share one commit; when idle a write commits at once.
 
@@ -17,14 +17,15 @@ use super::{IdempotencyKey, JobRecord, Store, StoreError, Write, Written};
 /// Longest a request waits for its write to commit; past it the request fails (503).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Most writes applied in one transaction.
+/// Writes applied in one transaction: the writer stops taking more once it holds this many (one
+/// event message may hold several hundred).
 pub const MAX_BATCH: usize = 1024;
 
 enum Op {
-    /// A write a request waits for.
-    Request(Write, oneshot::Sender<Result<Written, String>>),
-    /// A lifecycle event (or an unreadable one, `None`) to acknowledge once applied.
-    Delivery(Option<Write>, Acker),
+    /// Writes a request waits for, committed together.
+    Request(Vec<Write>, oneshot::Sender<Result<Vec<Written>, String>>),
+    /// A message's lifecycle events (none, if it was unreadable), acknowledged once applied.
+    Delivery(Vec<Write>, Acker),
 }
 
 /// Handle to the writer task; cheap to clone.
@@ -68,23 +69,11 @@ impl StoreWriter {
         self.request(write).await
     }
 
-    /// Queues an event; `acker` is acknowledged after the event is committed.
-    pub async fn event(&self, write: Option<Write>, acker: Acker) -> Result<(), StoreError> {
-        self.tx
-            .send(Op::Delivery(write, acker))
-            .await
-            .map_err(|_| StoreError::WriterGone)
-    }
-
-    /// True while the writer task runs.
-    pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
-    }
-
-    async fn request(&self, write: Write) -> Result<Written, StoreError> {
+    /// Several writes, committed in one transaction; one result per write.
+    pub async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<Written>, StoreError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Op::Request(write, done))
+            .send(Op::Request(writes, done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match tokio::time::timeout(REQUEST_DEADLINE, wait).await {
@@ -96,17 +85,53 @@ impl StoreWriter {
             ))),
         }
     }
+
+    /// Queues one message's events; `acker` is acknowledged after they are committed.
+    pub async fn events(&self, writes: Vec<Write>, acker: Acker) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Delivery(writes, acker))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// True while the writer task runs.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    async fn request(&self, write: Write) -> Result<Written, StoreError> {
+        let mut written = self.write_all(vec![write]).await?;
+        Ok(written.pop().unwrap_or(Written::Done))
+    }
 }
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
-    let mut ops = Vec::with_capacity(MAX_BATCH);
+    // What waits for the batch: a request (its result is the next one) or a delivery (its
+    // events' results are skipped; the last delivery's acker settles them all).
+    enum Waiter {
+        Request(usize, oneshot::Sender<Result<Vec<Written>, String>>),
+        Delivery(usize, Acker),
+    }
+    let mut waiters = Vec::with_capacity(MAX_BATCH);
     let mut writes = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut ops, MAX_BATCH).await > 0 {
+    while let Some(first) = rx.recv().await {
         writes.clear();
-        writes.extend(ops.iter().filter_map(|op| match op {
-            Op::Request(w, _) => Some(w.clone()),
-            Op::Delivery(w, _) => w.clone(),
-        }));
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Request(w, done) => {
+                    waiters.push(Waiter::Request(w.len(), done));
+                    writes.extend(w);
+                }
+                Op::Delivery(w, acker) => {
+                    waiters.push(Waiter::Delivery(w.len(), acker));
+                    writes.extend(w);
+                }
+            }
+            if writes.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
         let outcome = store.apply(&writes).await;
         if let Err(e) = &outcome {
             tracing::error!(error = %e, batch = writes.len(), "job store write failed");
@@ -116,25 +141,23 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
             Err(_) => Vec::new().into_iter(),
         };
         let mut last_delivery = None;
-        for op in ops.drain(..) {
-            match op {
-                Op::Request(_, done) => {
+        for waiter in waiters.drain(..) {
+            match waiter {
+                Waiter::Request(count, done) => {
                     let result = match &outcome {
-                        Ok(_) => Ok(results.next().unwrap_or(Written::Done)),
+                        Ok(_) => Ok(results.by_ref().take(count).collect()),
                         Err(e) => Err(e.to_string()),
                     };
                     let _ = done.send(result);
                 }
-                Op::Delivery(write, acker) => {
-                    if write.is_some() {
-                        results.next();
-                    }
+                Waiter::Delivery(events, acker) => {
+                    results.by_ref().take(events).for_each(drop);
                     last_delivery = Some(acker);
                 }
             }
         }
-        // Events arrive in delivery-tag order on one channel, so one `multiple` ack (or nack)
-        // on the last delivery covers the whole batch.
+        // Event messages arrive in delivery-tag order on one channel, so one `multiple` ack (or
+        // nack) on the last delivery covers the whole batch.
         if let Some(acker) = last_delivery {
             let how = if outcome.is_ok() {
                 Settle::Ack
