@@ -3,7 +3,12 @@
 use axum::{Json, response::Html};
 use utoipa::OpenApi;
 
-use crate::{error::Problem, routes, store::JobRecord, submit::JsonRequest};
+use crate::{
+    error::Problem,
+    routes,
+    store::JobRecord,
+    submit::{BatchRequest, JsonRequest},
+};
 
 /// The API's OpenAPI document.
 #[derive(OpenApi)]
@@ -16,6 +21,7 @@ use crate::{error::Problem, routes, store::JobRecord, submit::JsonRequest};
     paths(
         routes::pages::index,
         routes::jobs::submit,
+        routes::jobs::submit_batch,
         routes::jobs::list_jobs,
         routes::jobs::get_job,
         routes::jobs::retry_job,
@@ -25,7 +31,14 @@ use crate::{error::Problem, routes, store::JobRecord, submit::JsonRequest};
         spec,
         docs,
     ),
-    components(schemas(JobRecord, JsonRequest, Problem, routes::jobs::JobPage))
+    components(schemas(
+        JobRecord,
+        JsonRequest,
+        BatchRequest,
+        Problem,
+        routes::jobs::JobPage,
+        routes::jobs::BatchAccepted
+    ))
 )]
 pub struct ApiDoc;
 

@@ -27,6 +27,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     Ok(Some(key.to_owned()))
 }
 
+/// Most jobs in one `POST /jobs/batch`.
+pub const MAX_BATCH_JOBS: usize = 1000;
+
 /// Most attempts a job may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Attempts when the request names none.
@@ -62,6 +65,14 @@ pub struct JsonRequest {
     /// Run-time limit of one attempt in seconds (default OFFLOAD_JOB_TIMEOUT_S).
     #[serde(default)]
     timeout_s: Option<u64>,
+}
+
+/// The body of `POST /jobs/batch`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 1,000 jobs, each as the body of `POST /jobs`.
+    jobs: Vec<JsonRequest>,
 }
 
 /// The HTML form: every field is text.
@@ -100,12 +111,31 @@ impl BodyFormat {
             "application/json" => Ok(BodyFormat::Json),
             e if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyFormat::Json),
             "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
-            _ => Err(ApiError::UnsupportedMediaType(if raw.is_empty() {
-                "(none)".to_owned()
-            } else {
-                raw.chars().take(100).collect()
-            })),
+            _ => Err(ApiError::UnsupportedMediaType(
+                shown(raw),
+                "application/json or application/x-www-form-urlencoded",
+            )),
         }
+    }
+
+    /// Like [`BodyFormat::from_content_type`], for a route that takes JSON only.
+    pub fn json_only(value: Option<&str>) -> Result<(), ApiError> {
+        match BodyFormat::from_content_type(value) {
+            Ok(BodyFormat::Json) => Ok(()),
+            _ => Err(ApiError::UnsupportedMediaType(
+                shown(value.unwrap_or("")),
+                "application/json",
+            )),
+        }
+    }
+}
+
+/// A content type as an error shows it.
+fn shown(raw: &str) -> String {
+    if raw.is_empty() {
+        "(none)".to_owned()
+    } else {
+        raw.chars().take(100).collect()
     }
 }
 
@@ -132,6 +162,34 @@ impl NewJob {
             BodyFormat::Json => serde_json::from_slice::<JsonRequest>(body).map_err(json_error)?,
             BodyFormat::Form => from_form(body)?,
         };
+        NewJob::check(request, max_timeout_s)
+    }
+
+    /// Parses and checks a batch body (JSON): every job must be valid, or the error names the
+    /// first bad one by its position, `jobs[i]`.
+    pub fn parse_batch(body: &[u8], max_timeout_s: u64) -> Result<Vec<Self>, ApiError> {
+        let batch = serde_json::from_slice::<BatchRequest>(body).map_err(json_error)?;
+        if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH_JOBS {
+            return Err(ApiError::Invalid(format!(
+                "a batch holds 1 to {MAX_BATCH_JOBS} jobs; this one holds {}",
+                batch.jobs.len()
+            )));
+        }
+        batch
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, request)| {
+                NewJob::check(request, max_timeout_s).map_err(|e| match e {
+                    ApiError::Invalid(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks a parsed request: a known kind, a payload it accepts, options in range.
+    fn check(request: JsonRequest, max_timeout_s: u64) -> Result<Self, ApiError> {
         let kind: JobKind = request
             .kind
             .parse()
@@ -307,6 +365,48 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_checked_job_by_job_and_names_the_bad_one() {
+        let ok = NewJob::parse_batch(
+            br#"{"jobs":[{"kind":"noop"},{"kind":"sleep","payload":{"ms":1}}]}"#,
+            60,
+        )
+        .expect("valid batch");
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].kind, JobKind::Sleep);
+        let bad = NewJob::parse_batch(
+            br#"{"jobs":[{"kind":"noop"},{"kind":"noop"},{"kind":"resize"}]}"#,
+            60,
+        );
+        assert!(
+            matches!(&bad, Err(ApiError::Invalid(m)) if m.starts_with("jobs[2]: ")),
+            "{bad:?}"
+        );
+        let empty = NewJob::parse_batch(br#"{"jobs":[]}"#, 60);
+        assert!(matches!(empty, Err(ApiError::Invalid(_))), "{empty:?}");
+        let too_many = format!(
+            r#"{{"jobs":[{}]}}"#,
+            vec![r#"{"kind":"noop"}"#; MAX_BATCH_JOBS + 1].join(",")
+        );
+        let over = NewJob::parse_batch(too_many.as_bytes(), 60);
+        assert!(
+            matches!(&over, Err(ApiError::Invalid(m)) if m.contains("1001")),
+            "{over:?}"
+        );
+        for (body, want) in [
+            ("{", 400),
+            (r#"[{"kind":"noop"}]"#, 422),
+            (r#"{"jobs":[],"x":1}"#, 422),
+        ] {
+            let got = match NewJob::parse_batch(body.as_bytes(), 60) {
+                Err(ApiError::Malformed(_)) => 400,
+                Err(ApiError::Invalid(_)) => 422,
+                other => panic!("{body}: {other:?}"),
+            };
+            assert_eq!(got, want, "{body}");
+        }
+    }
+
+    #[test]
     fn content_types_are_recognised() {
         use BodyFormat::*;
         assert_eq!(
@@ -319,5 +419,7 @@ mod tests {
         );
         assert!(BodyFormat::from_content_type(Some("text/plain")).is_err());
         assert!(BodyFormat::from_content_type(None).is_err());
+        assert!(BodyFormat::json_only(Some("application/json")).is_ok());
+        assert!(BodyFormat::json_only(Some("application/x-www-form-urlencoded")).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! `POST /jobs`, `GET /jobs`, `GET /jobs/{id}` and `POST /jobs/{id}/retry`.
+//! `POST /jobs`, `POST /jobs/batch`, `GET /jobs`, `GET /jobs/{id}` and `POST /jobs/{id}/retry`.
 
 use axum::{
     Json,
@@ -13,11 +13,11 @@ use time::OffsetDateTime;
 use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
 
 use crate::{
-    error::{ApiError, Problem},
+    error::{ApiError, PartialBatch, Problem},
     routes::{pages, prefers_html},
     state::AppState,
     store::{JobFilter, JobRecord, Write, Written},
-    submit::{BodyFormat, JsonRequest, NewJob, idempotency_key},
+    submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key},
 };
 
 /// Most jobs one `GET /jobs` page returns.
@@ -116,6 +116,178 @@ pub async fn submit(
     state.metrics.accepted(new.kind, confirm_started.elapsed());
     tracing::debug!(kind = %new.kind, "job accepted");
     Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
+}
+
+/// The answer to `POST /jobs/batch`: every job of the batch, in the order sent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchAccepted {
+    /// The jobs, in the order of the request's `jobs`.
+    jobs: Vec<JobRecord>,
+}
+
+/// `POST /jobs/batch`: up to 1,000 jobs in one request. Every job is checked first (one bad job
+/// refuses the batch, naming its position); then all are recorded in one store write, published
+/// together, and the answer comes once the broker confirmed every one of them. With an
+/// `Idempotency-Key` a repeat of the batch returns its jobs and enqueues only those that were not
+/// accepted the first time.
+#[utoipa::path(post, path = "/jobs/batch", tag = "jobs",
+    request_body(content(
+        (BatchRequest = "application/json")),
+        description = "`{\"jobs\": [...]}`: 1 to 1,000 jobs, each as the body of `POST /jobs`."),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes the batch safe to repeat: jobs already accepted under this key are returned, not enqueued again")),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed every job's persistent message", body = BatchAccepted),
+        (status = 200, description = "A repeat with the same Idempotency-Key: the first jobs, nothing enqueued", body = BatchAccepted),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No jobs, over 1,000, or a bad job (`jobs[i]: ...`); nothing enqueued", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker took none (nothing enqueued) or only some of the jobs (`accepted`, `not_accepted`); Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(jobs))]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    BodyFormat::json_only(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let key = idempotency_key(&headers)?;
+    let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
+    let batch = NewJob::parse_batch(&bytes, state.settings.max_job_timeout_s)?;
+    tracing::Span::current().record("jobs", batch.len());
+    let publisher = state.publisher()?;
+
+    let submitted_at = OffsetDateTime::now_utc();
+    let mut records = Vec::with_capacity(batch.len());
+    let mut envelopes = Vec::with_capacity(batch.len());
+    let mut inserts = Vec::with_capacity(batch.len());
+    let mut fingerprints = Vec::with_capacity(batch.len());
+    for (i, new) in batch.into_iter().enumerate() {
+        let id = JobId::new();
+        let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
+        let record = JobRecord::queued(id, new.kind, new.max_attempts, timeout_ms, submitted_at);
+        // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
+        let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
+        fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));
+        inserts.push(Write::Insert(record.clone(), new.payload.clone(), key));
+        envelopes.push(JobEnvelope {
+            v: WIRE_VERSION,
+            id,
+            kind: new.kind,
+            payload: new.payload,
+            attempt: 1,
+            max_attempts: new.max_attempts,
+            timeout_ms,
+            submitted_at,
+        });
+        records.push(record);
+    }
+
+    // Recorded before publishing, in one transaction, so every first event finds its row.
+    let written = state.writer.write_all(inserts).await?;
+    let mut fresh = Vec::with_capacity(written.len());
+    let mut repeats = Vec::new();
+    let mut reused = None;
+    for (i, w) in written.into_iter().enumerate() {
+        match w {
+            Written::KeyTaken {
+                job_id,
+                fingerprint,
+            } => {
+                if Some(&fingerprint) != fingerprints[i].as_ref() && reused.is_none() {
+                    reused = Some((i, job_id));
+                }
+                repeats.push((i, job_id));
+            }
+            _ => fresh.push(i),
+        }
+    }
+    if let Some((i, job_id)) = reused {
+        forget(&state, fresh.iter().map(|&i| records[i].id).collect()).await;
+        return Err(ApiError::Invalid(format!(
+            "jobs[{i}]: this Idempotency-Key was already used for a batch with a different job \
+             at this position (job {job_id}); send a new key for a new batch"
+        )));
+    }
+
+    let confirm_started = std::time::Instant::now();
+    let request_id = request_id(&headers);
+    let outcomes = futures_util::future::join_all(
+        fresh
+            .iter()
+            .map(|&i| publisher.publish(&envelopes[i], request_id)),
+    )
+    .await;
+    let confirm = confirm_started.elapsed();
+    let mut not_accepted = Vec::new();
+    let mut failure = None;
+    for (&i, outcome) in fresh.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => state.metrics.accepted(envelopes[i].kind, confirm),
+            Err(e) => {
+                not_accepted.push(i);
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(source) = failure {
+        // The client gets a 503 and may resubmit these (or the batch, with its key).
+        forget(
+            &state,
+            not_accepted.iter().map(|&i| records[i].id).collect(),
+        )
+        .await;
+        if not_accepted.len() == records.len() {
+            return Err(source.into());
+        }
+        let accepted = (0..records.len())
+            .filter(|i| !not_accepted.contains(i))
+            .map(|i| {
+                repeats
+                    .iter()
+                    .find(|(r, _)| *r == i)
+                    .map_or(records[i].id, |(_, id)| *id)
+            })
+            .collect();
+        return Err(ApiError::PartlyAccepted(Box::new(PartialBatch {
+            accepted,
+            not_accepted,
+            source,
+        })));
+    }
+    for (i, job_id) in &repeats {
+        records[*i] = state.store.get(*job_id).await?.ok_or_else(|| {
+            ApiError::Conflict(
+                "the first request with this Idempotency-Key is still being accepted; retry".into(),
+            )
+        })?;
+    }
+    tracing::debug!(jobs = records.len(), fresh = fresh.len(), "batch accepted");
+    let status = if fresh.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(BatchAccepted { jobs: records })).into_response())
+}
+
+/// Forgets jobs the broker did not take (their keys too), so a resubmit starts afresh.
+async fn forget(state: &AppState, ids: Vec<JobId>) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = state
+        .writer
+        .write_all(ids.into_iter().map(Write::Delete).collect())
+        .await
+    {
+        tracing::warn!(error = %e, "could not forget jobs the broker did not take");
+    }
 }
 
 /// `GET /jobs/{id}`: the job's latest status, as JSON or, for a browser, a page.

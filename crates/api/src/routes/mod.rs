@@ -20,9 +20,10 @@ use tower_http::{
 use crate::{error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 10] = [
     "/",
     "/jobs",
+    "/jobs/batch",
     "/jobs/{id}",
     "/jobs/{id}/retry",
     "/health/live",
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::spec))
         .route("/docs", get(openapi::docs))
         .route("/jobs", post(jobs::submit).get(jobs::list_jobs))
+        .route("/jobs/batch", post(jobs::submit_batch))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/health/live", get(health::live))
