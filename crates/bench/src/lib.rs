@@ -86,6 +86,31 @@ pub struct Args {
     /// Worker counts of the drain phase, comma-separated (default 1,2,4; quick 1).
     #[arg(long, value_delimiter = ',')]
     pub drain_workers: Option<Vec<usize>>,
+    /// Prefetch (and concurrency) of each worker in the drain phase.
+    #[arg(long, default_value_t = 128)]
+    pub drain_prefetch: u16,
+    /// Jobs per `POST /jobs/batch` request in the batch phase.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Phases to run, comma-separated (default all). A partial run prints its table but
+    /// never writes the report.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Option<Vec<Phase>>,
+}
+
+/// A phase of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// The raw broker ceiling.
+    Raw,
+    /// `POST /jobs`, closed loop.
+    Enqueue,
+    /// `POST /jobs/batch`, closed loop.
+    Batch,
+    /// End-to-end latency at a fixed rate.
+    E2e,
+    /// Draining a backlog.
+    Drain,
 }
 
 /// Counts of one run, after the mode's defaults are applied.
@@ -109,6 +134,14 @@ pub struct Plan {
     pub drain_jobs: u64,
     /// Worker counts of the drain phase.
     pub drain_workers: Vec<usize>,
+    /// Drain workers' prefetch.
+    pub drain_prefetch: u16,
+    /// Jobs per batch request.
+    pub batch_size: usize,
+    /// Batch phase concurrency levels.
+    pub batch_concurrency: Vec<usize>,
+    /// Phases to run.
+    pub phases: Vec<Phase>,
 }
 
 impl Plan {
@@ -136,6 +169,18 @@ impl Plan {
                 .drain_workers
                 .clone()
                 .unwrap_or_else(|| if q { vec![1] } else { vec![1, 2, 4] }),
+            drain_prefetch: args.drain_prefetch.max(1),
+            batch_size: args.batch_size.clamp(1, if q { 100 } else { 1000 }),
+            batch_concurrency: if q { vec![2] } else { vec![1, 2, 4] },
+            phases: args.only.clone().unwrap_or_else(|| {
+                vec![
+                    Phase::Raw,
+                    Phase::Enqueue,
+                    Phase::Batch,
+                    Phase::E2e,
+                    Phase::Drain,
+                ]
+            }),
         }
     }
 }
@@ -143,41 +188,85 @@ impl Plan {
 /// Runs every phase, prints the table, and writes the report if asked.
 pub async fn run(args: Args) -> Result<()> {
     let plan = Plan::from_args(&args);
+    if args.write_report && args.only.is_some() {
+        return Err(BenchError::Setup(
+            "--write-report needs every phase: drop --only".into(),
+        ));
+    }
     let bins = procs::Binaries::locate()?;
     let mut results = report::Results::default();
-
-    eprintln!(
-        "== raw broker ceiling ({} messages, window {})",
-        plan.raw_messages, plan.window
-    );
-    let raw = raw::run(
-        &args.amqp_url,
-        args.queue_type,
-        plan.raw_messages,
-        plan.window,
-    )
-    .await?;
-    results.broker_version = raw.server_version.clone();
-    results.raw = Some(raw);
 
     let ctx = phases::Context {
         bins: &bins,
         amqp_url: &args.amqp_url,
         queue_type: args.queue_type,
     };
-    eprintln!("== enqueue (closed loop, {:?} per level)", plan.enqueue_for);
-    results.enqueue = phases::enqueue(&ctx, &plan.concurrency, plan.enqueue_for).await?;
-    eprintln!(
-        "== end-to-end ({} jobs/s for {:?}, {} worker(s))",
-        plan.e2e_rate, plan.e2e_for, plan.e2e_workers
-    );
-    results.e2e =
-        Some(phases::end_to_end(&ctx, plan.e2e_rate, plan.e2e_for, plan.e2e_workers).await?);
-    for &w in &plan.drain_workers {
-        eprintln!("== drain ({} jobs, {w} worker(s))", plan.drain_jobs);
-        results
-            .drain
-            .push(phases::drain(&ctx, plan.drain_jobs, w.max(1)).await?);
+    let runs = |p: Phase| plan.phases.contains(&p);
+    if runs(Phase::Raw) {
+        eprintln!(
+            "== raw broker ceiling ({} messages, window {})",
+            plan.raw_messages, plan.window
+        );
+        let raw = raw::run(
+            &args.amqp_url,
+            args.queue_type,
+            plan.raw_messages,
+            plan.window,
+        )
+        .await?;
+        results.broker_version = raw.server_version.clone();
+        results.raw = Some(raw);
+        // The batch phase keeps a whole batch in flight per request: its ceiling is a raw
+        // publisher with that window.
+        eprintln!(
+            "== raw broker ceiling ({} messages, window {})",
+            plan.raw_messages, plan.batch_size
+        );
+        results.raw_wide = Some(
+            raw::run(
+                &args.amqp_url,
+                args.queue_type,
+                plan.raw_messages,
+                plan.batch_size,
+            )
+            .await?,
+        );
+    }
+    if runs(Phase::Enqueue) {
+        eprintln!("== enqueue (closed loop, {:?} per level)", plan.enqueue_for);
+        results.enqueue = phases::enqueue(&ctx, &plan.concurrency, 1, plan.enqueue_for).await?;
+    }
+    if runs(Phase::Batch) {
+        eprintln!(
+            "== batch enqueue ({} jobs per request, closed loop, {:?} per level)",
+            plan.batch_size, plan.enqueue_for
+        );
+        results.batch = phases::enqueue(
+            &ctx,
+            &plan.batch_concurrency,
+            plan.batch_size,
+            plan.enqueue_for,
+        )
+        .await?;
+    }
+    if runs(Phase::E2e) {
+        eprintln!(
+            "== end-to-end ({} jobs/s for {:?}, {} worker(s))",
+            plan.e2e_rate, plan.e2e_for, plan.e2e_workers
+        );
+        results.e2e =
+            Some(phases::end_to_end(&ctx, plan.e2e_rate, plan.e2e_for, plan.e2e_workers).await?);
+    }
+    if runs(Phase::Drain) {
+        for &w in &plan.drain_workers {
+            eprintln!(
+                "== drain ({} jobs, {w} worker(s), prefetch {})",
+                plan.drain_jobs, plan.drain_prefetch
+            );
+            results
+                .drain
+                .push(phases::drain(&ctx, plan.drain_jobs, w.max(1), plan.drain_prefetch).await?);
+        }
     }
 
     let table = report::table(&results);

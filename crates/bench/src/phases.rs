@@ -1,5 +1,5 @@
-//! The phases that run the real binaries: enqueue (closed loop, no workers), end-to-end
-//! (open loop, workers running) and drain (a backlog, then W workers). Each phase has its
+//! The phases that run the real binaries: enqueue and batch enqueue (closed loop, no workers),
+//! end-to-end (open loop, workers running) and drain (a backlog, then W workers). Each phase has its
 //! own queue prefix and store file and deletes them at the end.
 
 use std::{
@@ -56,21 +56,26 @@ impl Percentiles {
     }
 }
 
-/// One concurrency level of the enqueue phase.
+/// One concurrency level of the enqueue phase (`POST /jobs`) or of the batch phase
+/// (`POST /jobs/batch`).
 #[derive(Debug, Clone)]
 pub struct EnqueueResult {
     /// Requests in flight.
     pub concurrency: usize,
-    /// 202 answers.
+    /// Jobs per request: 1 for `POST /jobs`.
+    pub batch: usize,
+    /// Jobs accepted (202).
     pub accepted: u64,
-    /// Anything else (including transport errors).
+    /// Requests answered with anything else (including transport errors).
     pub failed: u64,
-    /// 202s per second.
+    /// Accepted jobs per second.
     pub per_s: f64,
-    /// Latency of the 202s.
+    /// Latency of the accepted requests.
     pub latency: Percentiles,
     /// API CPU seconds per 1,000 accepted jobs.
     pub api_cpu_per_1000: f64,
+    /// Broker and load-generator CPU seconds per 1,000 accepted jobs.
+    pub other_cpu: procs::CpuShare,
     /// API peak RSS so far (MiB).
     pub api_rss_mib: f64,
 }
@@ -107,6 +112,8 @@ pub struct DrainResult {
     pub jobs: u64,
     /// Workers.
     pub workers: usize,
+    /// Each worker's prefetch (and concurrency).
+    pub prefetch: u16,
     /// Non-202 answers while building the backlog.
     pub failed: u64,
     /// Backlog jobs not `succeeded` by the deadline.
@@ -146,10 +153,43 @@ async fn post_job(http: &reqwest::Client, base: &str) -> Option<String> {
     job["id"].as_str().map(str::to_owned)
 }
 
-/// Closed loop at each concurrency for `each`; no workers, so jobs pile up.
+/// The body of a batch of `size` noop jobs.
+fn batch_body(size: usize) -> String {
+    json!({ "jobs": vec![json!({"kind": "noop", "payload": {}}); size] }).to_string()
+}
+
+/// POSTs a batch; the ids on 202 (all of them: a short list is a failure), `None` otherwise.
+async fn post_batch(
+    http: &reqwest::Client,
+    base: &str,
+    body: String,
+    size: usize,
+) -> Option<Vec<String>> {
+    let response = http
+        .post(format!("{base}/jobs/batch"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 202 {
+        return None;
+    }
+    let answer: Value = response.json().await.ok()?;
+    let ids: Vec<String> = answer["jobs"]
+        .as_array()?
+        .iter()
+        .filter_map(|j| j["id"].as_str().map(str::to_owned))
+        .collect();
+    (ids.len() == size).then_some(ids)
+}
+
+/// Closed loop at each concurrency for `each`, `batch` jobs per request (1: `POST /jobs`, more:
+/// `POST /jobs/batch`); no workers, so jobs pile up.
 pub async fn enqueue(
     ctx: &Context<'_>,
     levels: &[usize],
+    batch: usize,
     each: Duration,
 ) -> Result<Vec<EnqueueResult>> {
     let slice = Slice::new(ctx.amqp_url, ctx.queue_type);
@@ -158,7 +198,7 @@ pub async fn enqueue(
         let http = client()?;
         let mut results = Vec::new();
         for &c in levels {
-            results.push(enqueue_level(&api, &http, &base, c.max(1), each).await?);
+            results.push(enqueue_level(&api, &http, &base, c.max(1), batch, each).await?);
         }
         api.stop(Duration::from_secs(10)).await;
         Ok(results)
@@ -173,22 +213,32 @@ async fn enqueue_level(
     http: &reqwest::Client,
     base: &str,
     concurrency: usize,
+    batch: usize,
     each: Duration,
 ) -> Result<EnqueueResult> {
     let cpu_before = api.cpu_seconds();
+    let others = procs::CpuMark::now();
     let start = Instant::now();
+    let body = batch_body(batch);
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
-        let http = http.clone();
-        let base = base.to_owned();
+        let (http, base, body) = (http.clone(), base.to_owned(), body.clone());
         tasks.spawn(async move {
             let mut ms = Vec::new();
             let mut failed = 0u64;
             while start.elapsed() < each {
                 let t = Instant::now();
-                match post_job(&http, &base).await {
-                    Some(_) => ms.push(t.elapsed().as_secs_f64() * 1e3),
-                    None => failed += 1,
+                let ok = if batch == 1 {
+                    post_job(&http, &base).await.is_some()
+                } else {
+                    post_batch(&http, &base, body.clone(), batch)
+                        .await
+                        .is_some()
+                };
+                if ok {
+                    ms.push(t.elapsed().as_secs_f64() * 1e3);
+                } else {
+                    failed += 1;
                 }
             }
             (ms, failed)
@@ -203,14 +253,16 @@ async fn enqueue_level(
         failed += f;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let accepted = all.len() as u64;
+    let accepted = all.len() as u64 * batch as u64;
     Ok(EnqueueResult {
         concurrency,
+        batch,
         accepted,
         failed,
         per_s: accepted as f64 / elapsed,
         latency: Percentiles::of(all),
         api_cpu_per_1000: per_1000(api.cpu_seconds() - cpu_before, accepted),
+        other_cpu: others.per_1000(accepted),
         api_rss_mib: api.peak_rss_mib(),
     })
 }
@@ -311,10 +363,16 @@ async fn end_to_end_in(
     Ok(result)
 }
 
-/// A backlog of `jobs`, then `workers` workers (prefetch 64) until the store shows all succeeded.
-pub async fn drain(ctx: &Context<'_>, jobs: u64, workers: usize) -> Result<DrainResult> {
+/// A backlog of `jobs`, then `workers` workers (at `prefetch`) until the store shows all
+/// succeeded.
+pub async fn drain(
+    ctx: &Context<'_>,
+    jobs: u64,
+    workers: usize,
+    prefetch: u16,
+) -> Result<DrainResult> {
     let slice = Slice::new(ctx.amqp_url, ctx.queue_type);
-    let outcome = drain_in(ctx, &slice, jobs, workers).await;
+    let outcome = drain_in(ctx, &slice, jobs, workers, prefetch).await;
     slice.cleanup().await;
     outcome
 }
@@ -324,27 +382,26 @@ async fn drain_in(
     slice: &Slice,
     jobs: u64,
     workers: usize,
+    prefetch: u16,
 ) -> Result<DrainResult> {
     let (api, base) = procs::start_api(ctx.bins, slice).await?;
     let http = client()?;
-    // The backlog: 64 clients share a counter of jobs still to submit.
+    // The backlog, in batches of up to 1,000 from 4 clients sharing a counter of jobs to submit.
     let remaining = Arc::new(std::sync::atomic::AtomicU64::new(jobs));
     let mut tasks = JoinSet::new();
-    for _ in 0..64 {
+    for _ in 0..4 {
         let (http, base, remaining) = (http.clone(), base.clone(), remaining.clone());
         tasks.spawn(async move {
             let mut ids = Vec::new();
             let mut failed = 0u64;
-            while remaining
-                .fetch_update(
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                    |n| n.checked_sub(1),
-                )
-                .is_ok()
-            {
-                match post_job(&http, &base).await {
-                    Some(id) => ids.push(id),
+            while let Ok(left) = remaining.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(n.min(1000)).filter(|_| n > 0),
+            ) {
+                let size = left.min(1000) as usize;
+                match post_batch(&http, &base, batch_body(size), size).await {
+                    Some(batch) => ids.extend(batch),
                     None => failed += 1,
                 }
             }
@@ -363,7 +420,7 @@ async fn drain_in(
     let start = Instant::now();
     let mut procs_w = Vec::new();
     for i in 0..workers {
-        procs_w.push(procs::start_worker(ctx.bins, slice, &format!("bench-{i}"), 64).await?);
+        procs_w.push(procs::start_worker(ctx.bins, slice, &format!("bench-{i}"), prefetch).await?);
     }
     let deadline = Duration::from_secs(60 + jobs / 50);
     let settled = wait_settled(&http, &base, deadline).await?;
@@ -377,6 +434,7 @@ async fn drain_in(
     let result = DrainResult {
         jobs,
         workers,
+        prefetch,
         failed,
         lost,
         seconds,

@@ -289,6 +289,68 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// CPU seconds spent so far by the local RabbitMQ node and by this benchmark process, to split
+/// a phase's CPU by who spent it.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    broker: Option<f64>,
+    client: f64,
+}
+
+/// CPU seconds per 1,000 jobs since a [`CpuMark`]; the broker's is `None` when its process is
+/// not on this machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuShare {
+    /// RabbitMQ (its `beam.smp` process).
+    pub broker: Option<f64>,
+    /// This process: the load generator.
+    pub client: f64,
+}
+
+impl CpuMark {
+    /// The counters now.
+    pub fn now() -> Self {
+        CpuMark {
+            broker: broker_pid().map(cpu_seconds),
+            client: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// CPU seconds per 1,000 `jobs` since this mark.
+    pub fn per_1000(&self, jobs: u64) -> CpuShare {
+        let now = CpuMark::now();
+        let per = |spent: f64| {
+            if jobs == 0 {
+                0.0
+            } else {
+                spent * 1000.0 / jobs as f64
+            }
+        };
+        CpuShare {
+            broker: self.broker.zip(now.broker).map(|(a, b)| per(b - a)),
+            client: per(now.client - self.client),
+        }
+    }
+}
+
+/// The local RabbitMQ node's process (not the fault tests' second node), found once.
+fn broker_pid() -> Option<u32> {
+    static PID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let program = cmdline.split(|&b| b == 0).next()?;
+                // The fault tests' second node keeps its files under a directory named for it.
+                let second_node = cmdline.windows(13).any(|w| w == b"offload-fault");
+                (program.ends_with(b"beam.smp") && !second_node).then_some(pid)
+            })
+    })
+}
+
 /// utime + stime of `pid` in seconds, from /proc/<pid>/stat.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -32,6 +32,8 @@ pub struct RawResult {
     pub publish_per_s: f64,
     /// Acked messages per second.
     pub consume_per_s: f64,
+    /// CPU per 1,000 messages published: the broker's and the publisher's.
+    pub publish_cpu: crate::procs::CpuShare,
     /// RabbitMQ version (`rabbitmqctl version`).
     pub server_version: String,
 }
@@ -84,12 +86,13 @@ pub async fn run(
         )
         .await;
     let _ = conn.close(200, "done".into()).await;
-    let (publish_per_s, consume_per_s) = outcome?;
+    let (publish_per_s, consume_per_s, publish_cpu) = outcome?;
     Ok(RawResult {
         messages,
         window,
         publish_per_s,
         consume_per_s,
+        publish_cpu,
         server_version,
     })
 }
@@ -100,12 +103,13 @@ async fn measure(
     queue: &str,
     messages: u64,
     window: usize,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, crate::procs::CpuShare)> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| BenchError::Broker(e, "confirm.select"))?;
     let body = vec![b'x'; BODY_BYTES];
+    let cpu = crate::procs::CpuMark::now();
     let start = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut confirmed = 0u64;
@@ -145,6 +149,7 @@ async fn measure(
         }
     }
     let publish_per_s = messages as f64 / start.elapsed().as_secs_f64();
+    let publish_cpu = cpu.per_1000(messages);
 
     let consumer_channel = conn
         .create_channel()
@@ -185,7 +190,7 @@ async fn measure(
     }
     let consume_per_s = messages as f64 / start.elapsed().as_secs_f64();
     let _ = consumer_channel.close(200, "done".into()).await;
-    Ok((publish_per_s, consume_per_s))
+    Ok((publish_per_s, consume_per_s, publish_cpu))
 }
 
 fn check_confirmation(c: Confirmation) -> Result<()> {

@@ -13,10 +13,14 @@ use crate::{
 pub struct Results {
     /// RabbitMQ version from the server properties.
     pub broker_version: String,
-    /// Raw ceiling.
+    /// Raw ceiling, window matched to the enqueue concurrency.
     pub raw: Option<RawResult>,
+    /// Raw publisher with a batch's window, the ceiling of the batch phase.
+    pub raw_wide: Option<RawResult>,
     /// Enqueue levels.
     pub enqueue: Vec<EnqueueResult>,
+    /// Batch enqueue levels.
+    pub batch: Vec<EnqueueResult>,
     /// End-to-end.
     pub e2e: Option<EndToEndResult>,
     /// Drain runs.
@@ -27,11 +31,11 @@ impl Results {
     /// Fails unless every request was a 202 and every accepted job succeeded.
     pub fn check(&self) -> Result<()> {
         let mut problems = Vec::new();
-        for e in &self.enqueue {
+        for e in self.enqueue.iter().chain(&self.batch) {
             if e.failed > 0 {
                 problems.push(format!(
-                    "{} POST /jobs failed at concurrency {}",
-                    e.failed, e.concurrency
+                    "{} requests of {} jobs failed at concurrency {}",
+                    e.failed, e.batch, e.concurrency
                 ));
             }
             if e.accepted == 0 {
@@ -80,26 +84,45 @@ pub fn table(r: &Results) -> String {
     if let Some(raw) = &r.raw {
         let _ = writeln!(
             s,
-            "| Raw broker ({} msgs, ~200 B, persistent, confirms, window {}) | msg/s |\n|---|---:|",
-            raw.messages, raw.window
+            "| Raw broker ({} msgs, ~200 B, persistent, confirms) | msg/s |\n|---|---:|",
+            raw.messages
         );
-        let _ = writeln!(s, "| publish (confirmed) | {:.0} |", raw.publish_per_s);
+        for raw in std::iter::once(raw).chain(&r.raw_wide) {
+            let _ = writeln!(
+                s,
+                "| publish (confirmed), window {} (CPU s / 1000: broker {}, publisher {:.3}) | {:.0} |",
+                raw.window,
+                cpu(raw.publish_cpu.broker),
+                raw.publish_cpu.client,
+                raw.publish_per_s
+            );
+        }
         let _ = writeln!(
             s,
             "| consume (ack each, prefetch 256) | {:.0} |\n",
             raw.consume_per_s
         );
     }
-    if !r.enqueue.is_empty() {
+    for (rows, title) in [
+        (&r.enqueue, "Enqueue: POST /jobs, concurrency"),
+        (&r.batch, "Batch: POST /jobs/batch, concurrency × jobs"),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             s,
-            "| Enqueue: POST /jobs, concurrency | jobs/s | p50 ms | p99 ms | p99.9 ms | 202s | failed | API CPU s / 1000 jobs | API peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| {title} | jobs/s | p50 ms | p99 ms | p99.9 ms | jobs accepted | failed requests | CPU s / 1000 jobs: API / broker / client | API peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
-        for e in &r.enqueue {
+        for e in rows {
+            let level = if e.batch == 1 {
+                e.concurrency.to_string()
+            } else {
+                format!("{} × {}", e.concurrency, e.batch)
+            };
             let _ = writeln!(
                 s,
-                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {:.3} | {:.1} |",
-                e.concurrency,
+                "| {level} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {:.3} / {} / {:.3} | {:.1} |",
                 e.per_s,
                 e.latency.p50,
                 e.latency.p99,
@@ -107,6 +130,8 @@ pub fn table(r: &Results) -> String {
                 e.accepted,
                 e.failed,
                 e.api_cpu_per_1000,
+                cpu(e.other_cpu.broker),
+                e.other_cpu.client,
                 e.api_rss_mib
             );
         }
@@ -136,14 +161,15 @@ pub fn table(r: &Results) -> String {
     if !r.drain.is_empty() {
         let _ = writeln!(
             s,
-            "| Drain: backlog, workers (prefetch 64) | seconds | jobs/s | lost | API CPU s / 1000 | worker CPU s / 1000 | worker peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|"
+            "| Drain: backlog, workers × prefetch | seconds | jobs/s | lost | API CPU s / 1000 | worker CPU s / 1000 | worker peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|"
         );
         for d in &r.drain {
             let _ = writeln!(
                 s,
-                "| {} jobs, {} | {:.2} | {:.0} | {} | {:.3} | {:.3} | {:.1} |",
+                "| {} jobs, {} × {} | {:.2} | {:.0} | {} | {:.3} | {:.3} | {:.1} |",
                 d.jobs,
                 d.workers,
+                d.prefetch,
                 d.seconds,
                 d.per_s,
                 d.lost,
@@ -152,8 +178,93 @@ pub fn table(r: &Results) -> String {
                 d.worker_rss_mib
             );
         }
+        s.push('\n');
     }
+    targets(r, &mut s);
     s
+}
+
+/// A CPU figure, or "?" where it could not be read.
+fn cpu(seconds: Option<f64>) -> String {
+    seconds.map_or_else(|| "?".to_owned(), |s| format!("{s:.3}"))
+}
+
+/// The targets against this run, where the run measured them.
+fn targets(r: &Results, s: &mut String) {
+    let mut rows: Vec<(String, String, bool)> = Vec::new();
+    let raw = r.raw.as_ref();
+    if let (Some(raw), Some(e)) = (raw, r.enqueue.iter().find(|e| e.concurrency == 64)) {
+        let ratio = e.per_s / raw.publish_per_s;
+        rows.push((
+            "enqueue at 64 ≥ 0.8 × raw publish and ≥ 10,000 jobs/s".into(),
+            format!("{:.0} jobs/s = {ratio:.2} ×", e.per_s),
+            ratio >= 0.8 && e.per_s >= 10_000.0,
+        ));
+    }
+    if let (Some(wide), Some(best)) = (
+        r.raw_wide.as_ref(),
+        r.batch.iter().max_by(|a, b| a.per_s.total_cmp(&b.per_s)),
+    ) {
+        let ratio = best.per_s / wide.publish_per_s;
+        rows.push((
+            format!(
+                "POST /jobs/batch ≥ 0.9 × raw publish (window {})",
+                wide.window
+            ),
+            format!(
+                "{:.0} jobs/s at {} × {} = {ratio:.2} ×",
+                best.per_s, best.concurrency, best.batch
+            ),
+            ratio >= 0.9,
+        ));
+    }
+    if let Some(e) = r.enqueue.iter().find(|e| e.concurrency == 1) {
+        rows.push((
+            "single connection p50 ≤ 1.5 ms, p99 ≤ 5 ms".into(),
+            format!("{:.2} / {:.2} ms", e.latency.p50, e.latency.p99),
+            e.latency.p50 <= 1.5 && e.latency.p99 <= 5.0,
+        ));
+    }
+    if let Some(e) = r.e2e.as_ref().filter(|e| e.rate == 1000) {
+        rows.push((
+            "end-to-end at 1,000 jobs/s p50 ≤ 10 ms, p99 ≤ 50 ms".into(),
+            format!("{:.1} / {:.1} ms", e.latency.p50, e.latency.p99),
+            e.latency.p50 <= 10.0 && e.latency.p99 <= 50.0,
+        ));
+    }
+    if let (Some(raw), Some(d)) = (raw, r.drain.iter().find(|d| d.workers == 2)) {
+        let ratio = d.per_s / raw.consume_per_s;
+        rows.push((
+            "drain with 2 workers ≥ 0.7 × raw consume".into(),
+            format!("{:.0} jobs/s = {ratio:.2} ×", d.per_s),
+            ratio >= 0.7,
+        ));
+    }
+    let api_rss = r
+        .enqueue
+        .iter()
+        .chain(&r.batch)
+        .map(|e| e.api_rss_mib)
+        .chain(r.e2e.as_ref().map(|e| e.api_rss_mib))
+        .fold(0.0, f64::max);
+    if api_rss > 0.0 {
+        rows.push((
+            "API ≤ 64 MB RSS under full load".into(),
+            format!("{:.1} MiB", api_rss),
+            api_rss * 1.048_576 <= 64.0,
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "| Target | measured | met |\n|---|---:|:---:|");
+    for (target, measured, met) in rows {
+        let _ = writeln!(
+            s,
+            "| {target} | {measured} | {} |",
+            if met { "yes" } else { "no" }
+        );
+    }
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
@@ -213,15 +324,19 @@ pub fn write(args: &Args, plan: &Plan, r: &Results, table: &str) -> Result<PathB
     let _ = writeln!(doc, "- Date: {date}");
     let _ = writeln!(
         doc,
-        "- Counts used: raw {} messages; enqueue {:?} s per concurrency level {:?}; end-to-end {} jobs/s for {:?} s with {} worker(s); drain backlog {} jobs with {:?} worker(s)",
+        "- Counts used: raw {} messages; enqueue {:?} s per concurrency level {:?}; batch {:?} s per level {:?} × {} jobs; end-to-end {} jobs/s for {:?} s with {} worker(s); drain backlog {} jobs with {:?} worker(s) at prefetch {}",
         plan.raw_messages,
         plan.enqueue_for.as_secs(),
         plan.concurrency,
+        plan.enqueue_for.as_secs(),
+        plan.batch_concurrency,
+        plan.batch_size,
         plan.e2e_rate,
         plan.e2e_for.as_secs(),
         plan.e2e_workers,
         plan.drain_jobs,
-        plan.drain_workers
+        plan.drain_workers,
+        plan.drain_prefetch
     );
     let _ = writeln!(
         doc,
