@@ -296,7 +296,8 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), {mem} RAM, {}", std::env::consts::OS)
 }
 
-/// Writes `docs/benchmarks.md` (relative to the current directory); returns its path.
+/// Writes `docs/benchmarks.md` for quorum queues, `docs/benchmarks-classic.md` for classic ones
+/// (relative to the current directory); returns its path.
 pub fn write(args: &Args, plan: &Plan, r: &Results, table: &str) -> Result<PathBuf> {
     let commit = command_output("git", &["rev-parse", "--short", "HEAD"])
         .unwrap_or_else(|| "unknown".into());
@@ -311,7 +312,7 @@ pub fn write(args: &Args, plan: &Plan, r: &Results, table: &str) -> Result<PathB
         doc,
         "Measured by `offload-bench` (crates/bench); reproduce with \
          `cargo build --release --bins && target/release/offload-bench --write-report` \
-         (add `--queue-type classic` for classic queues). Every phase runs under its own queue \
+         (`--queue-type classic` writes docs/benchmarks-classic.md). Targets are for quorum queues. Every phase runs under its own queue \
          prefix and SQLite store file; no worker runs during the enqueue phase. The run refuses \
          to write this file if any request failed or any accepted job did not succeed.\n"
     );
@@ -343,7 +344,10 @@ pub fn write(args: &Args, plan: &Plan, r: &Results, table: &str) -> Result<PathB
         "- The API, workers, RabbitMQ and the load generator share the machine, so they compete for its CPUs. Drain time runs from starting the workers to the last job `succeeded` in the store.\n"
     );
     doc.push_str(table);
-    let path = PathBuf::from("docs/benchmarks.md");
+    let path = PathBuf::from(match args.queue_type {
+        crate::QueueType::Quorum => "docs/benchmarks.md",
+        crate::QueueType::Classic => "docs/benchmarks-classic.md",
+    });
     std::fs::write(&path, doc)
         .map_err(|e| BenchError::Io(e, format!("cannot write {}", path.display())))?;
     Ok(path)
