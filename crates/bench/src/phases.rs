@@ -185,27 +185,30 @@ async fn post_batch(
 }
 
 /// Closed loop at each concurrency for `each`, `batch` jobs per request (1: `POST /jobs`, more:
-/// `POST /jobs/batch`); no workers, so jobs pile up.
+/// `POST /jobs/batch`); no workers, so jobs pile up until the level ends.
 pub async fn enqueue(
     ctx: &Context<'_>,
     levels: &[usize],
     batch: usize,
     each: Duration,
 ) -> Result<Vec<EnqueueResult>> {
-    let slice = Slice::new(ctx.amqp_url, ctx.queue_type);
-    let outcome = async {
-        let (api, base) = procs::start_api(ctx.bins, &slice).await?;
-        let http = client()?;
-        let mut results = Vec::new();
-        for &c in levels {
-            results.push(enqueue_level(&api, &http, &base, c.max(1), batch, each).await?);
+    let http = client()?;
+    let mut results = Vec::new();
+    // Each level gets a fresh API, queue and store: a backlog left by the previous level would
+    // slow the broker and the store down.
+    for &c in levels {
+        let slice = Slice::new(ctx.amqp_url, ctx.queue_type);
+        let outcome = async {
+            let (api, base) = procs::start_api(ctx.bins, &slice).await?;
+            let level = enqueue_level(&api, &http, &base, c.max(1), batch, each).await;
+            api.stop(Duration::from_secs(10)).await;
+            level
         }
-        api.stop(Duration::from_secs(10)).await;
-        Ok(results)
+        .await;
+        slice.cleanup().await;
+        results.push(outcome?);
     }
-    .await;
-    slice.cleanup().await;
-    outcome
+    Ok(results)
 }
 
 async fn enqueue_level(

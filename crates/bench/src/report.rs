@@ -254,6 +254,19 @@ fn targets(r: &Results, s: &mut String) {
             api_rss * 1.048_576 <= 64.0,
         ));
     }
+    let worker_rss = r
+        .drain
+        .iter()
+        .map(|d| d.worker_rss_mib)
+        .chain(r.e2e.as_ref().map(|e| e.worker_rss_mib))
+        .fold(0.0, f64::max);
+    if worker_rss > 0.0 {
+        rows.push((
+            "idle worker ≤ 24 MB RSS (its peak under load here)".into(),
+            format!("{worker_rss:.1} MiB"),
+            worker_rss * 1.048_576 <= 24.0,
+        ));
+    }
     if rows.is_empty() {
         return;
     }
