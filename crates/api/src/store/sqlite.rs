@@ -258,19 +258,21 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Wr
             let at = micros(ev.at);
             let finished = ev.status.is_terminal().then_some(at);
             let started = ev.start().map(micros);
-            if started.is_some() {
-                // Every start counts, even a duplicate that does not move the status.
-                sqlx::query("UPDATE jobs SET runs = runs + 1 WHERE id = ?1")
-                    .bind(ev.job_id.to_string())
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            // Applied only if it moves the job forward: duplicates and late events are no-ops.
+            // One statement (one round trip to the database thread): every start counts, even
+            // a duplicate's; the rest applies only if it moves the job forward, so duplicates and
+            // late events change nothing else. SET reads the row as it was, so each CASE sees the
+            // old progress.
             sqlx::query(
-                "UPDATE jobs SET status = ?2, progress = ?3, attempt = ?4, worker = ?5,
-                     started_at = COALESCE(?6, started_at, ?7),
-                     finished_at = ?8, result = ?9, error = ?10
-                 WHERE id = ?1 AND progress < ?3",
+                "UPDATE jobs SET runs = runs + ?11,
+                     status = CASE WHEN progress < ?3 THEN ?2 ELSE status END,
+                     attempt = CASE WHEN progress < ?3 THEN ?4 ELSE attempt END,
+                     worker = CASE WHEN progress < ?3 THEN ?5 ELSE worker END,
+                     started_at = CASE WHEN progress < ?3 THEN COALESCE(?6, started_at, ?7) ELSE started_at END,
+                     finished_at = CASE WHEN progress < ?3 THEN ?8 ELSE finished_at END,
+                     result = CASE WHEN progress < ?3 THEN ?9 ELSE result END,
+                     error = CASE WHEN progress < ?3 THEN ?10 ELSE error END,
+                     progress = MAX(progress, ?3)
+                 WHERE id = ?1 AND (progress < ?3 OR ?11 > 0)",
             )
             .bind(ev.job_id.to_string())
             .bind(ev.status.as_str())
@@ -282,6 +284,7 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Wr
             .bind(finished)
             .bind(ev.result.as_ref().map(Value::to_string))
             .bind(ev.error.as_deref())
+            .bind(i64::from(started.is_some()))
             .execute(&mut **tx)
             .await?;
         }
