@@ -16,8 +16,9 @@ use crate::{
     store::{Write, writer::StoreWriter},
 };
 
-/// Unacknowledged event messages the broker may send ahead: enough for full write batches.
-const EVENT_PREFETCH: u16 = 2048;
+/// Unacknowledged event messages the broker may send ahead: enough for full write batches,
+/// and, with a worker's batch of at most 256 events a message, a bound on the events held here.
+const EVENT_PREFETCH: u16 = 512;
 
 /// Why event consumption stopped.
 #[derive(Debug, thiserror::Error)]

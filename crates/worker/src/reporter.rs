@@ -30,7 +30,7 @@ pub const REASON_HEADER: &str = "x-offload-reason";
 pub const WORKER_HEADER: &str = "x-offload-worker";
 
 /// Most events in one message.
-pub const MAX_EVENTS: usize = 512;
+pub const MAX_EVENTS: usize = 256;
 
 /// An event for the batcher, and who waits for its confirm (nobody, for `running`).
 type Pending = (JobEvent, Option<oneshot::Sender<Result<(), String>>>);
