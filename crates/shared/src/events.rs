@@ -19,6 +19,10 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// Recorded by the API, whose publish the broker has not confirmed yet: the job may or may
+    /// not be in the queue. The API resolves it (the confirm arrives late, the job's own events
+    /// arrive, or it republishes the job under the same id); workers never report it.
+    Pending,
     /// Accepted and waiting in the queue.
     Queued,
     /// A worker is running it.
@@ -35,7 +39,8 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Pending,
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Retrying,
@@ -47,6 +52,7 @@ impl JobStatus {
     /// The status's name on the wire and in the store.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Pending => "pending",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Retrying => "retrying",
@@ -66,9 +72,11 @@ impl JobStatus {
 
     /// Position of `(attempt, status)` in the job's life; an event applies only if its progress
     /// is greater than the stored one. A terminal status outranks every other status of the same
-    /// attempt, so a late `running` never overwrites `succeeded`.
+    /// attempt, so a late `running` never overwrites `succeeded`. `pending` ranks below
+    /// `queued` of its attempt, so any event of the job settles it.
     pub fn progress(self, attempt: u32) -> i64 {
         let rank = match self {
+            JobStatus::Pending => -1,
             JobStatus::Queued => 0,
             JobStatus::Running => 1,
             JobStatus::Retrying => 2,
@@ -213,6 +221,10 @@ mod tests {
     #[test]
     fn progress_orders_the_lifecycle() {
         use JobStatus::*;
+        assert!(Queued.progress(1) > Pending.progress(1));
+        // A late end of attempt 1 does not overwrite a redrive's pending attempt 2 (an event
+        // applies only when its progress is greater).
+        assert!(Pending.progress(2) >= Dead.progress(1));
         assert!(Running.progress(1) > Queued.progress(1));
         assert!(Succeeded.progress(1) > Running.progress(1));
         assert!(Dead.progress(1) > Running.progress(1));
