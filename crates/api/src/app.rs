@@ -130,6 +130,11 @@ impl Application {
             metrics,
         };
 
+        let reconciler = tokio::spawn(crate::accept::run_reconciler(
+            state.clone(),
+            broker_token.clone(),
+        ));
+
         // A link failure that reconnecting cannot fix stops the server too.
         let stop = token.clone();
         let supervisor = tokio::spawn(async move {
@@ -143,6 +148,7 @@ impl Application {
             tracing::error!(error = %e, "HTTP server failed");
         }
         broker_token.cancel();
+        let _ = reconciler.await;
         let grace = settings.shutdown_grace();
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.

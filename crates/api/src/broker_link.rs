@@ -38,7 +38,9 @@ pub async fn open(settings: &Settings) -> Result<(Session, Names), OpenError> {
     let opened = session::open(settings, "offload-api").await?;
     let publisher = JobPublisher::new(
         opened.confirms,
+        opened.connection.status().clone(),
         opened.names.jobs_exchange.clone(),
+        opened.names.parked_events_queue.clone(),
         settings.publish_timeout(),
     );
     Ok((
@@ -107,7 +109,7 @@ pub async fn supervise(
         let watched = [current.publisher.channel(), &current.events];
         let lost_because = tokio::select! {
             () = depth::watch(&current.connection, &names, &metrics, management.as_ref(), deadline) => None,
-            outcome = events::consume(current.events.clone(), &names.events_queue, writer.clone(), &metrics, deadline, token.clone()) => match outcome {
+            outcome = events::consume(current.events.clone(), &names.events_queue, &current.publisher, writer.clone(), &metrics, deadline, token.clone()) => match outcome {
                 Ok(()) if token.is_cancelled() => None,
                 Ok(()) => Some("the broker ended the events consumer".to_owned()),
                 Err(e) => Some(e.to_string()),

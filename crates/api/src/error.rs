@@ -34,9 +34,21 @@ pub enum ApiError {
     /// The job is not in a state that allows the request.
     #[error("{0}")]
     Conflict(String),
+    /// The first request with this `Idempotency-Key` is still unresolved (its publish was not
+    /// confirmed yet): the client repeats later and learns the job's fate.
+    #[error("{0}")]
+    Unresolved(String),
     /// The broker did not take the job; nothing was enqueued.
     #[error("the job queue is unavailable")]
     Broker(#[from] BrokerError),
+    /// The broker did not confirm the job in time: it may still be stored and run. The API keeps
+    /// its row and resolves it.
+    #[error(
+        "the job queue did not confirm job {0} in time; it may still be accepted: follow \
+         /jobs/{0}, or repeat the request with the same Idempotency-Key, which returns this job \
+         once its fate is known"
+    )]
+    Unknown(JobId, #[source] BrokerError),
     /// The job store failed.
     #[error("the job store is unavailable")]
     Store(#[from] StoreError),
@@ -50,16 +62,20 @@ pub enum ApiError {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{} of {} jobs were accepted (ids in `accepted`); the broker did not take the jobs at the \
-     positions in `not_accepted`: resubmit those, or repeat the batch with the same \
+     positions in `not_accepted`{}: resubmit those, or repeat the batch with the same \
      Idempotency-Key",
     accepted.len(),
-    accepted.len() + not_accepted.len()
+    accepted.len() + not_accepted.len() + unresolved.len(),
+    if unresolved.is_empty() { "" } else { " and has not confirmed those in `unresolved` yet (they may still run)" }
 )]
 pub struct PartialBatch {
     /// Jobs that are enqueued.
     pub accepted: Vec<JobId>,
     /// Positions in the batch of the jobs that are not.
     pub not_accepted: Vec<usize>,
+    /// Positions in the batch of the jobs whose confirm did not come in time: they may still
+    /// run, and a repeat with the same key returns them once resolved.
+    pub unresolved: Vec<usize>,
     /// Why the broker did not take them.
     #[source]
     pub source: BrokerError,
@@ -83,6 +99,13 @@ pub struct Problem {
     /// A batch the broker took only part of: the positions of the jobs not enqueued.
     #[serde(skip_serializing_if = "Option::is_none")]
     not_accepted: Option<Vec<usize>>,
+    /// A batch: the positions of the jobs whose fate is not known yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unresolved: Option<Vec<usize>>,
+    /// A job whose confirm did not arrive in time: its id, to follow at `/jobs/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    job_id: Option<JobId>,
 }
 
 /// The cause chain of a server-side failure, logged once by the `log_failures` middleware.
@@ -97,8 +120,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Broker(_) | ApiError::Store(_) | ApiError::PartlyAccepted(_) => {
+            ApiError::Conflict(_) | ApiError::Unresolved(_) => StatusCode::CONFLICT,
+            ApiError::Broker(_)
+            | ApiError::Unknown(..)
+            | ApiError::Store(_)
+            | ApiError::PartlyAccepted(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -112,7 +138,10 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid-job",
             ApiError::NotFound(_) => "job-not-found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unresolved(_) => "unresolved",
+            ApiError::Broker(BrokerError::Blocked) => "queue-blocked",
             ApiError::Broker(_) => "queue-unavailable",
+            ApiError::Unknown(..) => "confirm-unknown",
             ApiError::Store(_) => "store-unavailable",
             ApiError::PartlyAccepted(_) => "batch-partly-accepted",
         }
@@ -135,37 +164,42 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let server_side = status.is_server_error();
         // 5xx details stay in the log; the client learns only what it can act on.
-        let (detail, accepted, not_accepted) = match &self {
-            ApiError::PartlyAccepted(partial) => (
-                self.to_string(),
-                Some(partial.accepted.clone()),
-                Some(partial.not_accepted.clone()),
-            ),
-            _ if server_side => (
-                format!("{self}; nothing was enqueued, retry in {RETRY_AFTER_S} s"),
-                None,
-                None,
-            ),
-            _ => (self.to_string(), None, None),
-        };
-        let problem = Problem {
+        let mut problem = Problem {
             r#type: format!("/problems/{}", self.slug()),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
-            detail,
-            accepted,
-            not_accepted,
+            detail: self.to_string(),
+            accepted: None,
+            not_accepted: None,
+            unresolved: None,
+            job_id: None,
         };
+        match &self {
+            ApiError::PartlyAccepted(partial) => {
+                problem.accepted = Some(partial.accepted.clone());
+                problem.not_accepted = Some(partial.not_accepted.clone());
+                problem.unresolved =
+                    (!partial.unresolved.is_empty()).then(|| partial.unresolved.clone());
+            }
+            ApiError::Unknown(id, _) => problem.job_id = Some(*id),
+            ApiError::Broker(_) | ApiError::Store(_) => {
+                problem.detail =
+                    format!("{self}; nothing was enqueued, retry in {RETRY_AFTER_S} s");
+            }
+            _ => {}
+        }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if server_side {
+        if server_side || matches!(self, ApiError::Unresolved(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+        }
+        if server_side {
             response
                 .extensions_mut()
                 .insert(FailureCause(self.cause_chain()));
@@ -190,6 +224,7 @@ mod tests {
             (ApiError::Invalid("unknown kind".into()), 422),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
+            (ApiError::Unresolved("x".into()), 409),
         ];
         for (err, status) in cases {
             let response = err.into_response();
@@ -200,6 +235,33 @@ mod tests {
             );
             assert!(response.extensions().get::<FailureCause>().is_none());
         }
+    }
+
+    #[test]
+    fn an_unresolved_repeat_says_when_to_come_back() {
+        let response = ApiError::Unresolved("x".into()).into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_names_the_job_and_does_not_say_nothing_was_enqueued() {
+        let id = JobId::new();
+        let err = ApiError::Unknown(
+            id,
+            BrokerError::Timeout(std::time::Duration::from_secs(1), "publish"),
+        );
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let problem: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(problem["job_id"], serde_json::json!(id.to_string()));
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(!detail.contains("nothing was enqueued"), "{detail}");
+        assert!(detail.contains("Idempotency-Key"), "{detail}");
     }
 
     #[test]
@@ -218,6 +280,7 @@ mod tests {
         let err = ApiError::PartlyAccepted(Box::new(PartialBatch {
             accepted: vec![id],
             not_accepted: vec![1, 2],
+            unresolved: Vec::new(),
             source: BrokerError::Nacked,
         }));
         let response = err.into_response();

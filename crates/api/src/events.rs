@@ -1,5 +1,7 @@
 //! Consumes lifecycle event messages (one event, or a worker's batch) from the events queue and
-//! hands them to the store writer, which acknowledges them once they are committed.
+//! hands them to the store writer, which acknowledges them once they are committed. Each event
+//! is read on its own: one that does not parse is parked (in `<prefix>.events.parked`, with the
+//! reason) and counted, and the others of its message are applied as usual.
 
 use futures_util::StreamExt;
 use lapin::{
@@ -13,6 +15,7 @@ use offload_shared::{JobEvent, broker};
 
 use crate::{
     metrics::ApiMetrics,
+    publisher::JobPublisher,
     store::{Write, writer::StoreWriter},
 };
 
@@ -29,15 +32,20 @@ pub enum EventsError {
     /// The delivery stream failed.
     #[error("event consumer failed: {0}")]
     Stream(#[from] lapin::Error),
+    /// An unreadable event could not be parked.
+    #[error("could not park an unreadable lifecycle event: {0}")]
+    Park(#[source] broker::BrokerError),
     /// The store writer stopped.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
 
-/// Consumes `queue` on `channel` until `token` is cancelled or the consumer fails.
+/// Consumes `queue` on `channel` until `token` is cancelled or the consumer fails; parks what
+/// does not parse with `parker`.
 pub async fn consume(
     channel: Channel,
     queue: &str,
+    parker: &JobPublisher,
     writer: StoreWriter,
     metrics: &ApiMetrics,
     deadline: std::time::Duration,
@@ -69,19 +77,26 @@ pub async fn consume(
                 None => break,
             },
         };
-        let writes = match JobEvent::parse_message(&delivery.data) {
-            Ok(events) => events
-                .into_iter()
-                .map(|event| {
+        let mut writes = Vec::new();
+        for parsed in JobEvent::parse_message(&delivery.data) {
+            match parsed {
+                Ok(event) => {
                     metrics.event(&event);
-                    Write::Event(event)
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping an unreadable lifecycle event message");
-                Vec::new()
+                    writes.push(Write::Event(event));
+                }
+                Err(unreadable) => {
+                    tracing::warn!(reason = %unreadable.reason, bytes = unreadable.body.len(), "parking an unreadable lifecycle event");
+                    // Confirmed before the message is acknowledged: what cannot be read is kept,
+                    // not dropped. If it cannot be parked the link is reset and the message
+                    // comes back.
+                    parker
+                        .park(&unreadable.body, &unreadable.reason)
+                        .await
+                        .map_err(EventsError::Park)?;
+                    metrics.event_parked();
+                }
             }
-        };
+        }
         writer.events(writes, delivery.acker).await?;
     }
     let _ = broker::with_deadline(

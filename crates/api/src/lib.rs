@@ -9,6 +9,7 @@
 //! - [`broker_link`]: the supervised broker connection: reconnects, redeclares, resumes.
 //! - [`depth`]: reading the queues' depth for the metrics.
 //! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
+//! - [`accept`]: settling each published job by the broker's answer; the reconciler.
 //! - [`events`]: consuming lifecycle events into the store.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
@@ -16,6 +17,7 @@
 //! - [`state`]: the shared `AppState`.
 //! - [`error`]: `ApiError` and its problem+json responses.
 
+pub mod accept;
 pub mod app;
 pub mod broker_link;
 pub mod depth;

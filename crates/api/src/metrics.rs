@@ -71,6 +71,9 @@ pub struct ApiMetrics {
     queue_ready: Family<QueueLabel, Gauge>,
     queue_unacked: Family<QueueLabel, Gauge>,
     queue_consumers: Family<QueueLabel, Gauge>,
+    events_parked: Counter,
+    publish_unknown: Counter,
+    republished: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -142,8 +145,29 @@ impl Default for ApiMetrics {
             "Consumers of the queue",
             queue_consumers.clone(),
         );
+        let events_parked = Counter::default();
+        registry.register(
+            "events_parked",
+            "Lifecycle events that did not parse, parked in <prefix>.events.parked with the reason",
+            events_parked.clone(),
+        );
+        let publish_unknown = Counter::default();
+        registry.register(
+            "publish_unknown",
+            "Job publishes whose confirm did not arrive in time (the job stays pending until resolved)",
+            publish_unknown.clone(),
+        );
+        let republished = Counter::default();
+        registry.register(
+            "jobs_republished",
+            "Pending jobs republished under their id because their first publish was never confirmed",
+            republished.clone(),
+        );
         ApiMetrics {
             registry,
+            events_parked,
+            publish_unknown,
+            republished,
             submitted,
             finished,
             retries,
@@ -167,6 +191,21 @@ impl ApiMetrics {
             })
             .inc();
         self.publish_confirm.observe(confirm.as_secs_f64());
+    }
+
+    /// An unreadable lifecycle event was parked.
+    pub fn event_parked(&self) {
+        self.events_parked.inc();
+    }
+
+    /// A publish's confirm did not arrive in time.
+    pub fn publish_unknown(&self) {
+        self.publish_unknown.inc();
+    }
+
+    /// A pending job was republished.
+    pub fn republished(&self) {
+        self.republished.inc();
     }
 
     /// A lifecycle event arrived from a worker.

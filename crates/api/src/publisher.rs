@@ -1,15 +1,16 @@
-//! Publishing jobs: persistent, mandatory, confirmed, with a deadline.
+//! Publishing jobs: persistent, mandatory, confirmed, with a deadline; and parking lifecycle
+//! events that do not parse.
 
 use std::time::Duration;
 
 use lapin::{
-    Channel,
+    Channel, ConnectionStatus,
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
 use offload_shared::{
     JobEnvelope,
-    broker::{self, BrokerError, REQUEST_ID_HEADER},
+    broker::{self, BrokerError, Confirm, REASON_HEADER, REQUEST_ID_HEADER},
     topology::JOB_ROUTING_KEY,
 };
 
@@ -17,29 +18,36 @@ use offload_shared::{
 #[derive(Debug, Clone)]
 pub struct JobPublisher {
     channel: Channel,
+    connection: ConnectionStatus,
     exchange: String,
+    parked_queue: String,
     deadline: Duration,
 }
 
 impl JobPublisher {
-    /// A publisher sending to `exchange` on `channel` (already in confirm mode).
-    pub fn new(channel: Channel, exchange: String, deadline: Duration) -> Self {
+    /// A publisher sending to `exchange` on `channel` (already in confirm mode) of the
+    /// connection whose status is `connection`; unreadable events go to `parked_queue`.
+    pub fn new(
+        channel: Channel,
+        connection: ConnectionStatus,
+        exchange: String,
+        parked_queue: String,
+        deadline: Duration,
+    ) -> Self {
         JobPublisher {
             channel,
+            connection,
             exchange,
+            parked_queue,
             deadline,
         }
     }
 
-    /// Publishes `job` and returns once the broker has confirmed it is stored in a queue.
+    /// Publishes `job` and waits up to the publish deadline for the broker's confirm.
     /// `request_id` travels in the message headers to the worker's logs.
     // Debug: a batch publishes a thousand jobs, and a span each costs real CPU.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = %job.id))]
-    pub async fn publish(
-        &self,
-        job: &JobEnvelope,
-        request_id: Option<&str>,
-    ) -> Result<(), BrokerError> {
+    pub async fn publish(&self, job: &JobEnvelope, request_id: Option<&str>) -> Confirm {
         let timestamp = u64::try_from(job.submitted_at.unix_timestamp()).unwrap_or(0);
         let mut properties = broker::persistent_json()
             .with_message_id(ShortString::from(job.id.to_string()))
@@ -53,12 +61,33 @@ impl JobPublisher {
             );
             properties = properties.with_headers(headers);
         }
-        broker::publish_confirmed(
+        broker::publish_tracked(
             &self.channel,
             &self.exchange,
             JOB_ROUTING_KEY,
             &job.to_bytes(),
             properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// Stores an event (or event message) that does not parse in the parked-events queue, with
+    /// the reason in its `x-offload-reason` header; returns once the broker confirmed it.
+    pub async fn park(&self, body: &[u8], reason: &str) -> Result<(), BrokerError> {
+        let mut headers = FieldTable::default();
+        // Bounded: a header travels in one frame, and a reason quotes what did not parse.
+        let reason: String = reason.chars().take(1000).collect();
+        headers.insert(
+            ShortString::from(REASON_HEADER),
+            AMQPValue::LongString(LongString::from(reason.into_bytes())),
+        );
+        broker::publish_confirmed(
+            &self.channel,
+            "",
+            &self.parked_queue,
+            body,
+            broker::persistent_json().with_headers(headers),
             self.deadline,
         )
         .await
@@ -72,5 +101,10 @@ impl JobPublisher {
     /// True while the publishing channel is open.
     pub fn is_connected(&self) -> bool {
         self.channel.status().connected()
+    }
+
+    /// True while the broker blocks this connection's publishes (a memory or disk alarm).
+    pub fn is_blocked(&self) -> bool {
+        self.connection.blocked()
     }
 }

@@ -27,20 +27,31 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The current publisher, or `NotConnected` while the link is down.
+    /// The current publisher; `NotConnected` while the link is down, `Blocked` while the broker
+    /// blocks publishes (a request would only wait out its deadline).
     pub fn publisher(&self) -> Result<JobPublisher, BrokerError> {
-        self.link
+        let publisher = self
+            .link
             .publisher
             .borrow()
             .clone()
             .filter(JobPublisher::is_connected)
-            .ok_or(BrokerError::NotConnected)
+            .ok_or(BrokerError::NotConnected)?;
+        if publisher.is_blocked() {
+            return Err(BrokerError::Blocked);
+        }
+        Ok(publisher)
     }
 
     /// What keeps the API from serving jobs, if anything.
     pub fn broker_problem(&self) -> Option<&'static str> {
-        if self.publisher().is_err() {
-            Some("not connected to the broker")
+        if let Err(e) = self.publisher() {
+            Some(match e {
+                BrokerError::Blocked => {
+                    "the broker is blocking publishers (a memory or disk alarm): jobs cannot be accepted until it clears"
+                }
+                _ => "not connected to the broker",
+            })
         } else if !self.link.events_running.load(Ordering::Relaxed) {
             Some("lifecycle events are not being consumed")
         } else {

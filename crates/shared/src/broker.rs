@@ -1,10 +1,11 @@
 //! Talking to RabbitMQ with a deadline on every wait: connecting, opening channels, publishing
 //! and waiting for the publisher confirm. A request or a worker never hangs on the broker.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    PublisherConfirm,
     options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::ShortString,
 };
@@ -12,6 +13,9 @@ use lapin::{
 /// AMQP header carrying the HTTP request id of the request that submitted a job, so one id
 /// follows the job from the API's logs into the worker's.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// AMQP header carrying why a message was dead-lettered or parked.
+pub const REASON_HEADER: &str = "x-offload-reason";
 
 /// What went wrong talking to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,10 @@ pub enum BrokerError {
     /// No connection to the broker right now (it is being re-established).
     #[error("not connected to the broker (reconnecting)")]
     NotConnected,
+    /// The broker has blocked this connection's publishes (`connection.blocked`): it is short of
+    /// memory or disk (an alarm) and stores nothing until the alarm clears.
+    #[error("the broker is blocking publishers (a memory or disk alarm)")]
+    Blocked,
     /// The broker URL does not parse.
     #[error("the broker URL does not parse: {0}")]
     BadUrl(String),
@@ -218,7 +226,8 @@ pub fn persistent_json() -> BasicProperties {
 }
 
 /// Publishes a mandatory message and waits for the broker's confirm. `Ok` means the broker
-/// took responsibility: acked and routed to a queue.
+/// took responsibility: acked and routed to a queue. A confirm that did not arrive in time is an
+/// error here; [`publish_tracked`] tells it apart.
 pub async fn publish_confirmed(
     channel: &Channel,
     exchange: &str,
@@ -227,39 +236,126 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     deadline: Duration,
 ) -> Result<(), BrokerError> {
-    let work = async {
-        let confirm = channel
-            .basic_publish(
-                ShortString::from(exchange),
-                ShortString::from(routing_key),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .map_err(|e| BrokerError::Amqp(e, "publish"))?;
-        confirm
-            .await
-            .map_err(|e| BrokerError::Amqp(e, "wait for the publisher confirm"))
+    match publish_tracked(channel, exchange, routing_key, body, properties, deadline).await {
+        Confirm::Acked => Ok(()),
+        Confirm::Refused(e) | Confirm::Unknown { why: e, .. } => Err(e),
+    }
+}
+
+/// How a confirmed publish ended.
+#[derive(Debug)]
+pub enum Confirm {
+    /// The broker stored the message in a queue.
+    Acked,
+    /// The broker did not take it, for sure: nacked, returned as unroutable, or never sent.
+    Refused(BrokerError),
+    /// It may or may not be stored: the confirm did not come within the deadline (`late` keeps
+    /// waiting for it), or the connection was lost after the message was sent (`late` is None).
+    Unknown {
+        /// What happened.
+        why: BrokerError,
+        /// The confirm still to come, if it can.
+        late: Option<LateConfirm>,
+    },
+}
+
+/// A publisher confirm that did not arrive within the request's deadline and may still come:
+/// a broker under a memory alarm stores the message (and confirms it) once the alarm clears.
+pub struct LateConfirm(PublisherConfirm);
+
+impl std::fmt::Debug for LateConfirm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LateConfirm")
+    }
+}
+
+impl LateConfirm {
+    /// Waits up to `deadline` more for the confirm.
+    pub async fn wait(mut self, deadline: Duration) -> Confirm {
+        match tokio::time::timeout(deadline, &mut self.0).await {
+            Ok(result) => confirmed(result),
+            Err(_) => Confirm::Unknown {
+                why: BrokerError::Timeout(deadline, "wait for a late publisher confirm"),
+                late: Some(self),
+            },
+        }
+    }
+}
+
+/// Publishes a mandatory message and waits up to `deadline` for the broker's confirm, telling a
+/// refusal (the message is not stored) from an unknown outcome (it may be).
+pub async fn publish_tracked(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    deadline: Duration,
+) -> Confirm {
+    let started = Instant::now();
+    let publish = channel.basic_publish(
+        ShortString::from(exchange),
+        ShortString::from(routing_key),
+        BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        },
+        body,
+        properties,
+    );
+    let confirm = match tokio::time::timeout(deadline, publish).await {
+        Ok(Ok(confirm)) => confirm,
+        // lapin refuses at once on a channel that is not open: nothing was sent.
+        Ok(Err(e)) => return Confirm::Refused(BrokerError::Amqp(e, "publish")),
+        Err(_) => {
+            return Confirm::Unknown {
+                why: BrokerError::Timeout(deadline, "publish"),
+                late: None,
+            };
+        }
     };
-    let confirmation = tokio::time::timeout(deadline, work)
+    let late = LateConfirm(confirm);
+    late.wait(deadline.saturating_sub(started.elapsed()))
         .await
-        .map_err(|_| BrokerError::Timeout(deadline, "publish and wait for the confirm"))??;
-    match confirmation {
+        .with_why(BrokerError::Timeout(
+            deadline,
+            "publish and wait for the confirm",
+        ))
+}
+
+impl Confirm {
+    /// An unknown outcome's reason replaced by `why` (a timeout stated for the whole publish).
+    fn with_why(self, why: BrokerError) -> Self {
+        match self {
+            Confirm::Unknown {
+                why: BrokerError::Timeout(..),
+                late,
+            } => Confirm::Unknown { why, late },
+            other => other,
+        }
+    }
+}
+
+fn confirmed(result: lapin::Result<Confirmation>) -> Confirm {
+    match result {
         // lapin reports a returned mandatory message as an ack carrying the message: it was
         // NOT stored anywhere, so it must not count as accepted.
-        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(
-            BrokerError::Returned(returned.reply_text.as_str().to_owned()),
-        ),
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Nack(None) => Err(BrokerError::Nacked),
-        Confirmation::NotRequested => Err(BrokerError::Amqp(
+        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
+            Confirm::Refused(BrokerError::Returned(
+                returned.reply_text.as_str().to_owned(),
+            ))
+        }
+        Ok(Confirmation::Ack(None)) => Confirm::Acked,
+        Ok(Confirmation::Nack(None)) => Confirm::Refused(BrokerError::Nacked),
+        Ok(Confirmation::NotRequested) => Confirm::Refused(BrokerError::Amqp(
             lapin::Error::from(lapin::ErrorKind::FutureCompleted),
             "publish on a channel without confirms",
         )),
+        // The message was sent; the channel closed before the broker said whether it stored it.
+        Err(e) => Confirm::Unknown {
+            why: BrokerError::Amqp(e, "wait for the publisher confirm"),
+            late: None,
+        },
     }
 }
 

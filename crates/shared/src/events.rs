@@ -203,13 +203,58 @@ impl JobEvent {
         serde_json::to_vec(events).unwrap_or_default()
     }
 
-    /// Parses an event message: one event (an object) or a batch of them (an array).
-    pub fn parse_message(body: &[u8]) -> Result<Vec<Self>, serde_json::Error> {
+    /// Parses an event message: one event (an object) or a batch of them (an array). Each
+    /// event is parsed on its own, so one that does not parse (malformed, nested too deep, of a
+    /// newer version) never takes the others with it: it comes back as an [`UnreadableEvent`]
+    /// in its place. A body that is neither an object nor an array is one unreadable event.
+    pub fn parse_message(body: &[u8]) -> Vec<Result<Self, UnreadableEvent>> {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
-            serde_json::from_slice(body)
+            // Splitting into raw elements skips over each one without recursing, so an element
+            // nested past serde_json's depth limit fails alone, below.
+            match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
+                Ok(raw) => raw
+                    .into_iter()
+                    .map(|r| Self::parse_one(r.get().as_bytes()))
+                    .collect(),
+                Err(e) => vec![Err(UnreadableEvent::new(body, &e))],
+            }
         } else {
-            serde_json::from_slice::<JobEvent>(body).map(|e| vec![e])
+            vec![Self::parse_one(body)]
+        }
+    }
+
+    fn parse_one(body: &[u8]) -> Result<Self, UnreadableEvent> {
+        let event: JobEvent =
+            serde_json::from_slice(body).map_err(|e| UnreadableEvent::new(body, &e))?;
+        if event.v != WIRE_VERSION {
+            return Err(UnreadableEvent {
+                body: body.to_vec(),
+                reason: format!(
+                    "event version {} is not supported (this build reads version {WIRE_VERSION})",
+                    event.v
+                ),
+            });
+        }
+        Ok(event)
+    }
+}
+
+/// An event (or a whole event message) that does not parse: kept with the reason, to be parked
+/// where an operator can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableEvent {
+    /// The bytes that did not parse.
+    pub body: Vec<u8>,
+    /// Why.
+    pub reason: String,
+}
+
+impl UnreadableEvent {
+    fn new(body: &[u8], error: &serde_json::Error) -> Self {
+        UnreadableEvent {
+            body: body.to_vec(),
+            reason: format!("not a lifecycle event: {error}"),
         }
     }
 }
@@ -257,12 +302,52 @@ mod tests {
     fn a_message_holds_one_event_or_a_batch() {
         let a = JobEvent::now(JobId::new(), 1, JobStatus::Running, "w1");
         let b = JobEvent::now(JobId::new(), 1, JobStatus::Succeeded, "w1");
-        let one = JobEvent::parse_message(&a.to_bytes()).expect("one event");
-        assert_eq!(one, vec![a.clone()]);
+        let one = JobEvent::parse_message(&a.to_bytes());
+        assert_eq!(one, vec![Ok(a.clone())]);
         let batch = JobEvent::batch_to_bytes(&[a.clone(), b.clone()]);
-        assert_eq!(JobEvent::parse_message(&batch).expect("batch"), vec![a, b]);
-        assert!(JobEvent::parse_message(b"[{\"v\":1}]").is_err());
-        assert!(JobEvent::parse_message(b"nonsense").is_err());
+        assert_eq!(
+            JobEvent::parse_message(&batch),
+            vec![Ok(a.clone()), Ok(b.clone())]
+        );
+        for bad in [&b"nonsense"[..], b"[1,2", b"", b"\"text\""] {
+            let parsed = JobEvent::parse_message(bad);
+            assert!(matches!(parsed.as_slice(), [Err(_)]), "{bad:?}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn one_bad_event_in_a_batch_never_takes_the_others_with_it() {
+        let a = JobEvent::now(JobId::new(), 1, JobStatus::Running, "w1");
+        let b = JobEvent::now(JobId::new(), 1, JobStatus::Succeeded, "w1");
+        // Nested past serde_json's limit of 128 levels: the whole batch would fail to parse.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let mut newer = a.clone();
+        newer.v = 2;
+        let body = format!(
+            "[{}, {deep}, {{\"v\":1}}, {}, {}]",
+            String::from_utf8(a.to_bytes()).expect("utf-8"),
+            String::from_utf8(newer.to_bytes()).expect("utf-8"),
+            String::from_utf8(b.to_bytes()).expect("utf-8"),
+        );
+        let parsed = JobEvent::parse_message(body.as_bytes());
+        assert_eq!(parsed.len(), 5);
+        assert_eq!(parsed[0], Ok(a));
+        assert_eq!(parsed[4], Ok(b));
+        for (i, bad) in parsed[1..4].iter().enumerate() {
+            let why = bad.as_ref().expect_err("unreadable");
+            assert!(!why.reason.is_empty(), "{i}");
+        }
+        assert!(
+            parsed[3]
+                .as_ref()
+                .expect_err("newer")
+                .reason
+                .contains("version 2")
+        );
+        assert_eq!(
+            parsed[1].as_ref().expect_err("deep").body,
+            deep.as_bytes()
+        );
     }
 
     #[test]

@@ -110,6 +110,12 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_PUBLISH_TIMEOUT_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub publish_timeout_ms: u64,
 
+    /// [api] Seconds a job whose publish was not confirmed in time stays `pending` while the API
+    /// waits for a late confirm or the job's own events; after that the API republishes it under
+    /// the same id (also for a job recorded but never published, e.g. the API was killed).
+    #[arg(long, env = "OFFLOAD_RESOLVE_AFTER_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub resolve_after_s: u64,
+
     /// Seconds between AMQP heartbeats; a silent broker is declared lost after about two.
     #[arg(long, env = "OFFLOAD_HEARTBEAT_S", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=600))]
     pub heartbeat_s: u16,
@@ -164,6 +170,13 @@ impl Settings {
                 self.retry_cap_ms, self.retry_base_ms
             ));
         }
+        if self.resolve_after() <= self.publish_timeout() * 2 {
+            return Err(format!(
+                "OFFLOAD_RESOLVE_AFTER_S ({} s) must be more than twice OFFLOAD_PUBLISH_TIMEOUT_MS ({} ms): \
+                 a job is republished only after its first publish had time to be confirmed",
+                self.resolve_after_s, self.publish_timeout_ms
+            ));
+        }
         if self.job_timeout_s > self.max_job_timeout_s {
             return Err(format!(
                 "OFFLOAD_JOB_TIMEOUT_S ({}) is above OFFLOAD_MAX_JOB_TIMEOUT_S ({}); lower the default or raise the maximum",
@@ -193,6 +206,11 @@ impl Settings {
     /// Deadline of one publish and its confirm.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// How long a job whose publish was not confirmed stays pending before it is republished.
+    pub fn resolve_after(&self) -> Duration {
+        Duration::from_secs(self.resolve_after_s)
     }
 
     /// Deadline of one broker wait.

@@ -6,6 +6,7 @@
 //! ```text
 //! exchange <p>.jobs (direct) --"job"--> queue <p>.jobs --dead-letter--> exchange <p>.dead (fanout) --> queue <p>.dead
 //! default exchange --"<p>.events"--> queue <p>.events   (lifecycle events, consumed by the API)
+//! default exchange --"<p>.events.parked"--> queue <p>.events.parked   (events that did not parse, with the reason)
 //! default exchange --"<p>.retry.<ms>ms"--> queue <p>.retry.<ms>ms --TTL, dead-letter--> exchange <p>.jobs
 //! ```
 
@@ -68,6 +69,9 @@ pub struct Names {
     pub dead_queue: String,
     /// Lifecycle events from workers to the API.
     pub events_queue: String,
+    /// Event messages (or single events of a batch) the API could not read, kept with the
+    /// reason in the `x-offload-reason` header for an operator.
+    pub parked_events_queue: String,
     /// Delay queues for retries, `(delay in ms, queue name)`, shortest first.
     pub retry_queues: Vec<(u64, String)>,
 }
@@ -86,6 +90,7 @@ impl Names {
             dead_exchange: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.dead"),
             events_queue: format!("{prefix}.events"),
+            parked_events_queue: format!("{prefix}.events.parked"),
         }
     }
 
@@ -108,6 +113,7 @@ impl Names {
             self.jobs_queue.as_str(),
             self.dead_queue.as_str(),
             self.events_queue.as_str(),
+            self.parked_events_queue.as_str(),
         ];
         all.extend(self.retry_queues.iter().map(|(_, q)| q.as_str()));
         all
@@ -199,7 +205,7 @@ pub fn retry_queue_arguments(settings: &Settings, names: &Names, delay_ms: u64) 
     args
 }
 
-/// Arguments of the dead-letter and events queues: same type as the work queue, nothing else.
+/// Arguments of the dead-letter, events and parked-events queues: same type as the work queue, nothing else.
 pub fn plain_queue_arguments(settings: &Settings) -> FieldTable {
     let mut args = FieldTable::default();
     // Same durability and replication as the jobs these queues describe.
@@ -359,6 +365,10 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
     let mut queues = vec![
         (&names.dead_queue, plain_queue_arguments(settings)),
         (&names.events_queue, plain_queue_arguments(settings)),
+        (
+            &names.parked_events_queue,
+            plain_queue_arguments(settings),
+        ),
         (&names.jobs_queue, jobs_queue_arguments(settings, &names)),
     ];
     for (ms, name) in &names.retry_queues {
@@ -475,7 +485,8 @@ mod tests {
         let names = Names::new(&QueuePrefix::parse("t1").expect("valid"), &policy);
         assert_eq!(names.jobs_queue, "t1.jobs");
         assert_eq!(names.retry_queue(2000), Some("t1.retry.2000ms"));
-        assert_eq!(names.queues().len(), 6);
+        assert_eq!(names.queues().len(), 7);
+        assert_eq!(names.parked_events_queue, "t1.events.parked");
         assert_eq!(names.dead_queue, "t1.dead");
         assert_eq!(names.events_queue, "t1.events");
     }

@@ -10,9 +10,12 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
+use offload_shared::{
+    JobEnvelope, JobId, JobKind, JobStatus, broker::BrokerError, envelope::WIRE_VERSION,
+};
 
 use crate::{
+    accept::{Fate, OnRefused, publish_and_settle},
     error::{ApiError, PartialBatch, Problem},
     routes::{pages, prefers_html},
     state::AppState,
@@ -71,10 +74,20 @@ pub async fn submit(
     let key = key.map(|k| new.idempotency(k));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
 
-    // Recorded before publishing, so the worker's first event always finds its row.
+    // Recorded (as pending) before publishing, so the worker's first event always finds its
+    // row and a job the broker may hold is never missing from the store.
+    let resolve_at = submitted_at + state.settings.resolve_after();
     let written = state
         .writer
-        .insert(record.clone(), new.payload.clone(), key)
+        .write(Write::Insert {
+            job: JobRecord {
+                status: JobStatus::Pending,
+                ..record.clone()
+            },
+            payload: new.payload.clone(),
+            key,
+            resolve_at: Some(resolve_at),
+        })
         .await?;
     if let Written::KeyTaken {
         job_id,
@@ -87,11 +100,7 @@ pub async fn submit(
                  send a new key for a new job"
             )));
         }
-        let job = state.store.get(job_id).await?.ok_or_else(|| {
-            ApiError::Conflict(
-                "the first request with this Idempotency-Key is still being accepted; retry".into(),
-            )
-        })?;
+        let job = resolved(&state, job_id).await?;
         return Ok(job_response(&headers, &job, StatusCode::OK));
     }
 
@@ -105,17 +114,37 @@ pub async fn submit(
         timeout_ms,
         submitted_at,
     };
-    let confirm_started = std::time::Instant::now();
-    if let Err(e) = publisher.publish(&envelope, request_id(&headers)).await {
-        // The client gets a 503 and may retry (with its key): this job never existed.
-        if let Err(cleanup) = state.writer.delete(id).await {
-            tracing::warn!(error = %cleanup, "could not forget a job the broker did not take");
+    let fates = publish_and_settle(
+        &state,
+        &publisher,
+        std::slice::from_ref(&envelope),
+        request_id(&headers),
+        resolve_at,
+        OnRefused::Forget,
+    )
+    .await;
+    match fates.into_iter().next() {
+        Some(Fate::Accepted) => {
+            tracing::debug!(kind = %new.kind, "job accepted");
+            Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
         }
-        return Err(e.into());
+        // The client gets a 503 and may retry (with its key): this job never existed.
+        Some(Fate::Refused(e)) => Err(e.into()),
+        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(id, e)),
+        None => Err(ApiError::Broker(BrokerError::NotConnected)),
     }
-    state.metrics.accepted(new.kind, confirm_started.elapsed());
-    tracing::debug!(kind = %new.kind, "job accepted");
-    Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
+}
+
+/// The job a repeated `Idempotency-Key` names, once its publish is resolved; while it is still
+/// pending the repeat is a 409 with `Retry-After`, never an id that might not run.
+async fn resolved(state: &AppState, job_id: JobId) -> Result<JobRecord, ApiError> {
+    match state.store.get(job_id).await? {
+        Some(job) if job.status != JobStatus::Pending => Ok(job),
+        _ => Err(ApiError::Unresolved(format!(
+            "the first request with this Idempotency-Key (job {job_id}) is not resolved yet: the \
+             broker has not confirmed it; repeat the request later to get the job"
+        ))),
+    }
 }
 
 /// The answer to `POST /jobs/batch`: every job of the batch, in the order sent.
@@ -163,6 +192,7 @@ pub async fn submit_batch(
     let publisher = state.publisher()?;
 
     let submitted_at = OffsetDateTime::now_utc();
+    let resolve_at = submitted_at + state.settings.resolve_after();
     let mut records = Vec::with_capacity(batch.len());
     let mut envelopes = Vec::with_capacity(batch.len());
     let mut inserts = Vec::with_capacity(batch.len());
@@ -174,7 +204,15 @@ pub async fn submit_batch(
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
         fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));
-        inserts.push(Write::Insert(record.clone(), new.payload.clone(), key));
+        inserts.push(Write::Insert {
+            job: JobRecord {
+                status: JobStatus::Pending,
+                ..record.clone()
+            },
+            payload: new.payload.clone(),
+            key,
+            resolve_at: Some(resolve_at),
+        });
         envelopes.push(JobEnvelope {
             v: WIRE_VERSION,
             id,
@@ -188,7 +226,8 @@ pub async fn submit_batch(
         records.push(record);
     }
 
-    // Recorded before publishing, in one transaction, so every first event finds its row.
+    // Recorded (as pending) before publishing, in one transaction, so every first event finds
+    // its row.
     let written = state.writer.write_all(inserts).await?;
     let mut fresh = Vec::with_capacity(written.len());
     let mut repeats = Vec::new();
@@ -215,38 +254,38 @@ pub async fn submit_batch(
         )));
     }
 
-    let confirm_started = std::time::Instant::now();
-    let request_id = request_id(&headers);
-    let outcomes = futures_util::future::join_all(
-        fresh
-            .iter()
-            .map(|&i| publisher.publish(&envelopes[i], request_id)),
+    let to_publish: Vec<JobEnvelope> = fresh.iter().map(|&i| envelopes[i].clone()).collect();
+    let fates = publish_and_settle(
+        &state,
+        &publisher,
+        &to_publish,
+        request_id(&headers),
+        resolve_at,
+        OnRefused::Forget,
     )
     .await;
-    let confirm = confirm_started.elapsed();
     let mut not_accepted = Vec::new();
+    let mut unresolved = Vec::new();
     let mut failure = None;
-    for (&i, outcome) in fresh.iter().zip(outcomes) {
-        match outcome {
-            Ok(()) => state.metrics.accepted(envelopes[i].kind, confirm),
-            Err(e) => {
+    for (&i, fate) in fresh.iter().zip(fates) {
+        match fate {
+            Fate::Accepted => {}
+            Fate::Refused(e) => {
                 not_accepted.push(i);
+                failure.get_or_insert(e);
+            }
+            Fate::Unknown(e) => {
+                unresolved.push(i);
                 failure.get_or_insert(e);
             }
         }
     }
     if let Some(source) = failure {
-        // The client gets a 503 and may resubmit these (or the batch, with its key).
-        forget(
-            &state,
-            not_accepted.iter().map(|&i| records[i].id).collect(),
-        )
-        .await;
         if not_accepted.len() == records.len() {
             return Err(source.into());
         }
         let accepted = (0..records.len())
-            .filter(|i| !not_accepted.contains(i))
+            .filter(|i| !not_accepted.contains(i) && !unresolved.contains(i))
             .map(|i| {
                 repeats
                     .iter()
@@ -257,15 +296,12 @@ pub async fn submit_batch(
         return Err(ApiError::PartlyAccepted(Box::new(PartialBatch {
             accepted,
             not_accepted,
+            unresolved,
             source,
         })));
     }
     for (i, job_id) in &repeats {
-        records[*i] = state.store.get(*job_id).await?.ok_or_else(|| {
-            ApiError::Conflict(
-                "the first request with this Idempotency-Key is still being accepted; retry".into(),
-            )
-        })?;
+        records[*i] = resolved(&state, *job_id).await?;
     }
     tracing::debug!(jobs = records.len(), fresh = fresh.len(), "batch accepted");
     let status = if fresh.is_empty() {
@@ -276,7 +312,7 @@ pub async fn submit_batch(
     Ok((status, Json(BatchAccepted { jobs: records })).into_response())
 }
 
-/// Forgets jobs the broker did not take (their keys too), so a resubmit starts afresh.
+/// Forgets jobs that were recorded but will not be published (their keys too).
 async fn forget(state: &AppState, ids: Vec<JobId>) {
     if ids.is_empty() {
         return;
@@ -286,7 +322,7 @@ async fn forget(state: &AppState, ids: Vec<JobId>) {
         .write_all(ids.into_iter().map(Write::Delete).collect())
         .await
     {
-        tracing::warn!(error = %e, "could not forget jobs the broker did not take");
+        tracing::warn!(error = %e, "could not forget jobs that were not published");
     }
 }
 
@@ -418,10 +454,12 @@ pub async fn retry_job(
         .ok_or_else(|| ApiError::NotFound(raw.clone()))?;
     let attempt = job.attempt + 1;
     let max_attempts = job.attempt + input.budget;
+    let resolve_at = OffsetDateTime::now_utc() + state.settings.resolve_after();
     let redrive = Write::Redrive {
         id: job.id,
         attempt,
         max_attempts,
+        resolve_at,
     };
     if state.writer.write(redrive).await? == Written::Nothing {
         return Err(ApiError::Conflict(format!(
@@ -439,21 +477,24 @@ pub async fn retry_job(
         timeout_ms: job.timeout_ms,
         submitted_at: job.submitted_at,
     };
-    if let Err(e) = publisher.publish(&envelope, request_id(&headers)).await {
-        let undo = Write::MarkDead {
-            id: job.id,
-            attempt,
-            error: format!(
-                "a retry was requested but not enqueued ({e}); it is still dead, request the retry again"
-            ),
-        };
-        if let Err(cleanup) = state.writer.write(undo).await {
-            tracing::warn!(error = %cleanup, "could not mark an unpublished redrive dead again");
+    let fates = publish_and_settle(
+        &state,
+        &publisher,
+        std::slice::from_ref(&envelope),
+        request_id(&headers),
+        resolve_at,
+        OnRefused::MarkDead,
+    )
+    .await;
+    match fates.into_iter().next() {
+        Some(Fate::Accepted) => {
+            let job = find(&state, &raw).await?;
+            Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
         }
-        return Err(e.into());
+        Some(Fate::Refused(e)) => Err(e.into()),
+        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(job.id, e)),
+        None => Err(ApiError::Broker(BrokerError::NotConnected)),
     }
-    let job = find(&state, &raw).await?;
-    Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
 }
 
 /// The request's id, set by the request-id layer.

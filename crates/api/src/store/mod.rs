@@ -67,6 +67,20 @@ impl Store {
         }
     }
 
+    /// Pending jobs whose `resolve_at` has passed (oldest first, at most `limit`), claimed for
+    /// `lease`: their `resolve_at` moves to `now + lease` in the same statement.
+    pub async fn claim_unresolved(
+        &self,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.claim_unresolved(now, lease, limit).await,
+            Store::Postgres(s) => s.claim_unresolved(now, lease, limit).await,
+        }
+    }
+
     /// Cheap check that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -187,6 +201,15 @@ pub struct StoredInput {
     pub budget: u32,
 }
 
+/// A pending job claimed for republishing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unresolved {
+    /// The job.
+    pub job: JobRecord,
+    /// Its payload.
+    pub payload: Value,
+}
+
 /// A filter for listing jobs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
@@ -205,7 +228,18 @@ pub struct JobFilter {
 pub enum Write {
     /// Record a job accepted by `POST /jobs`, with its payload and idempotency key. If the key
     /// is taken nothing is written and the result is [`Written::KeyTaken`].
-    Insert(JobRecord, Value, Option<IdempotencyKey>),
+    Insert {
+        /// The job (status `pending` until its publish is confirmed).
+        job: JobRecord,
+        /// Its payload.
+        payload: Value,
+        /// Its idempotency key.
+        key: Option<IdempotencyKey>,
+        /// When a pending job may be republished if nothing resolved it.
+        resolve_at: Option<OffsetDateTime>,
+    },
+    /// The broker confirmed these jobs' publish: rows still `pending` become `queued`.
+    Confirmed(Vec<JobId>),
     /// Forget a job (and its key) whose publish failed: the client got a 5xx, so it never existed.
     Delete(JobId),
     /// Apply a lifecycle event if it moves the job forward.
@@ -218,6 +252,8 @@ pub enum Write {
         attempt: u32,
         /// The new attempt limit.
         max_attempts: u32,
+        /// When it may be republished if nothing resolved it.
+        resolve_at: OffsetDateTime,
     },
     /// Mark a job dead whatever its status (a redrive whose publish failed).
     MarkDead {
@@ -234,7 +270,7 @@ pub enum Write {
 /// multi-row statements write together, or one write of any other kind.
 enum Stretch<'a> {
     /// Consecutive inserts without a key; each one's result is [`Written::Done`].
-    Inserts(Vec<(&'a JobRecord, &'a Value)>),
+    Inserts(Vec<(&'a JobRecord, &'a Value, Option<OffsetDateTime>)>),
     /// Any other write.
     One(&'a Write),
 }
@@ -244,12 +280,26 @@ fn stretches(writes: &[Write]) -> Vec<Stretch<'_>> {
     let mut out = Vec::new();
     for write in writes {
         match (write, out.last_mut()) {
-            (Write::Insert(job, payload, None), Some(Stretch::Inserts(rows))) => {
-                rows.push((job, payload));
+            (
+                Write::Insert {
+                    job,
+                    payload,
+                    key: None,
+                    resolve_at,
+                },
+                Some(Stretch::Inserts(rows)),
+            ) => {
+                rows.push((job, payload, *resolve_at));
             }
-            (Write::Insert(job, payload, None), _) => {
-                out.push(Stretch::Inserts(vec![(job, payload)]))
-            }
+            (
+                Write::Insert {
+                    job,
+                    payload,
+                    key: None,
+                    resolve_at,
+                },
+                _,
+            ) => out.push(Stretch::Inserts(vec![(job, payload, *resolve_at)])),
             (other, _) => out.push(Stretch::One(other)),
         }
     }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use offload_shared::{JobId, JobStatus};
 
 use super::{
-    IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Stretch, Write, Written,
-    stretches,
+    IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Stretch, Unresolved, Write,
+    Written, stretches,
 };
 
 /// Schema, created idempotently at start-up. Timestamps are `TIMESTAMPTZ` (microseconds, like
@@ -38,7 +38,8 @@ const SCHEMA: [&str; 4] = [
         finished_at  TIMESTAMPTZ,
         payload      TEXT NOT NULL,
         result       TEXT,
-        error        TEXT
+        error        TEXT,
+        resolve_at   TIMESTAMPTZ
     )",
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id)",
     "CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -131,6 +132,39 @@ impl PostgresStore {
         rows.iter().map(decode).collect()
     }
 
+    /// Pending jobs whose `resolve_at` has passed, claimed for `lease`; rows another replica
+    /// is claiming are skipped.
+    pub async fn claim_unresolved(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET resolve_at = $2
+             WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND resolve_at <= $1
+                          ORDER BY resolve_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING {JOB_COLUMNS}, payload"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(now)
+            .bind(now + lease)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let job = decode(row)?;
+                let text: String = row.try_get("payload")?;
+                let payload = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: job.id.to_string(),
+                    reason: format!("payload: {e}"),
+                })?;
+                Ok(Unresolved { job, payload })
+            })
+            .collect()
+    }
+
     /// Cheap check that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -185,36 +219,37 @@ impl PostgresStore {
 /// Inserts new jobs in one statement, one array per column: one round trip for the lot.
 async fn insert_rows(
     tx: &mut Transaction<'_, Postgres>,
-    rows: &[(&JobRecord, &Value)],
+    rows: &[(&JobRecord, &Value, Option<OffsetDateTime>)],
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
-         SELECT id, kind, status, progress, attempt, max_attempts, max_attempts, timeout_ms, submitted_at, payload
+        "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload, resolve_at)
+         SELECT id, kind, status, progress, attempt, max_attempts, max_attempts, timeout_ms, submitted_at, payload, resolve_at
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
-                     $7::bigint[], $8::timestamptz[], $9::text[])
-           AS t (id, kind, status, progress, attempt, max_attempts, timeout_ms, submitted_at, payload)",
+                     $7::bigint[], $8::timestamptz[], $9::text[], $10::timestamptz[])
+           AS t (id, kind, status, progress, attempt, max_attempts, timeout_ms, submitted_at, payload, resolve_at)",
     )
-    .bind(rows.iter().map(|(j, _)| j.id.as_uuid()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(j, _)| j.kind.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(j, _)| j.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _, _)| j.id.as_uuid()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _, _)| j.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _, _)| j.status.as_str()).collect::<Vec<_>>())
     .bind(
         rows.iter()
-            .map(|(j, _)| j.status.progress(j.attempt))
+            .map(|(j, _, _)| j.status.progress(j.attempt))
             .collect::<Vec<_>>(),
     )
-    .bind(rows.iter().map(|(j, _)| i64::from(j.attempt)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _, _)| i64::from(j.attempt)).collect::<Vec<_>>())
     .bind(
         rows.iter()
-            .map(|(j, _)| i64::from(j.max_attempts))
+            .map(|(j, _, _)| i64::from(j.max_attempts))
             .collect::<Vec<_>>(),
     )
     .bind(
         rows.iter()
-            .map(|(j, _)| i64::try_from(j.timeout_ms).unwrap_or(i64::MAX))
+            .map(|(j, _, _)| i64::try_from(j.timeout_ms).unwrap_or(i64::MAX))
             .collect::<Vec<_>>(),
     )
-    .bind(rows.iter().map(|(j, _)| j.submitted_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(_, p)| p.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(j, _, _)| j.submitted_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, p, _)| p.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, _, r)| *r).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -252,7 +287,7 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 /// The existing row a write changes, if any (an insert creates its row).
 fn touches(write: &Write) -> Option<Uuid> {
     match write {
-        Write::Insert(..) => None,
+        Write::Insert { .. } | Write::Confirmed(_) => None,
         Write::Delete(id) | Write::Redrive { id, .. } | Write::MarkDead { id, .. } => {
             Some(id.as_uuid())
         }
@@ -265,7 +300,12 @@ async fn apply_one(
     write: &Write,
 ) -> Result<Written, StoreError> {
     match write {
-        Write::Insert(job, payload, key) => {
+        Write::Insert {
+            job,
+            payload,
+            key,
+            resolve_at,
+        } => {
             if let Some(IdempotencyKey { key, fingerprint }) = key {
                 // Race-free across replicas: a concurrent claim of the same key waits for the
                 // first transaction and then conflicts, so exactly one job gets the key.
@@ -296,8 +336,8 @@ async fn apply_one(
                 }
             }
             sqlx::query(
-                "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $9, $7, $8)",
+                "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload, resolve_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $9, $7, $8, $10)",
             )
             .bind(job.id.as_uuid())
             .bind(job.kind.as_str())
@@ -308,6 +348,16 @@ async fn apply_one(
             .bind(job.submitted_at)
             .bind(payload.to_string())
             .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
+            .bind(resolve_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::Confirmed(ids) => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', progress = attempt * 4, resolve_at = NULL
+                 WHERE id = ANY($1) AND status = 'pending'",
+            )
+            .bind(ids.iter().map(JobId::as_uuid).collect::<Vec<_>>())
             .execute(&mut **tx)
             .await?;
         }
@@ -360,16 +410,19 @@ async fn apply_one(
             id,
             attempt,
             max_attempts,
+            resolve_at,
         } => {
             let changed = sqlx::query(
-                "UPDATE jobs SET status = 'queued', progress = $2, attempt = $3, max_attempts = $4,
-                     worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL
+                "UPDATE jobs SET status = 'pending', progress = $2, attempt = $3, max_attempts = $4,
+                     worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL,
+                     resolve_at = $5
                  WHERE id = $1 AND status = 'dead'",
             )
             .bind(id.as_uuid())
-            .bind(JobStatus::Queued.progress(*attempt))
+            .bind(JobStatus::Pending.progress(*attempt))
             .bind(i64::from(*attempt))
             .bind(i64::from(*max_attempts))
+            .bind(resolve_at)
             .execute(&mut **tx)
             .await?;
             if changed.rows_affected() == 0 {

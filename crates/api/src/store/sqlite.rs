@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use offload_shared::{JobId, JobStatus};
 
 use super::{
-    IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Stretch, Write, Written,
-    stretches,
+    IdempotencyKey, JobFilter, JobRecord, StoreError, StoredInput, Stretch, Unresolved, Write,
+    Written, stretches,
 };
 
 const SCHEMA: [&str; 3] = [
@@ -35,7 +35,8 @@ const SCHEMA: [&str; 3] = [
         finished_at  INTEGER,
         payload      TEXT NOT NULL,
         result       TEXT,
-        error        TEXT
+        error        TEXT,
+        resolve_at   INTEGER
     )",
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id)",
     "CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -132,6 +133,38 @@ impl SqliteStore {
         rows.iter().map(decode).collect()
     }
 
+    /// Pending jobs whose `resolve_at` has passed, claimed for `lease`.
+    pub async fn claim_unresolved(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET resolve_at = ?2
+             WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND resolve_at <= ?1
+                          ORDER BY resolve_at LIMIT ?3)
+             RETURNING {JOB_COLUMNS}, payload"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(micros(now))
+            .bind(micros(now + lease))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let job = decode(row)?;
+                let text: String = row.try_get("payload")?;
+                let payload = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    id: job.id.to_string(),
+                    reason: format!("payload: {e}"),
+                })?;
+                Ok(Unresolved { job, payload })
+            })
+            .collect()
+    }
+
     /// Cheap check that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -164,7 +197,7 @@ const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 /// round trip to the database thread, which costs more than the row.
 async fn insert_rows(
     tx: &mut Transaction<'_, Sqlite>,
-    mut rows: &[(&JobRecord, &Value)],
+    mut rows: &[(&JobRecord, &Value, Option<OffsetDateTime>)],
 ) -> Result<(), StoreError> {
     while !rows.is_empty() {
         let size = INSERT_CHUNKS
@@ -172,13 +205,13 @@ async fn insert_rows(
             .find(|&n| n <= rows.len())
             .unwrap_or(1);
         let (chunk, rest) = rows.split_at(size);
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
+            "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload, resolve_at)
              VALUES {values}"
         ));
         let mut query = sqlx::query(sql);
-        for (job, payload) in chunk {
+        for (job, payload, resolve_at) in chunk {
             query = query
                 .bind(job.id.to_string())
                 .bind(job.kind.as_str())
@@ -189,7 +222,8 @@ async fn insert_rows(
                 .bind(job.max_attempts)
                 .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
                 .bind(micros(job.submitted_at))
-                .bind(payload.to_string());
+                .bind(payload.to_string())
+                .bind(resolve_at.map(micros));
         }
         query.execute(&mut **tx).await?;
         rows = rest;
@@ -199,7 +233,12 @@ async fn insert_rows(
 
 async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Written, StoreError> {
     match write {
-        Write::Insert(job, payload, key) => {
+        Write::Insert {
+            job,
+            payload,
+            key,
+            resolve_at,
+        } => {
             if let Some(IdempotencyKey { key, fingerprint }) = key {
                 let claimed = sqlx::query(
                     "INSERT INTO idempotency_keys (key, fingerprint, job_id) VALUES (?1, ?2, ?3)
@@ -228,8 +267,8 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Wr
                 }
             }
             sqlx::query(
-                "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?9, ?7, ?8)",
+                "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, submitted_at, payload, resolve_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?9, ?7, ?8, ?10)",
             )
             .bind(job.id.to_string())
             .bind(job.kind.as_str())
@@ -240,6 +279,17 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Wr
             .bind(micros(job.submitted_at))
             .bind(payload.to_string())
             .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
+            .bind(resolve_at.map(micros))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Write::Confirmed(ids) => {
+            let list = serde_json::to_string(&ids).unwrap_or_default();
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', progress = attempt * 4, resolve_at = NULL
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
+            )
+            .bind(list)
             .execute(&mut **tx)
             .await?;
         }
@@ -292,16 +342,19 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<Wr
             id,
             attempt,
             max_attempts,
+            resolve_at,
         } => {
             let changed = sqlx::query(
-                "UPDATE jobs SET status = 'queued', progress = ?2, attempt = ?3, max_attempts = ?4,
-                     worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL
+                "UPDATE jobs SET status = 'pending', progress = ?2, attempt = ?3, max_attempts = ?4,
+                     worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL,
+                     resolve_at = ?5
                  WHERE id = ?1 AND status = 'dead'",
             )
             .bind(id.to_string())
-            .bind(JobStatus::Queued.progress(*attempt))
+            .bind(JobStatus::Pending.progress(*attempt))
             .bind(attempt)
             .bind(max_attempts)
+            .bind(micros(*resolve_at))
             .execute(&mut **tx)
             .await?;
             if changed.rows_affected() == 0 {

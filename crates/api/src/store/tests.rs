@@ -144,7 +144,7 @@ fn event(id: JobId, attempt: u32, status: JobStatus, at: OffsetDateTime) -> JobE
 async fn events_only_move_jobs_forward_and_count_runs(store: Store) {
     let id = JobId::new();
     store
-        .apply(&[Write::Insert(queued(id), json!({}), None)])
+        .apply(&[insert(queued(id), json!({}), None)])
         .await
         .expect("insert");
 
@@ -172,7 +172,7 @@ async fn events_only_move_jobs_forward_and_count_runs(store: Store) {
 async fn an_end_with_its_start_folded_in_counts_the_run_and_its_start(store: Store) {
     let id = JobId::new();
     store
-        .apply(&[Write::Insert(queued(id), json!({}), None)])
+        .apply(&[insert(queued(id), json!({}), None)])
         .await
         .expect("insert");
     let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
@@ -208,14 +208,14 @@ async fn a_large_batch_of_inserts_with_a_keyed_one_inside_stores_every_job(store
         .map(|(i, id)| {
             let mut job = queued(*id);
             job.max_attempts = u32::try_from(i % 7 + 1).expect("small");
-            Write::Insert(job, json!({ "n": i }), None)
+            insert(job, json!({ "n": i }), None)
         })
         .collect();
     let key = IdempotencyKey {
         key: "k".into(),
         fingerprint: "f".into(),
     };
-    if let Write::Insert(_, _, k) = &mut writes[100] {
+    if let Write::Insert { key: k, .. } = &mut writes[100] {
         *k = Some(key.clone());
     }
     let written = store.apply(&writes).await.expect("batch");
@@ -230,7 +230,7 @@ async fn a_large_batch_of_inserts_with_a_keyed_one_inside_stores_every_job(store
     }
     // The keyed insert claimed its key: a second job with it gets the first one's id back.
     let again = store
-        .apply(&[Write::Insert(queued(JobId::new()), json!({}), Some(key))])
+        .apply(&[insert(queued(JobId::new()), json!({}), Some(key))])
         .await
         .expect("repeat");
     assert!(
@@ -245,7 +245,7 @@ async fn unknown_ids_and_deleted_jobs_are_absent(store: Store) {
     let id = JobId::new();
     store
         .apply(&[
-            Write::Insert(queued(id), json!({}), None),
+            insert(queued(id), json!({}), None),
             Write::Delete(id),
         ])
         .await
@@ -261,8 +261,8 @@ async fn an_idempotency_key_belongs_to_its_first_job_until_that_job_is_deleted(s
     let (a, b) = (JobId::new(), JobId::new());
     let results = store
         .apply(&[
-            Write::Insert(queued(a), json!({}), Some(key.clone())),
-            Write::Insert(queued(b), json!({}), Some(key.clone())),
+            insert(queued(a), json!({}), Some(key.clone())),
+            insert(queued(b), json!({}), Some(key.clone())),
         ])
         .await
         .expect("apply");
@@ -281,7 +281,7 @@ async fn an_idempotency_key_belongs_to_its_first_job_until_that_job_is_deleted(s
     // A failed publish deletes the job and frees its key for the client's retry.
     store.apply(&[Write::Delete(a)]).await.expect("delete");
     let results = store
-        .apply(&[Write::Insert(queued(b), json!({}), Some(key))])
+        .apply(&[insert(queued(b), json!({}), Some(key))])
         .await
         .expect("apply");
     assert_eq!(results[0], Written::Done);
@@ -291,7 +291,7 @@ async fn listing_filters_and_pages_newest_first(store: Store) {
     let ids: Vec<JobId> = (0..5).map(|_| JobId::new()).collect();
     let inserts: Vec<Write> = ids
         .iter()
-        .map(|id| Write::Insert(queued(*id), json!({}), None))
+        .map(|id| insert(queued(*id), json!({}), None))
         .collect();
     store.apply(&inserts).await.expect("insert");
     let mut dead = JobEvent::now(ids[1], 1, JobStatus::Dead, "w");
@@ -341,13 +341,14 @@ async fn listing_filters_and_pages_newest_first(store: Store) {
 async fn only_dead_jobs_are_redriven(store: Store) {
     let id = JobId::new();
     store
-        .apply(&[Write::Insert(queued(id), json!({"a": 1}), None)])
+        .apply(&[insert(queued(id), json!({"a": 1}), None)])
         .await
         .expect("insert");
     let redrive = Write::Redrive {
         id,
         attempt: 2,
         max_attempts: 6,
+        resolve_at: OffsetDateTime::now_utc(),
     };
     assert_eq!(
         store
@@ -367,7 +368,7 @@ async fn only_dead_jobs_are_redriven(store: Store) {
     let job = store.get(id).await.expect("get").expect("exists");
     assert_eq!(
         (job.status, job.attempt, job.max_attempts),
-        (JobStatus::Queued, 2, 6)
+        (JobStatus::Pending, 2, 6)
     );
     let input = store.input(id).await.expect("input").expect("exists");
     assert_eq!((input.payload, input.budget), (json!({"a": 1}), 5));
@@ -386,7 +387,7 @@ async fn a_failed_redrive_publish_marks_the_job_dead(store: Store) {
     let id = JobId::new();
     store
         .apply(&[
-            Write::Insert(queued(id), json!({}), None),
+            insert(queued(id), json!({}), None),
             Write::MarkDead {
                 id,
                 attempt: 2,
@@ -433,16 +434,16 @@ async fn history(store: &Store, ids: &[JobId; 5]) -> Vec<Vec<Written>> {
     dead.error = Some("boom".into());
     let batches = vec![
         vec![
-            Write::Insert(job(a, JobKind::Noop), json!({"n": 1}), Some(key.clone())),
-            Write::Insert(job(b, JobKind::Sleep), json!({"ms": 5}), None),
-            Write::Insert(job(c, JobKind::Noop), json!([]), None),
-            Write::Insert(job(d, JobKind::Noop), json!(null), None),
+            insert(job(a, JobKind::Noop), json!({"n": 1}), Some(key.clone())),
+            insert(job(b, JobKind::Sleep), json!({"ms": 5}), None),
+            insert(job(c, JobKind::Noop), json!([]), None),
+            insert(job(d, JobKind::Noop), json!(null), None),
         ],
         vec![
             Write::Event(event(a, 1, JobStatus::Running, at(1))),
             Write::Event(done),
             Write::Event(event(a, 1, JobStatus::Running, at(3))),
-            Write::Insert(job(e, JobKind::Noop), json!({}), Some(key)),
+            insert(job(e, JobKind::Noop), json!({}), Some(key)),
             Write::Delete(d),
         ],
         vec![
@@ -454,12 +455,14 @@ async fn history(store: &Store, ids: &[JobId; 5]) -> Vec<Vec<Written>> {
                 id: b,
                 attempt: 3,
                 max_attempts: 6,
+                resolve_at: OffsetDateTime::now_utc(),
             },
             Write::Event(dead),
             Write::Redrive {
                 id: c,
                 attempt: 2,
                 max_attempts: 6,
+                resolve_at: OffsetDateTime::now_utc(),
             },
         ],
     ];
@@ -542,7 +545,7 @@ async fn postgres_replicas_writing_the_same_jobs_neither_deadlock_nor_lose_updat
         let ids: Vec<JobId> = (0..40).map(|_| JobId::new()).collect();
         let inserts: Vec<Write> = ids
             .iter()
-            .map(|id| Write::Insert(queued(*id), json!({}), None))
+            .map(|id| insert(queued(*id), json!({}), None))
             .collect();
         one.apply(&inserts).await.expect("insert");
 
@@ -600,8 +603,8 @@ async fn postgres_an_idempotency_key_raced_by_two_replicas_goes_to_one_job() {
                 fingerprint: "fp".into(),
             };
             let (a, b) = (JobId::new(), JobId::new());
-            let wa = [Write::Insert(queued(a), json!({}), Some(key.clone()))];
-            let wb = [Write::Insert(queued(b), json!({}), Some(key))];
+            let wa = [insert(queued(a), json!({}), Some(key.clone()))];
+            let wb = [insert(queued(b), json!({}), Some(key))];
             let (ra, rb) = tokio::join!(one.apply(&wa), two.apply(&wb));
             let (ra, rb) = (ra.expect("one"), rb.expect("two"));
             let taken = |by: JobId| {
@@ -631,7 +634,7 @@ async fn postgres_a_nul_in_an_error_does_not_fail_the_batch() {
         dead.error = Some("bad\0byte".into());
         store
             .apply(&[
-                Write::Insert(queued(id), json!({"s": "\u{0}"}), None),
+                insert(queued(id), json!({"s": "\u{0}"}), None),
                 Write::Event(dead),
             ])
             .await
@@ -686,5 +689,14 @@ fn passwords_are_redacted_from_database_urls() {
         ("postgresql://u:p@h/d?x=a@b", "postgresql://u:***@h/d?x=a@b"),
     ] {
         assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+fn insert(job: JobRecord, payload: serde_json::Value, key: Option<IdempotencyKey>) -> Write {
+    Write::Insert {
+        job,
+        payload,
+        key,
+        resolve_at: None,
     }
 }

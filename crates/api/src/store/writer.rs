@@ -56,7 +56,13 @@ impl StoreWriter {
         payload: serde_json::Value,
         key: Option<IdempotencyKey>,
     ) -> Result<Written, StoreError> {
-        self.request(Write::Insert(job, payload, key)).await
+        self.request(Write::Insert {
+            job,
+            payload,
+            key,
+            resolve_at: None,
+        })
+        .await
     }
 
     /// Forgets a job whose publish failed; returns once committed.
