@@ -379,7 +379,7 @@ async fn only_dead_jobs_are_redriven(store: Store) {
         .expect("late");
     assert_eq!(
         store.get(id).await.expect("get").expect("exists").status,
-        JobStatus::Queued
+        JobStatus::Pending
     );
 }
 
