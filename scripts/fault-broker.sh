@@ -7,6 +7,8 @@
 #   stop       stop the whole node (Erlang VM included)
 #   stop-app   stop the RabbitMQ application only (AMQP port closes; simulates an outage)
 #   start-app  start the application again and wait until the AMQP port answers
+#   alarm-on   raise a memory alarm (watermark set far below use): the node blocks publishers
+#   alarm-off  clear it (watermark back to the default 0.4)
 #   status     exit 0 if the AMQP port answers, 1 otherwise
 #   url        print the node's AMQP URL (amqp://guest:guest@127.0.0.1:5673/%2f)
 #
@@ -308,6 +310,16 @@ cmd_start_app() {
   cmd_start_app_locked
 }
 
+# A memory alarm, as a broker short of memory raises it: connections that publish are blocked
+# (connection.blocked) and nothing is stored until it clears.
+cmd_alarm() {
+  lock
+  node_alive || die "$NODE is not running (use: $0 start)"
+  timeout 30 "${CTL[@]}" -n "$NODE" set_vm_memory_high_watermark "$1" >/dev/null ||
+    die "set_vm_memory_high_watermark $1 on $NODE failed"
+  say "$NODE memory high watermark set to $1"
+}
+
 cmd_url() {
   echo "amqp://guest:guest@$HOST:$PORT/%2f"
 }
@@ -317,10 +329,12 @@ case "${1:-}" in
   stop) cmd_stop ;;
   stop-app) cmd_stop_app ;;
   start-app) cmd_start_app ;;
+  alarm-on) cmd_alarm 0.000001 ;;
+  alarm-off) cmd_alarm 0.4 ;;
   status) if port_open; then exit 0; else exit 1; fi ;;
   url) cmd_url ;;
   *)
-    echo "usage: $0 start|stop|stop-app|start-app|status|url" >&2
+    echo "usage: $0 start|stop|stop-app|start-app|alarm-on|alarm-off|status|url" >&2
     exit 2
     ;;
 esac

@@ -388,6 +388,45 @@ impl ApiProcess {
     pub fn logs(&self) -> Vec<String> {
         self.proc.logs()
     }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn stop(mut self) -> ExitStatus {
+        self.proc.signal("-TERM");
+        self.proc.wait_exit(Duration::from_secs(40)).await
+    }
+
+    /// kill -9: the process dies wherever it is, mid-request included.
+    pub async fn kill9(mut self) {
+        self.proc.signal("-KILL");
+        self.proc.wait_exit(Duration::from_secs(10)).await;
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition whose labels contain each
+/// of `labels` (e.g. `outcome="succeeded"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 /// A running `offload-worker`.

@@ -92,7 +92,11 @@ pub async fn publish_and_settle(
     fates
 }
 
-fn refused_write(envelope: &JobEnvelope, why: &BrokerError, on_refused: OnRefused) -> Option<Write> {
+fn refused_write(
+    envelope: &JobEnvelope,
+    why: &BrokerError,
+    on_refused: OnRefused,
+) -> Option<Write> {
     match on_refused {
         OnRefused::Forget => Some(Write::Delete(envelope.id)),
         OnRefused::MarkDead => Some(Write::MarkDead {
@@ -136,7 +140,13 @@ async fn await_late_confirm(
         }
         Confirm::Refused(e) => {
             tracing::info!(job_id = %envelope.id, error = %e, "the broker refused the job after all");
-            settle(&state, refused_write(&envelope, &e, on_refused).into_iter().collect()).await;
+            settle(
+                &state,
+                refused_write(&envelope, &e, on_refused)
+                    .into_iter()
+                    .collect(),
+            )
+            .await;
         }
         Confirm::Unknown { why, .. } => {
             tracing::warn!(job_id = %envelope.id, error = %why, "no confirm came; the reconciler will republish the job");
@@ -192,7 +202,10 @@ pub async fn run_reconciler(state: AppState, token: CancellationToken) {
             })
             .collect();
         let ids: Vec<JobId> = envelopes.iter().map(|e| e.id).collect();
-        tracing::info!(jobs = ids.len(), "republishing jobs whose first publish was never confirmed");
+        tracing::info!(
+            jobs = ids.len(),
+            "republishing jobs whose first publish was never confirmed"
+        );
         for _ in &ids {
             state.metrics.republished();
         }

@@ -124,9 +124,7 @@ impl ApiError {
             ApiError::Broker(_)
             | ApiError::Unknown(..)
             | ApiError::Store(_)
-            | ApiError::PartlyAccepted(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::PartlyAccepted(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -35,6 +35,26 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Attempts when the request names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
+/// Deepest nesting of arrays and objects a payload may have: well inside what serde_json reads
+/// back (128 levels) when the payload returns inside an envelope or an event batch.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// Nesting depth of `value` (a scalar is 0, `[]` and `{}` are 1), without recursion.
+fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
 /// A checked job request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
@@ -197,6 +217,14 @@ impl NewJob {
         let payload = request
             .payload
             .unwrap_or_else(|| Value::Object(Default::default()));
+        // What the worker and the event path can carry: a payload nested deeper would come back
+        // in an event the API cannot read.
+        let depth = json_depth(&payload);
+        if depth > MAX_PAYLOAD_DEPTH {
+            return Err(ApiError::Invalid(format!(
+                "payload nests {depth} levels deep; at most {MAX_PAYLOAD_DEPTH} are accepted"
+            )));
+        }
         kind.validate_payload(&payload)
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
@@ -285,6 +313,11 @@ mod tests {
 
     #[test]
     fn bad_json_bodies_get_400_or_422() {
+        let deep = format!(
+            r#"{{"kind":"noop","payload":{}1{}}}"#,
+            "[".repeat(65),
+            "]".repeat(65)
+        );
         let cases = [
             ("{", 400, "truncated JSON"),
             ("not json", 400, "not JSON at all"),
@@ -304,10 +337,24 @@ mod tests {
                 "timeout over the maximum",
             ),
             ("[1,2]", 422, "not an object"),
+            (deep.as_str(), 422, "payload nested past the limit"),
         ];
         for (body, status, why) in cases {
             assert_eq!(json_status(body).map(|_| 0), Err(status), "{why}: {body}");
         }
+    }
+
+    #[test]
+    fn depth_counts_nesting() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!([])), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": []}]})), 4);
+        let at_limit = format!(
+            r#"{{"kind":"noop","payload":{}{}}}"#,
+            "[".repeat(MAX_PAYLOAD_DEPTH),
+            "]".repeat(MAX_PAYLOAD_DEPTH)
+        );
+        assert!(json_status(&at_limit).is_ok());
     }
 
     #[test]

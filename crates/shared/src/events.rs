@@ -344,10 +344,7 @@ mod tests {
                 .reason
                 .contains("version 2")
         );
-        assert_eq!(
-            parsed[1].as_ref().expect_err("deep").body,
-            deep.as_bytes()
-        );
+        assert_eq!(parsed[1].as_ref().expect_err("deep").body, deep.as_bytes());
     }
 
     #[test]

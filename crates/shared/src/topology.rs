@@ -365,10 +365,7 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
     let mut queues = vec![
         (&names.dead_queue, plain_queue_arguments(settings)),
         (&names.events_queue, plain_queue_arguments(settings)),
-        (
-            &names.parked_events_queue,
-            plain_queue_arguments(settings),
-        ),
+        (&names.parked_events_queue, plain_queue_arguments(settings)),
         (&names.jobs_queue, jobs_queue_arguments(settings, &names)),
     ];
     for (ms, name) in &names.retry_queues {

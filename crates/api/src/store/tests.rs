@@ -244,10 +244,7 @@ async fn unknown_ids_and_deleted_jobs_are_absent(store: Store) {
     assert!(store.input(JobId::new()).await.expect("input").is_none());
     let id = JobId::new();
     store
-        .apply(&[
-            insert(queued(id), json!({}), None),
-            Write::Delete(id),
-        ])
+        .apply(&[insert(queued(id), json!({}), None), Write::Delete(id)])
         .await
         .expect("apply");
     assert!(store.get(id).await.expect("get").is_none());

@@ -1,0 +1,335 @@
+//! The accept path at its edges: for every way a publish can end (confirmed, refused, not
+//! confirmed in time, the API gone between its store write and its publish) the store tells the
+//! truth afterwards. Each test counts jobs accepted, jobs run (by the workers' own metrics) and
+//! jobs visible, and runs per job. The memory-alarm test runs on the private fault broker
+//! (`scripts/fault-broker.sh`), so other tests never see the alarm.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use lapin::{
+    options::QueueBindOptions,
+    types::{FieldTable, ShortString},
+};
+use offload_shared::topology::JOB_ROUTING_KEY;
+use offload_tests::{ApiProcess, TestEnv, WorkerProcess, fault_broker, metric_sum, poll};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+/// One fault-broker test at a time: an alarm stops the whole node.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// One answer to a `POST /jobs`.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    body: Value,
+    took: Duration,
+}
+
+async fn post(api: &ApiProcess, body: &Value, key: Option<&str>) -> Answer {
+    let mut request = api.http.post(api.url("/jobs")).json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let started = Instant::now();
+    let response = request.send().await.expect("an answer to POST /jobs");
+    let status = response.status().as_u16();
+    let retry_after = response.headers().contains_key("retry-after");
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        retry_after,
+        body,
+        took: started.elapsed(),
+    }
+}
+
+/// Jobs a worker ran to success, by its own count.
+async fn succeeded_on(worker: &WorkerProcess) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", worker.metrics_base))
+        .await
+        .expect("worker metrics")
+        .text()
+        .await
+        .expect("text");
+    metric_sum(
+        &text,
+        "offload_worker_jobs_total",
+        &["outcome=\"succeeded\""],
+    )
+}
+
+/// Clears the alarm even when an assertion fails, so the fault broker stays usable.
+struct AlarmGuard;
+
+impl Drop for AlarmGuard {
+    fn drop(&mut self) {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fault-broker.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("alarm-off")
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_gets_503s_and_each_keyed_retry_then_gets_the_one_job_that_ran() {
+    let _serial = SERIAL.lock().await;
+    fault_broker("start").await;
+    let url = fault_broker("url").await;
+    let env = TestEnv::on(&url).await;
+    // Default settings: publish deadline 1.5 s, resolve after 60 s.
+    let api = ApiProcess::start(&env, &[]).await;
+    let worker = WorkerProcess::start(&env, "alarm-w", 4, &[]).await;
+    let before = api.submit(json!({"kind": "noop"})).await;
+    api.wait_for_status(
+        before["id"].as_str().expect("id"),
+        "succeeded",
+        Duration::from_secs(15),
+    )
+    .await;
+
+    let _guard = AlarmGuard;
+    fault_broker("alarm-on").await;
+    const JOBS: usize = 20;
+    let body = |i: usize| json!({"kind": "sleep", "payload": {"ms": i}});
+    let keys: Vec<String> = (0..JOBS)
+        .map(|i| format!("alarm-{}-{i}", env.prefix))
+        .collect();
+    let answers = join_all((0..JOBS).map(|i| {
+        let api = &api;
+        let key = keys[i].clone();
+        async move { post(api, &body(i), Some(&key)).await }
+    }))
+    .await;
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.status, 503, "submit {i} during the alarm: {a:?}");
+        assert!(a.retry_after, "submit {i}: 503 without Retry-After");
+        assert!(
+            a.took < Duration::from_millis(3500),
+            "submit {i} took {:?}, past the publish deadline",
+            a.took
+        );
+    }
+    let unknown: Vec<(usize, String)> = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((i, a.body["job_id"].as_str()?.to_owned())))
+        .collect();
+    // The readiness probe says why, and a submit now is refused at once.
+    let ready = poll(
+        Duration::from_secs(10),
+        "readiness to name the alarm",
+        || async {
+            let r = api.http.get(api.url("/health/ready")).send().await.ok()?;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.ok()?;
+            (status == 503 && body["broker"].as_str()?.contains("blocking")).then_some(body)
+        },
+    )
+    .await;
+    let blocked = post(&api, &body(0), Some("another-key")).await;
+    assert_eq!(blocked.status, 503, "{blocked:?}");
+    assert!(blocked.took < Duration::from_millis(500), "{blocked:?}");
+    assert_eq!(
+        blocked.body["type"], "/problems/queue-blocked",
+        "{blocked:?}"
+    );
+
+    fault_broker("alarm-off").await;
+    let cleared = Instant::now();
+    // Every key resolves to exactly one job: the one the broker took, if it took one.
+    let mut conflicts = 0;
+    let mut ids = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let answer = poll(
+            Duration::from_secs(30),
+            "a keyed retry to resolve",
+            || async {
+                let a = post(&api, &body(i), Some(key)).await;
+                if a.status == 409 {
+                    assert!(a.retry_after, "409 without Retry-After: {a:?}");
+                }
+                matches!(a.status, 200 | 202).then_some(a)
+            },
+        )
+        .await;
+        ids.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    for (i, id) in &unknown {
+        if ids[*i] != *id {
+            conflicts += 1;
+        }
+    }
+    for id in &ids {
+        let job = api
+            .wait_for_status(id, "succeeded", Duration::from_secs(30))
+            .await;
+        assert_eq!(job["runs"], 1, "job {id} ran more than once: {job}");
+    }
+    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
+        let n = succeeded_on(&worker).await;
+        (n >= (JOBS + 1) as f64).then_some(n)
+    })
+    .await;
+    let visible = api.all_jobs("succeeded").await.len();
+    println!(
+        "memory alarm: {JOBS} keyed submits during the alarm, all 503 (slowest {:?}), {} of them \
+         unknown (job id given); readiness said {:?}; after the alarm cleared every key resolved \
+         within {:?}; jobs run {ran}, visible {visible}, {conflicts} keys whose job differs from the \
+         503's job id",
+        answers.iter().map(|a| a.took).max().unwrap_or_default(),
+        unknown.len(),
+        ready["broker"],
+        cleared.elapsed(),
+    );
+    assert_eq!(
+        conflicts, 0,
+        "a keyed retry got another job than the unknown one"
+    );
+    assert_eq!(ran, (JOBS + 1) as f64, "jobs run by the worker");
+    assert_eq!(visible, JOBS + 1, "jobs visible in the store");
+    env.cleanup().await;
+}
+
+/// The fingerprint the API binds to an `Idempotency-Key` for `{"kind": kind}` with defaults.
+fn fingerprint(kind: &str) -> String {
+    let canonical = json!({"kind": kind, "payload": {}, "max_attempts": 5, "timeout_s": null});
+    Sha256::digest(canonical.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn micros(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).expect("micros")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_waits_for_it() {
+    let env = TestEnv::new().await;
+    // The API creates its store, then stops; what it leaves is what an API killed between its
+    // store write and its publish leaves: a pending row with its key, and no message.
+    ApiProcess::start(&env, &[]).await.stop().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let key = format!("killed-{}", env.prefix);
+    let now = time::OffsetDateTime::now_utc();
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.database.display()))
+        .await
+        .expect("store file");
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, timeout_ms, budget,
+                           submitted_at, payload, resolve_at)
+         VALUES (?1, 'noop', 'pending', 3, 1, 5, 300000, 5, ?2, '{}', ?3)",
+    )
+    .bind(&id)
+    .bind(micros(now))
+    .bind(micros(now + Duration::from_secs(4)))
+    .execute(&db)
+    .await
+    .expect("pending row");
+    sqlx::query("INSERT INTO idempotency_keys (key, fingerprint, job_id) VALUES (?1, ?2, ?3)")
+        .bind(&key)
+        .bind(fingerprint("noop"))
+        .bind(&id)
+        .execute(&db)
+        .await
+        .expect("its key");
+    db.close().await;
+
+    let api = ApiProcess::start(&env, &[]).await;
+    let worker = WorkerProcess::start(&env, "reconcile-w", 1, &[]).await;
+    assert_eq!(
+        api.job(&id).await["status"],
+        "pending",
+        "visible while unresolved"
+    );
+    let early = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
+    assert_eq!(early.status, 409, "a repeat while unresolved: {early:?}");
+    assert!(early.retry_after, "{early:?}");
+    let resolved = poll(
+        Duration::from_secs(20),
+        "the keyed repeat to resolve",
+        || async {
+            let a = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
+            assert!(matches!(a.status, 200 | 409), "{a:?}");
+            (a.status == 200).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(
+        resolved.body["id"],
+        id.as_str(),
+        "the same job, not a new one"
+    );
+    let job = api
+        .wait_for_status(&id, "succeeded", Duration::from_secs(15))
+        .await;
+    assert_eq!(job["runs"], 1, "{job}");
+    let republished = metric_sum(&api.metrics().await, "offload_jobs_republished_total", &[]);
+    assert_eq!(republished, 1.0);
+    let ran = poll(Duration::from_secs(10), "the worker's count", || async {
+        let n = succeeded_on(&worker).await;
+        (n >= 1.0).then_some(n)
+    })
+    .await;
+    assert_eq!(ran, 1.0, "runs");
+    println!(
+        "killed between write and publish: 1 pending row, 409 while unresolved, republished {republished}, ran {ran}, visible as succeeded"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_no_queue_takes_is_refused_and_leaves_nothing_behind() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let channel = env.broker.create_channel().await.expect("channel");
+    let (queue, exchange, routing) = (
+        env.names.jobs_queue.as_str(),
+        env.names.jobs_exchange.as_str(),
+        JOB_ROUTING_KEY,
+    );
+    channel
+        .queue_unbind(
+            ShortString::from(queue),
+            ShortString::from(exchange),
+            ShortString::from(routing),
+            FieldTable::default(),
+        )
+        .await
+        .expect("unbind");
+    let key = format!("returned-{}", env.prefix);
+    let refused = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.retry_after);
+    assert!(
+        refused.body.get("job_id").is_none(),
+        "refused, not unknown: {refused:?}"
+    );
+    for status in ["pending", "queued"] {
+        assert!(
+            api.all_jobs(status).await.is_empty(),
+            "a refused job must not be reported {status}"
+        );
+    }
+    channel
+        .queue_bind(
+            ShortString::from(queue),
+            ShortString::from(exchange),
+            ShortString::from(routing),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    // The key was freed with the refused job: the retry is a new job, accepted.
+    let accepted = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    println!("returned as unroutable: 503, no row left; the keyed retry was accepted");
+    env.cleanup().await;
+}
