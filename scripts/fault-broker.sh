@@ -9,6 +9,7 @@
 #   start-app  start the application again and wait until the AMQP port answers
 #   alarm-on   raise a memory alarm (watermark set far below use): the node blocks publishers
 #   alarm-off  clear it (watermark back to the default 0.4)
+#   close-connections  close every client connection (as a network cut or a node restart does)
 #   status     exit 0 if the AMQP port answers, 1 otherwise
 #   url        print the node's AMQP URL (amqp://guest:guest@127.0.0.1:5673/%2f)
 #
@@ -331,10 +332,16 @@ case "${1:-}" in
   start-app) cmd_start_app ;;
   alarm-on) cmd_alarm 0.000001 ;;
   alarm-off) cmd_alarm 0.4 ;;
+  close-connections)
+    lock
+    timeout 30 "${CTL[@]}" -n "$NODE" close_all_connections "closed by fault-broker.sh" >/dev/null ||
+      die "close_all_connections on $NODE failed"
+    say "closed every connection to $NODE"
+    ;;
   status) if port_open; then exit 0; else exit 1; fi ;;
   url) cmd_url ;;
   *)
-    echo "usage: $0 start|stop|stop-app|start-app|alarm-on|alarm-off|status|url" >&2
+    echo "usage: $0 start|stop|stop-app|start-app|alarm-on|alarm-off|close-connections|status|url" >&2
     exit 2
     ;;
 esac

@@ -333,3 +333,140 @@ async fn a_publish_no_queue_takes_is_refused_and_leaves_nothing_behind() {
     println!("returned as unroutable: 503, no row left; the keyed retry was accepted");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_mid_confirm_leaves_pending_jobs_that_are_republished_and_run_once() {
+    let _serial = SERIAL.lock().await;
+    fault_broker("start").await;
+    let url = fault_broker("url").await;
+    let env = TestEnv::on(&url).await;
+    let api = ApiProcess::start(&env, &[("OFFLOAD_RESOLVE_AFTER_S", "5")]).await;
+    let worker = WorkerProcess::start(&env, "cut-w", 4, &[]).await;
+
+    // Publishes wait for confirms that cannot come (the alarm), then the connection is cut under
+    // them: the broker discards what it had not read, and the API cannot know that.
+    let _guard = AlarmGuard;
+    fault_broker("alarm-on").await;
+    const JOBS: usize = 10;
+    let keys: Vec<String> = (0..JOBS)
+        .map(|i| format!("cut-{}-{i}", env.prefix))
+        .collect();
+    let body = json!({"kind": "noop"});
+    let submits = join_all(keys.iter().map(|key| post(&api, &body, Some(key))));
+    let cut = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fault_broker("close-connections").await;
+    };
+    let (answers, ()) = tokio::join!(submits, cut);
+    fault_broker("alarm-off").await;
+    for a in &answers {
+        assert_eq!(a.status, 503, "{a:?}");
+        assert!(a.retry_after, "{a:?}");
+    }
+    let unknown = answers
+        .iter()
+        .filter(|a| a.body["job_id"].is_string())
+        .count();
+
+    let mut conflicts = 0;
+    let mut ids = Vec::new();
+    for key in &keys {
+        let answer = poll(
+            Duration::from_secs(40),
+            "a keyed retry to resolve",
+            || async {
+                let a = post(&api, &body, Some(key)).await;
+                if a.status == 409 {
+                    assert!(a.retry_after, "{a:?}");
+                }
+                matches!(a.status, 200 | 202).then_some(a)
+            },
+        )
+        .await;
+        ids.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    for (a, id) in answers.iter().zip(&ids) {
+        if let Some(first) = a.body["job_id"].as_str()
+            && first != id
+        {
+            conflicts += 1;
+        }
+    }
+    let mut runs = 0;
+    for id in &ids {
+        let job = api
+            .wait_for_status(id, "succeeded", Duration::from_secs(30))
+            .await;
+        runs += job["runs"].as_u64().unwrap_or(0);
+    }
+    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
+        let n = succeeded_on(&worker).await;
+        (n >= JOBS as f64).then_some(n)
+    })
+    .await;
+    let republished = metric_sum(&api.metrics().await, "offload_jobs_republished_total", &[]);
+    let visible = api.all_jobs("succeeded").await.len();
+    println!(
+        "connection lost mid-confirm: {JOBS} keyed submits, {unknown} unknown 503s; republished \
+         {republished}; keys resolved to {} jobs ({conflicts} differing from the 503's job id); \
+         runs recorded {runs}, run by the worker {ran}, visible {visible}",
+        ids.len()
+    );
+    assert_eq!(conflicts, 0);
+    assert_eq!(visible, JOBS, "one job per key");
+    assert_eq!(runs, JOBS as u64, "each job ran once");
+    assert_eq!(ran, JOBS as f64, "no job ran invisibly");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacked_publish_is_refused_and_leaves_nothing_behind() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    // A full quorum queue (x-overflow reject-publish) nacks what it cannot take: one message fits.
+    let policy = format!("{}-full", env.prefix);
+    let pattern = format!("^{}\\.jobs$", env.prefix.replace('-', "\\-"));
+    let set = std::process::Command::new("rabbitmqctl")
+        .args(["set_policy", "--apply-to", "queues", &policy, &pattern])
+        .arg(r#"{"max-length": 1}"#)
+        .output()
+        .expect("rabbitmqctl runs (scripts/test.sh installs RabbitMQ)");
+    assert!(set.status.success(), "set_policy: {set:?}");
+    let first = poll(Duration::from_secs(10), "the policy to apply", || async {
+        // Fill the queue, then see the next publish nacked.
+        let a = post(&api, &json!({"kind": "noop"}), None).await;
+        (a.status == 503).then_some(a)
+    })
+    .await;
+    assert!(first.retry_after);
+    assert!(
+        first.body.get("job_id").is_none(),
+        "nacked, not unknown: {first:?}"
+    );
+    let key = format!("nacked-{}", env.prefix);
+    let keyed = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
+    assert_eq!(keyed.status, 503, "{keyed:?}");
+    assert!(
+        api.all_jobs("pending").await.is_empty(),
+        "a refused job is not kept pending"
+    );
+    let queued = api.all_jobs("queued").await.len();
+    let held = env.ready_count(&env.names.jobs_queue).await as usize;
+    assert_eq!(
+        queued, held,
+        "only the jobs the queue holds are reported queued"
+    );
+    // The key was freed with the refused job: a repeat is not answered with a job (200) or as
+    // unresolved (409), but refused afresh.
+    let again = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
+    assert_eq!(again.status, 503, "{again:?}");
+    let clear = std::process::Command::new("rabbitmqctl")
+        .args(["clear_policy", &policy])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(clear.status.success(), "clear_policy: {clear:?}");
+    println!(
+        "nacked by a full queue: 503, no pending row, {queued} queued in the store = {held} in the queue; the key stayed free"
+    );
+    env.cleanup().await;
+}

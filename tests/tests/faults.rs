@@ -131,6 +131,8 @@ struct Submission {
     status: u16,
     latency: Duration,
     id: Option<String>,
+    /// A 503 whose confirm did not come in time names the job: it may still run.
+    unknown: Option<String>,
     retry_after: bool,
 }
 
@@ -141,7 +143,8 @@ async fn broker_restart(queue_type: &str) {
     let url = offload_tests::fault_broker("url").await;
     let env = TestEnv::on(&url).await;
     let extra = [("OFFLOAD_QUEUE_TYPE", queue_type)];
-    let mut api = ApiProcess::start(&env, &extra).await;
+    // Unknown outcomes are resolved within the test's bound.
+    let mut api = ApiProcess::start(&env, &[extra[0], ("OFFLOAD_RESOLVE_AFTER_S", "5")]).await;
     let mut workers = Vec::new();
     for i in 0..2 {
         workers.push(WorkerProcess::start(&env, &format!("restart-{i}"), 4, &extra).await);
@@ -176,6 +179,7 @@ async fn broker_restart(queue_type: &str) {
                         status,
                         latency,
                         id: (status == 202).then(|| body["id"].as_str().unwrap_or("").to_owned()),
+                        unknown: body["job_id"].as_str().map(str::to_owned),
                         retry_after,
                     }
                 }
@@ -279,6 +283,56 @@ async fn broker_restart(queue_type: &str) {
         lost.len()
     );
     assert!(lost.is_empty(), "lost: {lost:?}");
+
+    // The store tells the truth about the rest: a job whose confirm was unknown either ran and is
+    // visible, or never ran and is gone; nothing stays pending or queued, and the workers ran no
+    // job the store does not show.
+    let unknown: Vec<&String> = results.iter().filter_map(|s| s.unknown.as_ref()).collect();
+    poll(
+        Duration::from_secs(60),
+        "no job left pending or queued",
+        || async {
+            let open = api.all_jobs("pending").await.len() + api.all_jobs("queued").await.len();
+            (open == 0).then_some(())
+        },
+    )
+    .await;
+    let visible = api.all_jobs("succeeded").await;
+    let visible_ids: std::collections::HashSet<&str> =
+        visible.iter().filter_map(|j| j["id"].as_str()).collect();
+    let unknown_ran = unknown
+        .iter()
+        .filter(|id| visible_ids.contains(id.as_str()))
+        .count();
+    let mut ran = 0.0;
+    for w in &workers {
+        let text = reqwest::get(format!("{}/metrics", w.metrics_base))
+            .await
+            .expect("worker metrics")
+            .text()
+            .await
+            .expect("text");
+        ran += offload_tests::metric_sum(
+            &text,
+            "offload_worker_jobs_total",
+            &["outcome=\"succeeded\""],
+        );
+    }
+    let runs: u64 = visible
+        .iter()
+        .map(|j| j["runs"].as_u64().unwrap_or(0))
+        .sum();
+    println!(
+        "broker restart ({queue_type}): {} answers were unknown (503 naming the job); {unknown_ran} \
+         of them ran and are visible, the rest are gone; visible jobs {}, runs recorded {runs}, \
+         runs the workers settled {ran}",
+        unknown.len(),
+        visible.len()
+    );
+    assert!(
+        ran <= runs as f64,
+        "the workers ran {ran} jobs but the store shows only {runs} runs: a job ran invisibly"
+    );
     assert!(api.is_running(), "the API must recover without a restart");
     for w in &mut workers {
         assert!(w.is_running(), "{} must recover without a restart", w.name);

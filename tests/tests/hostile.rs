@@ -27,7 +27,11 @@ async fn hostile_payloads_and_events_among_100_jobs_leave_every_normal_job_succe
 
     // Refused at the door, with the limit named; nothing is recorded for them.
     let refusals = [
-        (json!({"kind": "noop", "payload": {"a": nested(65)}}), 422, "64"),
+        (
+            json!({"kind": "noop", "payload": {"a": nested(65)}}),
+            422,
+            "64",
+        ),
         (json!({"kind": "noop", "payload": nested(126)}), 422, "64"),
         (
             json!({"kind": "noop", "payload": {"s": "x".repeat(2 * 1024 * 1024)}}),
@@ -43,7 +47,10 @@ async fn hostile_payloads_and_events_among_100_jobs_leave_every_normal_job_succe
 
     let mut normal = Vec::new();
     for i in 0..50 {
-        normal.push(api.submit(json!({"kind": "noop", "payload": {"i": i}})).await);
+        normal.push(
+            api.submit(json!({"kind": "noop", "payload": {"i": i}}))
+                .await,
+        );
     }
     for (body, status, limit) in &refusals {
         let r = api
@@ -103,7 +110,10 @@ async fn hostile_payloads_and_events_among_100_jobs_leave_every_normal_job_succe
             .expect("confirm");
     }
     for i in 50..100 {
-        normal.push(api.submit(json!({"kind": "noop", "payload": {"i": i}})).await);
+        normal.push(
+            api.submit(json!({"kind": "noop", "payload": {"i": i}}))
+                .await,
+        );
     }
 
     for job in &normal {
@@ -126,10 +136,14 @@ async fn hostile_payloads_and_events_among_100_jobs_leave_every_normal_job_succe
     assert_eq!(parked, unreadable as f64);
     // The good event of the hostile batch was applied (a start counts as a run), not dropped
     // with its unreadable neighbours.
-    let victim_job = poll(Duration::from_secs(10), "the batch's good event", || async {
-        let job = api.job(&victim).await;
-        (job["runs"] == 2).then_some(job)
-    })
+    let victim_job = poll(
+        Duration::from_secs(10),
+        "the batch's good event",
+        || async {
+            let job = api.job(&victim).await;
+            (job["runs"] == 2).then_some(job)
+        },
+    )
     .await;
     assert_eq!(victim_job["status"], "succeeded", "{victim_job}");
     // Each one waits in the parked queue with its reason.
