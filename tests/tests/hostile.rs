@@ -180,3 +180,43 @@ async fn hostile_payloads_and_events_among_100_jobs_leave_every_normal_job_succe
     assert_eq!(jobs_total, normal.len() + edge_jobs.len());
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_queue_stays_within_its_policy_bound_and_the_store_keeps_every_dead_job() {
+    let env = TestEnv::new().await;
+    // The policy docs/operations.md gives, scoped to this test's prefix.
+    let policy = format!("{}-dead", env.prefix);
+    let pattern = format!("^{}\\.dead$", env.prefix.replace('-', "\\-"));
+    let set = std::process::Command::new("rabbitmqctl")
+        .args(["set_policy", "--apply-to", "queues", &policy, &pattern])
+        .arg(r#"{"max-length": 2, "overflow": "drop-head"}"#)
+        .output()
+        .expect("rabbitmqctl runs (scripts/test.sh installs RabbitMQ)");
+    assert!(set.status.success(), "set_policy: {set:?}");
+    let api = ApiProcess::start(&env, &[]).await;
+    let _w = WorkerProcess::start(&env, "dead-w", 1, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let job = api
+            .submit(json!({"kind": "sleep", "payload": {"ms": i, "fail": "permanent"}}))
+            .await;
+        ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        let job = api
+            .wait_for_status(id, "dead", Duration::from_secs(20))
+            .await;
+        assert!(job["error"].is_string(), "the reason is kept: {job}");
+    }
+    let held = poll(Duration::from_secs(10), "the bound to hold", || async {
+        let n = env.ready_count(&env.names.dead_queue).await;
+        (n <= 2).then_some(n)
+    })
+    .await;
+    let _ = std::process::Command::new("rabbitmqctl")
+        .args(["clear_policy", &policy])
+        .output();
+    println!("dead-letter bound: 5 dead jobs in the store, {held} in the bounded queue");
+    assert_eq!(held, 2);
+    env.cleanup().await;
+}

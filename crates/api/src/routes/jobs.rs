@@ -46,8 +46,9 @@ pub const DEFAULT_PAGE: u32 = 50;
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind or field, invalid payload, key reused for another job", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker did not take the job; nothing was enqueued (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A repeat with the same Idempotency-Key while the first job's confirm is still unknown (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn submit(
@@ -172,7 +173,8 @@ pub struct BatchAccepted {
         (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No jobs, over 1,000, or a bad job (`jobs[i]: ...`); nothing enqueued", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker took none (nothing enqueued) or only some of the jobs (`accepted`, `not_accepted`); Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A repeat with the same Idempotency-Key while some of the first request's jobs are unresolved (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker took none (nothing enqueued) or only some of the jobs (`accepted`, `not_accepted`, `unresolved`: not confirmed in time, may still run); Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(jobs))]
 pub async fn submit_batch(
@@ -351,7 +353,7 @@ pub async fn get_job(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs with this status: queued, running, retrying, succeeded, failed, dead.
+    /// Only jobs with this status: pending, queued, running, retrying, succeeded, failed, dead.
     status: Option<String>,
     /// Only jobs of this kind.
     kind: Option<String>,
@@ -431,7 +433,7 @@ pub async fn list_jobs(
         (status = 202, description = "Re-enqueued: the job is queued again as its next attempt", body = JobRecord),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job is not dead", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker did not take it; the job stays dead (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not take it, the job stays dead; or (`confirm-unknown`) it did not confirm in time and the job is `pending` until resolved (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(job_id = %raw))]
 pub async fn retry_job(
