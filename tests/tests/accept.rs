@@ -470,3 +470,97 @@ async fn a_nacked_publish_is_refused_and_leaves_nothing_behind() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_killed_mid_publish_leaves_jobs_that_a_new_api_resolves_and_each_runs_once() {
+    let _serial = SERIAL.lock().await;
+    fault_broker("start").await;
+    let url = fault_broker("url").await;
+    let env = TestEnv::on(&url).await;
+    let extra = [("OFFLOAD_RESOLVE_AFTER_S", "5")];
+    let first = ApiProcess::start(&env, &extra).await;
+    let worker = WorkerProcess::start(&env, "killed-w", 4, &[]).await;
+
+    // The broker holds the publishes unconfirmed (an alarm) while the API is killed with its
+    // rows written and its confirms outstanding.
+    let _guard = AlarmGuard;
+    fault_broker("alarm-on").await;
+    const JOBS: usize = 10;
+    let keys: Vec<String> = (0..JOBS)
+        .map(|i| format!("kill-{}-{i}", env.prefix))
+        .collect();
+    let body = json!({"kind": "noop"});
+    let client = first.http.clone();
+    let base = first.base.clone();
+    let submits: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let request = client
+                .post(format!("{base}/jobs"))
+                .header("idempotency-key", key.as_str())
+                .json(&body);
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill9().await;
+    let answered: Vec<_> = join_all(submits).await;
+    let unanswered = answered.iter().filter(|r| !matches!(r, Ok(Ok(_)))).count();
+    fault_broker("alarm-off").await;
+
+    let api = ApiProcess::start(&env, &extra).await;
+    let mut ids = Vec::new();
+    let mut saw_409 = 0;
+    for key in &keys {
+        let answer = poll(
+            Duration::from_secs(40),
+            "a keyed retry to resolve",
+            || async {
+                let a = post(&api, &body, Some(key)).await;
+                if a.status == 409 {
+                    assert!(a.retry_after, "{a:?}");
+                }
+                matches!(a.status, 200 | 202 | 409).then_some(a)
+            },
+        )
+        .await;
+        let answer = if answer.status == 409 {
+            saw_409 += 1;
+            poll(
+                Duration::from_secs(40),
+                "an unresolved key to resolve",
+                || async {
+                    let a = post(&api, &body, Some(key)).await;
+                    matches!(a.status, 200 | 202).then_some(a)
+                },
+            )
+            .await
+        } else {
+            answer
+        };
+        ids.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    let mut runs = 0;
+    for id in &ids {
+        let job = api
+            .wait_for_status(id, "succeeded", Duration::from_secs(30))
+            .await;
+        runs += job["runs"].as_u64().unwrap_or(0);
+    }
+    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
+        let n = succeeded_on(&worker).await;
+        (n >= JOBS as f64).then_some(n)
+    })
+    .await;
+    let republished = metric_sum(&api.metrics().await, "offload_jobs_republished_total", &[]);
+    let visible = api.all_jobs("succeeded").await.len();
+    println!(
+        "API killed mid-publish: {JOBS} keyed submits, {unanswered} left without an answer; the new \
+         API answered {saw_409} keys 409 while unresolved and republished {republished}; runs \
+         recorded {runs}, run by the worker {ran}, visible {visible}"
+    );
+    assert_eq!(visible, JOBS, "one job per key");
+    assert_eq!(runs, JOBS as u64, "each job ran once");
+    assert_eq!(ran, JOBS as f64, "no job ran invisibly");
+    env.cleanup().await;
+}
