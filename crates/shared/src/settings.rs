@@ -1,7 +1,10 @@
 //! The one settings struct: built-in defaults, then `OFFLOAD_*` environment variables, then
 //! `--flags` of the same names, validated at start-up with messages a person can act on.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -13,6 +16,11 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Longest run-time limit a job may have: below RabbitMQ's default consumer timeout (30 min),
 /// so the broker never closes a worker's channel under a job that is still within its limit.
 pub const MAX_JOB_TIMEOUT_S: u64 = 1500;
+
+/// The worker's metrics address when `OFFLOAD_METRICS_ADDR` is not set. If its port is taken
+/// (another worker on the same machine), the worker falls back to a free port and logs it.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9090);
 
 /// The RabbitMQ queue type of the work, dead-letter and events queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,7 +45,8 @@ impl QueueType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Exit 0 if this process's HTTP port answers `GET /health/ready` with 200 (for container
-    /// healthchecks: the API's OFFLOAD_HTTP_ADDR, the worker's OFFLOAD_METRICS_ADDR).
+    /// healthchecks: the API's OFFLOAD_HTTP_ADDR, the worker's OFFLOAD_METRICS_ADDR, default
+    /// 0.0.0.0:9090).
     Healthcheck,
 }
 
@@ -131,10 +140,13 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_RETRY_CAP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub retry_cap_ms: u64,
 
-    /// [worker] Address of the worker's metrics and health endpoint (`/metrics`, `/health/ready`);
-    /// port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "OFFLOAD_METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    pub metrics_addr: SocketAddr,
+    /// [worker] Address of the worker's metrics and health endpoint (`/metrics`, `/health/ready`)
+    /// [default: 0.0.0.0:9090, or a free port if 9090 is taken, e.g. by another worker on this
+    /// machine; the bound address is logged]. When set, exactly this address, and start-up fails
+    /// if it is taken; port 0 picks a free port.
+    #[arg(long, env = "OFFLOAD_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
 
     /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
     /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
@@ -205,6 +217,12 @@ impl Settings {
         Duration::from_secs(self.shutdown_grace_s)
     }
 
+    /// The worker's metrics address: `OFFLOAD_METRICS_ADDR` if set, else [`DEFAULT_METRICS_ADDR`]
+    /// (which the worker may replace by a free port if it is taken; the healthcheck probes it).
+    pub fn metrics_addr_or_default(&self) -> SocketAddr {
+        self.metrics_addr.unwrap_or(DEFAULT_METRICS_ADDR)
+    }
+
     /// The worker's name in job status.
     pub fn worker_name(&self) -> String {
         self.worker_name.clone().unwrap_or_else(|| {
@@ -238,6 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_address_is_the_default_unless_set() {
+        let unset = Settings::try_parse_from(["offload"]).expect("defaults");
+        assert_eq!(unset.metrics_addr, None, "unset means: may fall back");
+        assert_eq!(
+            unset.metrics_addr_or_default(),
+            "0.0.0.0:9090".parse::<SocketAddr>().expect("addr")
+        );
+        let set = Settings::try_parse_from(["offload", "--metrics-addr", "127.0.0.1:9191"])
+            .expect("valid");
+        assert_eq!(
+            set.metrics_addr_or_default(),
+            "127.0.0.1:9191".parse::<SocketAddr>().expect("addr")
+        );
+    }
+
+    #[test]
     fn related_settings_are_checked_together() {
         let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
         s.retry_cap_ms = 5;
@@ -264,6 +298,7 @@ mod tests {
             (&["offload", "--amqp-url", "http://x"], "--amqp-url"),
             (&["offload", "--queue-prefix", "bad name"], "--queue-prefix"),
             (&["offload", "--http-addr", "nowhere"], "--http-addr"),
+            (&["offload", "--metrics-addr", "nowhere"], "--metrics-addr"),
         ];
         for (args, flag) in cases {
             let err = Settings::try_parse_from(*args).expect_err("must be refused");
