@@ -22,6 +22,13 @@ pub const MAX_JOB_TIMEOUT_S: u64 = 1500;
 pub const DEFAULT_METRICS_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9090);
 
+/// Default of `OFFLOAD_MAX_RESULT_BYTES`: 1 MiB.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1024 * 1024;
+
+/// Largest `OFFLOAD_MAX_RESULT_BYTES`: 8 MiB. A result travels in one event message, which must
+/// stay below the broker's message size limit (16 MiB by default on RabbitMQ 4.x).
+pub const MAX_RESULT_BYTES_CAP: u64 = 8 * 1024 * 1024;
+
 /// The RabbitMQ queue type of the work, dead-letter and events queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueueType {
@@ -147,6 +154,10 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// [worker] Largest result a handler may return, in bytes of JSON; a larger one (or one nested
+    /// deeper than 64 levels) is not sent, and the job ends dead with the reason.
+    #[arg(long, env = "OFFLOAD_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(64..=MAX_RESULT_BYTES_CAP))]
+    pub max_result_bytes: u64,
 
     /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
     /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
@@ -223,6 +234,11 @@ impl Settings {
         self.metrics_addr.unwrap_or(DEFAULT_METRICS_ADDR)
     }
 
+    /// `OFFLOAD_MAX_RESULT_BYTES` as a length (it is at most [`MAX_RESULT_BYTES_CAP`]).
+    pub fn max_result_bytes(&self) -> usize {
+        usize::try_from(self.max_result_bytes).unwrap_or(usize::MAX)
+    }
+
     /// The worker's name in job status.
     pub fn worker_name(&self) -> String {
         self.worker_name.clone().unwrap_or_else(|| {
@@ -253,6 +269,7 @@ mod tests {
         assert_eq!(s.prefetch, 1);
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
+        assert_eq!(s.max_result_bytes, 1024 * 1024);
     }
 
     #[test]
@@ -299,6 +316,14 @@ mod tests {
             (&["offload", "--queue-prefix", "bad name"], "--queue-prefix"),
             (&["offload", "--http-addr", "nowhere"], "--http-addr"),
             (&["offload", "--metrics-addr", "nowhere"], "--metrics-addr"),
+            (
+                &["offload", "--max-result-bytes", "10"],
+                "--max-result-bytes",
+            ),
+            (
+                &["offload", "--max-result-bytes", "999999999"],
+                "--max-result-bytes",
+            ),
         ];
         for (args, flag) in cases {
             let err = Settings::try_parse_from(*args).expect_err("must be refused");

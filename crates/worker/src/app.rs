@@ -293,6 +293,7 @@ async fn consume(
         metrics: probe.metrics.clone(),
         delivery_limit: (settings.queue_type == QueueType::Quorum)
             .then_some(settings.delivery_limit),
+        max_result_bytes: settings.max_result_bytes(),
     };
 
     // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
