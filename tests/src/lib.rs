@@ -441,14 +441,45 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker named `name` with `prefetch`; returns once it consumes.
     pub async fn start(env: &TestEnv, name: &str, prefetch: u16, extra: &[(&str, &str)]) -> Self {
-        let mut proc = Self::spawn(env, name, prefetch, extra);
+        let proc = Self::spawn(env, name, prefetch, extra);
+        Self::started(proc, name).await
+    }
+
+    /// Starts a worker named `name` as a user would on their machine: without the test-only
+    /// `OFFLOAD_METRICS_ADDR` (so it binds 0.0.0.0:9090, or a free port if that is taken) and
+    /// with the default prefetch. Returns once it consumes; `metrics_base` is where it listens.
+    pub async fn start_with_default_metrics(
+        env: &TestEnv,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let mut vars = env.vars();
+        vars.retain(|(k, _)| k != "OFFLOAD_METRICS_ADDR");
+        vars.push(("OFFLOAD_WORKER_NAME".into(), name.to_owned()));
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let proc = Proc::spawn(&format!("offload-worker {name}"), &binaries().1, &vars);
+        Self::started(proc, name).await
+    }
+
+    /// Waits until a spawned worker listens and consumes.
+    async fn started(mut proc: Proc, name: &str) -> Self {
         let line = proc
             .wait_for_log("metrics listening", Duration::from_secs(30))
             .await;
-        let addr = line["addr"]
+        let addr: std::net::SocketAddr = line["addr"]
             .as_str()
-            .expect("metrics line has addr")
-            .to_owned();
+            .and_then(|a| a.parse().ok())
+            .expect("metrics line has addr");
+        // An unspecified address (0.0.0.0) is reached on this host's loopback.
+        let addr = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
         proc.wait_for_log("consuming", Duration::from_secs(30))
             .await;
         WorkerProcess {

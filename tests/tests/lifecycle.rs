@@ -1,5 +1,6 @@
 //! Failures through the front door: retries with back-off, dead letters with reasons, redrive,
-//! panics, time limits, the delivery limit, idempotent submits and listing.
+//! panics, time limits, the delivery limit, results over the size limit, idempotent submits
+//! and listing.
 
 use std::time::Duration;
 
@@ -161,6 +162,51 @@ async fn a_permanent_error_is_dead_at_once_with_its_reason() {
     );
     let (reason, _) = dead_letter_reason(&env).await;
     assert!(reason.contains("permanent error"), "{reason}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_workers_limit_is_not_sent_and_the_job_is_dead_naming_the_setting() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let _worker =
+        WorkerProcess::start(&env, "w1", 1, &[("OFFLOAD_MAX_RESULT_BYTES", "1024")]).await;
+
+    // `noop` returns its payload: this one's result is 2,011 bytes of JSON.
+    let big = json!({"kind": "noop", "payload": {"blob": "x".repeat(2000)}});
+    let small = json!({"kind": "noop", "payload": {"blob": "x".repeat(500)}});
+    let sleep = json!({"kind": "sleep", "payload": {"ms": 10}});
+    let mut normal = Vec::new();
+    for body in [small.clone(), sleep.clone()] {
+        normal.push(
+            api.submit(body).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let job = api.submit(big).await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    for body in [small, sleep] {
+        normal.push(
+            api.submit(body).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+
+    let dead = api.wait_for_status(&id, "dead", DONE_WITHIN).await;
+    let expected = "permanent error: result is 2011 bytes, above OFFLOAD_MAX_RESULT_BYTES (1024)";
+    assert_eq!(dead["error"], expected, "{dead}");
+    assert!(dead["result"].is_null(), "the result was not sent: {dead}");
+    assert_eq!(dead["attempt"], 1, "not retried: {dead}");
+    let (reason, _) = dead_letter_reason(&env).await;
+    assert_eq!(reason, expected);
+    for id in &normal {
+        let done = api.wait_for_status(id, "succeeded", DONE_WITHIN).await;
+        assert!(!done["result"].is_null(), "{done}");
+    }
     env.cleanup().await;
 }
 

@@ -4,6 +4,7 @@
 //! - [`session`]: opening a session: connect, declare, the confirm and plain channels.
 //! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of the process's own HTTP port.
+//! - [`limits`]: bounds on JSON that crosses the wire: nesting depth ([`limits::MAX_JSON_DEPTH`]) and size.
 //! - [`kinds`]: the registry of job kinds and the payload each one accepts.
 //! - [`build`]: building the workspace's binaries from the tests and the benchmark.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod events;
 pub mod healthcheck;
 pub mod kinds;
+pub mod limits;
 pub mod retry;
 pub mod session;
 pub mod settings;

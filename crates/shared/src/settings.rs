@@ -1,7 +1,10 @@
 //! The one settings struct: built-in defaults, then `OFFLOAD_*` environment variables, then
 //! `--flags` of the same names, validated at start-up with messages a person can act on.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -13,6 +16,18 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Longest run-time limit a job may have: below RabbitMQ's default consumer timeout (30 min),
 /// so the broker never closes a worker's channel under a job that is still within its limit.
 pub const MAX_JOB_TIMEOUT_S: u64 = 1500;
+
+/// The worker's metrics address when `OFFLOAD_METRICS_ADDR` is not set. If its port is taken
+/// (another worker on the same machine), the worker falls back to a free port and logs it.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9090);
+
+/// Default of `OFFLOAD_MAX_RESULT_BYTES`: 1 MiB.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1024 * 1024;
+
+/// Largest `OFFLOAD_MAX_RESULT_BYTES`: 8 MiB. A result travels in one event message, which must
+/// stay below the broker's message size limit (16 MiB by default on RabbitMQ 4.x).
+pub const MAX_RESULT_BYTES_CAP: u64 = 8 * 1024 * 1024;
 
 /// The RabbitMQ queue type of the work, dead-letter and events queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,7 +52,8 @@ impl QueueType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Exit 0 if this process's HTTP port answers `GET /health/ready` with 200 (for container
-    /// healthchecks: the API's OFFLOAD_HTTP_ADDR, the worker's OFFLOAD_METRICS_ADDR).
+    /// healthchecks: the API's OFFLOAD_HTTP_ADDR, the worker's OFFLOAD_METRICS_ADDR, default
+    /// 0.0.0.0:9090).
     Healthcheck,
 }
 
@@ -137,10 +153,17 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_RETRY_CAP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub retry_cap_ms: u64,
 
-    /// [worker] Address of the worker's metrics and health endpoint (`/metrics`, `/health/ready`);
-    /// port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "OFFLOAD_METRICS_ADDR", default_value = "0.0.0.0:9090")]
-    pub metrics_addr: SocketAddr,
+    /// [worker] Address of the worker's metrics and health endpoint (`/metrics`, `/health/ready`)
+    /// [default: 0.0.0.0:9090, or a free port if 9090 is taken, e.g. by another worker on this
+    /// machine; the bound address is logged]. When set, exactly this address, and start-up fails
+    /// if it is taken; port 0 picks a free port.
+    #[arg(long, env = "OFFLOAD_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// [worker] Largest result a handler may return, in bytes of JSON; a larger one (or one nested
+    /// deeper than 64 levels) is not sent, and the job ends dead with the reason.
+    #[arg(long, env = "OFFLOAD_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(64..=MAX_RESULT_BYTES_CAP))]
+    pub max_result_bytes: u64,
 
     /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
     /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
@@ -223,6 +246,17 @@ impl Settings {
         Duration::from_secs(self.shutdown_grace_s)
     }
 
+    /// The worker's metrics address: `OFFLOAD_METRICS_ADDR` if set, else [`DEFAULT_METRICS_ADDR`]
+    /// (which the worker may replace by a free port if it is taken; the healthcheck probes it).
+    pub fn metrics_addr_or_default(&self) -> SocketAddr {
+        self.metrics_addr.unwrap_or(DEFAULT_METRICS_ADDR)
+    }
+
+    /// `OFFLOAD_MAX_RESULT_BYTES` as a length (it is at most [`MAX_RESULT_BYTES_CAP`]).
+    pub fn max_result_bytes(&self) -> usize {
+        usize::try_from(self.max_result_bytes).unwrap_or(usize::MAX)
+    }
+
     /// The worker's name in job status.
     pub fn worker_name(&self) -> String {
         self.worker_name.clone().unwrap_or_else(|| {
@@ -253,6 +287,23 @@ mod tests {
         assert_eq!(s.prefetch, 1);
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
+        assert_eq!(s.max_result_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn the_metrics_address_is_the_default_unless_set() {
+        let unset = Settings::try_parse_from(["offload"]).expect("defaults");
+        assert_eq!(unset.metrics_addr, None, "unset means: may fall back");
+        assert_eq!(
+            unset.metrics_addr_or_default(),
+            "0.0.0.0:9090".parse::<SocketAddr>().expect("addr")
+        );
+        let set = Settings::try_parse_from(["offload", "--metrics-addr", "127.0.0.1:9191"])
+            .expect("valid");
+        assert_eq!(
+            set.metrics_addr_or_default(),
+            "127.0.0.1:9191".parse::<SocketAddr>().expect("addr")
+        );
     }
 
     #[test]
@@ -282,6 +333,15 @@ mod tests {
             (&["offload", "--amqp-url", "http://x"], "--amqp-url"),
             (&["offload", "--queue-prefix", "bad name"], "--queue-prefix"),
             (&["offload", "--http-addr", "nowhere"], "--http-addr"),
+            (&["offload", "--metrics-addr", "nowhere"], "--metrics-addr"),
+            (
+                &["offload", "--max-result-bytes", "10"],
+                "--max-result-bytes",
+            ),
+            (
+                &["offload", "--max-result-bytes", "999999999"],
+                "--max-result-bytes",
+            ),
         ];
         for (args, flag) in cases {
             let err = Settings::try_parse_from(*args).expect_err("must be refused");

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use offload_shared::{
     QueueType, Settings, broker,
     session::{self, OpenError, Opened},
+    settings::DEFAULT_METRICS_ADDR,
     topology::Names,
 };
 
@@ -42,9 +43,13 @@ pub enum WorkerError {
     #[error(transparent)]
     Open(#[from] OpenError),
     /// The metrics address could not be bound.
-    #[error("cannot listen on {addr}: {source}. Free the port or set OFFLOAD_METRICS_ADDR.")]
+    #[error(
+        "cannot listen on {addr} (OFFLOAD_METRICS_ADDR): {source}. Free the port, or set \
+         OFFLOAD_METRICS_ADDR to another address (port 0 picks a free one), or leave it unset \
+         to use 0.0.0.0:9090 or else a free port."
+    )]
     Bind {
-        /// `OFFLOAD_METRICS_ADDR`.
+        /// The address asked for (`OFFLOAD_METRICS_ADDR`, or the default).
         addr: SocketAddr,
         /// What failed.
         #[source]
@@ -89,12 +94,7 @@ impl Application {
     pub async fn build_with(settings: Settings, registry: Registry) -> Result<Self, WorkerError> {
         let worker: Arc<str> = settings.worker_name().into();
         let session = open_session(&settings, &worker, settings.broker_timeout()).await?;
-        let listener = TcpListener::bind(settings.metrics_addr)
-            .await
-            .map_err(|source| WorkerError::Bind {
-                addr: settings.metrics_addr,
-                source,
-            })?;
+        let listener = bind_metrics(settings.metrics_addr, DEFAULT_METRICS_ADDR).await?;
         let probe = Probe {
             metrics: Arc::new(WorkerMetrics::default()),
             consuming: Arc::new(AtomicBool::new(false)),
@@ -113,7 +113,7 @@ impl Application {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.settings.metrics_addr)
+            .unwrap_or_else(|_| self.settings.metrics_addr_or_default())
     }
 
     /// The bound metrics port.
@@ -167,6 +167,38 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds the metrics endpoint. An address the operator set (`requested`) is bound as it is, and
+/// failing is a start-up error. Unset, `default` is tried first and, when its port is taken
+/// (another worker on this machine has it), a free port on the same interface: any number of
+/// workers start on one machine with no setting, and the address each one got is logged.
+async fn bind_metrics(
+    requested: Option<SocketAddr>,
+    default: SocketAddr,
+) -> Result<TcpListener, WorkerError> {
+    let addr = requested.unwrap_or(default);
+    let error = match TcpListener::bind(addr).await {
+        Ok(listener) => return Ok(listener),
+        Err(source) => source,
+    };
+    if requested.is_some() || error.kind() != std::io::ErrorKind::AddrInUse {
+        return Err(WorkerError::Bind {
+            addr,
+            source: error,
+        });
+    }
+    let free = SocketAddr::new(default.ip(), 0);
+    let listener = TcpListener::bind(free)
+        .await
+        .map_err(|source| WorkerError::Bind { addr: free, source })?;
+    let bound = listener.local_addr().unwrap_or(free);
+    tracing::warn!(
+        addr = %bound,
+        "metrics and health endpoint on {bound}: OFFLOAD_METRICS_ADDR is not set and {default} is \
+         in use (another worker on this machine?); set OFFLOAD_METRICS_ADDR to pin the address"
+    );
+    Ok(listener)
 }
 
 /// Connects and declares with `settings`' deadlines; the session's reports get `report_deadline`.
@@ -261,6 +293,7 @@ async fn consume(
         metrics: probe.metrics.clone(),
         delivery_limit: (settings.queue_type == QueueType::Quorum)
             .then_some(settings.delivery_limit),
+        max_result_bytes: settings.max_result_bytes(),
     };
 
     // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
@@ -312,4 +345,50 @@ async fn consume(
     )
     .await;
     SessionEnd::Stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address of this host whose port is held for as long as the listener lives.
+    async fn taken() -> (TcpListener, SocketAddr) {
+        let holder = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = holder.local_addr().expect("addr");
+        (holder, addr)
+    }
+
+    #[tokio::test]
+    async fn an_unset_address_uses_the_default_port_when_it_is_free() {
+        let (holder, default) = taken().await;
+        drop(holder);
+        let listener = bind_metrics(None, default).await.expect("binds");
+        assert_eq!(listener.local_addr().expect("addr"), default);
+    }
+
+    #[tokio::test]
+    async fn an_unset_address_falls_back_to_a_free_port_when_the_default_is_taken() {
+        let (_holder, default) = taken().await;
+        let listener = bind_metrics(None, default).await.expect("falls back");
+        let bound = listener.local_addr().expect("addr");
+        assert_eq!(bound.ip(), default.ip(), "same interface");
+        assert_ne!(bound.port(), default.port());
+        assert_ne!(bound.port(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_set_address_that_is_taken_is_a_start_up_error_naming_the_setting() {
+        let (_holder, addr) = taken().await;
+        let other_default = SocketAddr::from(([127, 0, 0, 1], 0));
+        let error = bind_metrics(Some(addr), other_default)
+            .await
+            .expect_err("no fallback for a set address");
+        let text = error.to_string();
+        assert!(
+            matches!(error, WorkerError::Bind { addr: a, .. } if a == addr),
+            "{text}"
+        );
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.contains("OFFLOAD_METRICS_ADDR"), "{text}");
+    }
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use offload_shared::{
     JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
     broker::{self, REQUEST_ID_HEADER, Settle},
+    limits::{MAX_JSON_DEPTH, json_depth, json_len},
     retry::RetryPolicy,
 };
 
@@ -37,7 +38,14 @@ pub struct JobRunner {
     /// Quorum queues: the broker's delivery limit. A delivery at the limit is dead-lettered here,
     /// with a reason, instead of being run once more.
     pub delivery_limit: Option<u32>,
+    /// `OFFLOAD_MAX_RESULT_BYTES`: a larger result is not sent; the job ends dead instead.
+    pub max_result_bytes: usize,
 }
+
+/// Longest error text a handler's failure carries on, in bytes: the reason travels in an AMQP
+/// header of the dead letter (a header must fit in one frame, 128 KiB by default) and in an event,
+/// so a handler that fails with a huge message cannot break either.
+pub const MAX_ERROR_BYTES: usize = 4096;
 
 /// What a job's handler came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +136,7 @@ impl JobRunner {
             .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
         let outcome = run(&envelope, &self.registry, self.reporter.worker().clone()).await;
+        let outcome = bound(outcome, self.max_result_bytes);
         let run_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         let settled = match outcome {
             Outcome::Succeeded(result) => {
@@ -266,6 +275,56 @@ impl JobRunner {
     }
 }
 
+/// Why `result` cannot be sent, if it cannot: it nests deeper than [`MAX_JSON_DEPTH`] (the event
+/// path could not parse it) or its JSON is longer than `max_bytes` (`OFFLOAD_MAX_RESULT_BYTES`).
+pub fn check_result(result: &Value, max_bytes: usize) -> Result<(), String> {
+    let depth = json_depth(result);
+    if depth > MAX_JSON_DEPTH {
+        return Err(format!(
+            "result nests {depth} levels deep, above the limit of {MAX_JSON_DEPTH} levels"
+        ));
+    }
+    let len = json_len(result);
+    if len > max_bytes {
+        return Err(format!(
+            "result is {len} bytes, above OFFLOAD_MAX_RESULT_BYTES ({max_bytes})"
+        ));
+    }
+    Ok(())
+}
+
+/// The outcome as it may be reported: a result over the limits becomes a permanent failure that
+/// says why, and a failure's message is cut to [`MAX_ERROR_BYTES`].
+fn bound(outcome: Outcome, max_result_bytes: usize) -> Outcome {
+    match outcome {
+        Outcome::Succeeded(result) => match check_result(&result, max_result_bytes) {
+            Ok(()) => Outcome::Succeeded(result),
+            Err(why) => Outcome::Failed(JobError::Permanent(why)),
+        },
+        Outcome::Failed(JobError::Permanent(m)) => {
+            Outcome::Failed(JobError::Permanent(truncate(m, MAX_ERROR_BYTES)))
+        }
+        Outcome::Failed(JobError::Retryable(m)) => {
+            Outcome::Failed(JobError::Retryable(truncate(m, MAX_ERROR_BYTES)))
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, saying it was cut.
+fn truncate(mut text: String, max: usize) -> String {
+    const MARK: &str = " … (truncated)";
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(MARK);
+    text
+}
+
 /// A text header of the delivery.
 fn header_text(delivery: &Delivery, name: &str) -> Option<String> {
     match delivery.properties.headers().as_ref()?.inner().get(name)? {
@@ -349,6 +408,63 @@ mod tests {
             timeout_ms,
             submitted_at: OffsetDateTime::now_utc(),
         }
+    }
+
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!("leaf"), |v, _| Value::Array(vec![v]))
+    }
+
+    #[test]
+    fn results_over_the_limits_become_permanent_failures_naming_the_limit() {
+        let max = 1024;
+        let cases = [
+            (json!({"ok": true}), None, "a small result passes"),
+            (
+                nested(MAX_JSON_DEPTH),
+                None,
+                "exactly the depth limit passes",
+            ),
+            (
+                json!("x".repeat(max - 2)),
+                None,
+                "exactly the size limit passes (two quotes)",
+            ),
+            (
+                json!("x".repeat(max - 1)),
+                Some("result is 1025 bytes, above OFFLOAD_MAX_RESULT_BYTES (1024)"),
+                "one byte over",
+            ),
+            (
+                nested(MAX_JSON_DEPTH + 1),
+                Some("result nests 65 levels deep, above the limit of 64 levels"),
+                "one level too deep",
+            ),
+        ];
+        for (result, refused, why) in cases {
+            let outcome = bound(Outcome::Succeeded(result.clone()), max);
+            match refused {
+                None => assert_eq!(outcome, Outcome::Succeeded(result), "{why}"),
+                Some(reason) => assert_eq!(
+                    outcome,
+                    Outcome::Failed(JobError::Permanent(reason.to_owned())),
+                    "{why}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn long_failure_messages_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let Outcome::Failed(JobError::Retryable(cut)) =
+            bound(Outcome::Failed(JobError::Retryable(long)), 1024)
+        else {
+            panic!("stays a retryable failure");
+        };
+        assert!(cut.len() <= MAX_ERROR_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("(truncated)"), "{cut}");
+        let short = Outcome::Failed(JobError::Permanent("bad input".to_owned()));
+        assert_eq!(bound(short.clone(), 1024), short);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use offload_worker::Application;
 async fn main() {
     let settings = Settings::load();
     if settings.command == Some(Command::Healthcheck) {
-        std::process::exit(healthcheck::exit_code(settings.metrics_addr));
+        std::process::exit(healthcheck::exit_code(settings.metrics_addr_or_default()));
     }
     telemetry::init(settings.log_format);
     let token = shutdown::on_signal();

@@ -6,7 +6,10 @@
 //! job's `running` into its end when both wait together, publishes them as one message and
 //! answers each waiting job once the broker confirmed it. An idle worker's event goes out at
 //! once, alone; under load, the events that pile up while one batch is being confirmed share the
-//! next, so the broker stores one message for many jobs.
+//! next, so the broker stores one message for many jobs. A message also stops taking events at
+//! about [`MAX_BATCH_BYTES`], far below the broker's message size limit, so a few large results
+//! split the batch instead of making one message the broker refuses; an event larger than that
+//! goes alone.
 
 use std::{sync::Arc, time::Duration};
 
@@ -32,8 +35,23 @@ pub const WORKER_HEADER: &str = "x-offload-worker";
 /// Most events in one message.
 pub const MAX_EVENTS: usize = 256;
 
+/// A message takes no further event once it holds this many bytes: a quarter of RabbitMQ 4.x's
+/// default `max_message_size` (16 MiB). An event that is larger alone (a result of up to
+/// `OFFLOAD_MAX_RESULT_BYTES`, at most 8 MiB) is sent in a message of its own.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Who waits for an event's confirm.
+type Waiter = oneshot::Sender<Result<(), String>>;
+
 /// An event for the batcher, and who waits for its confirm (nobody, for `running`).
-type Pending = (JobEvent, Option<oneshot::Sender<Result<(), String>>>);
+type Pending = (JobEvent, Option<Waiter>);
+
+/// One message's worth of events: the body (a JSON array) and who waits for its confirm.
+struct Batch {
+    body: Vec<u8>,
+    events: usize,
+    waiters: Vec<Waiter>,
+}
 
 /// Publishes events and dead letters on one confirm-mode channel.
 #[derive(Debug, Clone)]
@@ -157,7 +175,8 @@ impl Reporter {
     }
 }
 
-/// The batcher: takes what waits, folds, publishes one message, answers the waiters.
+/// The batcher: takes what waits, folds, publishes it in messages of at most about
+/// [`MAX_BATCH_BYTES`] each, answers each waiter once its message is confirmed.
 async fn batch_events(
     channel: Channel,
     queue: Arc<str>,
@@ -166,31 +185,32 @@ async fn batch_events(
 ) {
     let mut taken = Vec::with_capacity(MAX_EVENTS);
     while waiting.recv_many(&mut taken, MAX_EVENTS).await > 0 {
-        let (events, waiters) = fold_starts(std::mem::take(&mut taken));
-        let outcome = broker::publish_confirmed(
-            &channel,
-            "",
-            &queue,
-            &JobEvent::batch_to_bytes(&events),
-            broker::persistent_json(),
-            deadline,
-        )
-        .await
-        .map_err(|e| e.to_string());
-        if let Err(why) = &outcome {
-            tracing::warn!(events = events.len(), error = %why, "lifecycle events not confirmed");
-        }
-        for done in waiters {
-            let _ = done.send(outcome.clone());
+        let folded = fold_starts(std::mem::take(&mut taken));
+        for batch in split(folded, MAX_BATCH_BYTES) {
+            let outcome = broker::publish_confirmed(
+                &channel,
+                "",
+                &queue,
+                &batch.body,
+                broker::persistent_json(),
+                deadline,
+            )
+            .await
+            .map_err(|e| e.to_string());
+            if let Err(why) = &outcome {
+                tracing::warn!(events = batch.events, bytes = batch.body.len(), error = %why, "lifecycle events not confirmed");
+            }
+            for done in batch.waiters {
+                let _ = done.send(outcome.clone());
+            }
         }
     }
 }
 
-/// The events to publish, with each `running` dropped whose job's end of the same attempt is
-/// in the same batch (that end then carries the start), and the confirms to send.
-fn fold_starts(taken: Vec<Pending>) -> (Vec<JobEvent>, Vec<oneshot::Sender<Result<(), String>>>) {
-    let mut events: Vec<JobEvent> = Vec::with_capacity(taken.len());
-    let mut waiters = Vec::with_capacity(taken.len());
+/// The events to publish, each with its waiter, with each `running` dropped whose job's end of
+/// the same attempt is in the same batch (that end then carries the start).
+fn fold_starts(taken: Vec<Pending>) -> Vec<Pending> {
+    let mut events: Vec<Pending> = Vec::with_capacity(taken.len());
     // Where each job's `running` sits in `events`, to fold it when its end arrives.
     let mut starts: std::collections::HashMap<(offload_shared::JobId, u32), usize> =
         std::collections::HashMap::new();
@@ -199,12 +219,11 @@ fn fold_starts(taken: Vec<Pending>) -> (Vec<JobEvent>, Vec<oneshot::Sender<Resul
         if event.status == offload_shared::JobStatus::Running {
             starts.insert((event.job_id, event.attempt), events.len());
         } else if let Some(at) = starts.remove(&(event.job_id, event.attempt))
-            && event.fold_start(&events[at])
+            && event.fold_start(&events[at].0)
         {
             folded[at] = true;
         }
-        events.push(event);
-        waiters.extend(done);
+        events.push((event, done));
     }
     let mut index = 0;
     events.retain(|_| {
@@ -212,7 +231,42 @@ fn fold_starts(taken: Vec<Pending>) -> (Vec<JobEvent>, Vec<oneshot::Sender<Resul
         index += 1;
         keep
     });
-    (events, waiters)
+    events
+}
+
+/// Splits `events`, in order, into messages (JSON arrays, as [`JobEvent::batch_to_bytes`] writes
+/// them): a message takes the next event only while it stays within `max_bytes`; an event larger
+/// than that on its own gets a message alone. Each event is serialised once.
+fn split(events: Vec<Pending>, max_bytes: usize) -> Vec<Batch> {
+    let mut batches = Vec::new();
+    let mut current: Option<Batch> = None;
+    for (event, done) in events {
+        let bytes = event.to_bytes();
+        let mut batch = match current.take() {
+            // The body ends with `]`: it becomes `,`, then the event and `]` follow, so the
+            // body grows by the event's length plus one.
+            Some(mut batch) if batch.body.len() + bytes.len() < max_bytes => {
+                batch.body.pop();
+                batch.body.push(b',');
+                batch
+            }
+            full => {
+                batches.extend(full);
+                Batch {
+                    body: vec![b'['],
+                    events: 0,
+                    waiters: Vec::new(),
+                }
+            }
+        };
+        batch.body.extend_from_slice(&bytes);
+        batch.body.push(b']');
+        batch.events += 1;
+        batch.waiters.extend(done);
+        current = Some(batch);
+    }
+    batches.extend(current);
+    batches
 }
 
 fn put(headers: &mut FieldTable, key: &str, value: &str) {
@@ -245,10 +299,10 @@ mod tests {
             (ev(c, 2, JobStatus::Retrying), Some(retried)),
         ];
         let running_a_at = taken[0].0.at;
-        let (events, waiters) = fold_starts(taken);
-        let seen: Vec<(JobId, u32, JobStatus)> = events
+        let folded = fold_starts(taken);
+        let seen: Vec<(JobId, u32, JobStatus)> = folded
             .iter()
-            .map(|e| (e.job_id, e.attempt, e.status))
+            .map(|(e, _)| (e.job_id, e.attempt, e.status))
             .collect();
         assert_eq!(
             seen,
@@ -259,8 +313,74 @@ mod tests {
                 (c, 2, JobStatus::Retrying),
             ]
         );
-        assert_eq!(events[2].started_at, Some(running_a_at));
-        assert_eq!(events[3].started_at, None);
-        assert_eq!(waiters.len(), 2, "every waiting job is answered");
+        assert_eq!(folded[2].0.started_at, Some(running_a_at));
+        assert_eq!(folded[3].0.started_at, None);
+        let waiting = folded.iter().filter(|(_, done)| done.is_some()).count();
+        assert_eq!(waiting, 2, "every waiting job is answered");
+    }
+
+    fn with_result(bytes: usize) -> JobEvent {
+        let mut event = ev(JobId::new(), 1, JobStatus::Succeeded);
+        event.result = Some(serde_json::Value::String("x".repeat(bytes)));
+        event
+    }
+
+    #[test]
+    fn a_batch_stops_taking_events_at_its_byte_limit_and_a_large_event_goes_alone() {
+        let max = 10_000;
+        let sizes = [100, 100, 4_000, 4_000, 3_000, 20_000, 100, 100];
+        let mut events = Vec::new();
+        let mut _confirms = Vec::new();
+        for size in sizes {
+            let (done, confirmed) = oneshot::channel();
+            events.push((with_result(size), Some(done)));
+            _confirms.push(confirmed);
+        }
+        let expected =
+            JobEvent::batch_to_bytes(&events.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
+        let batches = split(events, max);
+
+        let counts: Vec<usize> = batches.iter().map(|b| b.events).collect();
+        assert_eq!(
+            counts,
+            vec![4, 1, 1, 2],
+            "in order, split where the next would not fit"
+        );
+        for batch in &batches {
+            assert_eq!(
+                batch.waiters.len(),
+                batch.events,
+                "each event's waiter rides with it"
+            );
+            let parsed = JobEvent::parse_message(&batch.body).expect("each body parses");
+            assert_eq!(parsed.len(), batch.events);
+            if batch.events > 1 {
+                assert!(batch.body.len() <= max, "{} bytes", batch.body.len());
+            }
+        }
+        assert!(batches[2].body.len() > max, "the large event alone");
+        // Joined back, the messages hold exactly what one array of every event would.
+        let mut joined: Vec<JobEvent> = Vec::new();
+        for batch in &batches {
+            joined.extend(JobEvent::parse_message(&batch.body).expect("parses"));
+        }
+        assert_eq!(
+            JobEvent::batch_to_bytes(&joined),
+            expected,
+            "nothing lost, reordered or changed"
+        );
+    }
+
+    #[test]
+    fn small_events_share_one_message_byte_for_byte_as_before() {
+        let events: Vec<Pending> = (0..MAX_EVENTS)
+            .map(|_| (ev(JobId::new(), 1, JobStatus::Succeeded), None))
+            .collect();
+        let expected =
+            JobEvent::batch_to_bytes(&events.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
+        let batches = split(events, MAX_BATCH_BYTES);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].body, expected);
+        assert!(split(Vec::new(), MAX_BATCH_BYTES).is_empty());
     }
 }
