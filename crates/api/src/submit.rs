@@ -6,7 +6,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use offload_shared::JobKind;
+use offload_shared::{
+    JobKind,
+    limits::{MAX_JSON_DEPTH, json_depth},
+};
 
 use crate::{error::ApiError, store::IdempotencyKey};
 
@@ -34,26 +37,6 @@ pub const MAX_BATCH_JOBS: usize = 1000;
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Attempts when the request names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-
-/// Deepest nesting of arrays and objects a payload may have: well inside what serde_json reads
-/// back (128 levels) when the payload returns inside an envelope or an event batch.
-pub const MAX_PAYLOAD_DEPTH: usize = 64;
-
-/// Nesting depth of `value` (a scalar is 0, `[]` and `{}` are 1), without recursion.
-fn json_depth(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 0usize)];
-    while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
-        deepest = deepest.max(depth + 1);
-        stack.extend(children.map(|c| (c, depth + 1)));
-    }
-    deepest
-}
 
 /// A checked job request.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,11 +201,11 @@ impl NewJob {
             .payload
             .unwrap_or_else(|| Value::Object(Default::default()));
         // What the worker and the event path can carry: a payload nested deeper would come back
-        // in an event the API cannot read.
+        // (in a result) inside an event batch nested past what serde_json reads.
         let depth = json_depth(&payload);
-        if depth > MAX_PAYLOAD_DEPTH {
+        if depth > MAX_JSON_DEPTH {
             return Err(ApiError::Invalid(format!(
-                "payload nests {depth} levels deep; at most {MAX_PAYLOAD_DEPTH} are accepted"
+                "payload nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted"
             )));
         }
         kind.validate_payload(&payload)
@@ -345,14 +328,11 @@ mod tests {
     }
 
     #[test]
-    fn depth_counts_nesting() {
-        assert_eq!(json_depth(&json!(1)), 0);
-        assert_eq!(json_depth(&json!([])), 1);
-        assert_eq!(json_depth(&json!({"a": [1, {"b": []}]})), 4);
+    fn a_payload_at_the_depth_limit_is_accepted() {
         let at_limit = format!(
             r#"{{"kind":"noop","payload":{}{}}}"#,
-            "[".repeat(MAX_PAYLOAD_DEPTH),
-            "]".repeat(MAX_PAYLOAD_DEPTH)
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
         );
         assert!(json_status(&at_limit).is_ok());
     }

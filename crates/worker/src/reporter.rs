@@ -27,8 +27,7 @@ use offload_shared::{
     topology::Names,
 };
 
-/// Header carrying why a job was dead-lettered.
-pub const REASON_HEADER: &str = "x-offload-reason";
+pub use offload_shared::broker::REASON_HEADER;
 /// Header carrying which worker dead-lettered it.
 pub const WORKER_HEADER: &str = "x-offload-worker";
 
@@ -352,7 +351,10 @@ mod tests {
                 batch.events,
                 "each event's waiter rides with it"
             );
-            let parsed = JobEvent::parse_message(&batch.body).expect("each body parses");
+            let parsed: Vec<JobEvent> = JobEvent::parse_message(&batch.body)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .expect("each body parses");
             assert_eq!(parsed.len(), batch.events);
             if batch.events > 1 {
                 assert!(batch.body.len() <= max, "{} bytes", batch.body.len());
@@ -362,7 +364,9 @@ mod tests {
         // Joined back, the messages hold exactly what one array of every event would.
         let mut joined: Vec<JobEvent> = Vec::new();
         for batch in &batches {
-            joined.extend(JobEvent::parse_message(&batch.body).expect("parses"));
+            for event in JobEvent::parse_message(&batch.body) {
+                joined.push(event.expect("parses"));
+            }
         }
         assert_eq!(
             JobEvent::batch_to_bytes(&joined),
