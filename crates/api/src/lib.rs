@@ -12,7 +12,8 @@
 //! - [`events`]: consuming lifecycle events into the store.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
-//! - [`store`]: the job store (SQLite) and its batching writer.
+//! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
+//!   writer.
 //! - [`state`]: the shared `AppState`.
 //! - [`error`]: `ApiError` and its problem+json responses.
 

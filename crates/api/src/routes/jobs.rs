@@ -16,7 +16,7 @@ use crate::{
     error::{ApiError, PartialBatch, Problem},
     routes::{pages, prefers_html},
     state::AppState,
-    store::{JobFilter, JobRecord, Write, Written},
+    store::{JobFilter, JobRecord, JobSummary, Write, Written},
     submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key},
 };
 
@@ -74,7 +74,7 @@ pub async fn submit(
     // Recorded before publishing, so the worker's first event always finds its row.
     let written = state
         .writer
-        .insert(record.clone(), new.payload.clone(), key)
+        .insert(record.clone(), new.payload.clone(), key, None)
         .await?;
     if let Written::KeyTaken {
         job_id,
@@ -174,7 +174,12 @@ pub async fn submit_batch(
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
         fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));
-        inserts.push(Write::Insert(record.clone(), new.payload.clone(), key));
+        inserts.push(Write::Insert {
+            job: record.clone(),
+            payload: new.payload.clone(),
+            key,
+            resolve_at: None,
+        });
         envelopes.push(JobEnvelope {
             v: WIRE_VERSION,
             id,
@@ -315,7 +320,7 @@ pub async fn get_job(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs with this status: queued, running, retrying, succeeded, failed, dead.
+    /// Only jobs with this status: pending, queued, running, retrying, succeeded, failed, dead.
     status: Option<String>,
     /// Only jobs of this kind.
     kind: Option<String>,
@@ -325,20 +330,22 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// One page of `GET /jobs`.
+/// One page of `GET /jobs`: a summary per job (no result, no payload), so a page has a
+/// bounded size; `GET /jobs/{id}` has the full job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     /// Jobs, newest first.
-    jobs: Vec<JobRecord>,
+    jobs: Vec<JobSummary>,
     /// Pass as `cursor` for the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
-/// `GET /jobs?status=&kind=&limit=&cursor=`: jobs newest first; `next_cursor` fetches the next page.
+/// `GET /jobs?status=&kind=&limit=&cursor=`: job summaries newest first (no results: read one
+/// with `GET /jobs/{id}`); `next_cursor` fetches the next page.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 200, description = "A page of job summaries (no result or payload; `has_result` says whether `GET /jobs/{id}` has one)", body = JobPage),
         (status = 422, description = "Unknown status, kind or parameter; bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_jobs(
@@ -422,6 +429,7 @@ pub async fn retry_job(
         id: job.id,
         attempt,
         max_attempts,
+        resolve_at: OffsetDateTime::now_utc() + state.settings.publish_timeout(),
     };
     if state.writer.write(redrive).await? == Written::Nothing {
         return Err(ApiError::Conflict(format!(
@@ -452,6 +460,8 @@ pub async fn retry_job(
         }
         return Err(e.into());
     }
+    // The redrive left the job pending its publish; the broker confirmed it.
+    state.writer.write(Write::Confirmed(vec![job.id])).await?;
     let job = find(&state, &raw).await?;
     Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
 }

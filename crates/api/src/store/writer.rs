@@ -2,9 +2,10 @@
 //! one transaction, then answers the requests and acknowledges the events it applied. Under load
 //! many inserts and events share one commit; when idle a write commits at once.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use lapin::Acker;
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use offload_shared::{
@@ -21,9 +22,12 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// event message may hold several hundred).
 pub const MAX_BATCH: usize = 1024;
 
+/// What the request's caller gets back.
+type Reply = Result<Vec<Written>, StoreError>;
+
 enum Op {
     /// Writes a request waits for, committed together.
-    Request(Vec<Write>, oneshot::Sender<Result<Vec<Written>, String>>),
+    Request(Vec<Write>, oneshot::Sender<Reply>),
     /// A message's lifecycle events (none, if it was unreadable), acknowledged once applied.
     Delivery(Vec<Write>, Acker),
 }
@@ -55,11 +59,18 @@ impl StoreWriter {
         job: JobRecord,
         payload: serde_json::Value,
         key: Option<IdempotencyKey>,
+        resolve_at: Option<OffsetDateTime>,
     ) -> Result<Written, StoreError> {
-        self.request(Write::Insert(job, payload, key)).await
+        self.request(Write::Insert {
+            job,
+            payload,
+            key,
+            resolve_at,
+        })
+        .await
     }
 
-    /// Forgets a job whose publish failed; returns once committed.
+    /// Forgets a job; returns once committed.
     pub async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         self.request(Write::Delete(id)).await.map(|_| ())
     }
@@ -77,12 +88,9 @@ impl StoreWriter {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match tokio::time::timeout(REQUEST_DEADLINE, wait).await {
-            Ok(Ok(Ok(written))) => Ok(written),
-            Ok(Ok(Err(reason))) => Err(StoreError::WriteFailed(reason)),
+            Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(StoreError::WriterGone),
-            Err(_) => Err(StoreError::WriteFailed(format!(
-                "not committed within {REQUEST_DEADLINE:?}"
-            ))),
+            Err(_) => Err(StoreError::WriteTimedOut(REQUEST_DEADLINE)),
         }
     }
 
@@ -109,7 +117,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
     // What waits for the batch: a request (its result is the next one) or a delivery (its
     // events' results are skipped; the last delivery's acker settles them all).
     enum Waiter {
-        Request(usize, oneshot::Sender<Result<Vec<Written>, String>>),
+        Request(usize, oneshot::Sender<Reply>),
         Delivery(usize, Acker),
     }
     let mut waiters = Vec::with_capacity(MAX_BATCH);
@@ -132,7 +140,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
                 next = rx.try_recv().ok();
             }
         }
-        let outcome = store.apply(&writes).await;
+        let outcome = store.apply(&writes).await.map_err(Arc::new);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, batch = writes.len(), "job store write failed");
         }
@@ -146,7 +154,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Op>, deadline: Duration) {
                 Waiter::Request(count, done) => {
                     let result = match &outcome {
                         Ok(_) => Ok(results.by_ref().take(count).collect()),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(StoreError::WriteFailed(e.clone())),
                     };
                     let _ = done.send(result);
                 }
