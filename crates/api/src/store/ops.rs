@@ -43,6 +43,12 @@ impl<D: Dialect> Db<D> {
         Db { pool }
     }
 
+    /// The pool, for tests that reach under the store.
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &Pool<D> {
+        &self.pool
+    }
+
     /// The job with `id`, if any.
     pub(super) async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
