@@ -14,6 +14,7 @@
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
 //! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
 //!   writer.
+//! - [`retention`]: the background task deleting finished jobs and expired idempotency keys.
 //! - [`state`]: the shared `AppState`.
 //! - [`error`]: `ApiError` and its problem+json responses.
 
@@ -25,6 +26,7 @@ pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod store;

@@ -14,6 +14,9 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// so the broker never closes a worker's channel under a job that is still within its limit.
 pub const MAX_JOB_TIMEOUT_S: u64 = 1500;
 
+/// Longest `OFFLOAD_RETENTION_S` and `OFFLOAD_IDEMPOTENCY_TTL_S`: 100 years.
+pub const MAX_RETENTION_S: u64 = 100 * 365 * 24 * 3600;
+
 /// The RabbitMQ queue type of the work, dead-letter and events queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueueType {
@@ -141,6 +144,22 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_MANAGEMENT_URL", default_value = "")]
     pub management_url: String,
 
+    /// [api] Seconds a finished job (succeeded, failed, dead) is kept after it finished; then
+    /// it is deleted, with its result, and its id answers 404. Default 7 days.
+    #[arg(long, env = "OFFLOAD_RETENTION_S", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
+    pub retention_s: u64,
+
+    /// [api] Seconds an `Idempotency-Key` is remembered after its first request; a repeat
+    /// after that is a new job. The key of a job still pending its publish is kept until the
+    /// job is resolved. Default 24 hours.
+    #[arg(long, env = "OFFLOAD_IDEMPOTENCY_TTL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
+    pub idempotency_ttl_s: u64,
+
+    /// [api] Milliseconds between two retention passes (each deletes in batches of 500 rows
+    /// until nothing more is due).
+    #[arg(long, env = "OFFLOAD_RETENTION_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub retention_interval_ms: u64,
+
     /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
     #[arg(long, env = "OFFLOAD_WORKER_NAME")]
     pub worker_name: Option<String>,
@@ -200,6 +219,21 @@ impl Settings {
         Duration::from_millis(self.broker_timeout_ms)
     }
 
+    /// How long a finished job is kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_s)
+    }
+
+    /// How long an idempotency key is remembered.
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_s)
+    }
+
+    /// Time between two retention passes.
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_millis(self.retention_interval_ms)
+    }
+
     /// How long a stopping process waits for in-flight work.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_s)
@@ -235,6 +269,8 @@ mod tests {
         assert_eq!(s.prefetch, 1);
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
+        assert_eq!(s.retention(), Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(s.idempotency_ttl(), Duration::from_secs(24 * 3600));
     }
 
     #[test]
@@ -264,6 +300,11 @@ mod tests {
             (&["offload", "--amqp-url", "http://x"], "--amqp-url"),
             (&["offload", "--queue-prefix", "bad name"], "--queue-prefix"),
             (&["offload", "--http-addr", "nowhere"], "--http-addr"),
+            (&["offload", "--retention-s", "0"], "--retention-s"),
+            (
+                &["offload", "--idempotency-ttl-s", "0"],
+                "--idempotency-ttl-s",
+            ),
         ];
         for (args, flag) in cases {
             let err = Settings::try_parse_from(*args).expect_err("must be refused");
