@@ -108,15 +108,15 @@ macro_rules! claim_sql {
     };
 }
 
-/// One retention batch of finished jobs, picked like [`claim_sql`]'s; conditions checked
-/// again on the row as it is when deleted (a job redriven meanwhile stays).
+/// One retention batch of finished jobs, picked like [`claim_sql`]'s by `finished_at` alone
+/// (only a finished job has one; a status condition there would have SQLite walk the status
+/// index through every finished job); conditions checked again on the row as it is when
+/// deleted (a job redriven meanwhile stays).
 macro_rules! purge_jobs_sql {
     ($lock:literal) => {
         concat!(
             "WITH old AS MATERIALIZED (
-                 SELECT id FROM jobs WHERE finished_at < $1 AND status IN ",
-            $crate::store::sql::finished_statuses!(),
-            " ORDER BY finished_at LIMIT $2",
+                 SELECT id FROM jobs WHERE finished_at < $1 ORDER BY finished_at LIMIT $2",
             $lock,
             ")
              DELETE FROM jobs
