@@ -309,9 +309,14 @@ impl<S: Apply> Writer<S> {
                         .map(|(range, ack)| (writes[range].to_vec(), ack))
                         .collect();
                     self.held.push(Held::new(held, 1));
-                    // The requests did not fail because of these events, perhaps: try them
-                    // again at once, alone.
-                    self.requests(writes, waiters, None).await;
+                    if unreachable(&e) {
+                        // Trying again now would wait as long once more.
+                        self.requests(writes, waiters, Some(e)).await;
+                    } else {
+                        // The requests did not fail because of these events, perhaps: try
+                        // them again at once, alone.
+                        self.requests(writes, waiters, None).await;
+                    }
                 } else {
                     self.requests(writes, waiters, Some(e)).await;
                 }
@@ -484,6 +489,14 @@ impl<S: Apply> Writer<S> {
 /// writes apart can then tell the bad ones from the good ones.
 fn refused_a_statement(e: &StoreError) -> bool {
     matches!(e, StoreError::Database(sqlx::Error::Database(_)))
+}
+
+/// True if no connection could be had within the pool's timeout: the database is away.
+fn unreachable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+    )
 }
 
 /// What removes the effects of `writes` (with their `results`) that nobody will publish: a
