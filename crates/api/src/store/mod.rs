@@ -7,6 +7,7 @@
 //! [`writer::StoreWriter`] task, which groups concurrent writes into one transaction so the store
 //! does not become the throughput ceiling.
 
+mod decode;
 mod dialect;
 mod migrate;
 mod ops;
