@@ -13,6 +13,7 @@ use offload_shared::{Settings, session::OpenError, topology::Names};
 use crate::{
     broker_link::{self, LinkState, Session, Supervised},
     metrics::ApiMetrics,
+    retention::Retention,
     routes,
     state::AppState,
     store::{Store, StoreError, redact_url, writer::StoreWriter},
@@ -119,6 +120,10 @@ impl Application {
             metrics: metrics.clone(),
         };
         let supervisor = tokio::spawn(broker_link::supervise(session, link, broker_token.clone()));
+        // Beside the writer, in small batches; stops with the server.
+        let retention = tokio::spawn(
+            Retention::new(store.clone(), &settings, metrics.clone()).run(token.clone()),
+        );
         let state = AppState {
             settings: settings.clone(),
             link: LinkState {
@@ -155,6 +160,7 @@ impl Application {
         let drain = async {
             let link = supervisor.await;
             let _ = writer_task.await;
+            let _ = retention.await;
             link
         };
         let outcome = match tokio::time::timeout(grace, drain).await {

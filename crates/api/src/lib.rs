@@ -13,7 +13,9 @@
 //! - [`events`]: consuming lifecycle events into the store.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
-//! - [`store`]: the job store (SQLite) and its batching writer.
+//! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
+//!   writer.
+//! - [`retention`]: the background task deleting finished jobs and expired idempotency keys.
 //! - [`state`]: the shared `AppState`.
 //! - [`error`]: `ApiError` and its problem+json responses.
 
@@ -26,6 +28,7 @@ pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod store;

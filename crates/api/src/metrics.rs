@@ -74,6 +74,8 @@ pub struct ApiMetrics {
     events_parked: Counter,
     publish_unknown: Counter,
     republished: Counter,
+    retention_jobs: Counter,
+    retention_keys: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -163,6 +165,18 @@ impl Default for ApiMetrics {
             "Pending jobs republished under their id because their first publish was never confirmed",
             republished.clone(),
         );
+        let retention_jobs = Counter::default();
+        registry.register(
+            "retention_deleted_jobs",
+            "Finished jobs deleted by retention (OFFLOAD_RETENTION_S after they finished)",
+            retention_jobs.clone(),
+        );
+        let retention_keys = Counter::default();
+        registry.register(
+            "retention_deleted_keys",
+            "Idempotency keys deleted by retention (expired, or their job was deleted)",
+            retention_keys.clone(),
+        );
         ApiMetrics {
             registry,
             events_parked,
@@ -178,6 +192,8 @@ impl Default for ApiMetrics {
             queue_ready,
             queue_unacked,
             queue_consumers,
+            retention_jobs,
+            retention_keys,
         }
     }
 }
@@ -257,6 +273,12 @@ impl ApiMetrics {
             .set(i64::try_from(unacked).unwrap_or(i64::MAX));
     }
 
+    /// Retention deleted `jobs` finished jobs and `keys` idempotency keys.
+    pub fn retention_deleted(&self, jobs: u64, keys: u64) {
+        self.retention_jobs.inc_by(jobs);
+        self.retention_keys.inc_by(keys);
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -270,7 +292,8 @@ impl ApiMetrics {
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Jobs by kind and outcome, publish-confirm latency, job run time, \
-        HTTP requests, queue depth (offload_queue_messages_ready / _unacked / offload_queue_consumers)",
+        HTTP requests, queue depth (offload_queue_messages_ready / _unacked / offload_queue_consumers), \
+        retention deletions (offload_retention_deleted_jobs_total / _keys_total)",
         content_type = "application/openmetrics-text")))]
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
     (

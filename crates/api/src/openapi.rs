@@ -6,7 +6,7 @@ use utoipa::OpenApi;
 use crate::{
     error::Problem,
     routes,
-    store::JobRecord,
+    store::{JobRecord, JobSummary},
     submit::{BatchRequest, JsonRequest},
 };
 
@@ -33,6 +33,7 @@ use crate::{
     ),
     components(schemas(
         JobRecord,
+        JobSummary,
         JsonRequest,
         BatchRequest,
         Problem,

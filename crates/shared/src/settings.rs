@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1024 * 1024;
 /// Largest `OFFLOAD_MAX_RESULT_BYTES`: 8 MiB. A result travels in one event message, which must
 /// stay below the broker's message size limit (16 MiB by default on RabbitMQ 4.x).
 pub const MAX_RESULT_BYTES_CAP: u64 = 8 * 1024 * 1024;
+/// Longest `OFFLOAD_RETENTION_S` and `OFFLOAD_IDEMPOTENCY_TTL_S`: 100 years.
+pub const MAX_RETENTION_S: u64 = 100 * 365 * 24 * 3600;
 
 /// The RabbitMQ queue type of the work, dead-letter and events queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -170,6 +172,22 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_MANAGEMENT_URL", default_value = "")]
     pub management_url: String,
 
+    /// [api] Seconds a finished job (succeeded, failed, dead) is kept after it finished; then
+    /// it is deleted, with its result, and its id answers 404. Default 7 days.
+    #[arg(long, env = "OFFLOAD_RETENTION_S", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
+    pub retention_s: u64,
+
+    /// [api] Seconds an `Idempotency-Key` is remembered after its first request; a repeat
+    /// after that is a new job. The key of a job still pending its publish is kept until the
+    /// job is resolved. Default 24 hours.
+    #[arg(long, env = "OFFLOAD_IDEMPOTENCY_TTL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
+    pub idempotency_ttl_s: u64,
+
+    /// [api] Milliseconds between two retention passes (each deletes in batches of 500 rows
+    /// until nothing more is due).
+    #[arg(long, env = "OFFLOAD_RETENTION_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub retention_interval_ms: u64,
+
     /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
     #[arg(long, env = "OFFLOAD_WORKER_NAME")]
     pub worker_name: Option<String>,
@@ -241,6 +259,21 @@ impl Settings {
         Duration::from_millis(self.broker_timeout_ms)
     }
 
+    /// How long a finished job is kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_s)
+    }
+
+    /// How long an idempotency key is remembered.
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_s)
+    }
+
+    /// Time between two retention passes.
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_millis(self.retention_interval_ms)
+    }
+
     /// How long a stopping process waits for in-flight work.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_s)
@@ -288,6 +321,8 @@ mod tests {
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
         assert_eq!(s.max_result_bytes, 1024 * 1024);
+        assert_eq!(s.retention(), Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(s.idempotency_ttl(), Duration::from_secs(24 * 3600));
     }
 
     #[test]
@@ -341,6 +376,11 @@ mod tests {
             (
                 &["offload", "--max-result-bytes", "999999999"],
                 "--max-result-bytes",
+            ),
+            (&["offload", "--retention-s", "0"], "--retention-s"),
+            (
+                &["offload", "--idempotency-ttl-s", "0"],
+                "--idempotency-ttl-s",
             ),
         ];
         for (args, flag) in cases {

@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, PartialBatch, Problem},
     routes::{pages, prefers_html},
     state::AppState,
-    store::{JobFilter, JobRecord, Write, Written},
+    store::{JobFilter, JobRecord, JobSummary, Write, Written},
     submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key},
 };
 
@@ -363,20 +363,22 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// One page of `GET /jobs`.
+/// One page of `GET /jobs`: a summary per job (no result, no payload), so a page has a
+/// bounded size; `GET /jobs/{id}` has the full job.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     /// Jobs, newest first.
-    jobs: Vec<JobRecord>,
+    jobs: Vec<JobSummary>,
     /// Pass as `cursor` for the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
-/// `GET /jobs?status=&kind=&limit=&cursor=`: jobs newest first; `next_cursor` fetches the next page.
+/// `GET /jobs?status=&kind=&limit=&cursor=`: job summaries newest first (no results: read one
+/// with `GET /jobs/{id}`); `next_cursor` fetches the next page.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 200, description = "A page of job summaries (no result or payload; `has_result` says whether `GET /jobs/{id}` has one)", body = JobPage),
         (status = 422, description = "Unknown status, kind or parameter; bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_jobs(

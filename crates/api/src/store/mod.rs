@@ -1,16 +1,27 @@
 //! The job store: one row per job with its latest status. The API is its only owner.
 //!
 //! [`Store`] is a SQLite file (one API process) or PostgreSQL (several API replicas sharing one
-//! database), chosen by the URL. Reads go straight to the database; every write goes through the
+//! database), chosen by the URL. Every operation is written once ([`ops`]) over a small
+//! [`dialect::Dialect`] seam for what really differs between the two; the schema is versioned
+//! ([`migrate`]). Reads go straight to the database; every write goes through the
 //! [`writer::StoreWriter`] task, which groups concurrent writes into one transaction so the store
 //! does not become the throughput ceiling.
 
-pub mod postgres;
-pub mod sqlite;
+mod decode;
+mod dialect;
+mod migrate;
+mod ops;
+mod postgres;
+mod sql;
+mod sqlite;
 pub mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upgrade_tests;
+
+use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -18,26 +29,42 @@ use time::OffsetDateTime;
 
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+use ops::Db;
 
 /// The job store the API uses, whichever database holds it.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub struct Store(Backend);
+
+#[derive(Debug, Clone)]
+enum Backend {
     /// A SQLite file: one API process.
-    Sqlite(SqliteStore),
+    Sqlite(Db<sqlx::Sqlite>),
     /// PostgreSQL: any number of API replicas.
-    Postgres(PostgresStore),
+    Postgres(Db<sqlx::Postgres>),
+}
+
+/// Runs the same expression on whichever backend the store is.
+macro_rules! on_backend {
+    ($store:expr, $db:ident => $call:expr) => {
+        match &$store.0 {
+            Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens the store `url` names, creating its schema if needed: `sqlite://path/to/file.db`
-    /// or `postgres://user@host/db` (also `postgresql://`).
+    /// Opens the store `url` names and brings its schema up to date (see [`migrate`]):
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db` (also `postgresql://`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
-            SqliteStore::connect(url).await.map(Store::Sqlite)
+            sqlite::connect(url)
+                .await
+                .map(|db| Store(Backend::Sqlite(db)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            PostgresStore::connect(url).await.map(Store::Postgres)
+            postgres::connect(url)
+                .await
+                .map(|db| Store(Backend::Postgres(db)))
         } else {
             Err(StoreError::UnsupportedUrl(redact_url(url)))
         }
@@ -45,56 +72,54 @@ impl Store {
 
     /// The job with `id`, if any.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.get(id).await,
-            Store::Postgres(s) => s.get(id).await,
-        }
+        on_backend!(self, db => db.get(id).await)
     }
 
     /// The job's payload and attempt budget, for a redrive.
     pub async fn input(&self, id: JobId) -> Result<Option<StoredInput>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.input(id).await,
-            Store::Postgres(s) => s.input(id).await,
-        }
+        on_backend!(self, db => db.input(id).await)
     }
 
-    /// Jobs matching `filter`, newest first.
-    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.list(filter).await,
-            Store::Postgres(s) => s.list(filter).await,
-        }
-    }
-
-    /// Pending jobs whose `resolve_at` has passed (oldest first, at most `limit`), claimed for
-    /// `lease`: their `resolve_at` moves to `now + lease` in the same statement.
-    pub async fn claim_unresolved(
-        &self,
-        now: OffsetDateTime,
-        lease: std::time::Duration,
-        limit: u32,
-    ) -> Result<Vec<Unresolved>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.claim_unresolved(now, lease, limit).await,
-            Store::Postgres(s) => s.claim_unresolved(now, lease, limit).await,
-        }
+    /// Jobs matching `filter`, newest first, as summaries (no result, no payload).
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, StoreError> {
+        on_backend!(self, db => db.list(filter).await)
     }
 
     /// Cheap check that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(s) => s.ping().await,
-        }
+        on_backend!(self, db => db.ping().await)
     }
 
     /// Applies `writes` in one transaction; one result per write.
     pub async fn apply(&self, writes: &[Write]) -> Result<Vec<Written>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.apply(writes).await,
-            Store::Postgres(s) => s.apply(writes).await,
-        }
+        on_backend!(self, db => db.apply(writes).await)
+    }
+
+    /// Takes up to `limit` pending jobs whose `resolve_at` has passed (`<= now`), earliest
+    /// `resolve_at` first, and in the same statement moves their `resolve_at` to `now + lease`:
+    /// until then no other caller (another pass, another API replica) gets them. Runs beside
+    /// the writer, not through it (one statement; SQLite's busy timeout and PostgreSQL's
+    /// `SKIP LOCKED` keep it apart from the writer's transactions).
+    pub async fn claim_unresolved(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        on_backend!(self, db => db.claim_unresolved(now, lease, limit).await)
+    }
+
+    /// One retention batch: deletes up to `limit` finished jobs (with their keys) whose
+    /// `finished_at` is before `finished_before`, and up to `limit` idempotency keys created
+    /// before `keys_before`, except keys of pending jobs. Beside the writer, like
+    /// [`Store::claim_unresolved`].
+    pub async fn purge(
+        &self,
+        finished_before: OffsetDateTime,
+        keys_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Purged, StoreError> {
+        on_backend!(self, db => db.purge(finished_before, keys_before, limit).await)
     }
 }
 
@@ -183,6 +208,68 @@ impl JobRecord {
     }
 }
 
+/// Longest `error` a [`JobSummary`] carries, in characters; `GET /jobs/{id}` has all of it.
+pub const SUMMARY_ERROR_CHARS: usize = 256;
+
+/// A job as a page of `GET /jobs` shows it: everything but the result (and the payload), so
+/// a page has a bounded size. `GET /jobs/{id}` has the full job.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobSummary {
+    /// The job's id.
+    #[schema(value_type = String, example = "01936f5e-7c1a-7b3e-9f0a-2d4c6e8a0b1c")]
+    pub id: JobId,
+    /// Its kind.
+    #[schema(value_type = String, example = "sleep")]
+    pub kind: JobKind,
+    /// Latest status.
+    #[schema(value_type = String, example = "succeeded")]
+    pub status: JobStatus,
+    /// Attempt the status is about.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Run-time limit of one attempt.
+    pub timeout_ms: u64,
+    /// Worker that reported the status, once one has.
+    pub worker: Option<String>,
+    /// When the API accepted it.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub submitted_at: OffsetDateTime,
+    /// When the latest attempt started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it reached a final status.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+    /// True if the job has a result (read it with `GET /jobs/{id}`).
+    pub has_result: bool,
+    /// What went wrong, on failure: at most 256 characters, ending in `…` when cut.
+    pub error: Option<String>,
+    /// How many times a worker started it.
+    pub runs: u32,
+}
+
+/// A pending job whose publish is still unresolved, with what republishing it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unresolved {
+    /// The job.
+    pub job: JobRecord,
+    /// Its payload as submitted.
+    pub payload: Value,
+}
+
+/// What one retention batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Finished jobs deleted.
+    pub jobs: u64,
+    /// Idempotency keys deleted: expired ones and those of the deleted jobs.
+    pub keys: u64,
+}
+
 /// An `Idempotency-Key` and the fingerprint of the request that first used it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
@@ -199,15 +286,6 @@ pub struct StoredInput {
     pub payload: Value,
     /// `max_attempts` as submitted: each redrive grants this many more attempts.
     pub budget: u32,
-}
-
-/// A pending job claimed for republishing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unresolved {
-    /// The job.
-    pub job: JobRecord,
-    /// Its payload.
-    pub payload: Value,
 }
 
 /// A filter for listing jobs.
@@ -227,24 +305,28 @@ pub struct JobFilter {
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Record a job accepted by `POST /jobs`, with its payload and idempotency key. If the key
-    /// is taken nothing is written and the result is [`Written::KeyTaken`].
+    /// is taken nothing is written and the result is [`Written::KeyTaken`]. A job whose
+    /// status is [`JobStatus::Pending`] is stored with `resolve_at`.
     Insert {
-        /// The job (status `pending` until its publish is confirmed).
+        /// The job (its status is `pending` or `queued`).
         job: JobRecord,
         /// Its payload.
         payload: Value,
-        /// Its idempotency key.
+        /// The key it claims, if any.
         key: Option<IdempotencyKey>,
-        /// When a pending job may be republished if nothing resolved it.
+        /// When a pending job is due to be resolved; `None` for any other status.
         resolve_at: Option<OffsetDateTime>,
     },
-    /// The broker confirmed these jobs' publish: rows still `pending` become `queued`.
-    Confirmed(Vec<JobId>),
-    /// Forget a job (and its key) whose publish failed: the client got a 5xx, so it never existed.
+    /// Forget a job (and its key).
     Delete(JobId),
-    /// Apply a lifecycle event if it moves the job forward.
+    /// Apply a lifecycle event if it moves the job forward (a pending job included).
     Event(JobEvent),
-    /// Put a dead job back to `queued` for another attempt; [`Written::Nothing`] unless it was dead.
+    /// The broker confirmed these jobs' publish: those still `pending` become `queued`; those
+    /// that moved on (an event arrived first) are left alone. [`Written::Nothing`] if none
+    /// was pending.
+    Confirmed(Vec<JobId>),
+    /// Put a dead job back, `pending` its publish, for another attempt; [`Written::Nothing`]
+    /// unless it was dead.
     Redrive {
         /// The job.
         id: JobId,
@@ -252,7 +334,7 @@ pub enum Write {
         attempt: u32,
         /// The new attempt limit.
         max_attempts: u32,
-        /// When it may be republished if nothing resolved it.
+        /// When it is due to be resolved if its publish is not confirmed by then.
         resolve_at: OffsetDateTime,
     },
     /// Mark a job dead whatever its status (a redrive whose publish failed).
@@ -266,52 +348,13 @@ pub enum Write {
     },
 }
 
-/// A stretch of a batch as a backend applies it: plain inserts (no idempotency key) that
-/// multi-row statements write together, or one write of any other kind.
-enum Stretch<'a> {
-    /// Consecutive inserts without a key; each one's result is [`Written::Done`].
-    Inserts(Vec<(&'a JobRecord, &'a Value, Option<OffsetDateTime>)>),
-    /// Any other write.
-    One(&'a Write),
-}
-
-/// `writes` cut into [`Stretch`]es, in order.
-fn stretches(writes: &[Write]) -> Vec<Stretch<'_>> {
-    let mut out = Vec::new();
-    for write in writes {
-        match (write, out.last_mut()) {
-            (
-                Write::Insert {
-                    job,
-                    payload,
-                    key: None,
-                    resolve_at,
-                },
-                Some(Stretch::Inserts(rows)),
-            ) => {
-                rows.push((job, payload, *resolve_at));
-            }
-            (
-                Write::Insert {
-                    job,
-                    payload,
-                    key: None,
-                    resolve_at,
-                },
-                _,
-            ) => out.push(Stretch::Inserts(vec![(job, payload, *resolve_at)])),
-            (other, _) => out.push(Stretch::One(other)),
-        }
-    }
-    out
-}
-
 /// What one write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// It changed what it was meant to.
     Done,
-    /// It matched nothing (a redrive of a job that is not dead).
+    /// It matched nothing (a redrive of a job that is not dead, a confirm of jobs no longer
+    /// pending).
     Nothing,
     /// The idempotency key already belongs to a job.
     KeyTaken {
@@ -340,6 +383,27 @@ pub enum StoreError {
          (CREATE SCHEMA name) or choose another with ?options=-c%20search_path%3Dname in OFFLOAD_DATABASE_URL"
     )]
     NoSchema(String),
+    /// Bringing the schema up to date failed (nothing of the failed migration was applied).
+    #[error("job store migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer build than this one.
+    #[error(
+        "the job store's schema is at migration {applied}, newer than this build knows (up to {known}): \
+         run the newer build, or restore the backup taken before the upgrade"
+    )]
+    SchemaTooNew {
+        /// The newest migration the database has.
+        applied: i64,
+        /// The newest migration this build has.
+        known: i64,
+    },
+    /// A database created before versioned migrations whose tables match no schema this
+    /// project shipped.
+    #[error(
+        "the job store has tables but no migration history, and its columns match no schema Offload \
+         shipped ({0}); point OFFLOAD_DATABASE_URL at Offload's database, or at an empty one"
+    )]
+    UnrecognisedSchema(String),
     /// A stored row does not decode (written by another version?).
     #[error("stored job {id} does not decode: {reason}")]
     Corrupt {
@@ -348,9 +412,14 @@ pub enum StoreError {
         /// What did not decode.
         reason: String,
     },
-    /// The batch holding this write failed (the cause is logged by the writer).
-    #[error("job store write failed: {0}")]
-    WriteFailed(String),
+    /// The batch holding this write failed; the writer logged the cause once, and every
+    /// request of the batch shares it.
+    #[error("job store write failed")]
+    WriteFailed(#[source] Arc<StoreError>),
+    /// The write did not commit within the request's deadline; if it commits later the
+    /// writer undoes it.
+    #[error("the job store did not commit the write within {0:?}")]
+    WriteTimedOut(Duration),
     /// The writer task has stopped (the process is shutting down).
     #[error("the job store writer has stopped")]
     WriterGone,

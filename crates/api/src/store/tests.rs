@@ -2,9 +2,9 @@
 //! and once on a fresh PostgreSQL schema; the PostgreSQL-only tests cover what several API
 //! replicas sharing one database need.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use time::{OffsetDateTime, macros::datetime};
 
@@ -46,11 +46,17 @@ on_both_backends!(
     a_failed_redrive_publish_marks_the_job_dead,
     an_end_with_its_start_folded_in_counts_the_run_and_its_start,
     a_large_batch_of_inserts_with_a_keyed_one_inside_stores_every_job,
+    a_pending_insert_is_claimed_once_due_and_again_after_its_lease,
+    a_confirm_queues_only_jobs_still_pending,
+    events_settle_pending_jobs,
+    a_keyed_pending_job_keeps_its_key,
+    retention_deletes_old_finished_jobs_and_old_keys_only,
+    listings_are_summaries_without_results,
 );
 
 // ---- harness -------------------------------------------------------------------------------
 
-async fn sqlite_store() -> Store {
+pub(super) async fn sqlite_store() -> Store {
     let path = std::env::temp_dir().join(format!("offload-unit-{}.db", JobId::new()));
     Store::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -58,23 +64,23 @@ async fn sqlite_store() -> Store {
 }
 
 /// The PostgreSQL server the tests use: `OFFLOAD_TEST_DATABASE_URL`, else the local default.
-fn pg_url() -> String {
+pub(super) fn pg_url() -> String {
     std::env::var("OFFLOAD_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A schema of its own for one test, so tests run in parallel without seeing each other.
 #[derive(Clone)]
-struct PgSchema {
-    admin: PgPool,
-    name: String,
+pub(super) struct PgSchema {
+    pub(super) admin: PgPool,
+    pub(super) name: String,
     /// The store URL: the test database with this schema as its `search_path`.
-    url: String,
+    pub(super) url: String,
 }
 
 impl PgSchema {
     /// Creates a fresh schema; fails the test with the fix if PostgreSQL is not answering.
-    async fn create() -> Self {
+    pub(super) async fn create() -> Self {
         let base = pg_url();
         let connect = PgPoolOptions::new().max_connections(1).connect(&base);
         let shown = redact_url(&base);
@@ -96,7 +102,7 @@ impl PgSchema {
     }
 
     /// A store on this schema (each call is a separate pool, like another API replica).
-    async fn store(&self) -> Store {
+    pub(super) async fn store(&self) -> Store {
         Store::connect(&self.url).await.expect("postgres store")
     }
 
@@ -113,7 +119,7 @@ impl PgSchema {
 }
 
 /// Runs `test` on a fresh schema and drops the schema afterwards, also when the test fails.
-async fn on_postgres<F, Fut>(test: F)
+pub(super) async fn on_postgres<F, Fut>(test: F)
 where
     F: FnOnce(PgSchema) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -131,6 +137,24 @@ where
 
 fn queued(id: JobId) -> JobRecord {
     JobRecord::queued(id, JobKind::Noop, 5, 1000, OffsetDateTime::now_utc())
+}
+
+/// A job recorded before its publish, as the submit path writes it when it cannot wait.
+fn pending(id: JobId) -> JobRecord {
+    JobRecord {
+        status: JobStatus::Pending,
+        ..queued(id)
+    }
+}
+
+/// An insert of a job that is not pending.
+fn insert(job: JobRecord, payload: Value, key: Option<IdempotencyKey>) -> Write {
+    Write::Insert {
+        job,
+        payload,
+        key,
+        resolve_at: None,
+    }
 }
 
 fn event(id: JobId, attempt: u32, status: JobStatus, at: OffsetDateTime) -> JobEvent {
@@ -341,11 +365,12 @@ async fn only_dead_jobs_are_redriven(store: Store) {
         .apply(&[insert(queued(id), json!({"a": 1}), None)])
         .await
         .expect("insert");
+    let resolve_at = datetime!(2030-01-02 03:04:05.678901 UTC);
     let redrive = Write::Redrive {
         id,
         attempt: 2,
         max_attempts: 6,
-        resolve_at: OffsetDateTime::now_utc(),
+        resolve_at,
     };
     assert_eq!(
         store
@@ -362,11 +387,18 @@ async fn only_dead_jobs_are_redriven(store: Store) {
         store.apply(&[redrive]).await.expect("apply"),
         vec![Written::Done]
     );
+    // Pending its publish, due to be resolved at `resolve_at`.
     let job = store.get(id).await.expect("get").expect("exists");
     assert_eq!(
         (job.status, job.attempt, job.max_attempts),
         (JobStatus::Pending, 2, 6)
     );
+    assert!(job.finished_at.is_none() && job.error.is_none());
+    let due = store
+        .claim_unresolved(resolve_at, Duration::from_secs(1), 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.iter().map(|u| u.job.id).collect::<Vec<_>>(), vec![id]);
     let input = store.input(id).await.expect("input").expect("exists");
     assert_eq!((input.payload, input.budget), (json!({"a": 1}), 5));
     // A late event of the dead attempt does not undo the redrive.
@@ -378,6 +410,13 @@ async fn only_dead_jobs_are_redriven(store: Store) {
         store.get(id).await.expect("get").expect("exists").status,
         JobStatus::Pending
     );
+    // Its publish is confirmed: queued as attempt 2.
+    store
+        .apply(&[Write::Confirmed(vec![id])])
+        .await
+        .expect("confirm");
+    let job = store.get(id).await.expect("get").expect("exists");
+    assert_eq!((job.status, job.attempt), (JobStatus::Queued, 2));
 }
 
 async fn a_failed_redrive_publish_marks_the_job_dead(store: Store) {
@@ -408,6 +447,356 @@ async fn a_failed_redrive_publish_marks_the_job_dead(store: Store) {
         store.get(id).await.expect("get").expect("exists").status,
         JobStatus::Dead
     );
+}
+
+/// A pending insert due at `resolve_at`.
+fn insert_pending(id: JobId, resolve_at: OffsetDateTime, payload: Value) -> Write {
+    Write::Insert {
+        job: pending(id),
+        payload,
+        key: None,
+        resolve_at: Some(resolve_at),
+    }
+}
+
+fn ids_of(claimed: &[Unresolved]) -> Vec<JobId> {
+    claimed.iter().map(|u| u.job.id).collect()
+}
+
+async fn a_pending_insert_is_claimed_once_due_and_again_after_its_lease(store: Store) {
+    let t0 = datetime!(2031-05-06 07:08:09.123456 UTC);
+    let s = |n: i64| t0 + time::Duration::seconds(n);
+    let ids: Vec<JobId> = (0..4).map(|_| JobId::new()).collect();
+    // Due at t0+2, t0+1, t0+3 and t0+10; one queued job that is never claimed.
+    store
+        .apply(&[
+            insert_pending(ids[0], s(2), json!({"n": 0})),
+            insert_pending(ids[1], s(1), json!({"n": 1})),
+            insert_pending(ids[2], s(3), json!({"n": 2})),
+            insert_pending(ids[3], s(10), json!({"n": 3})),
+            insert(queued(JobId::new()), json!({}), None),
+        ])
+        .await
+        .expect("insert");
+    let job = store.get(ids[0]).await.expect("get").expect("stored");
+    assert_eq!(job.status, JobStatus::Pending);
+
+    assert!(
+        store
+            .claim_unresolved(s(0), Duration::from_secs(30), 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "nothing is due yet"
+    );
+    // At t0+3 three are due; the limit takes the two due first (t0+1, t0+2).
+    let lease = Duration::from_secs(30);
+    let first = store.claim_unresolved(s(3), lease, 2).await.expect("claim");
+    let mut want = vec![ids[0], ids[1]];
+    want.sort();
+    assert_eq!(ids_of(&first), want);
+    let by_id = |id: JobId| first.iter().find(|u| u.job.id == id).expect("claimed");
+    assert_eq!(by_id(ids[1]).payload, json!({"n": 1}));
+    assert_eq!(by_id(ids[1]).job.status, JobStatus::Pending);
+    // A second pass at the same moment gets only the one left; the claimed ones are leased.
+    let second = store
+        .claim_unresolved(s(3), lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(ids_of(&second), vec![ids[2]]);
+    assert!(
+        store
+            .claim_unresolved(s(9), lease, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // Once the leases run out (t0+33), all four are due again.
+    let again = store
+        .claim_unresolved(s(33), lease, 10)
+        .await
+        .expect("claim");
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(ids_of(&again), all);
+}
+
+async fn a_confirm_queues_only_jobs_still_pending(store: Store) {
+    let t0 = OffsetDateTime::now_utc();
+    let [a, b, c] = [(); 3].map(|()| JobId::new());
+    store
+        .apply(&[
+            insert_pending(a, t0, json!({})),
+            insert_pending(b, t0, json!({})),
+            insert(queued(c), json!({}), None),
+        ])
+        .await
+        .expect("insert");
+    // b's worker reported before its confirm arrived.
+    store
+        .apply(&[Write::Event(JobEvent::now(b, 1, JobStatus::Running, "w"))])
+        .await
+        .expect("event");
+    let written = store
+        .apply(&[
+            Write::Confirmed(vec![a, b, c, JobId::new()]),
+            Write::Confirmed(vec![a]),
+            Write::Confirmed(Vec::new()),
+        ])
+        .await
+        .expect("confirm");
+    assert_eq!(
+        written,
+        vec![Written::Done, Written::Nothing, Written::Nothing]
+    );
+    let status = |id| {
+        let store = store.clone();
+        async move { store.get(id).await.expect("get").expect("stored") }
+    };
+    let (a, b, c) = (status(a).await, status(b).await, status(c).await);
+    assert_eq!((a.status, a.attempt), (JobStatus::Queued, 1));
+    assert_eq!(
+        (b.status, b.worker.as_deref()),
+        (JobStatus::Running, Some("w"))
+    );
+    assert_eq!(c.status, JobStatus::Queued);
+    // Confirmed jobs are no longer due.
+    let later = t0 + time::Duration::hours(1);
+    assert!(
+        store
+            .claim_unresolved(later, Duration::from_secs(1), 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // A confirmed job's events apply as before.
+    store
+        .apply(&[Write::Event(JobEvent::now(
+            a.id,
+            1,
+            JobStatus::Succeeded,
+            "w",
+        ))])
+        .await
+        .expect("event");
+    assert_eq!(status(a.id).await.status, JobStatus::Succeeded);
+}
+
+async fn events_settle_pending_jobs(store: Store) {
+    let t0 = OffsetDateTime::now_utc();
+    let [a, b] = [(); 2].map(|()| JobId::new());
+    store
+        .apply(&[
+            insert_pending(a, t0, json!({})),
+            insert_pending(b, t0, json!({})),
+        ])
+        .await
+        .expect("insert");
+    // Its confirm never came, but the job ran: its own events settle it.
+    let mut done = JobEvent::now(a, 1, JobStatus::Succeeded, "w");
+    done.result = Some(json!(42));
+    store
+        .apply(&[
+            Write::Event(JobEvent::now(a, 1, JobStatus::Running, "w")),
+            Write::Event(done),
+        ])
+        .await
+        .expect("events");
+    let job = store.get(a).await.expect("get").expect("stored");
+    assert_eq!(
+        (job.status, job.result, job.runs),
+        (JobStatus::Succeeded, Some(json!(42)), 1)
+    );
+    // Only b is still unresolved.
+    let due = store
+        .claim_unresolved(t0, Duration::from_secs(1), 10)
+        .await
+        .expect("claim");
+    assert_eq!(ids_of(&due), vec![b]);
+}
+
+async fn a_keyed_pending_job_keeps_its_key(store: Store) {
+    let t0 = OffsetDateTime::now_utc();
+    let key = IdempotencyKey {
+        key: "pending-key".into(),
+        fingerprint: "fp".into(),
+    };
+    let (a, b) = (JobId::new(), JobId::new());
+    let keyed = |id| Write::Insert {
+        job: pending(id),
+        payload: json!({}),
+        key: Some(key.clone()),
+        resolve_at: Some(t0),
+    };
+    assert_eq!(
+        store.apply(&[keyed(a)]).await.expect("first"),
+        vec![Written::Done]
+    );
+    // A repeat while the first is unresolved finds the first job.
+    assert_eq!(
+        store.apply(&[keyed(b)]).await.expect("repeat"),
+        vec![Written::KeyTaken {
+            job_id: a,
+            fingerprint: "fp".into()
+        }]
+    );
+    // Retention with every key expired leaves a pending job's key alone.
+    let future = t0 + time::Duration::days(30);
+    store.purge(future, future, 500).await.expect("purge");
+    assert_eq!(
+        store.apply(&[keyed(b)]).await.expect("repeat"),
+        vec![Written::KeyTaken {
+            job_id: a,
+            fingerprint: "fp".into()
+        }]
+    );
+    assert!(store.get(a).await.expect("get").is_some());
+}
+
+async fn retention_deletes_old_finished_jobs_and_old_keys_only(store: Store) {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+    let ago = |days: i64| now - time::Duration::days(days);
+    let key = |name: &str| {
+        Some(IdempotencyKey {
+            key: name.into(),
+            fingerprint: "fp".into(),
+        })
+    };
+    let submitted = |id: JobId, days: i64| JobRecord {
+        submitted_at: ago(days),
+        ..queued(id)
+    };
+    let ended = |id: JobId, status: JobStatus, days: i64| {
+        let mut ev = event(id, 1, status, ago(days));
+        ev.error = (status != JobStatus::Succeeded).then(|| "boom".into());
+        Write::Event(ev)
+    };
+    // Old finished jobs (succeeded with its key, failed, dead), a fresh finished one, an old
+    // job still running and one still queued; an old key of a queued job and a fresh key.
+    let ids: Vec<JobId> = (0..8).map(|_| JobId::new()).collect();
+    let [
+        old_done,
+        old_failed,
+        old_dead,
+        fresh_done,
+        old_running,
+        old_queued,
+        old_key_job,
+        fresh_key_job,
+    ] = ids[..]
+    else {
+        unreachable!()
+    };
+    let mut writes = vec![
+        insert(submitted(old_done, 10), json!({}), key("k-done")),
+        insert(submitted(old_failed, 10), json!({}), None),
+        insert(submitted(old_dead, 10), json!({}), None),
+        insert(submitted(fresh_done, 10), json!({}), key("k-fresh-done")),
+        insert(submitted(old_running, 10), json!({}), None),
+        insert(submitted(old_queued, 10), json!({}), None),
+        insert(submitted(old_key_job, 2), json!({}), key("k-old")),
+        insert(submitted(fresh_key_job, 0), json!({}), key("k-fresh")),
+    ];
+    writes.extend([
+        ended(old_done, JobStatus::Succeeded, 8),
+        ended(old_failed, JobStatus::Failed, 8),
+        ended(old_dead, JobStatus::Dead, 8),
+        ended(fresh_done, JobStatus::Succeeded, 1),
+        Write::Event(event(old_running, 1, JobStatus::Running, ago(9))),
+    ]);
+    store.apply(&writes).await.expect("history");
+
+    // Jobs kept 7 days after they finish, keys 1 day after they were made; batches of 2.
+    let (jobs_before, keys_before) = (ago(7), ago(1));
+    let mut total = Purged::default();
+    loop {
+        let batch = store
+            .purge(jobs_before, keys_before, 2)
+            .await
+            .expect("purge");
+        assert!(batch.jobs <= 2, "{batch:?}");
+        total.jobs += batch.jobs;
+        total.keys += batch.keys;
+        if batch == Purged::default() {
+            break;
+        }
+    }
+    // Three jobs; keys: k-done (its job's), k-fresh-done (1 day < its age 10 days), k-old.
+    assert_eq!(total, Purged { jobs: 3, keys: 3 });
+    for (id, kept) in [
+        (old_done, false),
+        (old_failed, false),
+        (old_dead, false),
+        (fresh_done, true),
+        (old_running, true),
+        (old_queued, true),
+        (old_key_job, true),
+        (fresh_key_job, true),
+    ] {
+        assert_eq!(
+            store.get(id).await.expect("get").is_some(),
+            kept,
+            "job {id} kept: {kept}"
+        );
+    }
+    // Deleted keys are free again; the fresh one still names its job.
+    let reuse = |name: &str| insert(queued(JobId::new()), json!({}), key(name));
+    let written = store
+        .apply(&[reuse("k-done"), reuse("k-old"), reuse("k-fresh")])
+        .await
+        .expect("reuse");
+    assert_eq!(written[..2], [Written::Done, Written::Done]);
+    assert!(
+        matches!(&written[2], Written::KeyTaken { job_id, .. } if *job_id == fresh_key_job),
+        "{written:?}"
+    );
+}
+
+async fn listings_are_summaries_without_results(store: Store) {
+    let (a, b) = (JobId::new(), JobId::new());
+    let long = "é".repeat(SUMMARY_ERROR_CHARS + 40);
+    let mut done = JobEvent::now(a, 1, JobStatus::Succeeded, "w");
+    done.result = Some(json!({"big": "x".repeat(10_000)}));
+    let mut dead = JobEvent::now(b, 1, JobStatus::Dead, "w");
+    dead.error = Some(long.clone());
+    store
+        .apply(&[
+            insert(queued(a), json!({"in": 1}), None),
+            insert(queued(b), json!({}), None),
+            Write::Event(done),
+            Write::Event(dead),
+        ])
+        .await
+        .expect("apply");
+    let page = store
+        .list(&JobFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let text = serde_json::to_string(&page).expect("json");
+    assert!(
+        text.len() < 2_000,
+        "a summary page is small: {} bytes",
+        text.len()
+    );
+    assert!(
+        !text.contains("xxxx") && !text.contains("\"result\""),
+        "{text}"
+    );
+    let (sa, sb) = (&page[1], &page[0]);
+    assert_eq!(
+        (sa.id, sa.has_result, sa.status),
+        (a, true, JobStatus::Succeeded)
+    );
+    assert_eq!((sb.id, sb.has_result), (b, false));
+    let cut = sb.error.as_deref().expect("error");
+    assert_eq!(cut.chars().count(), SUMMARY_ERROR_CHARS);
+    assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
+    // The job itself keeps everything.
+    let full = store.get(b).await.expect("get").expect("stored");
+    assert_eq!(full.error.as_deref(), Some(long.as_str()));
 }
 
 // ---- the two backends side by side ---------------------------------------------------------
@@ -452,14 +841,14 @@ async fn history(store: &Store, ids: &[JobId; 5]) -> Vec<Vec<Written>> {
                 id: b,
                 attempt: 3,
                 max_attempts: 6,
-                resolve_at: OffsetDateTime::now_utc(),
+                resolve_at: at(6),
             },
             Write::Event(dead),
             Write::Redrive {
                 id: c,
                 attempt: 2,
                 max_attempts: 6,
-                resolve_at: OffsetDateTime::now_utc(),
+                resolve_at: at(6),
             },
         ],
     ];
@@ -623,6 +1012,43 @@ async fn postgres_an_idempotency_key_raced_by_two_replicas_goes_to_one_job() {
 }
 
 #[tokio::test]
+async fn postgres_replicas_claiming_together_never_take_the_same_job() {
+    on_postgres(|schema| async move {
+        let (one, two) = (schema.store().await, schema.store().await);
+        let t0 = OffsetDateTime::now_utc();
+        let ids: Vec<JobId> = (0..300).map(|_| JobId::new()).collect();
+        let inserts: Vec<Write> = ids
+            .iter()
+            .map(|id| insert_pending(*id, t0, json!({})))
+            .collect();
+        one.apply(&inserts).await.expect("insert");
+        // Each replica claims 7 at a time, as fast as it can, until nothing is due.
+        let replica = |store: Store| async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_unresolved(t0, Duration::from_secs(60), 7)
+                    .await
+                    .expect("claim");
+                assert!(batch.len() <= 7, "{} over the limit", batch.len());
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(ids_of(&batch));
+            }
+        };
+        let (a, b) = tokio::join!(replica(one), replica(two));
+        assert!(!a.is_empty() && !b.is_empty(), "both replicas took some");
+        let mut all: Vec<JobId> = a.iter().chain(&b).copied().collect();
+        all.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(all, want, "every job claimed exactly once");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn postgres_a_nul_in_an_error_does_not_fail_the_batch() {
     on_postgres(|schema| async move {
         let store = schema.store().await;
@@ -686,14 +1112,5 @@ fn passwords_are_redacted_from_database_urls() {
         ("postgresql://u:p@h/d?x=a@b", "postgresql://u:***@h/d?x=a@b"),
     ] {
         assert_eq!(redact_url(url), shown, "{url}");
-    }
-}
-
-fn insert(job: JobRecord, payload: serde_json::Value, key: Option<IdempotencyKey>) -> Write {
-    Write::Insert {
-        job,
-        payload,
-        key,
-        resolve_at: None,
     }
 }

@@ -1,0 +1,4 @@
+-- A `pending` job (recorded, publish not confirmed yet) is resolved once `resolve_at` has
+-- passed; NULL for every other status.
+ALTER TABLE jobs ADD COLUMN resolve_at TIMESTAMPTZ;
+CREATE INDEX jobs_unresolved ON jobs (resolve_at) WHERE status = 'pending';

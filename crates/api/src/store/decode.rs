@@ -1,0 +1,126 @@
+//! Rows into records, once for both databases: a job, its summary, a JSON column, a count.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use offload_shared::{JobId, JobKind, JobStatus};
+
+use super::{JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError, dialect::Dialect};
+
+/// A JSON text column.
+pub(super) fn json<D: Dialect>(row: &D::Row, col: &str) -> Result<Option<Value>, StoreError> {
+    D::get_text(row, col)?
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                id: D::get_id(row, "id").map_or_else(|_| "?".into(), |id| id.to_string()),
+                reason: format!("{col}: {e}"),
+            })
+        })
+        .transpose()
+}
+
+/// A non-negative integer column as the `u32` the record holds.
+pub(super) fn count<D: Dialect>(row: &D::Row, col: &str) -> Result<u32, String> {
+    let n = D::get_int(row, col)
+        .map_err(|e| format!("{col}: {e}"))?
+        .ok_or_else(|| format!("{col}: NULL"))?;
+    u32::try_from(n).map_err(|e| format!("{col} {n}: {e}"))
+}
+
+/// The columns every view of a job shares.
+struct Common {
+    id: JobId,
+    kind: JobKind,
+    status: JobStatus,
+    attempt: u32,
+    max_attempts: u32,
+    timeout_ms: u64,
+    worker: Option<String>,
+    submitted_at: OffsetDateTime,
+    started_at: Option<OffsetDateTime>,
+    finished_at: Option<OffsetDateTime>,
+    runs: u32,
+}
+
+fn common<D: Dialect>(row: &D::Row) -> Result<Common, StoreError> {
+    let id = D::get_id(row, "id")?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.to_string(),
+        reason,
+    };
+    let text = |col: &str| -> Result<String, StoreError> {
+        D::get_text(row, col)?.ok_or_else(|| corrupt(format!("{col}: NULL")))
+    };
+    Ok(Common {
+        id,
+        kind: text("kind")?
+            .parse()
+            .map_err(|e| corrupt(format!("kind: {e}")))?,
+        status: text("status")?
+            .parse()
+            .map_err(|e| corrupt(format!("status: {e}")))?,
+        attempt: count::<D>(row, "attempt").map_err(corrupt)?,
+        max_attempts: count::<D>(row, "max_attempts").map_err(corrupt)?,
+        timeout_ms: u64::try_from(D::get_int(row, "timeout_ms")?.unwrap_or(0)).unwrap_or(0),
+        worker: D::get_text(row, "worker")?,
+        submitted_at: D::get_time(row, "submitted_at")?
+            .ok_or_else(|| corrupt("submitted_at: NULL".into()))?,
+        started_at: D::get_time(row, "started_at")?,
+        finished_at: D::get_time(row, "finished_at")?,
+        runs: count::<D>(row, "runs").map_err(corrupt)?,
+    })
+}
+
+/// A full job row.
+pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
+    let c = common::<D>(row)?;
+    Ok(JobRecord {
+        result: json::<D>(row, "result")?,
+        error: D::get_text(row, "error")?,
+        id: c.id,
+        kind: c.kind,
+        status: c.status,
+        attempt: c.attempt,
+        max_attempts: c.max_attempts,
+        timeout_ms: c.timeout_ms,
+        worker: c.worker,
+        submitted_at: c.submitted_at,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        runs: c.runs,
+    })
+}
+
+/// A row of [`sql::LIST`].
+pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError> {
+    let c = common::<D>(row)?;
+    Ok(JobSummary {
+        has_result: D::get_int(row, "has_result")?.unwrap_or(0) != 0,
+        error: D::get_text(row, "error")?.map(shorten),
+        id: c.id,
+        kind: c.kind,
+        status: c.status,
+        attempt: c.attempt,
+        max_attempts: c.max_attempts,
+        timeout_ms: c.timeout_ms,
+        worker: c.worker,
+        submitted_at: c.submitted_at,
+        started_at: c.started_at,
+        finished_at: c.finished_at,
+        runs: c.runs,
+    })
+}
+
+/// `error` cut to [`SUMMARY_ERROR_CHARS`] characters, the last one `…` when it was longer.
+fn shorten(error: String) -> String {
+    match error.char_indices().nth(SUMMARY_ERROR_CHARS) {
+        None => error,
+        Some(_) => {
+            let end = error
+                .char_indices()
+                .nth(SUMMARY_ERROR_CHARS - 1)
+                .map_or(error.len(), |(i, _)| i);
+            format!("{}…", &error[..end])
+        }
+    }
+}

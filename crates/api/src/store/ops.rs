@@ -1,0 +1,336 @@
+//! Every store operation, written once for both databases over the [`Dialect`] seam.
+
+use std::{borrow::Cow, time::Duration};
+
+use sqlx::Pool;
+use time::OffsetDateTime;
+
+use offload_shared::{JobId, JobStatus};
+
+use super::{
+    JobFilter, JobRecord, JobSummary, Purged, StoreError, StoredInput, Unresolved, Write, Written,
+    decode::{count, job, json, summary},
+    dialect::{Dialect, NewJob, Stmt},
+    sql,
+};
+
+/// Times a batch is retried after a deadlock or serialization failure with another replica.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// A store on database `D`.
+pub(crate) struct Db<D: Dialect> {
+    pool: Pool<D>,
+}
+
+impl<D: Dialect> Clone for Db<D> {
+    fn clone(&self) -> Self {
+        Db {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<D: Dialect> std::fmt::Debug for Db<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("database", &D::NAME).finish()
+    }
+}
+
+impl<D: Dialect> Db<D> {
+    /// A store on `pool`, whose schema is up to date.
+    pub(super) fn new(pool: Pool<D>) -> Self {
+        Db { pool }
+    }
+
+    /// The pool, for tests that reach under the store.
+    #[cfg(test)]
+    pub(super) fn pool(&self) -> &Pool<D> {
+        &self.pool
+    }
+
+    /// The job with `id`, if any.
+    pub(super) async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = D::fetch_optional(&mut conn, Stmt::new(sql::GET_JOB).id(id)).await?;
+        row.map(|r| job::<D>(&r)).transpose()
+    }
+
+    /// The job's payload and attempt budget, for a redrive.
+    pub(super) async fn input(&self, id: JobId) -> Result<Option<StoredInput>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = D::fetch_optional(&mut conn, Stmt::new(sql::GET_INPUT).id(id)).await?;
+        let Some(row) = row else { return Ok(None) };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            id: id.to_string(),
+            reason,
+        };
+        Ok(Some(StoredInput {
+            payload: json::<D>(&row, "payload")?.ok_or_else(|| corrupt("payload: NULL".into()))?,
+            budget: count::<D>(&row, "budget").map_err(corrupt)?,
+        }))
+    }
+
+    /// Jobs matching `filter`, newest first, as summaries.
+    pub(super) async fn list(&self, filter: &JobFilter) -> Result<Vec<JobSummary>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let stmt = Stmt::new(sql::LIST)
+            .str(filter.status.map(JobStatus::as_str))
+            .str(filter.kind.map(|k| k.as_str()))
+            .maybe_id(filter.before)
+            .int(i64::from(filter.limit));
+        let rows = D::fetch_all(&mut conn, stmt).await?;
+        rows.iter().map(summary::<D>).collect()
+    }
+
+    /// Cheap check that the database answers.
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        D::execute(&mut conn, Stmt::new(sql::PING)).await?;
+        Ok(())
+    }
+
+    /// Applies `writes` in one transaction; one result per write. Another replica's writer may
+    /// commit at the same time: a batch the database aborts as a deadlock victim is retried.
+    pub(super) async fn apply(&self, writes: &[Write]) -> Result<Vec<Written>, StoreError> {
+        let mut retries = 0;
+        loop {
+            match self.apply_once(writes).await {
+                Err(StoreError::Database(e))
+                    if retries < CONFLICT_RETRIES && D::is_conflict(&e) =>
+                {
+                    retries += 1;
+                    tracing::warn!(error = %e, retries, batch = writes.len(), "job store batch conflicted with another writer; retrying");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(retries))).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn apply_once(&self, writes: &[Write]) -> Result<Vec<Written>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if D::LOCKS_ROWS {
+            // Every existing row the batch touches, in id order, before changing any: two
+            // replicas' batches over the same jobs then queue behind each other instead of
+            // deadlocking.
+            let mut touched: Vec<JobId> = writes.iter().flat_map(touches).collect();
+            touched.sort_unstable();
+            touched.dedup();
+            if !touched.is_empty() {
+                D::lock_jobs(&mut tx, &touched).await?;
+            }
+        }
+        let mut results = Vec::with_capacity(writes.len());
+        for stretch in stretches(writes) {
+            match stretch {
+                Stretch::Inserts(rows) => {
+                    D::insert_jobs(&mut tx, &rows).await?;
+                    results.extend(rows.iter().map(|_| Written::Done));
+                }
+                Stretch::One(write) => results.push(apply_one::<D>(&mut tx, write).await?),
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// See [`super::Store::claim_unresolved`].
+    pub(super) async fn claim_unresolved(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Unresolved>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let stmt = Stmt::new(D::CLAIM)
+            .time(now)
+            .time(now + lease)
+            .int(i64::from(limit));
+        let rows = D::fetch_all(&mut conn, stmt).await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let job = job::<D>(row)?;
+                let payload = json::<D>(row, "payload")?.ok_or_else(|| StoreError::Corrupt {
+                    id: job.id.to_string(),
+                    reason: "payload: NULL".into(),
+                })?;
+                Ok(Unresolved { job, payload })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING has no order; ids sort by submission.
+        claimed.sort_unstable_by_key(|u| u.job.id);
+        Ok(claimed)
+    }
+
+    /// See [`super::Store::purge`].
+    pub(super) async fn purge(
+        &self,
+        finished_before: OffsetDateTime,
+        keys_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Purged, StoreError> {
+        let limit = i64::from(limit);
+        let mut tx = self.pool.begin().await?;
+        let stmt = Stmt::new(D::PURGE_JOBS).time(finished_before).int(limit);
+        let jobs = D::fetch_all(&mut tx, stmt)
+            .await?
+            .iter()
+            .map(|row| D::get_id(row, "id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = 0;
+        if !jobs.is_empty() {
+            let stmt = Stmt::new(D::PURGE_KEYS_OF_JOBS).ids(&jobs);
+            keys += D::execute(&mut tx, stmt).await?;
+        }
+        let stmt = Stmt::new(D::PURGE_KEYS).time(keys_before).int(limit);
+        keys += D::execute(&mut tx, stmt).await?;
+        tx.commit().await?;
+        Ok(Purged {
+            jobs: jobs.len() as u64,
+            keys,
+        })
+    }
+}
+
+/// A stretch of a batch as it is applied: plain inserts (no idempotency key) that multi-row
+/// statements write together, or one write of any other kind.
+enum Stretch<'a> {
+    /// Consecutive inserts without a key; each one's result is [`Written::Done`].
+    Inserts(Vec<NewJob<'a>>),
+    /// Any other write.
+    One(&'a Write),
+}
+
+/// `writes` cut into [`Stretch`]es, in order.
+fn stretches(writes: &[Write]) -> Vec<Stretch<'_>> {
+    let mut out = Vec::new();
+    for write in writes {
+        if let Write::Insert {
+            job,
+            payload,
+            key: None,
+            resolve_at,
+        } = write
+        {
+            let row = NewJob {
+                job,
+                payload,
+                resolve_at: *resolve_at,
+            };
+            match out.last_mut() {
+                Some(Stretch::Inserts(rows)) => rows.push(row),
+                _ => out.push(Stretch::Inserts(vec![row])),
+            }
+        } else {
+            out.push(Stretch::One(write));
+        }
+    }
+    out
+}
+
+/// The existing rows a write changes (an insert creates its row).
+fn touches(write: &Write) -> Vec<JobId> {
+    match write {
+        Write::Insert { .. } => Vec::new(),
+        Write::Delete(id) | Write::Redrive { id, .. } | Write::MarkDead { id, .. } => vec![*id],
+        Write::Event(ev) => vec![ev.job_id],
+        Write::Confirmed(ids) => ids.clone(),
+    }
+}
+
+async fn apply_one<D: Dialect>(
+    tx: &mut D::Connection,
+    write: &Write,
+) -> Result<Written, StoreError> {
+    match write {
+        Write::Insert {
+            job,
+            payload,
+            key,
+            resolve_at,
+        } => {
+            if let Some(key) = key {
+                // Race-free across replicas: a concurrent claim of the same key waits for the
+                // first transaction and then conflicts, so exactly one job gets the key.
+                let claim = Stmt::new(sql::CLAIM_KEY)
+                    .str(Some(&key.key))
+                    .str(Some(&key.fingerprint))
+                    .id(job.id)
+                    .time(job.submitted_at);
+                if D::execute(tx, claim).await? == 0 {
+                    let owner = Stmt::new(sql::KEY_OWNER).str(Some(&key.key));
+                    let row = D::fetch_optional(tx, owner)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)?;
+                    return Ok(Written::KeyTaken {
+                        job_id: D::get_id(&row, "job_id")?,
+                        fingerprint: D::get_text(&row, "fingerprint")?.unwrap_or_default(),
+                    });
+                }
+            }
+            let row = NewJob {
+                job,
+                payload,
+                resolve_at: *resolve_at,
+            };
+            D::insert_jobs(tx, std::slice::from_ref(&row)).await?;
+        }
+        Write::Delete(id) => {
+            D::execute(tx, Stmt::new(sql::DELETE_JOB).id(*id)).await?;
+            D::execute(tx, Stmt::new(sql::DELETE_KEY_OF_JOB).id(*id)).await?;
+        }
+        Write::Event(ev) => {
+            let started = ev.start();
+            let stmt = Stmt::new(sql::EVENT)
+                .id(ev.job_id)
+                .str(Some(ev.status.as_str()))
+                .int(ev.status.progress(ev.attempt))
+                .int(i64::from(ev.attempt))
+                .str(Some(&ev.worker))
+                .time(started)
+                .time(ev.at)
+                .time(ev.status.is_terminal().then_some(ev.at))
+                .text(ev.result.as_ref().map(|r| Cow::Owned(r.to_string())))
+                .str(ev.error.as_deref())
+                .int(i64::from(started.is_some()));
+            D::execute(tx, stmt).await?;
+        }
+        Write::Confirmed(ids) => {
+            if ids.is_empty() {
+                return Ok(Written::Nothing);
+            }
+            let step = JobStatus::Queued.progress(1) - JobStatus::Pending.progress(1);
+            let stmt = Stmt::new(D::CONFIRM).int(step).ids(ids);
+            if D::execute(tx, stmt).await? == 0 {
+                return Ok(Written::Nothing);
+            }
+        }
+        Write::Redrive {
+            id,
+            attempt,
+            max_attempts,
+            resolve_at,
+        } => {
+            let stmt = Stmt::new(sql::REDRIVE)
+                .id(*id)
+                .int(JobStatus::Pending.progress(*attempt))
+                .int(i64::from(*attempt))
+                .int(i64::from(*max_attempts))
+                .time(*resolve_at);
+            if D::execute(tx, stmt).await? == 0 {
+                return Ok(Written::Nothing);
+            }
+        }
+        Write::MarkDead { id, attempt, error } => {
+            let stmt = Stmt::new(sql::MARK_DEAD)
+                .id(*id)
+                .int(JobStatus::Dead.progress(*attempt))
+                .int(i64::from(*attempt))
+                .str(Some(error))
+                .time(OffsetDateTime::now_utc());
+            D::execute(tx, stmt).await?;
+        }
+    }
+    Ok(Written::Done)
+}

@@ -1,0 +1,160 @@
+//! The store's SQL, written once: both databases read `$n` placeholders. The few statements
+//! whose text differs are macros here, filled in by each dialect with its fragment (how a list
+//! of ids is matched, `FOR UPDATE SKIP LOCKED`), so the rest of their text is still shared.
+
+/// The columns a [`super::JobRecord`] decodes from.
+macro_rules! job_columns {
+    () => {
+        "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
+         finished_at, result, error, runs"
+    };
+}
+
+/// Statuses after which nothing happens to a job; retention deletes these (`cancelled` is
+/// listed for when jobs can be cancelled).
+macro_rules! finished_statuses {
+    () => {
+        "('succeeded', 'failed', 'dead', 'cancelled')"
+    };
+}
+
+pub(super) const GET_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+
+pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = $1";
+
+/// An absent filter binds NULL and matches everything. The error is cut in the database so a
+/// long one never leaves it; one character more than the summary keeps says it was cut.
+pub(super) const LIST: &str =
+    "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
+     submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, \
+     CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
+     FROM jobs
+     WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR id < $3)
+     ORDER BY id DESC LIMIT $4";
+
+pub(super) const PING: &str = "SELECT 1";
+
+/// Claims a key for a job; changes nothing if the key is taken.
+pub(super) const CLAIM_KEY: &str =
+    "INSERT INTO idempotency_keys (key, fingerprint, job_id, created_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (key) DO NOTHING";
+
+pub(super) const KEY_OWNER: &str =
+    "SELECT fingerprint, job_id FROM idempotency_keys WHERE key = $1";
+
+pub(super) const DELETE_JOB: &str = "DELETE FROM jobs WHERE id = $1";
+
+pub(super) const DELETE_KEY_OF_JOB: &str = "DELETE FROM idempotency_keys WHERE job_id = $1";
+
+/// One statement (one round trip): every start counts (`$11`), even a duplicate's; the rest
+/// applies only if it moves the job forward (`$3`, its progress), so duplicates and late
+/// events change nothing else. SET reads the row as it was, so each CASE sees the old
+/// progress. An event settles a pending job: it is no longer due to be resolved. On
+/// PostgreSQL the row update is atomic: a concurrent writer's update is waited for, then the
+/// condition is checked again against the row it committed.
+pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
+         status = CASE WHEN progress < $3 THEN $2 ELSE status END,
+         attempt = CASE WHEN progress < $3 THEN $4 ELSE attempt END,
+         worker = CASE WHEN progress < $3 THEN $5 ELSE worker END,
+         started_at = CASE WHEN progress < $3 THEN COALESCE($6, started_at, $7) ELSE started_at END,
+         finished_at = CASE WHEN progress < $3 THEN $8 ELSE finished_at END,
+         result = CASE WHEN progress < $3 THEN $9 ELSE result END,
+         error = CASE WHEN progress < $3 THEN $10 ELSE error END,
+         resolve_at = CASE WHEN progress < $3 THEN NULL ELSE resolve_at END,
+         progress = CASE WHEN progress < $3 THEN $3 ELSE progress END
+     WHERE id = $1 AND (progress < $3 OR $11 > 0)";
+
+pub(super) const REDRIVE: &str =
+    "UPDATE jobs SET status = 'pending', progress = $2, attempt = $3, \
+         max_attempts = $4, resolve_at = $5,
+         worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL
+     WHERE id = $1 AND status = 'dead'";
+
+pub(super) const MARK_DEAD: &str = "UPDATE jobs SET status = 'dead', progress = $2, attempt = $3, \
+         error = $4, finished_at = $5, resolve_at = NULL
+     WHERE id = $1";
+
+/// [`super::Write::Confirmed`]: `$1` the progress step from pending to queued, `$2` the ids
+/// (matched by `$ids`, e.g. `IN (…)`).
+macro_rules! confirm_sql {
+    ($ids:literal) => {
+        concat!(
+            "UPDATE jobs SET status = 'queued', progress = progress + $1, resolve_at = NULL
+             WHERE status = 'pending' AND id ",
+            $ids
+        )
+    };
+}
+
+/// [`super::Store::claim_unresolved`]. The CTE picks the rows once (`MATERIALIZED`: on
+/// PostgreSQL a `LIMIT … SKIP LOCKED` subquery under `IN` is run again per row and, skipping
+/// the rows it has just updated, takes more than the limit); `$lock` keeps two replicas off the
+/// same rows. The outer conditions are checked again on the row as it is when updated, so a
+/// row another replica claimed meanwhile is not taken twice.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "WITH due AS MATERIALIZED (
+                 SELECT id FROM jobs WHERE status = 'pending' AND resolve_at <= $1
+                 ORDER BY resolve_at, id LIMIT $3",
+            $lock,
+            ")
+             UPDATE jobs SET resolve_at = $2
+             WHERE id IN (SELECT id FROM due) AND status = 'pending' AND resolve_at <= $1
+             RETURNING ",
+            $crate::store::sql::job_columns!(),
+            ", payload"
+        )
+    };
+}
+
+/// One retention batch of finished jobs, picked like [`claim_sql`]'s by `finished_at` alone
+/// (only a finished job has one; a status condition there would have SQLite walk the status
+/// index through every finished job); conditions checked again on the row as it is when
+/// deleted (a job redriven meanwhile stays).
+macro_rules! purge_jobs_sql {
+    ($lock:literal) => {
+        concat!(
+            "WITH old AS MATERIALIZED (
+                 SELECT id FROM jobs WHERE finished_at < $1 ORDER BY finished_at LIMIT $2",
+            $lock,
+            ")
+             DELETE FROM jobs
+             WHERE id IN (SELECT id FROM old) AND finished_at < $1 AND status IN ",
+            $crate::store::sql::finished_statuses!(),
+            " RETURNING id"
+        )
+    };
+}
+
+/// The keys of the jobs `$1` (matched by `$ids`).
+macro_rules! purge_keys_of_jobs_sql {
+    ($ids:literal) => {
+        concat!("DELETE FROM idempotency_keys WHERE job_id ", $ids)
+    };
+}
+
+/// One retention batch of expired keys, picked like [`claim_sql`]'s; the key of a pending job
+/// stays whatever its age (a keyed retry must find the job its first request left unresolved).
+macro_rules! purge_keys_sql {
+    ($lock:literal) => {
+        concat!(
+            "WITH old AS MATERIALIZED (
+                 SELECT k.key FROM idempotency_keys k
+                 WHERE k.created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = k.job_id AND j.status = 'pending')
+                 ORDER BY k.created_at LIMIT $2",
+            $lock,
+            ")
+             DELETE FROM idempotency_keys
+             WHERE key IN (SELECT key FROM old) AND created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM jobs j
+                               WHERE j.id = idempotency_keys.job_id AND j.status = 'pending')"
+        )
+    };
+}
+
+pub(super) use {
+    claim_sql, confirm_sql, finished_statuses, job_columns, purge_jobs_sql, purge_keys_of_jobs_sql,
+    purge_keys_sql,
+};
