@@ -62,6 +62,60 @@ async fn succeeded_on(worker: &WorkerProcess) -> f64 {
     )
 }
 
+/// Repeats each keyed submit (`body(i)` under `keys[i]`) until it is answered with its job (200
+/// or 202); every 409 on the way must carry `Retry-After`. Returns the job ids, in key order,
+/// and how many keys were answered 409 (unresolved) at least once.
+async fn resolve_keys(
+    api: &ApiProcess,
+    keys: &[String],
+    body: impl Fn(usize) -> Value,
+) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut unresolved = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let saw_409 = std::cell::Cell::new(false);
+        let answer = poll(Duration::from_secs(40), "a keyed retry to resolve", || {
+            let body = body(i);
+            let saw_409 = &saw_409;
+            async move {
+                let a = post(api, &body, Some(key)).await;
+                if a.status == 409 {
+                    assert!(a.retry_after, "409 without Retry-After: {a:?}");
+                    saw_409.set(true);
+                }
+                matches!(a.status, 200 | 202).then_some(a)
+            }
+        })
+        .await;
+        unresolved += usize::from(saw_409.get());
+        ids.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    (ids, unresolved)
+}
+
+/// What became of `ids`, once every one succeeded: runs the store recorded, jobs the worker ran
+/// (its own count, waited for up to `expected`), and succeeded jobs the store shows.
+async fn tally(
+    api: &ApiProcess,
+    worker: &WorkerProcess,
+    ids: &[String],
+    expected: usize,
+) -> (u64, f64, usize) {
+    let mut runs = 0;
+    for id in ids {
+        let job = api
+            .wait_for_status(id, "succeeded", Duration::from_secs(30))
+            .await;
+        runs += job["runs"].as_u64().unwrap_or(0);
+    }
+    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
+        let n = succeeded_on(worker).await;
+        (n >= expected as f64).then_some(n)
+    })
+    .await;
+    (runs, ran, api.all_jobs("succeeded").await.len())
+}
+
 /// Clears the alarm even when an assertion fails, so the fault broker stays usable.
 struct AlarmGuard;
 
@@ -143,44 +197,13 @@ async fn a_memory_alarm_gets_503s_and_each_keyed_retry_then_gets_the_one_job_tha
     fault_broker("alarm-off").await;
     let cleared = Instant::now();
     // Every key resolves to exactly one job: the one the broker took, if it took one.
-    let mut conflicts = 0;
-    let mut ids = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let answer = poll(
-            Duration::from_secs(30),
-            "a keyed retry to resolve",
-            || async {
-                let a = post(&api, &body(i), Some(key)).await;
-                if a.status == 409 {
-                    assert!(a.retry_after, "409 without Retry-After: {a:?}");
-                }
-                matches!(a.status, 200 | 202).then_some(a)
-            },
-        )
-        .await;
-        ids.push(answer.body["id"].as_str().expect("id").to_owned());
-    }
-    for (i, id) in &unknown {
-        if ids[*i] != *id {
-            conflicts += 1;
-        }
-    }
-    for id in &ids {
-        let job = api
-            .wait_for_status(id, "succeeded", Duration::from_secs(30))
-            .await;
-        assert_eq!(job["runs"], 1, "job {id} ran more than once: {job}");
-    }
-    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
-        let n = succeeded_on(&worker).await;
-        (n >= (JOBS + 1) as f64).then_some(n)
-    })
-    .await;
-    let visible = api.all_jobs("succeeded").await.len();
+    let (ids, _) = resolve_keys(&api, &keys, body).await;
+    let conflicts = unknown.iter().filter(|(i, id)| ids[*i] != *id).count();
+    let (runs, ran, visible) = tally(&api, &worker, &ids, JOBS + 1).await;
     println!(
         "memory alarm: {JOBS} keyed submits during the alarm, all 503 (slowest {:?}), {} of them \
          unknown (job id given); readiness said {:?}; after the alarm cleared every key resolved \
-         within {:?}; jobs run {ran}, visible {visible}, {conflicts} keys whose job differs from the \
+         within {:?}; runs recorded {runs}, jobs run {ran}, visible {visible}, {conflicts} keys whose job differs from the \
          503's job id",
         answers.iter().map(|a| a.took).max().unwrap_or_default(),
         unknown.len(),
@@ -191,6 +214,7 @@ async fn a_memory_alarm_gets_503s_and_each_keyed_retry_then_gets_the_one_job_tha
         conflicts, 0,
         "a keyed retry got another job than the unknown one"
     );
+    assert_eq!(runs, JOBS as u64, "each job ran once");
     assert_eq!(ran, (JOBS + 1) as f64, "jobs run by the worker");
     assert_eq!(visible, JOBS + 1, "jobs visible in the store");
     env.cleanup().await;
@@ -232,13 +256,16 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     .execute(&db)
     .await
     .expect("pending row");
-    sqlx::query("INSERT INTO idempotency_keys (key, fingerprint, job_id) VALUES (?1, ?2, ?3)")
-        .bind(&key)
-        .bind(fingerprint("noop"))
-        .bind(&id)
-        .execute(&db)
-        .await
-        .expect("its key");
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, fingerprint, job_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&key)
+    .bind(fingerprint("noop"))
+    .bind(&id)
+    .bind(micros(now))
+    .execute(&db)
+    .await
+    .expect("its key");
     db.close().await;
 
     let api = ApiProcess::start(&env, &[]).await;
@@ -368,44 +395,14 @@ async fn a_connection_lost_mid_confirm_leaves_pending_jobs_that_are_republished_
         .filter(|a| a.body["job_id"].is_string())
         .count();
 
-    let mut conflicts = 0;
-    let mut ids = Vec::new();
-    for key in &keys {
-        let answer = poll(
-            Duration::from_secs(40),
-            "a keyed retry to resolve",
-            || async {
-                let a = post(&api, &body, Some(key)).await;
-                if a.status == 409 {
-                    assert!(a.retry_after, "{a:?}");
-                }
-                matches!(a.status, 200 | 202).then_some(a)
-            },
-        )
-        .await;
-        ids.push(answer.body["id"].as_str().expect("id").to_owned());
-    }
-    for (a, id) in answers.iter().zip(&ids) {
-        if let Some(first) = a.body["job_id"].as_str()
-            && first != id
-        {
-            conflicts += 1;
-        }
-    }
-    let mut runs = 0;
-    for id in &ids {
-        let job = api
-            .wait_for_status(id, "succeeded", Duration::from_secs(30))
-            .await;
-        runs += job["runs"].as_u64().unwrap_or(0);
-    }
-    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
-        let n = succeeded_on(&worker).await;
-        (n >= JOBS as f64).then_some(n)
-    })
-    .await;
+    let (ids, _) = resolve_keys(&api, &keys, |_| body.clone()).await;
+    let conflicts = answers
+        .iter()
+        .zip(&ids)
+        .filter(|(a, id)| a.body["job_id"].as_str().is_some_and(|first| first != *id))
+        .count();
+    let (runs, ran, visible) = tally(&api, &worker, &ids, JOBS).await;
     let republished = metric_sum(&api.metrics().await, "offload_jobs_republished_total", &[]);
-    let visible = api.all_jobs("succeeded").await.len();
     println!(
         "connection lost mid-confirm: {JOBS} keyed submits, {unknown} unknown 503s; republished \
          {republished}; keys resolved to {} jobs ({conflicts} differing from the 503's job id); \
@@ -509,51 +506,9 @@ async fn an_api_killed_mid_publish_leaves_jobs_that_a_new_api_resolves_and_each_
     fault_broker("alarm-off").await;
 
     let api = ApiProcess::start(&env, &extra).await;
-    let mut ids = Vec::new();
-    let mut saw_409 = 0;
-    for key in &keys {
-        let answer = poll(
-            Duration::from_secs(40),
-            "a keyed retry to resolve",
-            || async {
-                let a = post(&api, &body, Some(key)).await;
-                if a.status == 409 {
-                    assert!(a.retry_after, "{a:?}");
-                }
-                matches!(a.status, 200 | 202 | 409).then_some(a)
-            },
-        )
-        .await;
-        let answer = if answer.status == 409 {
-            saw_409 += 1;
-            poll(
-                Duration::from_secs(40),
-                "an unresolved key to resolve",
-                || async {
-                    let a = post(&api, &body, Some(key)).await;
-                    matches!(a.status, 200 | 202).then_some(a)
-                },
-            )
-            .await
-        } else {
-            answer
-        };
-        ids.push(answer.body["id"].as_str().expect("id").to_owned());
-    }
-    let mut runs = 0;
-    for id in &ids {
-        let job = api
-            .wait_for_status(id, "succeeded", Duration::from_secs(30))
-            .await;
-        runs += job["runs"].as_u64().unwrap_or(0);
-    }
-    let ran = poll(Duration::from_secs(15), "the worker's count", || async {
-        let n = succeeded_on(&worker).await;
-        (n >= JOBS as f64).then_some(n)
-    })
-    .await;
+    let (ids, saw_409) = resolve_keys(&api, &keys, |_| body.clone()).await;
+    let (runs, ran, visible) = tally(&api, &worker, &ids, JOBS).await;
     let republished = metric_sum(&api.metrics().await, "offload_jobs_republished_total", &[]);
-    let visible = api.all_jobs("succeeded").await.len();
     println!(
         "API killed mid-publish: {JOBS} keyed submits, {unanswered} left without an answer; the new \
          API answered {saw_409} keys 409 while unresolved and republished {republished}; runs \

@@ -17,7 +17,7 @@ use offload_shared::{
     envelope::WIRE_VERSION,
 };
 
-use crate::{publisher::JobPublisher, state::AppState, store::Write};
+use crate::{error::ApiError, publisher::JobPublisher, state::AppState, store::Write};
 
 /// What became of one job's publish by the time the request answers.
 #[derive(Debug)]
@@ -90,6 +90,33 @@ pub async fn publish_and_settle(
     }
     settle(state, writes).await;
     fates
+}
+
+/// [`publish_and_settle`] for one job, as the request's answer: `Ok` once the broker stored it,
+/// a 503 saying nothing was enqueued when it refused, a 503 naming the job when it is unknown.
+pub async fn publish_one(
+    state: &AppState,
+    publisher: &JobPublisher,
+    envelope: &JobEnvelope,
+    request_id: Option<&str>,
+    resolve_at: OffsetDateTime,
+    on_refused: OnRefused,
+) -> Result<(), ApiError> {
+    let fates = publish_and_settle(
+        state,
+        publisher,
+        std::slice::from_ref(envelope),
+        request_id,
+        resolve_at,
+        on_refused,
+    )
+    .await;
+    match fates.into_iter().next() {
+        Some(Fate::Accepted) => Ok(()),
+        Some(Fate::Refused(e)) => Err(e.into()),
+        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(envelope.id, e)),
+        None => Err(BrokerError::NotConnected.into()),
+    }
 }
 
 fn refused_write(

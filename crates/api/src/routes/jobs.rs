@@ -10,12 +10,10 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use offload_shared::{
-    JobEnvelope, JobId, JobKind, JobStatus, broker::BrokerError, envelope::WIRE_VERSION,
-};
+use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
 
 use crate::{
-    accept::{Fate, OnRefused, publish_and_settle},
+    accept::{Fate, OnRefused, publish_and_settle, publish_one},
     error::{ApiError, PartialBatch, Problem},
     routes::{pages, prefers_html},
     state::AppState,
@@ -115,25 +113,19 @@ pub async fn submit(
         timeout_ms,
         submitted_at,
     };
-    let fates = publish_and_settle(
+    // A refusal is a 503 with nothing enqueued (the client may retry, with its key); an unknown
+    // outcome a 503 naming the job, which stays pending until resolved.
+    publish_one(
         &state,
         &publisher,
-        std::slice::from_ref(&envelope),
+        &envelope,
         request_id(&headers),
         resolve_at,
         OnRefused::Forget,
     )
-    .await;
-    match fates.into_iter().next() {
-        Some(Fate::Accepted) => {
-            tracing::debug!(kind = %new.kind, "job accepted");
-            Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
-        }
-        // The client gets a 503 and may retry (with its key): this job never existed.
-        Some(Fate::Refused(e)) => Err(e.into()),
-        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(id, e)),
-        None => Err(ApiError::Broker(BrokerError::NotConnected)),
-    }
+    .await?;
+    tracing::debug!(kind = %new.kind, "job accepted");
+    Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
 }
 
 /// The job a repeated `Idempotency-Key` names, once its publish is resolved; while it is still
@@ -481,24 +473,17 @@ pub async fn retry_job(
         timeout_ms: job.timeout_ms,
         submitted_at: job.submitted_at,
     };
-    let fates = publish_and_settle(
+    publish_one(
         &state,
         &publisher,
-        std::slice::from_ref(&envelope),
+        &envelope,
         request_id(&headers),
         resolve_at,
         OnRefused::MarkDead,
     )
-    .await;
-    match fates.into_iter().next() {
-        Some(Fate::Accepted) => {
-            let job = find(&state, &raw).await?;
-            Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
-        }
-        Some(Fate::Refused(e)) => Err(e.into()),
-        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(job.id, e)),
-        None => Err(ApiError::Broker(BrokerError::NotConnected)),
-    }
+    .await?;
+    let job = find(&state, &raw).await?;
+    Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
 }
 
 /// The request's id, set by the request-id layer.
