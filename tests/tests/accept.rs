@@ -237,7 +237,8 @@ fn micros(t: time::OffsetDateTime) -> i64 {
 async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_waits_for_it() {
     let env = TestEnv::new().await;
     // The API creates its store, then stops; what it leaves is what an API killed between its
-    // store write and its publish leaves: a pending row with its key, and no message.
+    // store write and its publish leaves: an unresolved row (queued, with a resolve time) with
+    // its key, and no message.
     ApiProcess::start(&env, &[]).await.stop().await;
     let id = uuid::Uuid::now_v7().to_string();
     let key = format!("killed-{}", env.prefix);
@@ -248,14 +249,14 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     sqlx::query(
         "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, timeout_ms, budget,
                            submitted_at, payload, resolve_at)
-         VALUES (?1, 'noop', 'pending', 3, 1, 5, 300000, 5, ?2, '{}', ?3)",
+         VALUES (?1, 'noop', 'queued', 4, 1, 5, 300000, 5, ?2, '{}', ?3)",
     )
     .bind(&id)
     .bind(micros(now))
     .bind(micros(now + Duration::from_secs(4)))
     .execute(&db)
     .await
-    .expect("pending row");
+    .expect("unresolved row");
     sqlx::query(
         "INSERT INTO idempotency_keys (key, fingerprint, job_id, created_at) VALUES (?1, ?2, ?3, ?4)",
     )
@@ -272,8 +273,8 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     let worker = WorkerProcess::start(&env, "reconcile-w", 1, &[]).await;
     assert_eq!(
         api.job(&id).await["status"],
-        "pending",
-        "visible while unresolved"
+        "queued",
+        "visible while unresolved: it will run"
     );
     let early = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
     assert_eq!(early.status, 409, "a repeat while unresolved: {early:?}");
@@ -306,7 +307,7 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     .await;
     assert_eq!(ran, 1.0, "runs");
     println!(
-        "killed between write and publish: 1 pending row, 409 while unresolved, republished {republished}, ran {ran}, visible as succeeded"
+        "killed between write and publish: 1 unresolved row, 409 while unresolved, republished {republished}, ran {ran}, visible as succeeded"
     );
     env.cleanup().await;
 }

@@ -1,14 +1,16 @@
-//! The second half of accepting a job: publishing jobs that are recorded as `pending`, then
-//! settling each row by what the broker said. Confirmed: the job becomes `queued`. Refused for
-//! sure (nacked, returned, never sent): the caller's [`OnRefused`] says what to write. Unknown
-//! (no confirm in time, or the channel was lost after sending): the row stays `pending`, a late
-//! confirm is still awaited in the background, and the reconciler ([`run_reconciler`])
-//! republishes what no confirm and no event has settled by its `resolve_at`.
+//! The second half of accepting a job: publishing jobs whose rows are recorded *unresolved*
+//! (with a `resolve_at`), then settling each row by what the broker said. Confirmed: the row is
+//! resolved (by the [`Confirmer`], in the background, for a new job; before the answer for a
+//! redrive). Refused for sure (nacked, returned, never sent): the caller's [`OnRefused`] says
+//! what to write. Unknown (no confirm in time, or the channel was lost after sending): the row
+//! shows `pending`, a late confirm is still awaited in the background, and the reconciler
+//! ([`run_reconciler`]) republishes what no confirm and no event has resolved by `resolve_at`.
 
 use std::time::Instant;
 
 use futures_util::future::join_all;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
@@ -17,7 +19,61 @@ use offload_shared::{
     envelope::WIRE_VERSION,
 };
 
-use crate::{error::ApiError, publisher::JobPublisher, state::AppState, store::Write};
+use crate::{
+    error::ApiError,
+    publisher::JobPublisher,
+    state::AppState,
+    store::{Write, writer::StoreWriter},
+};
+
+/// Most confirms one background write resolves.
+const CONFIRM_BATCH: usize = 4096;
+
+/// Resolves the rows of confirmed jobs in the background, many per write, so a request answers
+/// as soon as the broker confirmed (its row already shows `queued`). A job whose resolution is
+/// lost (the API stopped first) is republished at its `resolve_at`; delivery is at-least-once.
+#[derive(Debug, Clone)]
+pub struct Confirmer {
+    tx: mpsc::UnboundedSender<JobId>,
+}
+
+impl Confirmer {
+    /// Starts the task; it stops once every handle is dropped and the last write is done.
+    pub fn spawn(writer: StoreWriter) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while let Some(first) = rx.recv().await {
+                ids.push(first);
+                while ids.len() < CONFIRM_BATCH {
+                    match rx.try_recv() {
+                        Ok(id) => ids.push(id),
+                        Err(_) => break,
+                    }
+                }
+                let batch = std::mem::take(&mut ids);
+                if let Err(e) = writer.write(Write::Confirmed(batch)).await {
+                    tracing::warn!(error = %e, "could not record publisher confirms; the jobs will be republished at their resolve time");
+                }
+            }
+        });
+        (Confirmer { tx }, task)
+    }
+
+    /// Records, soon, that the broker confirmed `id`.
+    pub fn confirmed(&self, id: JobId) {
+        let _ = self.tx.send(id);
+    }
+}
+
+/// When a confirm is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// In the background ([`Confirmer`]): the row already shows `queued`.
+    Later,
+    /// Before the answer: the row shows `pending` (a redrive) and the answer shows the job.
+    Now,
+}
 
 /// What became of one job's publish by the time the request answers.
 #[derive(Debug)]
@@ -41,28 +97,47 @@ pub enum OnRefused {
     Keep,
 }
 
-/// Publishes `envelopes` (whose rows are `pending`) and settles every row the broker answered
-/// for; returns one [`Fate`] per envelope, in order. `resolve_at` bounds the background wait
-/// for late confirms, so that it ends before the reconciler takes the row.
+/// How to publish jobs and settle their rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Settling {
+    /// When their rows are due to be republished: bounds the background wait for late
+    /// confirms, so that it ends before the reconciler takes the rows.
+    pub resolve_at: OffsetDateTime,
+    /// What a sure refusal writes.
+    pub on_refused: OnRefused,
+    /// When a confirm is recorded.
+    pub record: Record,
+}
+
+/// Publishes `envelopes` (whose rows are unresolved) and settles every row the broker answered
+/// for; returns one [`Fate`] per envelope, in order.
 pub async fn publish_and_settle(
     state: &AppState,
     publisher: &JobPublisher,
     envelopes: &[JobEnvelope],
     request_id: Option<&str>,
-    resolve_at: OffsetDateTime,
-    on_refused: OnRefused,
+    how: Settling,
 ) -> Vec<Fate> {
+    let Settling {
+        resolve_at,
+        on_refused,
+        record,
+    } = how;
     let started = Instant::now();
     let outcomes = join_all(envelopes.iter().map(|e| publisher.publish(e, request_id))).await;
     let elapsed = started.elapsed();
     let mut confirmed = Vec::new();
+    let mut overdue = Vec::new();
     let mut writes = Vec::new();
     let mut fates = Vec::with_capacity(envelopes.len());
     for (envelope, outcome) in envelopes.iter().zip(outcomes) {
         match outcome {
             Confirm::Acked => {
                 state.metrics.accepted(envelope.kind, elapsed);
-                confirmed.push(envelope.id);
+                match record {
+                    Record::Later => state.confirmer.confirmed(envelope.id),
+                    Record::Now => confirmed.push(envelope.id),
+                }
                 fates.push(Fate::Accepted);
             }
             Confirm::Refused(e) => {
@@ -71,7 +146,8 @@ pub async fn publish_and_settle(
             }
             Confirm::Unknown { why, late } => {
                 state.metrics.publish_unknown();
-                tracing::warn!(job_id = %envelope.id, error = %why, "publish not confirmed in time; the job stays pending until resolved");
+                tracing::warn!(job_id = %envelope.id, error = %why, "publish not confirmed in time; the job is pending until resolved");
+                overdue.push(envelope.id);
                 if let Some(late) = late {
                     tokio::spawn(await_late_confirm(
                         state.clone(),
@@ -88,6 +164,9 @@ pub async fn publish_and_settle(
     if !confirmed.is_empty() {
         writes.push(Write::Confirmed(confirmed));
     }
+    if !overdue.is_empty() {
+        writes.push(Write::Unconfirmed(overdue));
+    }
     settle(state, writes).await;
     fates
 }
@@ -99,16 +178,14 @@ pub async fn publish_one(
     publisher: &JobPublisher,
     envelope: &JobEnvelope,
     request_id: Option<&str>,
-    resolve_at: OffsetDateTime,
-    on_refused: OnRefused,
+    how: Settling,
 ) -> Result<(), ApiError> {
     let fates = publish_and_settle(
         state,
         publisher,
         std::slice::from_ref(envelope),
         request_id,
-        resolve_at,
-        on_refused,
+        how,
     )
     .await;
     match fates.into_iter().next() {
@@ -159,11 +236,16 @@ async fn await_late_confirm(
 ) {
     let left = resolve_at - OffsetDateTime::now_utc() - state.settings.publish_timeout();
     let wait = std::time::Duration::try_from(left).unwrap_or_default();
-    match late.wait(wait).await {
+    let outcome = tokio::select! {
+        outcome = late.wait(wait) => outcome,
+        // The row stays unresolved; the reconciler (of this store's next API) takes it.
+        () = state.stopping.cancelled() => return,
+    };
+    match outcome {
         Confirm::Acked => {
             tracing::info!(job_id = %envelope.id, "late publisher confirm: the job is queued");
             state.metrics.accepted(envelope.kind, wait);
-            settle(&state, vec![Write::Confirmed(vec![envelope.id])]).await;
+            state.confirmer.confirmed(envelope.id);
         }
         Confirm::Refused(e) => {
             tracing::info!(job_id = %envelope.id, error = %e, "the broker refused the job after all");
@@ -184,7 +266,7 @@ async fn await_late_confirm(
 /// Most pending jobs one reconciler pass republishes.
 const RECONCILE_BATCH: u32 = 100;
 
-/// Republishes, under their own ids, the pending jobs that nothing resolved by their
+/// Republishes, under their own ids, the unresolved jobs that nothing resolved by their
 /// `resolve_at` (no confirm came, no event arrived, or the API that recorded them died before
 /// publishing). Each pass claims its rows for one more resolve period, so replicas sharing a
 /// store never republish the same row at once. Runs until `token` is cancelled.
@@ -236,14 +318,11 @@ pub async fn run_reconciler(state: AppState, token: CancellationToken) {
         for _ in &ids {
             state.metrics.republished();
         }
-        publish_and_settle(
-            &state,
-            &publisher,
-            &envelopes,
-            None,
-            now + lease,
-            OnRefused::Keep,
-        )
-        .await;
+        let how = Settling {
+            resolve_at: now + lease,
+            on_refused: OnRefused::Keep,
+            record: Record::Later,
+        };
+        publish_and_settle(&state, &publisher, &envelopes, None, how).await;
     }
 }

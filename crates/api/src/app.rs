@@ -124,7 +124,10 @@ impl Application {
         let retention = tokio::spawn(
             Retention::new(store.clone(), &settings, metrics.clone()).run(token.clone()),
         );
+        let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
         let state = AppState {
+            confirmer,
+            stopping: broker_token.clone(),
             settings: settings.clone(),
             link: LinkState {
                 publisher: publisher_rx,
@@ -159,6 +162,7 @@ impl Application {
         // writer commits its final batch and stops.
         let drain = async {
             let link = supervisor.await;
+            let _ = confirmer_task.await;
             let _ = writer_task.await;
             let _ = retention.await;
             link

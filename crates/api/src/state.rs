@@ -2,9 +2,12 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use tokio_util::sync::CancellationToken;
+
 use offload_shared::{Settings, broker::BrokerError};
 
 use crate::{
+    accept::Confirmer,
     broker_link::LinkState,
     metrics::ApiMetrics,
     publisher::JobPublisher,
@@ -24,6 +27,10 @@ pub struct AppState {
     pub writer: StoreWriter,
     /// What `GET /metrics` reports.
     pub metrics: Arc<ApiMetrics>,
+    /// Records publisher confirms in the background.
+    pub confirmer: Confirmer,
+    /// Cancelled when the server has stopped: background waits end, so the drain is not held.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {

@@ -1,4 +1,5 @@
--- A `pending` job (recorded, publish not confirmed yet) is resolved once `resolve_at` (Unix
--- microseconds, like the other times) has passed; NULL for every other status.
+-- An unresolved job (recorded, its publish not confirmed yet: `queued` while the publish is in
+-- flight, `pending` once overdue) carries `resolve_at` (Unix microseconds, like the other
+-- times), when it is due to be republished; NULL once resolved.
 ALTER TABLE jobs ADD COLUMN resolve_at INTEGER;
-CREATE INDEX jobs_unresolved ON jobs (resolve_at) WHERE status = 'pending';
+CREATE INDEX jobs_unresolved ON jobs (resolve_at) WHERE resolve_at IS NOT NULL;

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
 
 use crate::{
-    accept::{Fate, OnRefused, publish_and_settle, publish_one},
+    accept::{Fate, OnRefused, Record, Settling, publish_and_settle, publish_one},
     error::{ApiError, PartialBatch, Problem},
     routes::{pages, prefers_html},
     state::AppState,
@@ -73,16 +73,13 @@ pub async fn submit(
     let key = key.map(|k| new.idempotency(k));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
 
-    // Recorded (as pending) before publishing, so the worker's first event always finds its
+    // Recorded (unresolved) before publishing, so the worker's first event always finds its
     // row and a job the broker may hold is never missing from the store.
     let resolve_at = submitted_at + state.settings.resolve_after();
     let written = state
         .writer
         .write(Write::Insert {
-            job: JobRecord {
-                status: JobStatus::Pending,
-                ..record.clone()
-            },
+            job: record.clone(),
             payload: new.payload.clone(),
             key,
             resolve_at: Some(resolve_at),
@@ -115,24 +112,32 @@ pub async fn submit(
     };
     // A refusal is a 503 with nothing enqueued (the client may retry, with its key); an unknown
     // outcome a 503 naming the job, which stays pending until resolved.
-    publish_one(
-        &state,
-        &publisher,
-        &envelope,
-        request_id(&headers),
+    let how = Settling {
         resolve_at,
-        OnRefused::Forget,
-    )
-    .await?;
+        on_refused: OnRefused::Forget,
+        record: record_for(fingerprint.is_some()),
+    };
+    publish_one(&state, &publisher, &envelope, request_id(&headers), how).await?;
     tracing::debug!(kind = %new.kind, "job accepted");
     Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
+}
+
+/// When to record a new job's confirm. A keyed job's before the `202`, so a repeat that follows
+/// the `202` always finds the job resolved (`200`, never `409`); a keyless job's in the
+/// background, so the answer does not wait for a second store write.
+fn record_for(keyed: bool) -> Record {
+    if keyed { Record::Now } else { Record::Later }
 }
 
 /// The job a repeated `Idempotency-Key` names, once its publish is resolved; while it is still
 /// pending the repeat is a 409 with `Retry-After`, never an id that might not run.
 async fn resolved(state: &AppState, job_id: JobId) -> Result<JobRecord, ApiError> {
     match state.store.get(job_id).await? {
-        Some(job) if job.status != JobStatus::Pending => Ok(job),
+        Some(job)
+            if job.status != JobStatus::Pending && !state.store.unresolved(job_id).await? =>
+        {
+            Ok(job)
+        }
         _ => Err(ApiError::Unresolved(format!(
             "the first request with this Idempotency-Key (job {job_id}) is not resolved yet: the \
              broker has not confirmed it; repeat the request later to get the job"
@@ -199,10 +204,7 @@ pub async fn submit_batch(
         let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
         fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));
         inserts.push(Write::Insert {
-            job: JobRecord {
-                status: JobStatus::Pending,
-                ..record.clone()
-            },
+            job: record.clone(),
             payload: new.payload.clone(),
             key,
             resolve_at: Some(resolve_at),
@@ -249,15 +251,13 @@ pub async fn submit_batch(
     }
 
     let to_publish: Vec<JobEnvelope> = fresh.iter().map(|&i| envelopes[i].clone()).collect();
-    let fates = publish_and_settle(
-        &state,
-        &publisher,
-        &to_publish,
-        request_id(&headers),
+    let how = Settling {
         resolve_at,
-        OnRefused::Forget,
-    )
-    .await;
+        on_refused: OnRefused::Forget,
+        record: record_for(key.is_some()),
+    };
+    let fates =
+        publish_and_settle(&state, &publisher, &to_publish, request_id(&headers), how).await;
     let mut not_accepted = Vec::new();
     let mut unresolved = Vec::new();
     let mut failure = None;
@@ -473,15 +473,13 @@ pub async fn retry_job(
         timeout_ms: job.timeout_ms,
         submitted_at: job.submitted_at,
     };
-    publish_one(
-        &state,
-        &publisher,
-        &envelope,
-        request_id(&headers),
+    // The answer shows the job queued again, so its confirm is recorded first.
+    let how = Settling {
         resolve_at,
-        OnRefused::MarkDead,
-    )
-    .await?;
+        on_refused: OnRefused::MarkDead,
+        record: Record::Now,
+    };
+    publish_one(&state, &publisher, &envelope, request_id(&headers), how).await?;
     let job = find(&state, &raw).await?;
     Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
 }

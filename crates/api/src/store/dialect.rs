@@ -99,6 +99,8 @@ pub(crate) struct NewJob<'a> {
 pub(crate) trait Dialect: Database<Connection: Migrate> {
     /// Confirmed publishes: `$1` the progress step from pending to queued, `$2` the ids.
     const CONFIRM: &'static str;
+    /// Unconfirmed publishes: `$1` the progress step from pending to queued, `$2` the ids.
+    const UNCONFIRM: &'static str;
     /// Claim unresolved jobs: `$1` now, `$2` the new `resolve_at`, `$3` the limit.
     const CLAIM: &'static str;
     /// Delete finished jobs: `$1` the cut-off, `$2` the limit; returns their ids.

@@ -85,6 +85,12 @@ impl Store {
         on_backend!(self, db => db.list(filter).await)
     }
 
+    /// True while job `id` is unresolved: recorded, its publish not confirmed yet (whether it
+    /// shows `queued`, the publish still in flight, or `pending`, the confirm overdue).
+    pub async fn unresolved(&self, id: JobId) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.unresolved(id).await)
+    }
+
     /// Cheap check that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(self, db => db.ping().await)
@@ -95,7 +101,7 @@ impl Store {
         on_backend!(self, db => db.apply(writes).await)
     }
 
-    /// Takes up to `limit` pending jobs whose `resolve_at` has passed (`<= now`), earliest
+    /// Takes up to `limit` unresolved jobs whose `resolve_at` has passed (`<= now`), earliest
     /// `resolve_at` first, and in the same statement moves their `resolve_at` to `now + lease`:
     /// until then no other caller (another pass, another API replica) gets them. Runs beside
     /// the writer, not through it (one statement; SQLite's busy timeout and PostgreSQL's
@@ -305,26 +311,30 @@ pub struct JobFilter {
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Record a job accepted by `POST /jobs`, with its payload and idempotency key. If the key
-    /// is taken nothing is written and the result is [`Written::KeyTaken`]. A job whose
-    /// status is [`JobStatus::Pending`] is stored with `resolve_at`.
+    /// is taken nothing is written and the result is [`Written::KeyTaken`]. A job recorded
+    /// before its publish is confirmed carries `resolve_at`: it is *unresolved* until a confirm
+    /// ([`Write::Confirmed`]) or one of its events clears it, and due to be republished then.
     Insert {
-        /// The job (its status is `pending` or `queued`).
+        /// The job (its status is `queued` while its publish is in flight, or `pending`).
         job: JobRecord,
         /// Its payload.
         payload: Value,
         /// The key it claims, if any.
         key: Option<IdempotencyKey>,
-        /// When a pending job is due to be resolved; `None` for any other status.
+        /// When an unresolved job is due to be republished; `None` for a resolved one.
         resolve_at: Option<OffsetDateTime>,
     },
     /// Forget a job (and its key).
     Delete(JobId),
     /// Apply a lifecycle event if it moves the job forward (a pending job included).
     Event(JobEvent),
-    /// The broker confirmed these jobs' publish: those still `pending` become `queued`; those
-    /// that moved on (an event arrived first) are left alone. [`Written::Nothing`] if none
-    /// was pending.
+    /// The broker confirmed these jobs' publish: those still unresolved are resolved (a
+    /// `pending` one becomes `queued`); those that moved on (an event arrived first) are left
+    /// alone. [`Written::Nothing`] if none was unresolved.
     Confirmed(Vec<JobId>),
+    /// These jobs' publish was not confirmed in time: those still `queued` and unresolved show
+    /// `pending` until resolved. [`Written::Nothing`] if none was.
+    Unconfirmed(Vec<JobId>),
     /// Put a dead job back, `pending` its publish, for another attempt; [`Written::Nothing`]
     /// unless it was dead.
     Redrive {

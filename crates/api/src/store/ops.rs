@@ -82,6 +82,13 @@ impl<D: Dialect> Db<D> {
         rows.iter().map(summary::<D>).collect()
     }
 
+    /// True while job `id` is unresolved: recorded, its publish not confirmed yet.
+    pub(super) async fn unresolved(&self, id: JobId) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = D::fetch_optional(&mut conn, Stmt::new(sql::UNRESOLVED).id(id)).await?;
+        Ok(row.is_some())
+    }
+
     /// Cheap check that the database answers.
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -235,7 +242,7 @@ fn touches(write: &Write) -> Vec<JobId> {
         Write::Insert { .. } => Vec::new(),
         Write::Delete(id) | Write::Redrive { id, .. } | Write::MarkDead { id, .. } => vec![*id],
         Write::Event(ev) => vec![ev.job_id],
-        Write::Confirmed(ids) => ids.clone(),
+        Write::Confirmed(ids) | Write::Unconfirmed(ids) => ids.clone(),
     }
 }
 
@@ -303,6 +310,14 @@ async fn apply_one<D: Dialect>(
             let step = JobStatus::Queued.progress(1) - JobStatus::Pending.progress(1);
             let stmt = Stmt::new(D::CONFIRM).int(step).ids(ids);
             if D::execute(tx, stmt).await? == 0 {
+                return Ok(Written::Nothing);
+            }
+        }
+        Write::Unconfirmed(ids) => {
+            let step = JobStatus::Queued.progress(1) - JobStatus::Pending.progress(1);
+            if ids.is_empty()
+                || D::execute(tx, Stmt::new(D::UNCONFIRM).int(step).ids(ids)).await? == 0
+            {
                 return Ok(Written::Nothing);
             }
         }

@@ -18,7 +18,10 @@ use super::{
     dialect::{Dialect, NewJob, Param, Stmt},
     migrate::{self, Step},
     ops::Db,
-    sql::{claim_sql, confirm_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql},
+    sql::{
+        claim_sql, confirm_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql,
+        unconfirm_sql,
+    },
 };
 
 /// Longest wait for a pooled connection: a health check or a request fails instead of hanging.
@@ -58,6 +61,7 @@ async fn migrate_schema(conn: &mut PgConnection) -> Result<(), StoreError> {
 /// waits on rows another replica is busy with.
 impl Dialect for Postgres {
     const CONFIRM: &'static str = confirm_sql!("= ANY($2)");
+    const UNCONFIRM: &'static str = unconfirm_sql!("= ANY($2)");
     const CLAIM: &'static str = claim_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_JOBS: &'static str = purge_jobs_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_KEYS_OF_JOBS: &'static str = purge_keys_of_jobs_sql!("= ANY($1)");

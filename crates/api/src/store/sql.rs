@@ -75,16 +75,35 @@ pub(super) const MARK_DEAD: &str = "UPDATE jobs SET status = 'dead', progress = 
      WHERE id = $1";
 
 /// [`super::Write::Confirmed`]: `$1` the progress step from pending to queued, `$2` the ids
-/// (matched by `$ids`, e.g. `IN (…)`).
+/// (matched by `$ids`, e.g. `IN (…)`). An unconfirmed job (`resolve_at` set) is resolved: a
+/// `queued` one keeps its status, a `pending` one becomes `queued`.
 macro_rules! confirm_sql {
     ($ids:literal) => {
         concat!(
-            "UPDATE jobs SET status = 'queued', progress = progress + $1, resolve_at = NULL
-             WHERE status = 'pending' AND id ",
+            "UPDATE jobs SET status = CASE WHEN status = 'pending' THEN 'queued' ELSE status END,
+                 progress = CASE WHEN status = 'pending' THEN progress + $1 ELSE progress END,
+                 resolve_at = NULL
+             WHERE resolve_at IS NOT NULL AND id ",
             $ids
         )
     };
 }
+
+/// [`super::Write::Unconfirmed`]: `$1` the progress step from pending to queued, `$2` the ids.
+/// Only a job still `queued` and unconfirmed becomes `pending`; one an event moved on stays.
+macro_rules! unconfirm_sql {
+    ($ids:literal) => {
+        concat!(
+            "UPDATE jobs SET status = 'pending', progress = progress - $1
+             WHERE status = 'queued' AND resolve_at IS NOT NULL AND id ",
+            $ids
+        )
+    };
+}
+
+/// Whether job `$1` is unresolved (its publish not confirmed yet).
+pub(super) const UNRESOLVED: &str =
+    "SELECT 1 AS unresolved FROM jobs WHERE id = $1 AND resolve_at IS NOT NULL";
 
 /// [`super::Store::claim_unresolved`]. The CTE picks the rows once (`MATERIALIZED`: on
 /// PostgreSQL a `LIMIT … SKIP LOCKED` subquery under `IN` is run again per row and, skipping
@@ -95,12 +114,12 @@ macro_rules! claim_sql {
     ($lock:literal) => {
         concat!(
             "WITH due AS MATERIALIZED (
-                 SELECT id FROM jobs WHERE status = 'pending' AND resolve_at <= $1
+                 SELECT id FROM jobs WHERE resolve_at <= $1
                  ORDER BY resolve_at, id LIMIT $3",
             $lock,
             ")
              UPDATE jobs SET resolve_at = $2
-             WHERE id IN (SELECT id FROM due) AND status = 'pending' AND resolve_at <= $1
+             WHERE id IN (SELECT id FROM due) AND resolve_at <= $1
              RETURNING ",
             $crate::store::sql::job_columns!(),
             ", payload"
@@ -134,27 +153,27 @@ macro_rules! purge_keys_of_jobs_sql {
     };
 }
 
-/// One retention batch of expired keys, picked like [`claim_sql`]'s; the key of a pending job
-/// stays whatever its age (a keyed retry must find the job its first request left unresolved).
+/// One retention batch of expired keys, picked like [`claim_sql`]'s; the key of an unresolved
+/// job stays whatever its age (a keyed retry must find the job its first request left unresolved).
 macro_rules! purge_keys_sql {
     ($lock:literal) => {
         concat!(
             "WITH old AS MATERIALIZED (
                  SELECT k.key FROM idempotency_keys k
                  WHERE k.created_at < $1
-                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = k.job_id AND j.status = 'pending')
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = k.job_id AND j.resolve_at IS NOT NULL)
                  ORDER BY k.created_at LIMIT $2",
             $lock,
             ")
              DELETE FROM idempotency_keys
              WHERE key IN (SELECT key FROM old) AND created_at < $1
                AND NOT EXISTS (SELECT 1 FROM jobs j
-                               WHERE j.id = idempotency_keys.job_id AND j.status = 'pending')"
+                               WHERE j.id = idempotency_keys.job_id AND j.resolve_at IS NOT NULL)"
         )
     };
 }
 
 pub(super) use {
     claim_sql, confirm_sql, finished_statuses, job_columns, purge_jobs_sql, purge_keys_of_jobs_sql,
-    purge_keys_sql,
+    purge_keys_sql, unconfirm_sql,
 };

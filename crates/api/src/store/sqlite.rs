@@ -20,7 +20,10 @@ use super::{
     dialect::{Dialect, NewJob, Param, Stmt},
     migrate::{self, Step},
     ops::Db,
-    sql::{claim_sql, confirm_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql},
+    sql::{
+        claim_sql, confirm_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql,
+        unconfirm_sql,
+    },
 };
 
 /// Opens (creating if needed) the database file at `url` and migrates it.
@@ -55,6 +58,7 @@ pub(super) async fn connect(url: &str) -> Result<Db<Sqlite>, StoreError> {
 /// Lists of ids are bound as a JSON array of strings and unpacked by `json_each`.
 impl Dialect for Sqlite {
     const CONFIRM: &'static str = confirm_sql!("IN (SELECT value FROM json_each($2))");
+    const UNCONFIRM: &'static str = unconfirm_sql!("IN (SELECT value FROM json_each($2))");
     const CLAIM: &'static str = claim_sql!("");
     const PURGE_JOBS: &'static str = purge_jobs_sql!("");
     const PURGE_KEYS_OF_JOBS: &'static str =

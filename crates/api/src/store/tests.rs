@@ -52,6 +52,7 @@ on_both_backends!(
     a_keyed_pending_job_keeps_its_key,
     retention_deletes_old_finished_jobs_and_old_keys_only,
     listings_are_summaries_without_results,
+    a_queued_job_is_unresolved_until_confirmed_and_pending_once_its_confirm_is_overdue,
 );
 
 // ---- harness -------------------------------------------------------------------------------
@@ -580,6 +581,88 @@ async fn a_confirm_queues_only_jobs_still_pending(store: Store) {
         .await
         .expect("event");
     assert_eq!(status(a.id).await.status, JobStatus::Succeeded);
+}
+
+async fn a_queued_job_is_unresolved_until_confirmed_and_pending_once_its_confirm_is_overdue(
+    store: Store,
+) {
+    let t0 = OffsetDateTime::now_utc();
+    let [a, b, c] = [(); 3].map(|()| JobId::new());
+    let unresolved = |id| Write::Insert {
+        job: queued(id),
+        payload: json!({"n": 1}),
+        key: Some(IdempotencyKey {
+            key: format!("k-{id}"),
+            fingerprint: "f".into(),
+        }),
+        resolve_at: Some(t0),
+    };
+    store
+        .apply(&[unresolved(a), unresolved(b), unresolved(c)])
+        .await
+        .expect("insert");
+    for id in [a, b, c] {
+        assert!(store.unresolved(id).await.expect("query"), "{id}");
+        assert_eq!(
+            store.get(id).await.expect("get").expect("stored").status,
+            JobStatus::Queued
+        );
+    }
+    // a is confirmed; b's confirm is overdue; c's API died before it knew (nothing written).
+    let written = store
+        .apply(&[
+            Write::Confirmed(vec![a]),
+            Write::Unconfirmed(vec![b]),
+            Write::Unconfirmed(vec![a]),
+        ])
+        .await
+        .expect("settle");
+    assert_eq!(
+        written,
+        vec![Written::Done, Written::Done, Written::Nothing],
+        "a resolved job is not made pending"
+    );
+    let get = |id| {
+        let store = store.clone();
+        async move { store.get(id).await.expect("get").expect("stored") }
+    };
+    assert_eq!(get(a).await.status, JobStatus::Queued);
+    assert!(!store.unresolved(a).await.expect("query"));
+    assert_eq!(get(b).await.status, JobStatus::Pending);
+    assert!(store.unresolved(b).await.expect("query"));
+    // The reconciler takes b and c, never a; their keys outlive any key TTL while unresolved.
+    let later = t0 + time::Duration::seconds(1);
+    let mut claimed = ids_of(
+        &store
+            .claim_unresolved(later, Duration::from_secs(60), 10)
+            .await
+            .expect("claim"),
+    );
+    claimed.sort_unstable();
+    let mut want = vec![b, c];
+    want.sort_unstable();
+    assert_eq!(claimed, want);
+    let purged = store
+        .purge(later, later + time::Duration::days(2), 100)
+        .await
+        .expect("purge");
+    assert_eq!(purged.keys, 1, "only the resolved job's key expires");
+    // A republished job's confirm resolves it whatever it showed.
+    store
+        .apply(&[Write::Confirmed(vec![b, c])])
+        .await
+        .expect("confirm");
+    for id in [b, c] {
+        assert_eq!(get(id).await.status, JobStatus::Queued);
+        assert!(!store.unresolved(id).await.expect("query"));
+    }
+    assert_eq!(get(b).await.attempt, 1);
+    // Its events apply as for any job: the progress went back to queued's.
+    store
+        .apply(&[Write::Event(JobEvent::now(b, 1, JobStatus::Running, "w"))])
+        .await
+        .expect("event");
+    assert_eq!(get(b).await.status, JobStatus::Running);
 }
 
 async fn events_settle_pending_jobs(store: Store) {
