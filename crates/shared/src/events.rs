@@ -210,6 +210,12 @@ impl JobEvent {
     pub fn parse_message(body: &[u8]) -> Vec<Result<Self, UnreadableEvent>> {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first == Some(&b'[') {
+            // A worker's batch almost always reads whole, in one pass.
+            if let Ok(events) = serde_json::from_slice::<Vec<JobEvent>>(body)
+                && events.iter().all(|e| e.v == WIRE_VERSION)
+            {
+                return events.into_iter().map(Ok).collect();
+            }
             // Splitting into raw elements skips over each one without recursing, so an element
             // nested past serde_json's depth limit fails alone, below.
             match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) {
