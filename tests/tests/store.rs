@@ -12,52 +12,13 @@ use time::{OffsetDateTime, macros::datetime};
 
 const DONE_WITHIN: Duration = Duration::from_secs(20);
 
-/// SQLite's first schema (e5270e4), literally.
-const SQLITE_FIRST: &str = "
-CREATE TABLE IF NOT EXISTS jobs (
-    id           TEXT PRIMARY KEY,
-    kind         TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    progress     INTEGER NOT NULL,
-    attempt      INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    worker       TEXT,
-    submitted_at INTEGER NOT NULL,
-    started_at   INTEGER,
-    finished_at  INTEGER,
-    payload      TEXT NOT NULL,
-    result       TEXT,
-    error        TEXT
-)";
+/// SQLite's first schema (e5270e4): migration 1 is that schema, statement for statement (the
+/// store's upgrade tests build it from a copy of their own, and check that a database upgraded
+/// from it ends like a fresh one).
+const SQLITE_FIRST: &str = include_str!("../../crates/api/migrations/sqlite/0001_jobs.sql");
 
-/// PostgreSQL's first schema (6cbcead), literally.
-const POSTGRES_FIRST: [&str; 4] = [
-    "CREATE TABLE IF NOT EXISTS jobs (
-        id           UUID PRIMARY KEY,
-        kind         TEXT NOT NULL,
-        status       TEXT NOT NULL,
-        progress     BIGINT NOT NULL,
-        attempt      BIGINT NOT NULL,
-        max_attempts BIGINT NOT NULL,
-        timeout_ms   BIGINT NOT NULL,
-        budget       BIGINT NOT NULL,
-        runs         BIGINT NOT NULL DEFAULT 0,
-        worker       TEXT,
-        submitted_at TIMESTAMPTZ NOT NULL,
-        started_at   TIMESTAMPTZ,
-        finished_at  TIMESTAMPTZ,
-        payload      TEXT NOT NULL,
-        result       TEXT,
-        error        TEXT
-    )",
-    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id)",
-    "CREATE TABLE IF NOT EXISTS idempotency_keys (
-        key         TEXT PRIMARY KEY,
-        fingerprint TEXT NOT NULL,
-        job_id      UUID NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS idempotency_keys_by_job ON idempotency_keys (job_id)",
-];
+/// PostgreSQL's first schema (6cbcead), likewise.
+const POSTGRES_FIRST: &str = include_str!("../../crates/api/migrations/postgres/0001_jobs.sql");
 
 const T0: OffsetDateTime = datetime!(2026-11-25 10:00:00.250 UTC);
 
@@ -109,7 +70,7 @@ async fn first_sqlite_database(env: &TestEnv, jobs: &[Old]) {
     let pool = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", env.database.display()))
         .await
         .expect("sqlite");
-    sqlx::query(SQLITE_FIRST)
+    sqlx::raw_sql(SQLITE_FIRST)
         .execute(&pool)
         .await
         .expect("first schema");
@@ -140,12 +101,10 @@ async fn first_sqlite_database(env: &TestEnv, jobs: &[Old]) {
 
 async fn first_postgres_schema(schema: &PgSchema, jobs: &[Old], key: &str) {
     let pool = PgPool::connect(&schema.url).await.expect("postgres");
-    for statement in POSTGRES_FIRST {
-        sqlx::query(statement)
-            .execute(&pool)
-            .await
-            .expect("first schema");
-    }
+    sqlx::raw_sql(POSTGRES_FIRST)
+        .execute(&pool)
+        .await
+        .expect("first schema");
     for job in jobs {
         let started = (job.status != "queued").then(|| T0 + time::Duration::seconds(1));
         let finished = (job.rank == 3).then(|| T0 + time::Duration::seconds(2));
