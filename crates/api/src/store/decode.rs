@@ -1,9 +1,6 @@
 //! Rows into records, once for both databases: a job, its summary, a JSON column, a count.
 
 use serde_json::Value;
-use time::OffsetDateTime;
-
-use offload_shared::{JobId, JobKind, JobStatus};
 
 use super::{JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError, dialect::Dialect};
 
@@ -27,22 +24,8 @@ pub(super) fn count<D: Dialect>(row: &D::Row, col: &str) -> Result<u32, String> 
     u32::try_from(n).map_err(|e| format!("{col} {n}: {e}"))
 }
 
-/// The columns every view of a job shares.
-struct Common {
-    id: JobId,
-    kind: JobKind,
-    status: JobStatus,
-    attempt: u32,
-    max_attempts: u32,
-    timeout_ms: u64,
-    worker: Option<String>,
-    submitted_at: OffsetDateTime,
-    started_at: Option<OffsetDateTime>,
-    finished_at: Option<OffsetDateTime>,
-    runs: u32,
-}
-
-fn common<D: Dialect>(row: &D::Row) -> Result<Common, StoreError> {
+/// A job row: the columns of `job_columns!` (a listing row has `result` as NULL).
+pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
     let id = D::get_id(row, "id")?;
     let corrupt = |reason: String| StoreError::Corrupt {
         id: id.to_string(),
@@ -51,7 +34,7 @@ fn common<D: Dialect>(row: &D::Row) -> Result<Common, StoreError> {
     let text = |col: &str| -> Result<String, StoreError> {
         D::get_text(row, col)?.ok_or_else(|| corrupt(format!("{col}: NULL")))
     };
-    Ok(Common {
+    Ok(JobRecord {
         id,
         kind: text("kind")?
             .parse()
@@ -67,47 +50,44 @@ fn common<D: Dialect>(row: &D::Row) -> Result<Common, StoreError> {
             .ok_or_else(|| corrupt("submitted_at: NULL".into()))?,
         started_at: D::get_time(row, "started_at")?,
         finished_at: D::get_time(row, "finished_at")?,
+        result: json::<D>(row, "result")?,
+        error: D::get_text(row, "error")?,
         runs: count::<D>(row, "runs").map_err(corrupt)?,
     })
 }
 
-/// A full job row.
-pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
-    let c = common::<D>(row)?;
-    Ok(JobRecord {
-        result: json::<D>(row, "result")?,
-        error: D::get_text(row, "error")?,
-        id: c.id,
-        kind: c.kind,
-        status: c.status,
-        attempt: c.attempt,
-        max_attempts: c.max_attempts,
-        timeout_ms: c.timeout_ms,
-        worker: c.worker,
-        submitted_at: c.submitted_at,
-        started_at: c.started_at,
-        finished_at: c.finished_at,
-        runs: c.runs,
-    })
-}
-
-/// A row of [`sql::LIST`].
+/// A row of [`sql::LIST`]: the job's columns without its result, and whether it has one.
 pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError> {
-    let c = common::<D>(row)?;
+    let has_result = D::get_int(row, "has_result")?.unwrap_or(0) != 0;
+    let JobRecord {
+        id,
+        kind,
+        status,
+        attempt,
+        max_attempts,
+        timeout_ms,
+        worker,
+        submitted_at,
+        started_at,
+        finished_at,
+        result: _,
+        error,
+        runs,
+    } = job::<D>(row)?;
     Ok(JobSummary {
-        has_result: D::get_int(row, "has_result")?.unwrap_or(0) != 0,
-        error: D::get_text(row, "error")?.map(shorten),
-        id: c.id,
-        kind: c.kind,
-        status: c.status,
-        attempt: c.attempt,
-        max_attempts: c.max_attempts,
-        timeout_ms: c.timeout_ms,
-        worker: c.worker,
-        submitted_at: c.submitted_at,
-        started_at: c.started_at,
-        finished_at: c.finished_at,
-        runs: c.runs,
+        id,
+        kind,
+        status,
+        attempt,
+        max_attempts,
+        timeout_ms,
+        worker,
+        submitted_at,
+        started_at,
+        finished_at,
+        has_result,
+        error: error.map(shorten),
+        runs,
     })
 }
 

@@ -27,6 +27,7 @@ pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = 
 pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
      submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, \
+     CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs
      WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR id < $3)
