@@ -11,7 +11,6 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
     JobEnvelope, JobId,
@@ -159,6 +158,7 @@ pub async fn publish_and_settle(
                         state.clone(),
                         envelope.clone(),
                         late,
+                        started,
                         resolve_at,
                         on_refused,
                     ));
@@ -232,11 +232,12 @@ async fn settle(state: &AppState, writes: Vec<Write>) {
 }
 
 /// Keeps waiting for a confirm that missed the request's deadline, until shortly before the
-/// reconciler may take the row.
+/// reconciler may take the row. `published` is when the publish began.
 async fn await_late_confirm(
     state: AppState,
     envelope: JobEnvelope,
     late: LateConfirm,
+    published: Instant,
     resolve_at: OffsetDateTime,
     on_refused: OnRefused,
 ) {
@@ -250,7 +251,7 @@ async fn await_late_confirm(
     match outcome {
         Confirm::Acked => {
             tracing::info!(job_id = %envelope.id, "late publisher confirm: the job is queued");
-            state.metrics.accepted(envelope.kind, wait);
+            state.metrics.accepted(envelope.kind, published.elapsed());
             state.confirmer.confirmed(envelope.id);
         }
         Confirm::Refused(e) => {
@@ -275,12 +276,12 @@ const RECONCILE_BATCH: u32 = 100;
 /// Republishes, under their own ids, the unresolved jobs that nothing resolved by their
 /// `resolve_at` (no confirm came, no event arrived, or the API that recorded them died before
 /// publishing). Each pass claims its rows for one more resolve period, so replicas sharing a
-/// store never republish the same row at once. Runs until `token` is cancelled.
-pub async fn run_reconciler(state: AppState, token: CancellationToken) {
+/// store never republish the same row at once. Runs until the server has stopped.
+pub async fn run_reconciler(state: AppState) {
     let every = std::time::Duration::from_secs(1);
     loop {
         tokio::select! {
-            () = token.cancelled() => return,
+            () = state.stopping.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
         // While the broker is away or blocking, a republish would only time out again.
@@ -316,14 +317,11 @@ pub async fn run_reconciler(state: AppState, token: CancellationToken) {
                 submitted_at: u.job.submitted_at,
             })
             .collect();
-        let ids: Vec<JobId> = envelopes.iter().map(|e| e.id).collect();
         tracing::info!(
-            jobs = ids.len(),
+            jobs = envelopes.len(),
             "republishing jobs whose first publish was never confirmed"
         );
-        for _ in &ids {
-            state.metrics.republished();
-        }
+        state.metrics.republished(envelopes.len());
         let how = Settling {
             resolve_at: now + lease,
             on_refused: OnRefused::Keep,

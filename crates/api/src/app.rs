@@ -138,10 +138,7 @@ impl Application {
             metrics,
         };
 
-        let reconciler = tokio::spawn(crate::accept::run_reconciler(
-            state.clone(),
-            broker_token.clone(),
-        ));
+        let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));
 
         // A link failure that reconnecting cannot fix stops the server too.
         let stop = token.clone();

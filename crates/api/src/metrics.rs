@@ -162,7 +162,7 @@ impl Default for ApiMetrics {
         let republished = Counter::default();
         registry.register(
             "jobs_republished",
-            "Pending jobs republished under their id because their first publish was never confirmed",
+            "Unresolved jobs republished under their id because their first publish was never confirmed",
             republished.clone(),
         );
         let retention_jobs = Counter::default();
@@ -219,9 +219,10 @@ impl ApiMetrics {
         self.publish_unknown.inc();
     }
 
-    /// A pending job was republished.
-    pub fn republished(&self) {
-        self.republished.inc();
+    /// `jobs` unresolved jobs were republished.
+    pub fn republished(&self, jobs: usize) {
+        self.republished
+            .inc_by(u64::try_from(jobs).unwrap_or(u64::MAX));
     }
 
     /// A lifecycle event arrived from a worker.
