@@ -155,6 +155,26 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// Applies a RabbitMQ policy with `definition` (JSON) to this test's queue `queue` alone,
+    /// through `rabbitmqctl` on the main node; it is cleared when the guard drops.
+    pub fn queue_policy(&self, queue: &str, definition: &str) -> QueuePolicy {
+        let name = format!("{queue}-policy");
+        let pattern = format!("^{}$", queue.replace('-', "\\-").replace('.', "\\."));
+        let set = std::process::Command::new("rabbitmqctl")
+            .args([
+                "set_policy",
+                "--apply-to",
+                "queues",
+                &name,
+                &pattern,
+                definition,
+            ])
+            .output()
+            .expect("rabbitmqctl runs (scripts/test.sh installs RabbitMQ)");
+        assert!(set.status.success(), "set_policy {name}: {set:?}");
+        QueuePolicy { name }
+    }
+
     /// Deletes this test's queues, exchanges and store file.
     pub async fn cleanup(self) {
         if let Ok(channel) = self.broker.create_channel().await {
@@ -173,6 +193,19 @@ impl TestEnv {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.database.display()));
         }
         let _ = self.broker.close(200, "done".into()).await;
+    }
+}
+
+/// A policy set by [`TestEnv::queue_policy`], cleared on drop.
+pub struct QueuePolicy {
+    name: String,
+}
+
+impl Drop for QueuePolicy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.name])
+            .output();
     }
 }
 
@@ -506,6 +539,21 @@ impl WorkerProcess {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         Proc::spawn(&format!("offload-worker {name}"), &binaries().1, &vars)
+    }
+
+    /// Jobs this worker settled as succeeded, by its own `/metrics`.
+    pub async fn succeeded(&self) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics_base))
+            .await
+            .expect("worker metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric_sum(
+            &text,
+            "offload_worker_jobs_total",
+            &["outcome=\"succeeded\""],
+        )
     }
 
     /// kill -9: the process dies without acking anything.

@@ -47,21 +47,6 @@ async fn post(api: &ApiProcess, body: &Value, key: Option<&str>) -> Answer {
     }
 }
 
-/// Jobs a worker ran to success, by its own count.
-async fn succeeded_on(worker: &WorkerProcess) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", worker.metrics_base))
-        .await
-        .expect("worker metrics")
-        .text()
-        .await
-        .expect("text");
-    metric_sum(
-        &text,
-        "offload_worker_jobs_total",
-        &["outcome=\"succeeded\""],
-    )
-}
-
 /// Repeats each keyed submit (`body(i)` under `keys[i]`) until it is answered with its job (200
 /// or 202); every 409 on the way must carry `Retry-After`. Returns the job ids, in key order,
 /// and how many keys were answered 409 (unresolved) at least once.
@@ -109,7 +94,7 @@ async fn tally(
         runs += job["runs"].as_u64().unwrap_or(0);
     }
     let ran = poll(Duration::from_secs(15), "the worker's count", || async {
-        let n = succeeded_on(worker).await;
+        let n = worker.succeeded().await;
         (n >= expected as f64).then_some(n)
     })
     .await;
@@ -301,7 +286,7 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     let republished = metric_sum(&api.metrics().await, "offload_jobs_republished_total", &[]);
     assert_eq!(republished, 1.0);
     let ran = poll(Duration::from_secs(10), "the worker's count", || async {
-        let n = succeeded_on(&worker).await;
+        let n = worker.succeeded().await;
         (n >= 1.0).then_some(n)
     })
     .await;
@@ -422,14 +407,7 @@ async fn a_nacked_publish_is_refused_and_leaves_nothing_behind() {
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
     // A full quorum queue (x-overflow reject-publish) nacks what it cannot take: one message fits.
-    let policy = format!("{}-full", env.prefix);
-    let pattern = format!("^{}\\.jobs$", env.prefix.replace('-', "\\-"));
-    let set = std::process::Command::new("rabbitmqctl")
-        .args(["set_policy", "--apply-to", "queues", &policy, &pattern])
-        .arg(r#"{"max-length": 1}"#)
-        .output()
-        .expect("rabbitmqctl runs (scripts/test.sh installs RabbitMQ)");
-    assert!(set.status.success(), "set_policy: {set:?}");
+    let policy = env.queue_policy(&env.names.jobs_queue, r#"{"max-length": 1}"#);
     let first = poll(Duration::from_secs(10), "the policy to apply", || async {
         // Fill the queue, then see the next publish nacked.
         let a = post(&api, &json!({"kind": "noop"}), None).await;
@@ -458,11 +436,7 @@ async fn a_nacked_publish_is_refused_and_leaves_nothing_behind() {
     // unresolved (409), but refused afresh.
     let again = post(&api, &json!({"kind": "noop"}), Some(&key)).await;
     assert_eq!(again.status, 503, "{again:?}");
-    let clear = std::process::Command::new("rabbitmqctl")
-        .args(["clear_policy", &policy])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(clear.status.success(), "clear_policy: {clear:?}");
+    drop(policy);
     println!(
         "nacked by a full queue: 503, no pending row, {queued} queued in the store = {held} in the queue; the key stayed free"
     );

@@ -310,17 +310,7 @@ async fn broker_restart(queue_type: &str) {
         .count();
     let mut ran = 0.0;
     for w in &workers {
-        let text = reqwest::get(format!("{}/metrics", w.metrics_base))
-            .await
-            .expect("worker metrics")
-            .text()
-            .await
-            .expect("text");
-        ran += offload_tests::metric_sum(
-            &text,
-            "offload_worker_jobs_total",
-            &["outcome=\"succeeded\""],
-        );
+        ran += w.succeeded().await;
     }
     let runs: u64 = visible
         .iter()

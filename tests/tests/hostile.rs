@@ -185,14 +185,10 @@ async fn hostile_payloads_and_events_among_100_jobs_leave_every_normal_job_succe
 async fn the_dead_letter_queue_stays_within_its_policy_bound_and_the_store_keeps_every_dead_job() {
     let env = TestEnv::new().await;
     // The policy docs/operations.md gives, scoped to this test's prefix.
-    let policy = format!("{}-dead", env.prefix);
-    let pattern = format!("^{}\\.dead$", env.prefix.replace('-', "\\-"));
-    let set = std::process::Command::new("rabbitmqctl")
-        .args(["set_policy", "--apply-to", "queues", &policy, &pattern])
-        .arg(r#"{"max-length": 2, "overflow": "drop-head"}"#)
-        .output()
-        .expect("rabbitmqctl runs (scripts/test.sh installs RabbitMQ)");
-    assert!(set.status.success(), "set_policy: {set:?}");
+    let policy = env.queue_policy(
+        &env.names.dead_queue,
+        r#"{"max-length": 2, "overflow": "drop-head"}"#,
+    );
     let api = ApiProcess::start(&env, &[]).await;
     let _w = WorkerProcess::start(&env, "dead-w", 1, &[]).await;
     let mut ids = Vec::new();
@@ -213,9 +209,7 @@ async fn the_dead_letter_queue_stays_within_its_policy_bound_and_the_store_keeps
         (n <= 2).then_some(n)
     })
     .await;
-    let _ = std::process::Command::new("rabbitmqctl")
-        .args(["clear_policy", &policy])
-        .output();
+    drop(policy);
     println!("dead-letter bound: 5 dead jobs in the store, {held} in the bounded queue");
     assert_eq!(held, 2);
     env.cleanup().await;
