@@ -129,8 +129,8 @@ fn record_for(keyed: bool) -> Record {
     if keyed { Record::Now } else { Record::Later }
 }
 
-/// The job a repeated `Idempotency-Key` names, once its publish is resolved; while it is still
-/// pending the repeat is a 409 with `Retry-After`, never an id that might not run.
+/// The job a repeated `Idempotency-Key` names, once its publish is resolved; while it is
+/// unresolved the repeat is a 409 with `Retry-After`, never an id that might not run.
 async fn resolved(state: &AppState, job_id: JobId) -> Result<JobRecord, ApiError> {
     match state.store.get(job_id).await? {
         Some(job)
@@ -222,7 +222,7 @@ pub async fn submit_batch(
         records.push(record);
     }
 
-    // Recorded (as pending) before publishing, in one transaction, so every first event finds
+    // Recorded (unresolved) before publishing, in one transaction, so every first event finds
     // its row.
     let written = state.writer.write_all(inserts).await?;
     let mut fresh = Vec::with_capacity(written.len());
