@@ -11,7 +11,6 @@ use lapin::{
     options::QueueBindOptions,
     types::{FieldTable, ShortString},
 };
-use offload_shared::topology::JOB_ROUTING_KEY;
 use offload_tests::{ApiProcess, TestEnv, WorkerProcess, fault_broker, metric_sum, poll};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -305,7 +304,7 @@ async fn a_publish_no_queue_takes_is_refused_and_leaves_nothing_behind() {
     let (queue, exchange, routing) = (
         env.names.jobs_queue.as_str(),
         env.names.jobs_exchange.as_str(),
-        JOB_ROUTING_KEY,
+        "noop",
     );
     channel
         .queue_unbind(

@@ -225,7 +225,7 @@ async fn garbage_in_the_work_queue_is_dead_lettered_with_a_reason_and_the_worker
         channel
             .basic_publish(
                 env.names.jobs_exchange.as_str().into(),
-                ShortString::from(offload_shared::topology::JOB_ROUTING_KEY),
+                ShortString::from("noop"),
                 BasicPublishOptions::default(),
                 body,
                 BasicProperties::default(),
@@ -448,7 +448,7 @@ async fn listing_pages_through_jobs_and_refuses_bad_queries() {
     assert_eq!(seen, ids, "newest first, each job once");
     for bad in [
         "status=finished",
-        "kind=resize",
+        "kind=Not%20a%20kind",
         "limit=0",
         "limit=5000",
         "cursor=x",

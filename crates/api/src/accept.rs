@@ -138,7 +138,7 @@ pub async fn publish_and_settle(
     for (envelope, outcome) in envelopes.iter().zip(outcomes) {
         match outcome {
             Confirm::Acked => {
-                state.metrics.accepted(envelope.kind, elapsed);
+                state.metrics.accepted(&envelope.kind, elapsed);
                 match record {
                     Record::Later => state.confirmer.confirmed(envelope.id),
                     Record::Now => confirmed.push(envelope.id),
@@ -251,7 +251,7 @@ async fn await_late_confirm(
     match outcome {
         Confirm::Acked => {
             tracing::info!(job_id = %envelope.id, "late publisher confirm: the job is queued");
-            state.metrics.accepted(envelope.kind, published.elapsed());
+            state.metrics.accepted(&envelope.kind, published.elapsed());
             state.confirmer.confirmed(envelope.id);
         }
         Confirm::Refused(e) => {

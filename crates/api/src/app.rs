@@ -12,6 +12,7 @@ use offload_shared::{Settings, session::OpenError, topology::Names};
 
 use crate::{
     broker_link::{self, LinkState, Session, Supervised},
+    kinds::Kinds,
     metrics::ApiMetrics,
     retention::Retention,
     routes,
@@ -52,13 +53,15 @@ pub struct Application {
     session: Session,
     names: Names,
     store: Store,
+    kinds: Kinds,
 }
 
 impl Application {
     /// Connects to the broker, declares the topology, opens the store and binds the port.
     /// Start-up fails (with the fix in the message) if any of them is not possible now.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let (session, names) = broker_link::open(&settings).await?;
+        let kinds = Kinds::builtin();
+        let (session, names) = broker_link::open(&settings, &kinds).await?;
         let store = Store::connect(&settings.database_url)
             .await
             .map_err(|source| StartError::Store {
@@ -77,6 +80,7 @@ impl Application {
             session,
             names,
             store,
+            kinds,
         })
     }
 
@@ -101,6 +105,7 @@ impl Application {
             session,
             names,
             store,
+            kinds,
         } = self;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, queue = %names.jobs_queue, "listening");
@@ -118,6 +123,7 @@ impl Application {
             publisher: publisher_tx,
             events_running: events_running.clone(),
             metrics: metrics.clone(),
+            kinds: kinds.clone(),
         };
         let supervisor = tokio::spawn(broker_link::supervise(session, link, broker_token.clone()));
         // Beside the writer, in small batches; stops with the server.
@@ -126,6 +132,7 @@ impl Application {
         );
         let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
         let state = AppState {
+            kinds,
             confirmer,
             stopping: broker_token.clone(),
             settings: settings.clone(),

@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use offload_shared::{
     Settings, broker,
     session::{self, OpenError},
-    topology::Names,
+    topology::{self, Names},
 };
 
 use crate::{
+    kinds::Kinds,
     depth::{self, Management},
     events,
     metrics::ApiMetrics,
@@ -33,9 +34,19 @@ pub struct Session {
     events: Channel,
 }
 
-/// Connects, declares the topology, and opens the publishing and event channels.
-pub async fn open(settings: &Settings) -> Result<(Session, Names), OpenError> {
+/// Connects, declares the topology, routes every known kind to its queue, and opens the
+/// publishing and event channels.
+pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names), OpenError> {
     let opened = session::open(settings, "offload-api").await?;
+    for known in kinds.all() {
+        topology::bind_kind(
+            &opened.connection,
+            settings,
+            &known.spec.name,
+            &known.spec.queue,
+        )
+        .await?;
+    }
     let publisher = JobPublisher::new(
         opened.confirms,
         opened.connection.status().clone(),
@@ -76,6 +87,8 @@ pub struct Supervised {
     pub events_running: Arc<AtomicBool>,
     /// Event and queue-depth metrics.
     pub metrics: Arc<ApiMetrics>,
+    /// The known kinds, bound again on every reconnection.
+    pub kinds: Kinds,
 }
 
 /// Keeps the link up until `token` is cancelled. Returns an error only for what reconnecting
@@ -92,6 +105,7 @@ pub async fn supervise(
         publisher,
         events_running,
         metrics,
+        kinds,
     } = link;
     let deadline = settings.broker_timeout();
     let management = Management::from_settings(&settings);
@@ -99,7 +113,7 @@ pub async fn supervise(
     loop {
         let current = match session.take() {
             Some(s) => s,
-            None => match reconnect(&settings, &token).await? {
+            None => match reconnect(&settings, &kinds, &token).await? {
                 Some(s) => s,
                 None => return Ok(()),
             },
@@ -138,12 +152,13 @@ pub async fn supervise(
 
 async fn reconnect(
     settings: &Settings,
+    kinds: &Kinds,
     token: &CancellationToken,
 ) -> Result<Option<Session>, OpenError> {
     let opened = broker::reconnect(
         settings,
         token,
-        |quick| async move { open(&quick).await.map(|(session, _)| session) },
+        |quick| async move { open(&quick, kinds).await.map(|(session, _)| session) },
         OpenError::is_fatal,
     );
     opened.await

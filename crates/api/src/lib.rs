@@ -5,6 +5,7 @@
 //! - [`app`]: `Application::build` / `run_until_stopped`: connect, declare, serve, drain.
 //! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::health`] probes,
 //!   [`routes::pages`] the browser pages.
+//! - [`kinds`]: the kinds the API accepts and their compiled payload schemas.
 //! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.
 //! - [`broker_link`]: the supervised broker connection: reconnects, redeclares, resumes.
 //! - [`depth`]: reading the queues' depth for the metrics.
@@ -25,6 +26,7 @@ pub mod broker_link;
 pub mod depth;
 pub mod error;
 pub mod events;
+pub mod kinds;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;

@@ -27,13 +27,13 @@ use crate::state::AppState;
 /// Label set of a kind.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    kind: &'static str,
+    kind: String,
 }
 
 /// Label set of a finished job.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FinishedLabels {
-    kind: &'static str,
+    kind: String,
     status: &'static str,
 }
 
@@ -200,10 +200,10 @@ impl Default for ApiMetrics {
 
 impl ApiMetrics {
     /// A job was accepted after `confirm` waiting for the broker.
-    pub fn accepted(&self, kind: JobKind, confirm: Duration) {
+    pub fn accepted(&self, kind: &JobKind, confirm: Duration) {
         self.submitted
             .get_or_create(&KindLabel {
-                kind: kind.as_str(),
+                kind: kind.to_string(),
             })
             .inc();
         self.publish_confirm.observe(confirm.as_secs_f64());
@@ -227,14 +227,14 @@ impl ApiMetrics {
 
     /// A lifecycle event arrived from a worker.
     pub fn event(&self, event: &JobEvent) {
-        let Some(kind) = event.kind.map(JobKind::as_str) else {
+        let Some(kind) = event.kind.as_ref().map(JobKind::to_string) else {
             return;
         };
         if let Some(ms) = event.run_ms {
             #[allow(clippy::cast_precision_loss)]
             let seconds = ms as f64 / 1000.0;
             self.job_run
-                .get_or_create(&KindLabel { kind })
+                .get_or_create(&KindLabel { kind: kind.clone() })
                 .observe(seconds);
         }
         match event.status {

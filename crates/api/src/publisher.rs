@@ -11,7 +11,6 @@ use lapin::{
 use offload_shared::{
     JobEnvelope,
     broker::{self, BrokerError, Confirm, REASON_HEADER, REQUEST_ID_HEADER},
-    topology::JOB_ROUTING_KEY,
 };
 
 /// Publishes job envelopes on one channel in confirm mode, shared by all requests.
@@ -64,7 +63,7 @@ impl JobPublisher {
         broker::publish_tracked(
             &self.channel,
             &self.exchange,
-            JOB_ROUTING_KEY,
+            job.kind.as_str(),
             &job.to_bytes(),
             properties,
             self.deadline,

@@ -9,6 +9,7 @@ use offload_shared::{Settings, broker::BrokerError};
 use crate::{
     accept::Confirmer,
     broker_link::LinkState,
+    kinds::Kinds,
     metrics::ApiMetrics,
     publisher::JobPublisher,
     store::{Store, writer::StoreWriter},
@@ -27,6 +28,8 @@ pub struct AppState {
     pub writer: StoreWriter,
     /// What `GET /metrics` reports.
     pub metrics: Arc<ApiMetrics>,
+    /// The kinds jobs may have, with their payload schemas.
+    pub kinds: Kinds,
     /// Records publisher confirms in the background.
     pub confirmer: Confirmer,
     /// Cancelled when the server has stopped: background waits end, so the drain is not held.

@@ -11,7 +11,7 @@ use offload_shared::{
     limits::{MAX_JSON_DEPTH, json_depth},
 };
 
-use crate::{error::ApiError, store::IdempotencyKey};
+use crate::{error::ApiError, kinds::Kinds, store::IdempotencyKey};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -34,7 +34,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 pub const MAX_BATCH_JOBS: usize = 1000;
 
 /// Most attempts a job may ask for.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub use offload_shared::kinds::MAX_ATTEMPTS_LIMIT;
 /// Attempts when the request names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
@@ -160,17 +160,26 @@ impl NewJob {
     }
 
     /// Parses and checks a body of the given format.
-    pub fn parse(format: BodyFormat, body: &[u8], max_timeout_s: u64) -> Result<Self, ApiError> {
+    pub fn parse(
+        format: BodyFormat,
+        body: &[u8],
+        kinds: &Kinds,
+        max_timeout_s: u64,
+    ) -> Result<Self, ApiError> {
         let request = match format {
             BodyFormat::Json => serde_json::from_slice::<JsonRequest>(body).map_err(json_error)?,
             BodyFormat::Form => from_form(body)?,
         };
-        NewJob::check(request, max_timeout_s)
+        NewJob::check(request, kinds, max_timeout_s)
     }
 
     /// Parses and checks a batch body (JSON): every job must be valid, or the error names the
     /// first bad one by its position, `jobs[i]`.
-    pub fn parse_batch(body: &[u8], max_timeout_s: u64) -> Result<Vec<Self>, ApiError> {
+    pub fn parse_batch(
+        body: &[u8],
+        kinds: &Kinds,
+        max_timeout_s: u64,
+    ) -> Result<Vec<Self>, ApiError> {
         let batch = serde_json::from_slice::<BatchRequest>(body).map_err(json_error)?;
         if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH_JOBS {
             return Err(ApiError::Invalid(format!(
@@ -183,7 +192,7 @@ impl NewJob {
             .into_iter()
             .enumerate()
             .map(|(i, request)| {
-                NewJob::check(request, max_timeout_s).map_err(|e| match e {
+                NewJob::check(request, kinds, max_timeout_s).map_err(|e| match e {
                     ApiError::Invalid(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
                     other => other,
                 })
@@ -192,11 +201,11 @@ impl NewJob {
     }
 
     /// Checks a parsed request: a known kind, a payload it accepts, options in range.
-    fn check(request: JsonRequest, max_timeout_s: u64) -> Result<Self, ApiError> {
-        let kind: JobKind = request
-            .kind
-            .parse()
-            .map_err(|e: offload_shared::kinds::UnknownKind| ApiError::Invalid(e.to_string()))?;
+    fn check(request: JsonRequest, kinds: &Kinds, max_timeout_s: u64) -> Result<Self, ApiError> {
+        let known = kinds
+            .get(&request.kind)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let kind = known.spec.name.clone();
         let payload = request
             .payload
             .unwrap_or_else(|| Value::Object(Default::default()));
@@ -208,9 +217,14 @@ impl NewJob {
                 "payload nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted"
             )));
         }
-        kind.validate_payload(&payload)
-            .map_err(|e| ApiError::Invalid(e.to_string()))?;
-        let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        known
+            .schema
+            .check(&payload)
+            .map_err(|e| ApiError::Invalid(format!("invalid payload for kind {kind}: {e}")))?;
+        let max_attempts = request
+            .max_attempts
+            .or(known.spec.max_attempts)
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
             return Err(ApiError::Invalid(format!(
                 "max_attempts is {max_attempts}; it must be between 1 and {MAX_ATTEMPTS_LIMIT}"
@@ -227,7 +241,7 @@ impl NewJob {
             kind,
             payload,
             max_attempts,
-            timeout_s: request.timeout_s,
+            timeout_s: request.timeout_s.or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
         })
     }
 }
@@ -278,7 +292,7 @@ mod tests {
     use serde_json::json;
 
     fn json_status(body: &str) -> Result<NewJob, u16> {
-        NewJob::parse(BodyFormat::Json, body.as_bytes(), 3600).map_err(|e| match e {
+        NewJob::parse(BodyFormat::Json, body.as_bytes(), &Kinds::builtin(), 3600).map_err(|e| match e {
             ApiError::Malformed(_) => 400,
             ApiError::Invalid(_) => 422,
             other => panic!("unexpected {other:?}"),
@@ -288,7 +302,7 @@ mod tests {
     #[test]
     fn valid_json_parses_with_defaults() {
         let job = json_status(r#"{"kind":"sleep","payload":{"ms":3}}"#).expect("valid");
-        assert_eq!(job.kind, JobKind::Sleep);
+        assert_eq!(job.kind, JobKind::parse("sleep").expect("valid"));
         assert_eq!(job.max_attempts, DEFAULT_MAX_ATTEMPTS);
         let job = json_status(r#"{"kind":"noop"}"#).expect("payload optional");
         assert_eq!(job.payload, json!({}));
@@ -342,12 +356,13 @@ mod tests {
         let job = NewJob::parse(
             BodyFormat::Form,
             b"kind=sleep&payload=%7B%22ms%22%3A5%7D",
+            &Kinds::builtin(),
             60,
         )
         .expect("valid form");
         assert_eq!(job.payload, json!({"ms": 5}));
         let job =
-            NewJob::parse(BodyFormat::Form, b"kind=noop&payload=", 60).expect("empty payload");
+            NewJob::parse(BodyFormat::Form, b"kind=noop&payload=", &Kinds::builtin(), 60).expect("empty payload");
         assert_eq!(job.payload, json!({}));
         for body in [
             "kind=noop&payload=%7B",
@@ -357,7 +372,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    NewJob::parse(BodyFormat::Form, body.as_bytes(), 60),
+                    NewJob::parse(BodyFormat::Form, body.as_bytes(), &Kinds::builtin(), 60),
                     Err(ApiError::Invalid(_))
                 ),
                 "{body}"
@@ -370,18 +385,21 @@ mod tests {
         let a = NewJob::parse(
             BodyFormat::Json,
             br#"{"kind":"sleep","payload":{"ms":5}}"#,
+            &Kinds::builtin(),
             60,
         )
         .expect("json");
         let b = NewJob::parse(
             BodyFormat::Form,
             b"kind=sleep&payload=%7B%22ms%22%3A5%7D",
+            &Kinds::builtin(),
             60,
         )
         .expect("form");
         let c = NewJob::parse(
             BodyFormat::Json,
             br#"{"kind":"sleep","payload":{"ms":6}}"#,
+            &Kinds::builtin(),
             60,
         )
         .expect("json");
@@ -395,26 +413,28 @@ mod tests {
     fn a_batch_is_checked_job_by_job_and_names_the_bad_one() {
         let ok = NewJob::parse_batch(
             br#"{"jobs":[{"kind":"noop"},{"kind":"sleep","payload":{"ms":1}}]}"#,
+            &Kinds::builtin(),
             60,
         )
         .expect("valid batch");
         assert_eq!(ok.len(), 2);
-        assert_eq!(ok[1].kind, JobKind::Sleep);
+        assert_eq!(ok[1].kind, JobKind::parse("sleep").expect("valid"));
         let bad = NewJob::parse_batch(
             br#"{"jobs":[{"kind":"noop"},{"kind":"noop"},{"kind":"resize"}]}"#,
+            &Kinds::builtin(),
             60,
         );
         assert!(
             matches!(&bad, Err(ApiError::Invalid(m)) if m.starts_with("jobs[2]: ")),
             "{bad:?}"
         );
-        let empty = NewJob::parse_batch(br#"{"jobs":[]}"#, 60);
+        let empty = NewJob::parse_batch(br#"{"jobs":[]}"#, &Kinds::builtin(), 60);
         assert!(matches!(empty, Err(ApiError::Invalid(_))), "{empty:?}");
         let too_many = format!(
             r#"{{"jobs":[{}]}}"#,
             vec![r#"{"kind":"noop"}"#; MAX_BATCH_JOBS + 1].join(",")
         );
-        let over = NewJob::parse_batch(too_many.as_bytes(), 60);
+        let over = NewJob::parse_batch(too_many.as_bytes(), &Kinds::builtin(), 60);
         assert!(
             matches!(&over, Err(ApiError::Invalid(m)) if m.contains("1001")),
             "{over:?}"
@@ -424,7 +444,7 @@ mod tests {
             (r#"[{"kind":"noop"}]"#, 422),
             (r#"{"jobs":[],"x":1}"#, 422),
         ] {
-            let got = match NewJob::parse_batch(body.as_bytes(), 60) {
+            let got = match NewJob::parse_batch(body.as_bytes(), &Kinds::builtin(), 60) {
                 Err(ApiError::Malformed(_)) => 400,
                 Err(ApiError::Invalid(_)) => 422,
                 other => panic!("{body}: {other:?}"),

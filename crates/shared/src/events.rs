@@ -133,6 +133,17 @@ pub struct JobEvent {
     /// The job's kind, for metrics by kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<JobKind>,
+    /// Runs the job allows, on a start: with `submitted_at`, lets the API record a job that
+    /// another producer published straight to the exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// When the job was submitted (the envelope's `submitted_at`), on a start.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub submitted_at: Option<OffsetDateTime>,
     /// How long the handler ran, on an attempt's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_ms: Option<u64>,
@@ -159,6 +170,8 @@ impl JobEvent {
             result: None,
             error: None,
             kind: None,
+            max_attempts: None,
+            submitted_at: None,
             run_ms: None,
             started_at: None,
         }

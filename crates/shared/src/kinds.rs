@@ -1,132 +1,275 @@
-//! The registry of job kinds. The API accepts only these kinds and checks each payload here, so
-//! a job a worker cannot run is refused at the door with a 422 instead of dying in a queue.
+//! Job kinds are data: a [`KindSpec`] names a kind, the JSON Schema its payloads must meet, the
+//! queue its jobs go to and its defaults. Workers announce the specs of the kinds they run
+//! ([`crate::announce`]); the API records them and checks every payload against the kind's
+//! [`KindSchema`] before a job is accepted. Nothing here knows any particular kind.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Longest sleep a `sleep` job may ask for.
-pub const MAX_SLEEP_MS: u64 = 3_600_000;
+use crate::limits::{MAX_JSON_DEPTH, json_depth, json_len};
 
-/// A kind of job some worker has a handler for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    /// Returns its payload as its result.
-    Noop,
-    /// Sleeps `ms` milliseconds: the stand-in for slow work.
-    Sleep,
-}
+/// Longest kind or queue name.
+pub const MAX_NAME_LEN: usize = 64;
 
-impl JobKind {
-    /// Every kind, in the order they are listed to users.
-    pub const ALL: [JobKind; 2] = [JobKind::Noop, JobKind::Sleep];
+/// Largest payload schema a kind may announce, in bytes of JSON.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
-    /// The kind's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Noop => "noop",
-            JobKind::Sleep => "sleep",
-        }
-    }
+/// Most attempts a kind (or a job) may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
-    /// Checks that `payload` is one this kind's handler accepts.
-    pub fn validate_payload(self, payload: &Value) -> Result<(), PayloadError> {
-        match self {
-            JobKind::Noop => Ok(()),
-            JobKind::Sleep => SleepPayload::from_value(payload).map(|_| ()),
-        }
-    }
-}
-
-impl fmt::Display for JobKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A kind name that is not in the registry.
+/// A name that breaks the naming rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job kind {given:?}; known kinds: {known}")]
-pub struct UnknownKind {
-    /// What the client sent.
+#[error(
+    "{what} name {given:?} is not valid: use 1 to 64 characters of a-z 0-9 _ . -, starting with a \
+     letter (e.g. \"resize\", \"pdf.render\")"
+)]
+pub struct NameError {
+    /// "kind" or "queue".
+    pub what: &'static str,
+    /// What was given, cut to 80 characters.
     pub given: String,
-    /// The registry, comma separated.
-    pub known: String,
 }
 
-impl FromStr for JobKind {
-    type Err = UnknownKind;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownKind {
-                given: s.chars().take(64).collect(),
-                known: JobKind::ALL.map(JobKind::as_str).join(", "),
-            })
+/// `[a-z][a-z0-9_.-]{0,63}`: safe as an AMQP routing key, a queue-name suffix, a metric label and
+/// a URL path segment, with nothing to escape anywhere.
+fn check_name(raw: &str, what: &'static str) -> Result<Arc<str>, NameError> {
+    let mut chars = raw.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = chars.all(|c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
+    });
+    if first_ok && rest_ok && raw.len() <= MAX_NAME_LEN {
+        Ok(Arc::from(raw))
+    } else {
+        Err(NameError {
+            what,
+            given: raw.chars().take(80).collect(),
+        })
     }
 }
 
-/// A payload its kind does not accept.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Checks `raw` against the naming rule.
+            pub fn parse(raw: &str) -> Result<Self, NameError> {
+                check_name(raw, $what).map($name)
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = NameError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $name::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0.to_string()
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of a job kind: which handler runs a job, and the routing key of its messages.
+    JobKind,
+    "kind"
+);
+
+name_type!(
+    /// The name of a work queue. Jobs of every kind naming it wait there; the queue `default`
+    /// is `<prefix>.jobs`, any other `<prefix>.jobs.<name>`.
+    QueueName,
+    "queue"
+);
+
+impl QueueName {
+    /// The name of the queue a kind uses when it names none.
+    pub const DEFAULT: &str = "default";
+
+    /// The queue `default`.
+    pub fn default_queue() -> Self {
+        QueueName(Arc::from(Self::DEFAULT))
+    }
+
+    /// True for the queue `default`.
+    pub fn is_default(&self) -> bool {
+        &*self.0 == Self::DEFAULT
+    }
+}
+
+impl Default for QueueName {
+    fn default() -> Self {
+        QueueName::default_queue()
+    }
+}
+
+/// What a kind is: its name, the schema of its payloads, its queue and its defaults. Workers
+/// announce it; an operator may pin it in the API's kinds file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindSpec {
+    /// The kind's name.
+    pub name: JobKind,
+    /// The queue its jobs go to.
+    #[serde(default)]
+    pub queue: QueueName,
+    /// JSON Schema (draft 2020-12 unless `$schema` says otherwise) every payload must meet;
+    /// `true` accepts any payload.
+    #[serde(default = "any_payload")]
+    pub payload_schema: Value,
+    /// Runs allowed when the request names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Run-time limit of one attempt in seconds when the request names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+fn any_payload() -> Value {
+    Value::Bool(true)
+}
+
+/// Why a kind's spec cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid payload for kind {kind}: {reason}")]
-pub struct PayloadError {
-    /// The kind whose rules were broken.
-    pub kind: JobKind,
+#[error("kind {kind}: {reason}")]
+pub struct SpecError {
+    /// The kind whose spec is wrong.
+    pub kind: String,
     /// What is wrong, in words.
     pub reason: String,
 }
 
-/// Payload of the `sleep` kind: the stand-in for slow work, with switches that make it fail so
-/// the retry and dead-letter machinery can be watched.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SleepPayload {
-    /// Milliseconds to sleep.
-    #[serde(default)]
-    pub ms: u64,
-    /// Fail (retryably) the first this-many attempts, then succeed.
-    #[serde(default)]
-    pub fail_attempts: u32,
-    /// `"permanent"`: fail at once, never retried.
-    #[serde(default)]
-    pub fail: Option<FailMode>,
-    /// Panic inside the handler.
-    #[serde(default)]
-    pub panic: bool,
-}
+impl KindSpec {
+    /// A spec of `name` on the queue `default` that accepts any payload.
+    pub fn new(name: JobKind) -> Self {
+        KindSpec {
+            name,
+            queue: QueueName::default_queue(),
+            payload_schema: any_payload(),
+            max_attempts: None,
+            timeout_s: None,
+        }
+    }
 
-/// How a `sleep` job is told to fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailMode {
-    /// A permanent error: dead-lettered without retries.
-    Permanent,
-    /// A retryable error on every attempt, until attempts run out.
-    Retryable,
-}
-
-impl SleepPayload {
-    /// Parses and range-checks a `sleep` payload.
-    pub fn from_value(payload: &Value) -> Result<Self, PayloadError> {
-        let invalid = |reason: String| PayloadError {
-            kind: JobKind::Sleep,
+    /// Checks the spec and compiles its schema: the schema must be a valid JSON Schema within
+    /// [`MAX_SCHEMA_BYTES`] and [`MAX_JSON_DEPTH`], and the defaults in range.
+    pub fn compile(&self) -> Result<KindSchema, SpecError> {
+        let invalid = |reason: String| SpecError {
+            kind: self.name.to_string(),
             reason,
         };
-        if !payload.is_object() {
-            return Err(invalid("expected an object like {\"ms\": 500}".to_owned()));
+        if self.name.as_str() == crate::topology::LEGACY_ROUTING_KEY {
+            return Err(invalid(
+                "the name \"job\" is reserved (the routing key of jobs published before kinds \
+                 had queues); choose another"
+                    .to_owned(),
+            ));
         }
-        let parsed = SleepPayload::deserialize(payload).map_err(|e| invalid(e.to_string()))?;
-        if parsed.ms > MAX_SLEEP_MS {
+        if let Some(n) = self.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+        {
             return Err(invalid(format!(
-                "ms is {}, at most {MAX_SLEEP_MS} is allowed",
-                parsed.ms
+                "max_attempts is {n}; use 1 to {MAX_ATTEMPTS_LIMIT}"
             )));
         }
-        Ok(parsed)
+        if self.timeout_s == Some(0) {
+            return Err(invalid("timeout_s is 0; use at least 1".to_owned()));
+        }
+        KindSchema::compile(&self.payload_schema).map_err(invalid)
+    }
+}
+
+/// A kind's payload schema, compiled once and checked against every payload.
+#[derive(Clone)]
+pub struct KindSchema {
+    validator: Arc<jsonschema::Validator>,
+}
+
+impl fmt::Debug for KindSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KindSchema")
+    }
+}
+
+/// A payload that breaks its kind's schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payload{} {message}", if pointer.is_empty() { String::new() } else { format!(" field {pointer}") })]
+pub struct PayloadError {
+    /// JSON pointer to the failing value (`/width`), empty for the payload as a whole.
+    pub pointer: String,
+    /// What the schema wants, in the validator's words.
+    pub message: String,
+}
+
+impl KindSchema {
+    /// Compiles `schema`, or says why it is not one. Remote `$ref`s are not fetched: a schema
+    /// must be self-contained.
+    pub fn compile(schema: &Value) -> Result<Self, String> {
+        if !(schema.is_object() || schema.is_boolean()) {
+            return Err("payload_schema must be a JSON Schema: an object or a boolean".to_owned());
+        }
+        let len = json_len(schema);
+        if len > MAX_SCHEMA_BYTES {
+            return Err(format!(
+                "payload_schema is {len} bytes, above the limit of {MAX_SCHEMA_BYTES}"
+            ));
+        }
+        let depth = json_depth(schema);
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!(
+                "payload_schema nests {depth} levels deep, above the limit of {MAX_JSON_DEPTH}"
+            ));
+        }
+        if let Err(e) = jsonschema::meta::validate(schema) {
+            let at = e.instance_path().as_str();
+            let at = if at.is_empty() { "/" } else { at };
+            return Err(format!("payload_schema is not a valid JSON Schema at {at}: {e}"));
+        }
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|e| format!("payload_schema does not compile: {e}"))?;
+        Ok(KindSchema {
+            validator: Arc::new(validator),
+        })
+    }
+
+    /// Checks `payload`, naming the first failing field by JSON pointer.
+    pub fn check(&self, payload: &Value) -> Result<(), PayloadError> {
+        match self.validator.validate(payload) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(PayloadError {
+                pointer: e.instance_path().as_str().to_owned(),
+                message: e.to_string().chars().take(500).collect(),
+            }),
+        }
     }
 }
 
@@ -136,39 +279,69 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn kinds_parse_and_unknown_lists_the_registry() {
-        assert_eq!("sleep".parse::<JobKind>(), Ok(JobKind::Sleep));
-        let err = "resize".parse::<JobKind>().expect_err("not registered");
-        assert_eq!(
-            err.to_string(),
-            "unknown job kind \"resize\"; known kinds: noop, sleep"
-        );
+    fn names_follow_the_rule() {
+        for good in ["resize", "pdf.render", "a", "a-b_c.9", &"x".repeat(64)] {
+            assert!(JobKind::parse(good).is_ok(), "{good}");
+            assert!(QueueName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Resize", "9lives", "has space", "ünï", "a/b", &"x".repeat(65)] {
+            let err = JobKind::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("kind name"), "{err}");
+        }
+        let from_json: Result<JobKind, _> = serde_json::from_value(json!("Bad Name"));
+        assert!(from_json.is_err());
+        assert!(QueueName::default().is_default());
     }
 
     #[test]
-    fn sleep_payloads_are_checked() {
-        assert!(JobKind::Sleep.validate_payload(&json!({"ms": 5})).is_ok());
-        assert!(
-            JobKind::Sleep
-                .validate_payload(&json!({"fail": "permanent"}))
-                .is_ok()
-        );
-        assert!(
-            JobKind::Sleep
-                .validate_payload(&json!({"ms": 1, "fail_attempts": 2, "panic": false}))
-                .is_ok()
-        );
-        for bad in [
-            json!({"fail": "sometimes"}),
-            json!({"fail_attempts": -1}),
-            json!({"ms": "5"}),
-            json!({"ms": -1}),
-            json!({"ms": 5, "extra": 1}),
-            json!({"ms": MAX_SLEEP_MS + 1}),
-            json!([1]),
-        ] {
-            assert!(JobKind::Sleep.validate_payload(&bad).is_err(), "{bad}");
+    fn specs_deserialise_with_defaults() {
+        let spec: KindSpec = serde_json::from_value(json!({"name": "resize"})).expect("minimal");
+        assert_eq!(spec, KindSpec::new(JobKind::parse("resize").expect("valid")));
+        assert!(spec.compile().is_ok());
+    }
+
+    #[test]
+    fn schemas_are_checked_and_name_the_failing_field() {
+        let mut spec = KindSpec::new(JobKind::parse("resize").expect("valid"));
+        spec.payload_schema = json!({
+            "type": "object",
+            "properties": {"width": {"type": "integer", "minimum": 1}},
+            "required": ["width"],
+            "additionalProperties": false
+        });
+        let schema = spec.compile().expect("valid schema");
+        assert!(schema.check(&json!({"width": 10})).is_ok());
+        let err = schema.check(&json!({"width": "wide"})).expect_err("wrong type");
+        assert_eq!(err.pointer, "/width");
+        assert!(err.to_string().starts_with("payload field /width "), "{err}");
+        let whole = schema.check(&json!([])).expect_err("not an object");
+        assert_eq!(whole.pointer, "");
+    }
+
+    #[test]
+    fn bad_specs_say_why() {
+        let base = KindSpec::new(JobKind::parse("k").expect("valid"));
+        let cases = [
+            (json!("string"), "an object or a boolean"),
+            (json!({"type": "nonsense"}), "not a valid JSON Schema"),
+            (json!({"minimum": "one"}), "not a valid JSON Schema"),
+            (
+                json!({"description": "x".repeat(MAX_SCHEMA_BYTES)}),
+                "above the limit",
+            ),
+        ];
+        for (schema, expected) in cases {
+            let spec = KindSpec {
+                payload_schema: schema.clone(),
+                ..base.clone()
+            };
+            let err = spec.compile().expect_err("refused");
+            assert!(err.to_string().contains(expected), "{schema}: {err}");
         }
-        assert!(JobKind::Noop.validate_payload(&json!([1, 2])).is_ok());
+        let spec = KindSpec {
+            max_attempts: Some(0),
+            ..base
+        };
+        assert!(spec.compile().expect_err("0 attempts").reason.contains("max_attempts"));
     }
 }

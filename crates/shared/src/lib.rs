@@ -5,7 +5,8 @@
 //! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of the process's own HTTP port.
 //! - [`limits`]: bounds on JSON that crosses the wire: nesting depth ([`limits::MAX_JSON_DEPTH`]) and size.
-//! - [`kinds`]: the registry of job kinds and the payload each one accepts.
+//! - [`kinds`]: kinds as data: names, queue names, [`kinds::KindSpec`] and compiled payload schemas.
+//! - [`announce`]: the announcements and heartbeats workers send about themselves and their kinds.
 //! - [`build`]: building the workspace's binaries from the tests and the benchmark.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
@@ -15,6 +16,7 @@
 //! - [`telemetry`]: tracing set-up (JSON in containers, readable in a terminal).
 //! - [`shutdown`]: the cancellation token that SIGTERM / Ctrl-C trigger.
 
+pub mod announce;
 pub mod broker;
 pub mod build;
 pub mod envelope;

@@ -4,11 +4,21 @@
 //! the fix.
 //!
 //! ```text
-//! exchange <p>.jobs (direct) --"job"--> queue <p>.jobs --dead-letter--> exchange <p>.dead (fanout) --> queue <p>.dead
+//! exchange <p>.jobs (direct) --"<kind>"--> the work queue of the kind's queue name:
+//!     default: queue <p>.jobs      other: queue <p>.jobs.<queue>
+//!     (and "job" --> <p>.jobs: messages routed before kinds had queues)
+//! every work queue --dead-letter--> exchange <p>.dead (fanout) --> queue <p>.dead
+//! exchange <p>.delay (headers, offload-delay="<ms>") --> queue <p>.delay.<ms>ms
+//!     --TTL, dead-letter with the message's own routing key (its kind)--> exchange <p>.jobs
 //! default exchange --"<p>.events"--> queue <p>.events   (lifecycle events, consumed by the API)
 //! default exchange --"<p>.events.parked"--> queue <p>.events.parked   (events that did not parse, with the reason)
-//! default exchange --"<p>.retry.<ms>ms"--> queue <p>.retry.<ms>ms --TTL, dead-letter--> exchange <p>.jobs
+//! default exchange --"<p>.workers"--> queue <p>.workers   (worker announcements and heartbeats, consumed by the API)
 //! ```
+//!
+//! The common part is declared by [`declare`]; a work queue by [`declare_work_queues`] (the
+//! worker, for the queues it consumes; the API, for the queues of the kinds it records), and a
+//! kind's binding by [`bind_kind`] (the API alone, once it has recorded the kind, so one kind is
+//! never bound to two queues).
 
 use std::fmt;
 
@@ -20,12 +30,19 @@ use lapin::{
 
 use crate::{
     broker::BrokerError,
+    kinds::{JobKind, QueueName},
     retry::RetryPolicy,
     settings::{QueueType, Settings},
 };
 
-/// Routing key of job messages on the jobs exchange.
-pub const JOB_ROUTING_KEY: &str = "job";
+/// Routing key every job was published with before kinds were routed to queues of their own,
+/// still bound to the default work queue so such messages (and retries waiting in the old
+/// `<p>.retry.<ms>ms` queues) arrive. Not a usable kind name.
+pub const LEGACY_ROUTING_KEY: &str = "job";
+
+/// Header of a retry on the delay exchange: which delay queue holds it (`"<ms>"`). Not `x-`
+/// prefixed, because a headers exchange ignores such binding arguments.
+pub const DELAY_HEADER: &str = "offload-delay";
 
 /// A validated prefix for exchange and queue names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,10 +76,14 @@ impl fmt::Display for QueuePrefix {
 /// Names of every exchange and queue, derived from the prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// Exchange jobs are published to.
+    /// Exchange jobs are published to, with their kind as the routing key.
     pub jobs_exchange: String,
-    /// The work queue workers consume.
+    /// The work queue of the queue `default` (other queues: [`Names::work_queue`]).
     pub jobs_queue: String,
+    /// Exchange retries are published to, routed to a delay queue by [`DELAY_HEADER`].
+    pub delay_exchange: String,
+    /// Worker announcements and heartbeats, consumed by the API.
+    pub workers_queue: String,
     /// Exchange dead jobs are sent to.
     pub dead_exchange: String,
     /// Where dead jobs rest, with their reason, for an operator to inspect or redrive.
@@ -74,6 +95,7 @@ pub struct Names {
     pub parked_events_queue: String,
     /// Delay queues for retries, `(delay in ms, queue name)`, shortest first.
     pub retry_queues: Vec<(u64, String)>,
+    prefix: String,
 }
 
 impl Names {
@@ -83,10 +105,13 @@ impl Names {
             retry_queues: retry
                 .tiers()
                 .into_iter()
-                .map(|ms| (ms, format!("{prefix}.retry.{ms}ms")))
+                .map(|ms| (ms, format!("{prefix}.delay.{ms}ms")))
                 .collect(),
             jobs_exchange: format!("{prefix}.jobs"),
             jobs_queue: format!("{prefix}.jobs"),
+            delay_exchange: format!("{prefix}.delay"),
+            workers_queue: format!("{prefix}.workers"),
+            prefix: prefix.to_string(),
             dead_exchange: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.dead"),
             events_queue: format!("{prefix}.events"),
@@ -97,6 +122,25 @@ impl Names {
     /// The names these settings use.
     pub fn for_settings(settings: &Settings) -> Self {
         Names::new(&settings.queue_prefix, &settings.retry_policy())
+    }
+
+    /// The work queue of `queue`: `<p>.jobs` for `default` (the name it had before kinds had
+    /// queues), `<p>.jobs.<queue>` for any other.
+    pub fn work_queue(&self, queue: &QueueName) -> String {
+        if queue.is_default() {
+            self.jobs_queue.clone()
+        } else {
+            format!("{}.jobs.{queue}", self.prefix)
+        }
+    }
+
+    /// True if `name` is one of this prefix's work queues.
+    pub fn is_work_queue(&self, name: &str) -> bool {
+        name == self.jobs_queue
+            || name
+                .strip_prefix(&self.jobs_queue)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|queue| QueueName::parse(queue).is_ok())
     }
 
     /// The delay queue holding retries that wait `tier_ms`.
@@ -114,14 +158,15 @@ impl Names {
             self.dead_queue.as_str(),
             self.events_queue.as_str(),
             self.parked_events_queue.as_str(),
+            self.workers_queue.as_str(),
         ];
         all.extend(self.retry_queues.iter().map(|(_, q)| q.as_str()));
         all
     }
 
     /// Every exchange, for tests and clean-up.
-    pub fn exchanges(&self) -> [&str; 2] {
-        [&self.jobs_exchange, &self.dead_exchange]
+    pub fn exchanges(&self) -> [&str; 3] {
+        [&self.jobs_exchange, &self.dead_exchange, &self.delay_exchange]
     }
 }
 
@@ -183,7 +228,8 @@ pub fn jobs_queue_arguments(settings: &Settings, names: &Names) -> FieldTable {
     args
 }
 
-/// Arguments of a delay queue: its TTL is the delay, and expired messages go back to work.
+/// Arguments of a delay queue: its TTL is the delay, and expired messages go back to work,
+/// routed by the routing key they were published with: their kind.
 pub fn retry_queue_arguments(settings: &Settings, names: &Names, delay_ms: u64) -> FieldTable {
     let mut args = FieldTable::default();
     // Same durability and replication as the work queue: a waiting retry is still an accepted job.
@@ -193,15 +239,25 @@ pub fn retry_queue_arguments(settings: &Settings, names: &Names, delay_ms: u64) 
         "x-message-ttl".into(),
         AMQPValue::LongLongInt(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
     );
-    // Expired messages are dead-lettered back to the jobs exchange with the job routing key.
+    // Expired messages are dead-lettered back to the jobs exchange; with no
+    // x-dead-letter-routing-key they keep their own routing key, the kind, so each returns to
+    // its kind's work queue.
     put_str(&mut args, "x-dead-letter-exchange", &names.jobs_exchange);
-    put_str(&mut args, "x-dead-letter-routing-key", JOB_ROUTING_KEY);
     if settings.queue_type == QueueType::Quorum {
         // The hop back to the work queue is confirmed, so a retry is never lost in transit.
         put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
         // Required by at-least-once dead-lettering.
         put_str(&mut args, "x-overflow", "reject-publish");
     }
+    args
+}
+
+/// Arguments of the workers queue: announcements are only worth their freshness.
+pub fn workers_queue_arguments(settings: &Settings) -> FieldTable {
+    let mut args = plain_queue_arguments(settings);
+    // A heartbeat nobody read within a minute is stale (the next one says more), so an API
+    // that is down does not come back to a backlog of them.
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(60_000));
     args
 }
 
@@ -316,8 +372,10 @@ async fn probe_queue(
         return false;
     };
     let names = Names::for_settings(settings);
-    let args = if name == names.jobs_queue {
+    let args = if names.is_work_queue(name) {
         jobs_queue_arguments(settings, &names)
+    } else if name == names.workers_queue {
+        workers_queue_arguments(settings)
     } else if let Some((ms, _)) = names.retry_queues.iter().find(|(_, q)| q == name) {
         retry_queue_arguments(settings, &names, *ms)
     } else {
@@ -350,6 +408,7 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
     for (name, kind) in [
         (&names.jobs_exchange, ExchangeKind::Direct),
         (&names.dead_exchange, ExchangeKind::Fanout),
+        (&names.delay_exchange, ExchangeKind::Headers),
     ] {
         channel
             .exchange_declare(
@@ -366,6 +425,7 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
         (&names.dead_queue, plain_queue_arguments(settings)),
         (&names.events_queue, plain_queue_arguments(settings)),
         (&names.parked_events_queue, plain_queue_arguments(settings)),
+        (&names.workers_queue, workers_queue_arguments(settings)),
         (&names.jobs_queue, jobs_queue_arguments(settings, &names)),
     ];
     for (ms, name) in &names.retry_queues {
@@ -378,26 +438,166 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
             .map_err(|e| classify(e, "queue", name, settings))?;
     }
 
-    for (queue, exchange, key) in [
-        (&names.jobs_queue, &names.jobs_exchange, JOB_ROUTING_KEY),
-        (&names.dead_queue, &names.dead_exchange, ""),
-    ] {
+    bind(
+        channel,
+        &names.jobs_queue,
+        &names.jobs_exchange,
+        LEGACY_ROUTING_KEY,
+        FieldTable::default(),
+    )
+    .await?;
+    bind(
+        channel,
+        &names.dead_queue,
+        &names.dead_exchange,
+        "",
+        FieldTable::default(),
+    )
+    .await?;
+    for (ms, queue) in &names.retry_queues {
+        let mut args = FieldTable::default();
+        // Every header listed must match: the delay of this queue.
+        put_str(&mut args, "x-match", "all");
+        put_str(&mut args, DELAY_HEADER, &ms.to_string());
+        bind(channel, queue, &names.delay_exchange, "", args).await?;
+    }
+    Ok(names)
+}
+
+async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+    args: FieldTable,
+) -> Result<(), TopologyError> {
+    channel
+        .queue_bind(
+            ShortString::from(queue),
+            ShortString::from(exchange),
+            ShortString::from(key),
+            QueueBindOptions::default(),
+            args,
+        )
+        .await
+        .map_err(|e| TopologyError::Broker {
+            object: "binding",
+            name: format!("{queue} <- {exchange} ({key})"),
+            source: Box::new(BrokerError::Amqp(e, "bind")),
+        })
+}
+
+/// Runs `step` on a channel of its own under the broker deadline, then closes the channel.
+async fn on_own_channel<'a, T, F>(
+    connection: &'a Connection,
+    settings: &'a Settings,
+    what: &'static str,
+    step: impl FnOnce(Channel) -> F,
+) -> Result<T, TopologyError>
+where
+    F: Future<Output = Result<T, TopologyError>> + 'a,
+{
+    let deadline = settings.broker_timeout();
+    let channel = open(connection, deadline).await?;
+    let outcome = tokio::time::timeout(deadline, step(channel.clone()))
+        .await
+        .unwrap_or_else(|_| {
+            Err(TopologyError::Broker {
+                object: "topology",
+                name: settings.queue_prefix.to_string(),
+                source: Box::new(BrokerError::Timeout(deadline, what)),
+            })
+        });
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(deadline, channel.close(200, "declared".into())).await;
+    }
+    outcome
+}
+
+/// Declares the work queues of `queues` (idempotent while arguments match), with the same
+/// arguments as the default one. Returns their names, in order.
+#[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix))]
+pub async fn declare_work_queues(
+    connection: &Connection,
+    settings: &Settings,
+    queues: &[QueueName],
+) -> Result<Vec<String>, TopologyError> {
+    let names = Names::for_settings(settings);
+    on_own_channel(connection, settings, "declare work queues", |channel| async move {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let mut declared = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let name = names.work_queue(queue);
+            channel
+                .queue_declare(
+                    ShortString::from(name.as_str()),
+                    durable,
+                    jobs_queue_arguments(settings, &names),
+                )
+                .await
+                .map_err(|e| classify(e, "queue", &name, settings))?;
+            declared.push(name);
+        }
+        Ok(declared)
+    })
+    .await
+}
+
+/// Declares `queue`'s work queue and routes `kind`'s jobs to it. Only the API binds, once it has
+/// recorded the kind: a kind is never bound to two queues.
+#[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix, %kind, %queue))]
+pub async fn bind_kind(
+    connection: &Connection,
+    settings: &Settings,
+    kind: &JobKind,
+    queue: &QueueName,
+) -> Result<(), TopologyError> {
+    let names = Names::for_settings(settings);
+    let work_queue = declare_work_queues(connection, settings, std::slice::from_ref(queue))
+        .await?
+        .remove(0);
+    on_own_channel(connection, settings, "bind a kind", |channel| async move {
+        bind(
+            &channel,
+            &work_queue,
+            &names.jobs_exchange,
+            kind.as_str(),
+            FieldTable::default(),
+        )
+        .await
+    })
+    .await
+}
+
+/// Stops routing `kind`'s jobs to `queue` (when a kind moved to another queue).
+#[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix, %kind, %queue))]
+pub async fn unbind_kind(
+    connection: &Connection,
+    settings: &Settings,
+    kind: &JobKind,
+    queue: &QueueName,
+) -> Result<(), TopologyError> {
+    let names = Names::for_settings(settings);
+    let work_queue = names.work_queue(queue);
+    on_own_channel(connection, settings, "unbind a kind", |channel| async move {
         channel
-            .queue_bind(
-                ShortString::from(queue.as_str()),
-                ShortString::from(exchange.as_str()),
-                ShortString::from(key),
-                QueueBindOptions::default(),
+            .queue_unbind(
+                ShortString::from(work_queue.as_str()),
+                ShortString::from(names.jobs_exchange.as_str()),
+                ShortString::from(kind.as_str()),
                 FieldTable::default(),
             )
             .await
             .map_err(|e| TopologyError::Broker {
                 object: "binding",
-                name: format!("{queue} <- {exchange}"),
-                source: Box::new(BrokerError::Amqp(e, "bind")),
-            })?;
-    }
-    Ok(names)
+                name: format!("{work_queue} <- {} ({kind})", names.jobs_exchange),
+                source: Box::new(BrokerError::Amqp(e, "unbind")),
+            })
+    })
+    .await
 }
 
 fn classify(
@@ -481,8 +681,14 @@ mod tests {
         let policy = RetryPolicy::new(1000, 4000);
         let names = Names::new(&QueuePrefix::parse("t1").expect("valid"), &policy);
         assert_eq!(names.jobs_queue, "t1.jobs");
-        assert_eq!(names.retry_queue(2000), Some("t1.retry.2000ms"));
-        assert_eq!(names.queues().len(), 7);
+        assert_eq!(names.retry_queue(2000), Some("t1.delay.2000ms"));
+        assert_eq!(names.queues().len(), 8);
+        assert_eq!(names.workers_queue, "t1.workers");
+        let images = QueueName::parse("images").expect("valid");
+        assert_eq!(names.work_queue(&QueueName::default_queue()), "t1.jobs");
+        assert_eq!(names.work_queue(&images), "t1.jobs.images");
+        assert!(names.is_work_queue("t1.jobs") && names.is_work_queue("t1.jobs.images"));
+        assert!(!names.is_work_queue("t1.jobsx") && !names.is_work_queue("t1.events"));
         assert_eq!(names.parked_events_queue, "t1.events.parked");
         assert_eq!(names.dead_queue, "t1.dead");
         assert_eq!(names.events_queue, "t1.events");

@@ -92,10 +92,10 @@ impl JobRunner {
         let _in_flight = self.metrics.in_flight();
         let started = Instant::now();
         let (kind, settled) = self.settle(&delivery).await;
-        self.metrics.settled(kind, settled);
+        self.metrics.settled(kind.as_ref(), settled);
         // Debug, not info: at thousands of jobs a second a line per job costs real CPU.
         tracing::debug!(
-            kind = kind.map_or("unknown", JobKind::as_str),
+            kind = kind.as_ref().map_or("unknown", JobKind::as_str),
             outcome = settled.as_str(),
             ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "job done"
@@ -118,7 +118,7 @@ impl JobRunner {
             }
         };
         tracing::Span::current().record("job_id", tracing::field::display(envelope.id));
-        let kind = Some(envelope.kind);
+        let kind = Some(envelope.kind.clone());
 
         if let (Some(limit), Some(count)) = (self.delivery_limit, delivery_count(delivery))
             && count >= u64::from(limit)
@@ -128,7 +128,7 @@ impl JobRunner {
                  acknowledging it (the job may be crashing its worker)",
                 count + 1
             );
-            let event = self.dead_event(envelope.id, envelope.attempt, kind, &reason);
+            let event = self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
             return (kind, self.finish_dead(delivery, &reason, Some(event)).await);
         }
 
@@ -167,7 +167,7 @@ impl JobRunner {
                     ),
                 };
                 tracing::info!(job_id = %envelope.id, %reason, "dead-lettering the job");
-                let mut event = self.dead_event(envelope.id, envelope.attempt, kind, &reason);
+                let mut event = self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
                 event.run_ms = run_ms;
                 self.finish_dead(delivery, &reason, Some(event)).await
             }
@@ -219,7 +219,11 @@ impl JobRunner {
             status,
             self.reporter.worker(),
         );
-        event.kind = Some(envelope.kind);
+        event.kind = Some(envelope.kind.clone());
+        if status == JobStatus::Running {
+            event.max_attempts = Some(envelope.max_attempts);
+            event.submitted_at = Some(envelope.submitted_at);
+        }
         event.run_ms = run_ms;
         event
     }
@@ -361,7 +365,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Runs the handler in its own task (a panic stays there) under the job's time limit.
 pub async fn run(envelope: &JobEnvelope, registry: &Registry, worker: Arc<str>) -> Outcome {
-    let Some(handler) = registry.get(envelope.kind) else {
+    let Some(handler) = registry.get(&envelope.kind) else {
         return Outcome::Failed(JobError::Permanent(format!(
             "this worker has no handler for kind {}",
             envelope.kind
@@ -472,7 +476,7 @@ mod tests {
         let registry = Registry::builtin();
         let worker: Arc<str> = "t".into();
         let slow = run(
-            &envelope(JobKind::Sleep, json!({"ms": 5000}), 20),
+            &envelope(JobKind::parse("sleep").expect("valid"), json!({"ms": 5000}), 20),
             &registry,
             worker.clone(),
         )
@@ -482,7 +486,7 @@ mod tests {
             "{slow:?}"
         );
         let panicked = run(
-            &envelope(JobKind::Sleep, json!({"panic": true}), 1000),
+            &envelope(JobKind::parse("sleep").expect("valid"), json!({"panic": true}), 1000),
             &registry,
             worker,
         )

@@ -13,7 +13,7 @@ use crate::consumer::Settled;
 /// Labels of `offload_worker_jobs_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SettledLabels {
-    kind: &'static str,
+    kind: String,
     outcome: &'static str,
 }
 
@@ -64,10 +64,10 @@ impl WorkerMetrics {
     }
 
     /// Counts how a delivery was settled.
-    pub fn settled(&self, kind: Option<JobKind>, settled: Settled) {
+    pub fn settled(&self, kind: Option<&JobKind>, settled: Settled) {
         self.settled
             .get_or_create(&SettledLabels {
-                kind: kind.map_or("unknown", JobKind::as_str),
+                kind: kind.map_or_else(|| "unknown".to_owned(), JobKind::to_string),
                 outcome: settled.as_str(),
             })
             .inc();

@@ -24,7 +24,7 @@ use offload_shared::{
     JobEnvelope, JobEvent,
     broker::{self, BrokerError},
     retry::RetryDelay,
-    topology::Names,
+    topology::{DELAY_HEADER, Names},
 };
 
 pub use offload_shared::broker::REASON_HEADER;
@@ -146,21 +146,25 @@ impl Reporter {
         original: &BasicProperties,
         delay: RetryDelay,
     ) -> Result<(), BrokerError> {
-        let queue = self
-            .names
-            .retry_queue(delay.tier_ms)
-            .ok_or(BrokerError::Returned(format!(
+        if self.names.retry_queue(delay.tier_ms).is_none() {
+            return Err(BrokerError::Returned(format!(
                 "no delay queue for {} ms",
                 delay.tier_ms
-            )))?;
+            )));
+        }
+        // The delay exchange picks the delay queue by this header; the routing key (the kind)
+        // takes the job back to its kind's work queue when it expires.
+        let mut headers = original.headers().clone().unwrap_or_default();
+        put(&mut headers, DELAY_HEADER, &delay.tier_ms.to_string());
         let properties = original
             .clone()
+            .with_headers(headers)
             .with_delivery_mode(2)
             .with_expiration(ShortString::from(delay.jittered_ms.to_string()));
         broker::publish_confirmed(
             &self.channel,
-            "",
-            queue,
+            &self.names.delay_exchange,
+            next.kind.as_str(),
             &next.to_bytes(),
             properties,
             self.deadline,

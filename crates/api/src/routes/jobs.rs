@@ -61,7 +61,7 @@ pub async fn submit(
     )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let new = NewJob::parse(format, &bytes, state.settings.max_job_timeout_s)?;
+    let new = NewJob::parse(format, &bytes, &state.kinds, state.settings.max_job_timeout_s)?;
     // Checked before anything is written: while the broker is away, answer 503 at once.
     let publisher = state.publisher()?;
 
@@ -69,7 +69,7 @@ pub async fn submit(
     tracing::Span::current().record("job_id", tracing::field::display(id));
     let submitted_at = OffsetDateTime::now_utc();
     let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-    let record = JobRecord::queued(id, new.kind, new.max_attempts, timeout_ms, submitted_at);
+    let record = JobRecord::queued(id, new.kind.clone(), new.max_attempts, timeout_ms, submitted_at);
     let key = key.map(|k| new.idempotency(k));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
 
@@ -118,7 +118,7 @@ pub async fn submit(
         record: record_for(fingerprint.is_some()),
     };
     publish_one(&state, &publisher, &envelope, request_id(&headers), how).await?;
-    tracing::debug!(kind = %new.kind, "job accepted");
+    tracing::debug!(kind = %envelope.kind, "job accepted");
     Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
 }
 
@@ -186,7 +186,7 @@ pub async fn submit_batch(
     )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let batch = NewJob::parse_batch(&bytes, state.settings.max_job_timeout_s)?;
+    let batch = NewJob::parse_batch(&bytes, &state.kinds, state.settings.max_job_timeout_s)?;
     tracing::Span::current().record("jobs", batch.len());
     let publisher = state.publisher()?;
 
@@ -199,7 +199,7 @@ pub async fn submit_batch(
     for (i, new) in batch.into_iter().enumerate() {
         let id = JobId::new();
         let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-        let record = JobRecord::queued(id, new.kind, new.max_attempts, timeout_ms, submitted_at);
+        let record = JobRecord::queued(id, new.kind.clone(), new.max_attempts, timeout_ms, submitted_at);
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
         fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));

@@ -1,10 +1,8 @@
 //! Two small HTML pages for people with a browser: a form to submit a job and a job's status.
 
-use axum::response::Html;
+use axum::{extract::State, response::Html};
 
-use offload_shared::JobKind;
-
-use crate::store::JobRecord;
+use crate::{state::AppState, store::JobRecord};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}\
 label{display:block;margin-top:1rem}textarea,select,input{font:inherit;width:100%}\
@@ -13,10 +11,13 @@ dt{font-weight:600}dd{margin:0 0 .5rem}pre{background:#f4f4f4;padding:.5rem;over
 /// `GET /`: a form that posts a job.
 #[utoipa::path(get, path = "/", tag = "docs",
     responses((status = 200, description = "An HTML form to submit a job", content_type = "text/html")))]
-pub async fn index() -> Html<String> {
-    let options: String = JobKind::ALL
+pub async fn index(State(state): State<AppState>) -> Html<String> {
+    // Kind names are `[a-z][a-z0-9_.-]*`: nothing in them needs escaping.
+    let options: String = state
+        .kinds
+        .all()
         .iter()
-        .map(|k| format!("<option value=\"{k}\">{k}</option>"))
+        .map(|k| format!("<option value=\"{0}\">{0}</option>", k.spec.name))
         .collect();
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Offload</title>\

@@ -75,7 +75,7 @@ impl<D: Dialect> Db<D> {
         let mut conn = self.pool.acquire().await?;
         let stmt = Stmt::new(sql::LIST)
             .str(filter.status.map(JobStatus::as_str))
-            .str(filter.kind.map(|k| k.as_str()))
+            .str(filter.kind.as_ref().map(|k| k.as_str()))
             .maybe_id(filter.before)
             .int(i64::from(filter.limit));
         let rows = D::fetch_all(&mut conn, stmt).await?;

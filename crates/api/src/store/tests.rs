@@ -137,7 +137,7 @@ where
 }
 
 fn queued(id: JobId) -> JobRecord {
-    JobRecord::queued(id, JobKind::Noop, 5, 1000, OffsetDateTime::now_utc())
+    JobRecord::queued(id, JobKind::parse("noop").expect("valid"), 5, 1000, OffsetDateTime::now_utc())
 }
 
 /// A job recorded before its publish, as the submit path writes it when it cannot wait.
@@ -352,7 +352,7 @@ async fn listing_filters_and_pages_newest_first(store: Store) {
     let sleeps = store
         .list(&JobFilter {
             limit: 10,
-            kind: Some(JobKind::Sleep),
+            kind: Some(JobKind::parse("sleep").expect("valid")),
             ..Default::default()
         })
         .await
@@ -903,16 +903,16 @@ async fn history(store: &Store, ids: &[JobId; 5]) -> Vec<Vec<Written>> {
     dead.error = Some("boom".into());
     let batches = vec![
         vec![
-            insert(job(a, JobKind::Noop), json!({"n": 1}), Some(key.clone())),
-            insert(job(b, JobKind::Sleep), json!({"ms": 5}), None),
-            insert(job(c, JobKind::Noop), json!([]), None),
-            insert(job(d, JobKind::Noop), json!(null), None),
+            insert(job(a, JobKind::parse("noop").expect("valid")), json!({"n": 1}), Some(key.clone())),
+            insert(job(b, JobKind::parse("sleep").expect("valid")), json!({"ms": 5}), None),
+            insert(job(c, JobKind::parse("noop").expect("valid")), json!([]), None),
+            insert(job(d, JobKind::parse("noop").expect("valid")), json!(null), None),
         ],
         vec![
             Write::Event(event(a, 1, JobStatus::Running, at(1))),
             Write::Event(done),
             Write::Event(event(a, 1, JobStatus::Running, at(3))),
-            insert(job(e, JobKind::Noop), json!({}), Some(key)),
+            insert(job(e, JobKind::parse("noop").expect("valid")), json!({}), Some(key)),
             Write::Delete(d),
         ],
         vec![
@@ -975,7 +975,7 @@ async fn both_backends_answer_the_same_json_for_the_same_writes() {
             JobFilter {
                 limit: 10,
                 status: Some(JobStatus::Queued),
-                kind: Some(JobKind::Sleep),
+                kind: Some(JobKind::parse("sleep").expect("valid")),
                 ..Default::default()
             },
         ];

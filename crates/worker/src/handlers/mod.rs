@@ -1,7 +1,7 @@
 //! Job handlers: plain async functions of a context and a payload, registered by kind. They
 //! know nothing of RabbitMQ; the consumer maps their outcome to ack, retry or dead-letter.
 
-mod builtin;
+pub mod builtin;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -60,8 +60,8 @@ impl Registry {
     /// The built-in handlers: one per kind in the shared registry.
     pub fn builtin() -> Self {
         Registry::default()
-            .with(JobKind::Noop, builtin::noop)
-            .with(JobKind::Sleep, builtin::sleep)
+            .with(builtin::noop_kind(), builtin::noop)
+            .with(builtin::sleep_kind(), builtin::sleep)
     }
 
     /// Registers (or replaces) the handler of `kind`.
@@ -71,8 +71,8 @@ impl Registry {
     }
 
     /// The handler of `kind`, if registered.
-    pub fn get(&self, kind: JobKind) -> Option<Arc<dyn Handler>> {
-        self.handlers.get(&kind).cloned()
+    pub fn get(&self, kind: &JobKind) -> Option<Arc<dyn Handler>> {
+        self.handlers.get(kind).cloned()
     }
 }
 
@@ -83,8 +83,8 @@ mod tests {
     #[test]
     fn every_shared_kind_has_a_builtin_handler() {
         let registry = Registry::builtin();
-        for kind in JobKind::ALL {
-            assert!(registry.get(kind).is_some(), "{kind}");
+        for spec in builtin::specs() {
+            assert!(registry.get(&spec.name).is_some(), "{}", spec.name);
         }
     }
 }
