@@ -99,3 +99,25 @@ ensure_postgres() {
   echo "PostgreSQL did not answer on 127.0.0.1:$port within 30 s; see /var/log/postgresql/" >&2
   return 1
 }
+
+# The Python interpreter the protocol peer test (tests/tests/peer.rs) runs: a virtualenv with
+# pika, kept in the user's cache so a fresh clone reuses it. Exports OFFLOAD_PEER_PYTHON.
+ensure_peer_python() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/offload/peer-venv"
+  if ! "$venv/bin/python" -c "import pika" 2>/dev/null; then
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+      if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "python3 with venv is not installed; installing it with apt-get" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+      else
+        echo "The protocol peer test needs python3 with venv: install python3 and python3-venv" >&2
+        return 1
+      fi
+    fi
+    echo "creating $venv with pika for the protocol peer test" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q 'pika>=1.3,<2' >&2
+  fi
+  export OFFLOAD_PEER_PYTHON="$venv/bin/python"
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts RabbitMQ (with its management plugin) and PostgreSQL if
-# they are not answering, then `cargo test`.
+# they are not answering, makes the Python virtualenv of the protocol peer test, then `cargo test`.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +9,5 @@ source scripts/services.sh
 ensure_rabbitmq
 ensure_rabbitmq_management
 ensure_postgres
+ensure_peer_python
 cargo test --workspace "$@"
