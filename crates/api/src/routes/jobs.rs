@@ -515,6 +515,9 @@ fn job_response(headers: &HeaderMap, job: &JobRecord, status: StatusCode) -> Res
 }
 
 /// Reads the body up to `limit` bytes; a larger one is a 413 without reading the rest.
+/// A declared body up to this many times `OFFLOAD_MAX_BODY_BYTES` is read before its 413.
+const DRAIN_FACTOR: u64 = 4;
+
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -524,7 +527,15 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if let Some(len) = declared
+        && len > limit
+    {
+        // A client still sending its body when the 413 is written and the connection closed
+        // gets a broken pipe instead of the answer; so a body up to a few times the limit is read
+        // (and dropped) first. A larger one is answered at once.
+        if len <= limit.saturating_mul(DRAIN_FACTOR) {
+            let _ = to_bytes(body, usize::try_from(len).unwrap_or(usize::MAX)).await;
+        }
         return Err(ApiError::TooLarge(limit));
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
