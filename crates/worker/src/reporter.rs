@@ -21,7 +21,8 @@ use lapin::{
 };
 
 use offload_shared::{
-    JobEnvelope, JobEvent,
+    JobEnvelope, JobEvent, JobKind,
+    announce::{ANNOUNCEMENT_TYPE, Announcement},
     broker::{self, BrokerError},
     retry::RetryDelay,
     topology::{DELAY_HEADER, Names},
@@ -166,6 +167,55 @@ impl Reporter {
             &self.names.delay_exchange,
             next.kind.as_str(),
             &next.to_bytes(),
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// Sends a delivery of a kind this worker cannot run back to its kind's queue unchanged
+    /// (same body, same attempt) through the delay queue of `tier_ms`, the shortest: it waits
+    /// there, then the routing key (the kind) takes it to the work queue the kind is bound to.
+    /// Waits for the broker's confirm.
+    #[tracing::instrument(skip_all, fields(%kind))]
+    pub async fn return_to_queue(
+        &self,
+        kind: &JobKind,
+        body: &[u8],
+        original: &BasicProperties,
+        tier_ms: u64,
+    ) -> Result<(), BrokerError> {
+        let mut headers = original.headers().clone().unwrap_or_default();
+        put(&mut headers, DELAY_HEADER, &tier_ms.to_string());
+        let properties = original
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_expiration(ShortString::from(tier_ms.to_string()));
+        broker::publish_confirmed(
+            &self.channel,
+            &self.names.delay_exchange,
+            kind.as_str(),
+            body,
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// Publishes an announcement (or heartbeat) to the workers queue through the default
+    /// exchange, transient (the next heartbeat replaces a lost one), and waits for the confirm.
+    #[tracing::instrument(skip_all, fields(state = ?announcement.state))]
+    pub async fn announce(&self, announcement: &Announcement) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(1)
+            .with_content_type("application/json".into())
+            .with_type(ANNOUNCEMENT_TYPE.into());
+        broker::publish_confirmed(
+            &self.channel,
+            "",
+            &self.names.workers_queue,
+            &announcement.to_bytes(),
             properties,
             self.deadline,
         )
