@@ -508,6 +508,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn build_refuses_invalid_jobs_before_connecting() {
+        use crate::handlers::builtin::{Noop, Sleep};
+        struct Shouting;
+        impl Job for Shouting {
+            const KIND: &'static str = "NOOP";
+            type Payload = serde_json::Value;
+            type Output = serde_json::Value;
+            async fn run(
+                &self,
+                _ctx: crate::JobContext,
+                p: serde_json::Value,
+            ) -> Result<serde_json::Value, crate::JobError> {
+                Ok(p)
+            }
+        }
+        let mut settings = Settings::from_env().expect("defaults");
+        // Nothing listens there: an error about the jobs proves nothing was dialled.
+        settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned();
+        let builder = || Worker::builder(settings.clone());
+        let cases = [
+            (
+                builder().job(Noop).job(Sleep).job(Noop).build().await,
+                "\"noop\": registered twice",
+            ),
+            (
+                builder().job(Shouting).build().await,
+                "\"NOOP\": kind name \"NOOP\" is not valid",
+            ),
+            (builder().build().await, "no job kinds registered"),
+        ];
+        for (outcome, expected) in cases {
+            let Err(error) = outcome else {
+                panic!("{expected}: built");
+            };
+            let text = error.to_string();
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+    }
+
+    #[tokio::test]
     async fn an_unset_address_uses_the_default_port_when_it_is_free() {
         let (holder, default) = taken().await;
         drop(holder);

@@ -549,6 +549,80 @@ mod tests {
             .expect("registered")
     }
 
+    /// Waits for its context's cancellation, then reports how long it had left.
+    struct Patient;
+
+    impl crate::Job for Patient {
+        const KIND: &'static str = "patient";
+        type Payload = Value;
+        type Output = Value;
+
+        async fn run(&self, ctx: JobContext, _p: Value) -> Result<Value, JobError> {
+            ctx.cancelled().await;
+            Err(JobError::retryable(format!(
+                "cancelled with {} ms left",
+                ctx.remaining().as_millis()
+            )))
+        }
+    }
+
+    fn patient() -> Arc<dyn Handler> {
+        let mut registry = Registry::default();
+        registry.register(Patient).expect("valid");
+        registry
+            .get(&JobKind::parse("patient").expect("valid"))
+            .expect("registered")
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_cancels_the_context_of_a_running_job() {
+        let shutdown = CancellationToken::new();
+        let job = envelope(
+            JobKind::parse("patient").expect("valid"),
+            json!(null),
+            60_000,
+        );
+        let running = run(&job, patient(), "t".into(), &shutdown);
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            shutdown.cancel();
+        };
+        let (outcome, ()) = tokio::join!(running, stop);
+        let Outcome::Failed(JobError::Retryable(message)) = outcome else {
+            panic!("the handler gave up: {outcome:?}");
+        };
+        assert!(message.starts_with("cancelled with 59"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_context_carries_the_deadline_of_the_time_limit() {
+        struct Deadline;
+        impl crate::Job for Deadline {
+            const KIND: &'static str = "deadline";
+            type Payload = Value;
+            type Output = u128;
+            async fn run(&self, ctx: JobContext, _p: Value) -> Result<u128, JobError> {
+                Ok(ctx.remaining().as_millis())
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register(Deadline).expect("valid");
+        let kind = JobKind::parse("deadline").expect("valid");
+        let handler = registry.get(&kind).expect("registered");
+        let outcome = run(
+            &envelope(kind, json!(null), 5_000),
+            handler,
+            "t".into(),
+            &CancellationToken::new(),
+        )
+        .await;
+        let Outcome::Succeeded(left) = outcome else {
+            panic!("{outcome:?}");
+        };
+        let left = left.as_u64().expect("a number");
+        assert!((4_000..=5_000).contains(&left), "{left} ms left of 5000");
+    }
+
     #[tokio::test]
     async fn overrunning_and_panicking_handlers_become_retryable_failures() {
         let worker: Arc<str> = "t".into();
