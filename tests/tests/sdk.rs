@@ -219,8 +219,9 @@ async fn a_worker_with_an_invalid_kind_name_refuses_to_start_naming_why() {
     let env = TestEnv::new().await;
     // A broker that is not there: the refusal comes before connecting.
     let nowhere = [("OFFLOAD_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")];
-    let path = program("misconfigured-worker", false);
-    let (status, logs) = WorkerProcess::program_failing(&env, &path, &nowhere).await;
+    let vars = [nowhere[0], ("SDK_TEST_JOBS", "bad-kind")];
+    let path = program("sdk-test-worker", false);
+    let (status, logs) = WorkerProcess::program_failing(&env, &path, &vars).await;
     assert!(!status.success(), "{status}: {logs}");
     assert!(logs.contains("cannot run job kind \"Bad Kind\""), "{logs}");
     assert!(logs.contains("kind name"), "{logs}");
@@ -276,6 +277,67 @@ async fn a_worker_without_the_kind_returns_its_jobs_to_the_queue_for_one_that_ha
         assert_eq!(result["top"][0]["word"], top, "{result}");
     }
     delete_text_queue(&env).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_is_per_queue_and_jobs_given_up_on_shutdown_go_back_on_the_same_attempt() {
+    let env = TestEnv::new().await;
+    let path = program("sdk-test-worker", false);
+    let vars = [
+        ("SDK_TEST_JOBS", "patient,patient.other"),
+        ("OFFLOAD_WORKER_HEARTBEAT_S", "1"),
+    ];
+    let mut worker = WorkerProcess::start_program(&env, &path, "patient-1", 1, &vars).await;
+    let other_queue = env
+        .names
+        .work_queue(&QueueName::parse("other").expect("valid"));
+
+    // With prefetch 1, one long job per queue: both run at once, since the prefetch is per queue.
+    let mut long = job("");
+    long.kind = JobKind::parse("patient").expect("valid");
+    long.payload = json!({"ms": 600_000});
+    let mut other = job("");
+    other.id = JobId::new();
+    other.kind = JobKind::parse("patient.other").expect("valid");
+    other.payload = json!({"ms": 600_000});
+    publish_to_queue(&env, &env.names.jobs_queue, &long).await;
+    publish_to_queue(&env, &other_queue, &other).await;
+    events(&env, &[long.id, other.id], JobStatus::Running).await;
+    let busy = announcement(&env, "a heartbeat with both jobs in flight", |a| {
+        a.worker == "patient-1" && a.in_flight == 2
+    })
+    .await;
+    let default = QueueName::default_queue();
+    assert_eq!(
+        busy.queues,
+        [default, QueueName::parse("other").expect("valid")]
+    );
+
+    // SIGTERM: their contexts are cancelled, they give up, and go back unspent.
+    worker.terminate();
+    assert!(worker.wait_exit(WITHIN).await.success());
+    let channel = env.broker.create_channel().await.expect("channel");
+    for (queue, sent) in [(&env.names.jobs_queue, &long), (&other_queue, &other)] {
+        let back = take_all(&channel, queue).await;
+        assert_eq!(back.len(), 1, "{queue}");
+        let envelope = JobEnvelope::from_bytes(&back[0]).expect("an envelope");
+        assert_eq!((envelope.id, envelope.attempt), (sent.id, 1), "{queue}");
+    }
+    let later: Vec<JobEvent> = take_all(&channel, &env.names.events_queue)
+        .await
+        .iter()
+        .flat_map(|body| JobEvent::parse_message(body))
+        .filter_map(Result::ok)
+        .filter(|e| e.status != JobStatus::Running)
+        .collect();
+    assert!(later.is_empty(), "no attempt ended: {later:?}");
+    let _ = channel
+        .queue_delete(
+            ShortString::from(other_queue.as_str()),
+            QueueDeleteOptions::default(),
+        )
+        .await;
     env.cleanup().await;
 }
 
