@@ -341,6 +341,63 @@ async fn prefetch_is_per_queue_and_jobs_given_up_on_shutdown_go_back_on_the_same
     env.cleanup().await;
 }
 
+/// Closes the broker connection of the worker named `name` (`rabbitmqctl close_connection`),
+/// as a network cut would; other connections are left alone.
+fn close_connection_of(name: &str) {
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let wanted = format!("\"offload-worker {name}\"");
+    let pid = text
+        .lines()
+        .find(|l| l.contains(&wanted))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no connection of {name}:\n{text}"));
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", pid, "the sdk test cuts it"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(closed.status.success(), "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_connection_the_worker_announces_itself_again_and_consumes() {
+    let env = TestEnv::new().await;
+    // Heartbeats far apart: an announcement within the test comes from the reconnection.
+    let path = program("text_stats", true);
+    let vars = [("OFFLOAD_WORKER_HEARTBEAT_S", "300")];
+    let worker = WorkerProcess::start_program(&env, &path, "stats-re", 1, &vars).await;
+    let first = announcement(&env, "the first announcement", |a| a.worker == "stats-re").await;
+
+    close_connection_of("stats-re");
+    let again = announcement(&env, "an announcement after reconnecting", |a| {
+        a.worker == "stats-re" && a.at > first.at
+    })
+    .await;
+    assert_eq!(again.state, WorkerState::Alive);
+    assert_eq!(again.started_at, first.started_at, "the same process");
+    assert!(
+        worker.logs().iter().any(|l| l.contains("lost the broker")),
+        "the connection was really lost"
+    );
+    let envelope = job("again and again");
+    publish_to_queue(&env, &text_queue(&env), &envelope).await;
+    let done = events(&env, &[envelope.id], JobStatus::Succeeded)
+        .await
+        .remove(0);
+    assert_eq!(done.worker, "stats-re");
+    delete_text_queue(&env).await;
+    env.cleanup().await;
+}
+
 /// Needs the API side of issue 10 (the API records announced kinds and binds them); until it
 /// is merged the API answers 422 (unknown kind) for `text.stats`. Remove the `ignore` then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

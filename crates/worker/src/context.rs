@@ -57,7 +57,8 @@ pub struct JobContext {
     /// When this attempt's time limit ends: past it the handler is stopped and the attempt
     /// counts as failed (retryable).
     pub deadline: Instant,
-    /// Fired when the worker shuts down (the grace period begins) or the deadline passes.
+    /// Fired when the worker shuts down (the grace period begins) or the deadline passes, and
+    /// in any case once the attempt is over, so work the handler spawned with a clone stops too.
     pub cancellation: CancellationToken,
 }
 
