@@ -137,13 +137,7 @@ where
 }
 
 fn queued(id: JobId) -> JobRecord {
-    JobRecord::queued(
-        id,
-        JobKind::parse("noop").expect("valid"),
-        5,
-        1000,
-        OffsetDateTime::now_utc(),
-    )
+    JobRecord::queued(id, JobKind::parse("noop").expect("valid"), 5, 1000, OffsetDateTime::now_utc())
 }
 
 /// A job recorded before its publish, as the submit path writes it when it cannot wait.
@@ -909,36 +903,16 @@ async fn history(store: &Store, ids: &[JobId; 5]) -> Vec<Vec<Written>> {
     dead.error = Some("boom".into());
     let batches = vec![
         vec![
-            insert(
-                job(a, JobKind::parse("noop").expect("valid")),
-                json!({"n": 1}),
-                Some(key.clone()),
-            ),
-            insert(
-                job(b, JobKind::parse("sleep").expect("valid")),
-                json!({"ms": 5}),
-                None,
-            ),
-            insert(
-                job(c, JobKind::parse("noop").expect("valid")),
-                json!([]),
-                None,
-            ),
-            insert(
-                job(d, JobKind::parse("noop").expect("valid")),
-                json!(null),
-                None,
-            ),
+            insert(job(a, JobKind::parse("noop").expect("valid")), json!({"n": 1}), Some(key.clone())),
+            insert(job(b, JobKind::parse("sleep").expect("valid")), json!({"ms": 5}), None),
+            insert(job(c, JobKind::parse("noop").expect("valid")), json!([]), None),
+            insert(job(d, JobKind::parse("noop").expect("valid")), json!(null), None),
         ],
         vec![
             Write::Event(event(a, 1, JobStatus::Running, at(1))),
             Write::Event(done),
             Write::Event(event(a, 1, JobStatus::Running, at(3))),
-            insert(
-                job(e, JobKind::parse("noop").expect("valid")),
-                json!({}),
-                Some(key),
-            ),
+            insert(job(e, JobKind::parse("noop").expect("valid")), json!({}), Some(key)),
             Write::Delete(d),
         ],
         vec![
