@@ -42,6 +42,25 @@
 //! }
 //! ```
 //!
+//! # One dependency
+//! `serde` and `schemars` are re-exported, so a worker's crate can derive with this crate's
+//! versions without depending on them itself:
+//!
+//! ```
+//! use offload_worker::{schemars::JsonSchema, serde::Deserialize};
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! #[serde(crate = "offload_worker::serde", deny_unknown_fields)]
+//! #[schemars(crate = "offload_worker::schemars")]
+//! struct Resize {
+//!     /// Width in pixels.
+//!     width: u32,
+//! }
+//!
+//! let schema = offload_worker::schemars::schema_for!(Resize);
+//! assert_eq!(schema.as_value()["properties"]["width"]["type"], "integer");
+//! ```
+//!
 //! # Layout
 //! - [`job`]: the [`Job`] trait: kind, queue, defaults, payload and output types, `run`.
 //! - [`context`]: [`JobContext`]: the job's id, attempt, deadline and cancellation.
