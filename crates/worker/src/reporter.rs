@@ -155,7 +155,7 @@ impl Reporter {
         }
         // The delay exchange picks the delay queue by this header; the routing key (the kind)
         // takes the job back to its kind's work queue when it expires.
-        let mut headers = original.headers().clone().unwrap_or_default();
+        let mut headers = republished_headers(original);
         put(&mut headers, DELAY_HEADER, &delay.tier_ms.to_string());
         let properties = original
             .clone()
@@ -185,7 +185,7 @@ impl Reporter {
         original: &BasicProperties,
         tier_ms: u64,
     ) -> Result<(), BrokerError> {
-        let mut headers = original.headers().clone().unwrap_or_default();
+        let mut headers = republished_headers(original);
         put(&mut headers, DELAY_HEADER, &tier_ms.to_string());
         let properties = original
             .clone()
@@ -322,6 +322,21 @@ fn split(events: Vec<Pending>, max_bytes: usize) -> Vec<Batch> {
     batches
 }
 
+/// The headers a delivery's message keeps when it is published again as a new message: all but
+/// the quorum queue's `x-delivery-count`, which counts deliveries of the old message and would
+/// make the new one look redelivered (and near the delivery limit) on its first delivery.
+fn republished_headers(original: &BasicProperties) -> FieldTable {
+    let headers = original.headers().clone().unwrap_or_default();
+    FieldTable::from(
+        headers
+            .inner()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "x-delivery-count")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+}
+
 fn put(headers: &mut FieldTable, key: &str, value: &str) {
     headers.insert(
         ShortString::from(key),
@@ -332,6 +347,16 @@ fn put(headers: &mut FieldTable, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_republished_message_does_not_carry_the_old_delivery_count() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(3));
+        put(&mut headers, "x-request-id", "r1");
+        let kept = republished_headers(&BasicProperties::default().with_headers(headers));
+        assert!(!kept.contains_key("x-delivery-count"));
+        assert!(kept.contains_key("x-request-id"));
+    }
     use offload_shared::{JobId, JobStatus};
 
     fn ev(id: JobId, attempt: u32, status: JobStatus) -> JobEvent {
