@@ -66,6 +66,8 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
             .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
             .expect("the test executable lives in target/<profile>/deps");
         let mut build = offload_shared::build::workspace_bins(dir.ends_with("release"));
+        // The SDK's example worker too (tests/tests/sdk.rs runs it): one build, one lock.
+        build.args(["--example", "text_stats"]);
         build.current_dir(env!("CARGO_MANIFEST_DIR"));
         let status = build.status().expect("cargo runs");
         assert!(
@@ -74,6 +76,18 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
         );
         (dir.join("offload-api"), dir.join("offload-worker"))
     })
+}
+
+/// Path of a program of this workspace, after building the binaries: a binary (`offload-api`,
+/// `misconfigured-worker`) or, with `example`, the SDK example of that name (`text_stats`).
+pub fn program(name: &str, example: bool) -> PathBuf {
+    let api = &binaries().0;
+    let dir = api.parent().expect("target/<profile>");
+    if example {
+        dir.join("examples").join(name)
+    } else {
+        dir.join(name)
+    }
 }
 
 /// First retry delay in the tests: short, so retries are quick to watch.
@@ -524,12 +538,44 @@ impl WorkerProcess {
 
     /// Starts a worker that is expected to fail at start-up; returns its exit status and logs.
     pub async fn start_failing(env: &TestEnv, extra: &[(&str, &str)]) -> (ExitStatus, String) {
-        let mut proc = Self::spawn(env, "failing", 1, extra);
+        Self::program_failing(env, &binaries().1, extra).await
+    }
+
+    /// Like [`WorkerProcess::start_failing`], running `program` (see [`program`]).
+    pub async fn program_failing(
+        env: &TestEnv,
+        program: &Path,
+        extra: &[(&str, &str)],
+    ) -> (ExitStatus, String) {
+        let mut proc = Self::spawn_program(env, program, "failing", 1, extra);
         let status = proc.wait_exit(Duration::from_secs(20)).await;
         (status, proc.logs().join("\n"))
     }
 
+    /// Starts `program` (a worker built on the SDK, see [`program`]) named `name` with
+    /// `prefetch`; returns once it consumes.
+    pub async fn start_program(
+        env: &TestEnv,
+        program: &Path,
+        name: &str,
+        prefetch: u16,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let proc = Self::spawn_program(env, program, name, prefetch, extra);
+        Self::started(proc, name).await
+    }
+
     fn spawn(env: &TestEnv, name: &str, prefetch: u16, extra: &[(&str, &str)]) -> Proc {
+        Self::spawn_program(env, &binaries().1, name, prefetch, extra)
+    }
+
+    fn spawn_program(
+        env: &TestEnv,
+        program: &Path,
+        name: &str,
+        prefetch: u16,
+        extra: &[(&str, &str)],
+    ) -> Proc {
         let mut vars = env.vars();
         vars.push(("OFFLOAD_WORKER_NAME".into(), name.to_owned()));
         vars.push(("OFFLOAD_PREFETCH".into(), prefetch.to_string()));
@@ -538,7 +584,18 @@ impl WorkerProcess {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        Proc::spawn(&format!("offload-worker {name}"), &binaries().1, &vars)
+        Proc::spawn(&format!("offload-worker {name}"), program, &vars)
+    }
+
+    /// The sum of this worker's `offload_worker_jobs_total` samples with all of `labels`.
+    pub async fn settled(&self, labels: &[&str]) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics_base))
+            .await
+            .expect("worker metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric_sum(&text, "offload_worker_jobs_total", labels)
     }
 
     /// Jobs this worker settled as succeeded, by its own `/metrics`.

@@ -138,6 +138,11 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_HEARTBEAT_S", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=600))]
     pub heartbeat_s: u16,
 
+    /// [worker] Seconds between a worker's announcements (heartbeats) to the API; the API counts
+    /// a worker gone after three missed ones. Not the AMQP heartbeat (OFFLOAD_HEARTBEAT_S).
+    #[arg(long, env = "OFFLOAD_WORKER_HEARTBEAT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub worker_heartbeat_s: u64,
+
     /// [api] Default run-time limit of a job in seconds, when the request names none.
     #[arg(long, env = "OFFLOAD_JOB_TIMEOUT_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
     pub job_timeout_s: u64,
@@ -318,6 +323,7 @@ mod tests {
     fn defaults_parse() {
         let s = Settings::try_parse_from(["offload"]).expect("defaults are valid");
         assert_eq!(s.prefetch, 1);
+        assert_eq!(s.worker_heartbeat_s, 10);
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
         assert_eq!(s.max_result_bytes, 1024 * 1024);
@@ -378,6 +384,10 @@ mod tests {
                 "--max-result-bytes",
             ),
             (&["offload", "--retention-s", "0"], "--retention-s"),
+            (
+                &["offload", "--worker-heartbeat-s", "301"],
+                "--worker-heartbeat-s",
+            ),
             (
                 &["offload", "--idempotency-ttl-s", "0"],
                 "--idempotency-ttl-s",

@@ -1,34 +1,44 @@
-//! Building and running a worker: connect, declare, consume with `basic.qos(prefetch)`, run up
-//! to `prefetch` jobs at once. When the broker connection is lost the worker abandons the jobs
-//! of that connection (the broker redelivers them), reconnects with back-off, redeclares and
-//! consumes again. On shutdown it stops taking jobs and drains within the grace period.
+//! Running a worker: connect, declare its queues, announce itself, consume each of its queues
+//! with `basic.qos(prefetch)`, run up to `prefetch` jobs per queue at once, heartbeat. When the
+//! broker connection is lost the worker abandons the jobs of that connection (the broker
+//! redelivers them), reconnects with back-off, redeclares, announces and consumes again. On
+//! shutdown it stops taking jobs, cancels its jobs' contexts, says it is leaving, and drains
+//! within the grace period.
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     pin::pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, stream};
 use lapin::{
     Channel, Connection,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{FieldTable, ShortString},
 };
+use time::OffsetDateTime;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    QueueType, Settings, broker,
+    QueueType, Settings,
+    announce::WorkerState,
+    broker,
+    kinds::QueueName,
     session::{self, OpenError, Opened},
     settings::DEFAULT_METRICS_ADDR,
-    topology::Names,
+    topology,
 };
 
 use crate::{
+    Job, WorkerError,
+    announcer::Announcer,
     consumer::JobRunner,
     handlers::Registry,
     http::{self, Probe},
@@ -36,34 +46,14 @@ use crate::{
     reporter::Reporter,
 };
 
-/// Why the worker could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The broker is unreachable, or its queues exist with other arguments.
-    #[error(transparent)]
-    Open(#[from] OpenError),
-    /// The metrics address could not be bound.
-    #[error(
-        "cannot listen on {addr} (OFFLOAD_METRICS_ADDR): {source}. Free the port, or set \
-         OFFLOAD_METRICS_ADDR to another address (port 0 picks a free one), or leave it unset \
-         to use 0.0.0.0:9090 or else a free port."
-    )]
-    Bind {
-        /// The address asked for (`OFFLOAD_METRICS_ADDR`, or the default).
-        addr: SocketAddr,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// One connection's worth of broker state. Dropped as a whole when the connection is lost:
 /// nothing of it (channels, delivery tags) is reused on the next connection.
 struct Session {
     connection: Connection,
     jobs: Channel,
     reporter: Reporter,
-    names: Names,
+    /// The work queues consumed, by queue name.
+    work_queues: Vec<String>,
 }
 
 /// How a session ended.
@@ -74,39 +64,129 @@ enum SessionEnd {
     Lost(String),
 }
 
-/// A built worker, connected and ready to consume.
-pub struct Application {
+/// Sets up a [`Worker`]: the settings it runs with and the [`Job`]s it runs.
+///
+/// ```no_run
+/// use offload_worker::{Settings, Worker, handlers::builtin::{Noop, Sleep}};
+///
+/// # async fn start() -> Result<(), offload_worker::WorkerError> {
+/// let token = offload_worker::shutdown::on_signal();
+/// Worker::builder(Settings::load())
+///     .job(Noop)
+///     .job(Sleep)
+///     .build()
+///     .await?
+///     .run_until_stopped(token)
+///     .await
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct WorkerBuilder {
     settings: Settings,
-    worker: Arc<str>,
-    registry: Arc<Registry>,
-    session: Session,
-    listener: TcpListener,
-    probe: Probe,
+    registry: Registry,
+    refused: Option<WorkerError>,
 }
 
-impl Application {
-    /// Connects, declares the topology and sets the prefetch, with the built-in handlers.
-    pub async fn build(settings: Settings) -> Result<Self, WorkerError> {
-        Self::build_with(settings, Registry::builtin()).await
+impl WorkerBuilder {
+    /// Adds `job`'s kind. A job that cannot be run (an invalid kind or queue name, a kind added
+    /// twice, a spec that does not compile) makes [`WorkerBuilder::build`] fail, naming it.
+    ///
+    /// ```
+    /// use offload_worker::{Settings, Worker, handlers::builtin::Noop};
+    /// let builder = Worker::builder(Settings::from_env().unwrap()).job(Noop);
+    /// ```
+    pub fn job<J: Job>(mut self, job: J) -> Self {
+        if self.refused.is_none()
+            && let Err(e) = self.registry.register(job)
+        {
+            self.refused = Some(e);
+        }
+        self
     }
 
-    /// Like [`Application::build`], with the given handlers.
-    pub async fn build_with(settings: Settings, registry: Registry) -> Result<Self, WorkerError> {
+    /// Checks the jobs, then connects, declares the topology and the work queues of the jobs'
+    /// queues, and binds the metrics endpoint. Refuses invalid jobs before connecting.
+    ///
+    /// ```
+    /// use offload_worker::{Settings, Worker, WorkerError};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let refused = Worker::builder(Settings::from_env().unwrap()).build().await;
+    /// assert!(matches!(refused, Err(WorkerError::NoJobs)));
+    /// # });
+    /// ```
+    pub async fn build(self) -> Result<Worker, WorkerError> {
+        let WorkerBuilder {
+            settings,
+            registry,
+            refused,
+        } = self;
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        if registry.is_empty() {
+            return Err(WorkerError::NoJobs);
+        }
         let worker: Arc<str> = settings.worker_name().into();
-        let session = open_session(&settings, &worker, settings.broker_timeout()).await?;
+        let queues: Arc<[QueueName]> = registry.queues().into();
+        let session = open_session(&settings, &worker, &queues, settings.broker_timeout()).await?;
         let listener = bind_metrics(settings.metrics_addr, DEFAULT_METRICS_ADDR).await?;
         let probe = Probe {
             metrics: Arc::new(WorkerMetrics::default()),
             consuming: Arc::new(AtomicBool::new(false)),
         };
-        Ok(Application {
+        let announcer = Announcer {
+            worker: worker.clone(),
+            kinds: registry.specs().into(),
+            queues,
+            prefetch: settings.prefetch,
+            heartbeat_s: settings.worker_heartbeat_s,
+            started_at: OffsetDateTime::now_utc(),
+            metrics: probe.metrics.clone(),
+        };
+        Ok(Worker {
             settings,
             worker,
             registry: Arc::new(registry),
             session,
             listener,
             probe,
+            announcer,
         })
+    }
+}
+
+/// A built worker, connected and ready to consume: its jobs' queues are declared and its metrics
+/// endpoint is bound. [`Worker::run_until_stopped`] runs it.
+///
+/// ```no_run
+/// # async fn start(worker: offload_worker::Worker) -> Result<(), offload_worker::WorkerError> {
+/// println!("{} serves metrics on port {}", worker.name(), worker.port());
+/// worker.run_until_stopped(offload_worker::shutdown::on_signal()).await
+/// # }
+/// ```
+pub struct Worker {
+    settings: Settings,
+    worker: Arc<str>,
+    registry: Arc<Registry>,
+    session: Session,
+    listener: TcpListener,
+    probe: Probe,
+    announcer: Announcer,
+}
+
+impl Worker {
+    /// A builder of a worker with `settings` (usually `Settings::load()`) and no jobs yet.
+    ///
+    /// ```
+    /// use offload_worker::{Settings, Worker, handlers::builtin::Sleep};
+    /// let builder = Worker::builder(Settings::from_env().unwrap()).job(Sleep);
+    /// ```
+    pub fn builder(settings: Settings) -> WorkerBuilder {
+        WorkerBuilder {
+            settings,
+            registry: Registry::default(),
+            refused: None,
+        }
     }
 
     /// The bound metrics address (useful with port 0).
@@ -121,7 +201,7 @@ impl Application {
         self.local_addr().port()
     }
 
-    /// The worker's name in job status.
+    /// The worker's name in job status and announcements.
     pub fn name(&self) -> &str {
         &self.worker
     }
@@ -129,13 +209,14 @@ impl Application {
     /// Consumes until `token` is cancelled, reconnecting whenever the broker is lost. A
     /// topology mismatch found on reconnection is an error.
     pub async fn run_until_stopped(self, token: CancellationToken) -> Result<(), WorkerError> {
-        let Application {
+        let Worker {
             settings,
             worker,
             registry,
             session,
             listener,
             probe,
+            announcer,
         } = self;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "metrics listening");
@@ -146,16 +227,23 @@ impl Application {
                 .with_graceful_shutdown(server_token.clone().cancelled_owned())
                 .into_future(),
         );
+        let running = Running {
+            settings: &settings,
+            registry: &registry,
+            probe: &probe,
+            announcer: &announcer,
+            unknown_kinds: Arc::default(),
+        };
         let mut session = Some(session);
         loop {
             let current = match session.take() {
                 Some(s) => s,
-                None => match reconnect(&settings, &worker, &token).await? {
+                None => match reconnect(&settings, &worker, &announcer.queues, &token).await? {
                     Some(s) => s,
                     None => break,
                 },
             };
-            match consume(current, &settings, &registry, &probe, &token).await {
+            match running.consume(current, &token).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost(why) => {
                     tracing::warn!(reason = %why, "lost the broker; abandoned this connection's jobs to redelivery, reconnecting");
@@ -201,11 +289,13 @@ async fn bind_metrics(
     Ok(listener)
 }
 
-/// Connects and declares with `settings`' deadlines; the session's reports get `report_deadline`.
+/// Connects, declares the topology and the work queues of `queues`; the session's reports get
+/// `report_deadline`.
 async fn open_session(
     settings: &Settings,
     worker: &Arc<str>,
-    report_deadline: std::time::Duration,
+    queues: &[QueueName],
+    report_deadline: Duration,
 ) -> Result<Session, WorkerError> {
     let Opened {
         connection,
@@ -213,21 +303,17 @@ async fn open_session(
         confirms: reports,
         plain: jobs,
     } = session::open(settings, &format!("offload-worker {worker}")).await?;
-    // Fair dispatch: the broker sends this worker at most `prefetch` unacknowledged jobs, so a
-    // busy worker is skipped and its jobs go to idle ones.
-    broker::with_deadline(
-        settings.broker_timeout(),
-        "set the prefetch",
-        jobs.basic_qos(settings.prefetch, BasicQosOptions::default()),
-    )
-    .await
-    .map_err(|source| OpenError::unreachable(settings, source))?;
+    // Only the queues of this worker's kinds: the API binds kinds to them once it has recorded
+    // them from the announcement, and jobs submitted before then wait here.
+    let work_queues = topology::declare_work_queues(&connection, settings, queues)
+        .await
+        .map_err(OpenError::from)?;
     let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline);
     Ok(Session {
         connection,
         jobs,
         reporter,
-        names,
+        work_queues,
     })
 }
 
@@ -236,6 +322,7 @@ async fn open_session(
 async fn reconnect(
     settings: &Settings,
     worker: &Arc<str>,
+    queues: &[QueueName],
     token: &CancellationToken,
 ) -> Result<Option<Session>, WorkerError> {
     // The session's reports keep the full deadline; only connecting and declaring are cut.
@@ -243,108 +330,170 @@ async fn reconnect(
     let opened = broker::reconnect(
         settings,
         token,
-        |quick| async move { open_session(&quick, worker, report_deadline).await },
+        |quick| async move { open_session(&quick, worker, queues, report_deadline).await },
         |e: &WorkerError| matches!(e, WorkerError::Open(open) if open.is_fatal()),
     );
     opened.await
 }
 
-/// Runs one session until shutdown or loss of the connection.
-async fn consume(
-    session: Session,
+/// What every session of one run shares.
+struct Running<'a> {
+    settings: &'a Settings,
+    registry: &'a Arc<Registry>,
+    probe: &'a Probe,
+    announcer: &'a Announcer,
+    /// Kinds without a handler warned about, across reconnections.
+    unknown_kinds: Arc<Mutex<HashSet<offload_shared::JobKind>>>,
+}
+
+impl Running<'_> {
+    /// Runs one session until shutdown or loss of the connection.
+    async fn consume(&self, session: Session, token: &CancellationToken) -> SessionEnd {
+        let Session {
+            connection,
+            jobs,
+            reporter,
+            work_queues,
+        } = session;
+        let settings = self.settings;
+        let deadline = settings.broker_timeout();
+        // Announced before consuming: the API binds this worker's kinds when it reads this.
+        self.announcer.send(&reporter, WorkerState::Alive).await;
+        let mut consumers = Vec::with_capacity(work_queues.len());
+        let mut tags = Vec::with_capacity(work_queues.len());
+        for queue in &work_queues {
+            let tag = ShortString::from(format!("{}.{queue}", reporter.worker()));
+            match start_consumer(&jobs, queue, tag.clone(), settings).await {
+                Ok(consumer) => consumers.push(consumer),
+                Err(why) => return SessionEnd::Lost(why),
+            }
+            tags.push(tag);
+        }
+        // Every queue's deliveries flow into one runner; `None` marks a consumer the broker ended.
+        let mut deliveries = stream::select_all(
+            consumers
+                .into_iter()
+                .map(|c| c.map(Some).chain(stream::once(async { None })).boxed()),
+        );
+        tracing::info!(
+            worker = %reporter.worker(),
+            queues = ?work_queues,
+            prefetch = settings.prefetch,
+            "consuming"
+        );
+        let shutdown = CancellationToken::new();
+        let runner = JobRunner {
+            registry: self.registry.clone(),
+            reporter: reporter.clone(),
+            retry: settings.retry_policy(),
+            metrics: self.probe.metrics.clone(),
+            delivery_limit: (settings.queue_type == QueueType::Quorum)
+                .then_some(settings.delivery_limit),
+            max_result_bytes: settings.max_result_bytes(),
+            shutdown: shutdown.clone(),
+            unknown_kinds: self.unknown_kinds.clone(),
+        };
+
+        // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
+        // tags belong to this connection) are redelivered by the broker.
+        let mut running = JoinSet::new();
+        // Heartbeats in flight, aborted with the session.
+        let mut beats = JoinSet::new();
+        let watched = [&jobs, reporter.channel()];
+        let mut lost = pin!(broker::lost(&connection, &watched));
+        let period = Duration::from_secs(settings.worker_heartbeat_s);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.probe.consuming.store(true, Ordering::Relaxed);
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = token.cancelled() => break None,
+                () = &mut lost => break Some("the connection or a channel closed".to_owned()),
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = heartbeat.tick() => {
+                    // In its own task: a slow confirm must not hold up deliveries.
+                    while beats.try_join_next().is_some() {}
+                    let (announcer, reporter) = (self.announcer.clone(), reporter.clone());
+                    beats.spawn(async move { announcer.send(&reporter, WorkerState::Alive).await });
+                }
+                next = deliveries.next() => match next {
+                    Some(Some(Ok(delivery))) => {
+                        running.spawn(runner.clone().process(delivery));
+                    }
+                    Some(Some(Err(e))) => break Some(e.to_string()),
+                    Some(None) | None => break Some("the broker ended a consumer".to_owned()),
+                },
+            }
+        };
+        self.probe.consuming.store(false, Ordering::Relaxed);
+        if let Some(why) = end {
+            return SessionEnd::Lost(why);
+        }
+
+        // Shutdown: stop taking jobs; the ones running keep their channel until they finish.
+        for tag in tags {
+            let _ = broker::with_deadline(
+                deadline,
+                "cancel a consumer",
+                jobs.basic_cancel(tag, BasicCancelOptions::default()),
+            )
+            .await;
+        }
+        beats.abort_all();
+        // The grace period begins: handlers that watch their context may stop early, and their
+        // jobs go back to the queue without spending an attempt.
+        shutdown.cancel();
+        self.announcer.send(&reporter, WorkerState::Leaving).await;
+        let grace = settings.shutdown_grace();
+        tracing::info!(running = running.len(), ?grace, "draining");
+        let drain = async { while running.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(
+                unfinished = running.len(),
+                "grace period over; unfinished jobs go back to the queue"
+            );
+            running.abort_all();
+        }
+        let _ = tokio::time::timeout(
+            deadline,
+            connection.close(200, "offload-worker shutting down".into()),
+        )
+        .await;
+        SessionEnd::Stopped
+    }
+}
+
+/// Starts consuming `queue` under `tag`, after setting the prefetch for this consumer.
+async fn start_consumer(
+    jobs: &Channel,
+    queue: &str,
+    tag: ShortString,
     settings: &Settings,
-    registry: &Arc<Registry>,
-    probe: &Probe,
-    token: &CancellationToken,
-) -> SessionEnd {
-    let Session {
-        connection,
-        jobs,
-        reporter,
-        names,
-    } = session;
+) -> Result<lapin::Consumer, String> {
     let deadline = settings.broker_timeout();
-    let tag = ShortString::from(reporter.worker().to_string());
-    let consumer = broker::with_deadline(
+    // Fair dispatch: the broker sends this consumer at most `prefetch` unacknowledged jobs, so a
+    // busy worker is skipped and its jobs go to idle ones. `global: false` applies it to the
+    // consumer started next, so the prefetch is per queue.
+    broker::with_deadline(
+        deadline,
+        "set the prefetch",
+        jobs.basic_qos(settings.prefetch, BasicQosOptions { global: false }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    broker::with_deadline(
         deadline,
         "start consuming",
         jobs.basic_consume(
-            ShortString::from(names.jobs_queue.as_str()),
-            tag.clone(),
+            ShortString::from(queue),
+            tag,
             BasicConsumeOptions::default(),
             FieldTable::default(),
         ),
     )
-    .await;
-    let mut consumer = match consumer {
-        Ok(c) => c,
-        Err(e) => return SessionEnd::Lost(e.to_string()),
-    };
-    tracing::info!(
-        worker = %reporter.worker(),
-        queue = %names.jobs_queue,
-        prefetch = settings.prefetch,
-        "consuming"
-    );
-    let runner = JobRunner {
-        registry: registry.clone(),
-        reporter: reporter.clone(),
-        retry: settings.retry_policy(),
-        metrics: probe.metrics.clone(),
-        delivery_limit: (settings.queue_type == QueueType::Quorum)
-            .then_some(settings.delivery_limit),
-        max_result_bytes: settings.max_result_bytes(),
-    };
-
-    // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
-    // tags belong to this connection) are redelivered by the broker.
-    let mut running = JoinSet::new();
-    let watched = [&jobs, reporter.channel()];
-    let mut lost = pin!(broker::lost(&connection, &watched));
-    probe.consuming.store(true, Ordering::Relaxed);
-    let end = loop {
-        tokio::select! {
-            biased;
-            () = token.cancelled() => break None,
-            () = &mut lost => break Some("the connection or a channel closed".to_owned()),
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    running.spawn(runner.clone().process(delivery));
-                }
-                Some(Err(e)) => break Some(e.to_string()),
-                None => break Some("the broker ended the consumer".to_owned()),
-            },
-        }
-    };
-    probe.consuming.store(false, Ordering::Relaxed);
-    if let Some(why) = end {
-        return SessionEnd::Lost(why);
-    }
-
-    // Shutdown: stop taking jobs; the ones running keep their channel until they finish.
-    let _ = broker::with_deadline(
-        deadline,
-        "cancel the consumer",
-        jobs.basic_cancel(tag, BasicCancelOptions::default()),
-    )
-    .await;
-    let grace = settings.shutdown_grace();
-    tracing::info!(running = running.len(), ?grace, "draining");
-    let drain = async { while running.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, drain).await.is_err() {
-        tracing::warn!(
-            unfinished = running.len(),
-            "grace period over; unfinished jobs go back to the queue"
-        );
-        running.abort_all();
-    }
-    let _ = tokio::time::timeout(
-        deadline,
-        connection.close(200, "offload-worker shutting down".into()),
-    )
-    .await;
-    SessionEnd::Stopped
+    .await
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -356,6 +505,46 @@ mod tests {
         let holder = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = holder.local_addr().expect("addr");
         (holder, addr)
+    }
+
+    #[tokio::test]
+    async fn build_refuses_invalid_jobs_before_connecting() {
+        use crate::handlers::builtin::{Noop, Sleep};
+        struct Shouting;
+        impl Job for Shouting {
+            const KIND: &'static str = "NOOP";
+            type Payload = serde_json::Value;
+            type Output = serde_json::Value;
+            async fn run(
+                &self,
+                _ctx: crate::JobContext,
+                p: serde_json::Value,
+            ) -> Result<serde_json::Value, crate::JobError> {
+                Ok(p)
+            }
+        }
+        let mut settings = Settings::from_env().expect("defaults");
+        // Nothing listens there: an error about the jobs proves nothing was dialled.
+        settings.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned();
+        let builder = || Worker::builder(settings.clone());
+        let cases = [
+            (
+                builder().job(Noop).job(Sleep).job(Noop).build().await,
+                "\"noop\": registered twice",
+            ),
+            (
+                builder().job(Shouting).build().await,
+                "\"NOOP\": kind name \"NOOP\" is not valid",
+            ),
+            (builder().build().await, "no job kinds registered"),
+        ];
+        for (outcome, expected) in cases {
+            let Err(error) = outcome else {
+                panic!("{expected}: built");
+            };
+            let text = error.to_string();
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
     }
 
     #[tokio::test]

@@ -1,15 +1,19 @@
 //! One delivery, start to finish: parse, report `running` (in the background), run the handler under its time
 //! limit, report the outcome (confirmed), and only then acknowledge on the delivery's own
-//! channel. Failures become a scheduled retry or a dead letter with the reason. Nothing here
-//! panics, and a panicking handler is only a failed attempt.
+//! channel. Failures become a scheduled retry or a dead letter with the reason. A job whose kind
+//! has no handler here (another version of the worker runs it) goes back through the shortest
+//! delay queue without spending an attempt, and so does one whose handler gave up because the
+//! worker is shutting down. Nothing here panics, and a panicking handler is only a failed attempt.
 
 use std::{
-    sync::Arc,
+    collections::HashSet,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use lapin::{message::Delivery, types::AMQPValue};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
     JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
@@ -19,14 +23,15 @@ use offload_shared::{
 };
 
 use crate::{
-    handlers::{JobContext, JobError, Registry},
+    JobContext, JobError,
+    handlers::{Handler, Registry},
     metrics::WorkerMetrics,
     reporter::Reporter,
 };
 
 /// What every delivery needs; cheap to clone.
 #[derive(Clone)]
-pub struct JobRunner {
+pub(crate) struct JobRunner {
     /// Handlers by kind.
     pub registry: Arc<Registry>,
     /// Publishes events, retries and dead letters.
@@ -40,6 +45,10 @@ pub struct JobRunner {
     pub delivery_limit: Option<u32>,
     /// `OFFLOAD_MAX_RESULT_BYTES`: a larger result is not sent; the job ends dead instead.
     pub max_result_bytes: usize,
+    /// Fired when the shutdown grace period begins: every running job's context is cancelled.
+    pub shutdown: CancellationToken,
+    /// Kinds without a handler already warned about: one warning per kind, not per message.
+    pub unknown_kinds: Arc<Mutex<HashSet<JobKind>>>,
 }
 
 /// Longest error text a handler's failure carries on, in bytes: the reason travels in an AMQP
@@ -65,8 +74,12 @@ pub enum Settled {
     Retried,
     /// Acked after it was dead-lettered.
     Dead,
-    /// Returned to the queue because its outcome could not be reported.
+    /// Returned to the queue because its outcome could not be reported, or its handler gave up
+    /// on a shutdown.
     Requeued,
+    /// Sent back through the shortest delay queue because this worker has no handler for its
+    /// kind, without spending an attempt.
+    Returned,
 }
 
 impl Settled {
@@ -77,6 +90,7 @@ impl Settled {
             Settled::Retried => "retried",
             Settled::Dead => "dead",
             Settled::Requeued => "requeued",
+            Settled::Returned => "returned",
         }
     }
 }
@@ -132,10 +146,25 @@ impl JobRunner {
             return (kind, self.finish_dead(delivery, &reason, Some(event)).await);
         }
 
+        let Some(handler) = self.registry.get(&envelope.kind) else {
+            return (kind, self.return_unknown(delivery, &envelope).await);
+        };
         self.reporter
             .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
-        let outcome = run(&envelope, &self.registry, self.reporter.worker().clone()).await;
+        let outcome = run(
+            &envelope,
+            handler,
+            self.reporter.worker().clone(),
+            &self.shutdown,
+        )
+        .await;
+        if matches!(outcome, Outcome::Failed(_)) && self.shutdown.is_cancelled() {
+            // The handler gave up because the worker is stopping: not the job's fault, so the
+            // attempt is not spent; another worker (or this one, restarted) runs it again.
+            let why = "the handler stopped because the worker is shutting down";
+            return (kind, self.requeue(delivery, Some(envelope.id), why).await);
+        }
         let outcome = bound(outcome, self.max_result_bytes);
         let run_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         let settled = match outcome {
@@ -167,12 +196,49 @@ impl JobRunner {
                     ),
                 };
                 tracing::info!(job_id = %envelope.id, %reason, "dead-lettering the job");
-                let mut event = self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
+                let mut event =
+                    self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
                 event.run_ms = run_ms;
                 self.finish_dead(delivery, &reason, Some(event)).await
             }
         };
         (kind, settled)
+    }
+
+    /// A job of a kind this worker cannot run (a mixed-version rollout): republished unchanged
+    /// (same attempt) through the shortest delay queue, back to its kind's queue for a worker
+    /// that can run it; acked once the broker confirmed it. No event: nothing happened to it.
+    async fn return_unknown(&self, delivery: &Delivery, envelope: &JobEnvelope) -> Settled {
+        let first = self
+            .unknown_kinds
+            .lock()
+            .map(|mut seen| seen.insert(envelope.kind.clone()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                kind = %envelope.kind,
+                "this worker has no handler for kind {}; returning its jobs to the queue for a \
+                 worker that has one (warned once per kind)",
+                envelope.kind
+            );
+        }
+        let tier_ms = self.retry.delay(1, 0.0).tier_ms;
+        if let Err(e) = self
+            .reporter
+            .return_to_queue(
+                &envelope.kind,
+                &delivery.data,
+                &delivery.properties,
+                tier_ms,
+            )
+            .await
+        {
+            return self
+                .requeue(delivery, Some(envelope.id), &e.to_string())
+                .await;
+        }
+        self.ack(delivery, Some(envelope.id), Settled::Returned)
+            .await
     }
 
     /// Schedules the next attempt in a delay queue, reports `retrying`, then acks this one.
@@ -363,21 +429,27 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Runs the handler in its own task (a panic stays there) under the job's time limit.
-pub async fn run(envelope: &JobEnvelope, registry: &Registry, worker: Arc<str>) -> Outcome {
-    let Some(handler) = registry.get(&envelope.kind) else {
-        return Outcome::Failed(JobError::Permanent(format!(
-            "this worker has no handler for kind {}",
-            envelope.kind
-        )));
-    };
+/// Runs the handler in its own task (a panic stays there) under the job's time limit. Its
+/// context's cancellation is a child of `shutdown`, and is fired too when the limit is reached.
+pub(crate) async fn run(
+    envelope: &JobEnvelope,
+    handler: Arc<dyn Handler>,
+    worker: Arc<str>,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let limit = Duration::from_millis(envelope.timeout_ms);
+    let cancellation = shutdown.child_token();
     let ctx = JobContext {
         id: envelope.id,
+        kind: envelope.kind.clone(),
         attempt: envelope.attempt,
         max_attempts: envelope.max_attempts,
         worker,
+        deadline: Instant::now() + limit,
+        cancellation: cancellation.clone(),
     };
-    let limit = Duration::from_millis(envelope.timeout_ms);
+    // Fired when the job ends however it ends, so work the handler spawned with the token stops.
+    let _cancel_on_end = cancellation.drop_guard();
     let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));
     match tokio::time::timeout(limit, &mut task.0).await {
         Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
@@ -471,14 +543,99 @@ mod tests {
         assert_eq!(bound(short.clone(), 1024), short);
     }
 
+    fn sleep_handler() -> Arc<dyn Handler> {
+        crate::handlers::builtin::registry()
+            .get(&JobKind::parse("sleep").expect("valid"))
+            .expect("registered")
+    }
+
+    /// Waits for its context's cancellation, then reports how long it had left.
+    struct Patient;
+
+    impl crate::Job for Patient {
+        const KIND: &'static str = "patient";
+        type Payload = Value;
+        type Output = Value;
+
+        async fn run(&self, ctx: JobContext, _p: Value) -> Result<Value, JobError> {
+            ctx.cancelled().await;
+            Err(JobError::retryable(format!(
+                "cancelled with {} ms left",
+                ctx.remaining().as_millis()
+            )))
+        }
+    }
+
+    fn patient() -> Arc<dyn Handler> {
+        let mut registry = Registry::default();
+        registry.register(Patient).expect("valid");
+        registry
+            .get(&JobKind::parse("patient").expect("valid"))
+            .expect("registered")
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_cancels_the_context_of_a_running_job() {
+        let shutdown = CancellationToken::new();
+        let job = envelope(
+            JobKind::parse("patient").expect("valid"),
+            json!(null),
+            60_000,
+        );
+        let running = run(&job, patient(), "t".into(), &shutdown);
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            shutdown.cancel();
+        };
+        let (outcome, ()) = tokio::join!(running, stop);
+        let Outcome::Failed(JobError::Retryable(message)) = outcome else {
+            panic!("the handler gave up: {outcome:?}");
+        };
+        assert!(message.starts_with("cancelled with 59"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_context_carries_the_deadline_of_the_time_limit() {
+        struct Deadline;
+        impl crate::Job for Deadline {
+            const KIND: &'static str = "deadline";
+            type Payload = Value;
+            type Output = u128;
+            async fn run(&self, ctx: JobContext, _p: Value) -> Result<u128, JobError> {
+                Ok(ctx.remaining().as_millis())
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register(Deadline).expect("valid");
+        let kind = JobKind::parse("deadline").expect("valid");
+        let handler = registry.get(&kind).expect("registered");
+        let outcome = run(
+            &envelope(kind, json!(null), 5_000),
+            handler,
+            "t".into(),
+            &CancellationToken::new(),
+        )
+        .await;
+        let Outcome::Succeeded(left) = outcome else {
+            panic!("{outcome:?}");
+        };
+        let left = left.as_u64().expect("a number");
+        assert!((4_000..=5_000).contains(&left), "{left} ms left of 5000");
+    }
+
     #[tokio::test]
     async fn overrunning_and_panicking_handlers_become_retryable_failures() {
-        let registry = Registry::builtin();
         let worker: Arc<str> = "t".into();
+        let shutdown = CancellationToken::new();
         let slow = run(
-            &envelope(JobKind::parse("sleep").expect("valid"), json!({"ms": 5000}), 20),
-            &registry,
+            &envelope(
+                JobKind::parse("sleep").expect("valid"),
+                json!({"ms": 5000}),
+                20,
+            ),
+            sleep_handler(),
             worker.clone(),
+            &shutdown,
         )
         .await;
         assert!(
@@ -486,9 +643,14 @@ mod tests {
             "{slow:?}"
         );
         let panicked = run(
-            &envelope(JobKind::parse("sleep").expect("valid"), json!({"panic": true}), 1000),
-            &registry,
+            &envelope(
+                JobKind::parse("sleep").expect("valid"),
+                json!({"panic": true}),
+                1000,
+            ),
+            sleep_handler(),
             worker,
+            &shutdown,
         )
         .await;
         assert!(

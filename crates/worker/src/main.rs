@@ -1,5 +1,10 @@
+//! The stock `offload-worker`: the SDK with the built-in kinds `noop` and `sleep`.
+
 use offload_shared::{Settings, healthcheck, settings::Command, shutdown, telemetry};
-use offload_worker::Application;
+use offload_worker::{
+    Worker,
+    handlers::builtin::{Noop, Sleep},
+};
 
 #[tokio::main]
 async fn main() {
@@ -9,8 +14,8 @@ async fn main() {
     }
     telemetry::init(settings.log_format);
     let token = shutdown::on_signal();
-    let outcome = match Application::build(settings).await {
-        Ok(app) => app.run_until_stopped(token).await,
+    let outcome = match Worker::builder(settings).job(Noop).job(Sleep).build().await {
+        Ok(worker) => worker.run_until_stopped(token).await,
         Err(e) => Err(e),
     };
     if let Err(e) = outcome {

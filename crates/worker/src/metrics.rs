@@ -36,7 +36,7 @@ impl Default for WorkerMetrics {
         let settled = Family::<SettledLabels, Counter>::default();
         registry.register(
             "jobs",
-            "Deliveries settled, by kind and outcome (succeeded, retried, dead, requeued)",
+            "Deliveries settled, by kind and outcome (succeeded, retried, dead, requeued, returned)",
             settled.clone(),
         );
         WorkerMetrics {
@@ -61,6 +61,11 @@ impl WorkerMetrics {
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Jobs running now.
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.get()
     }
 
     /// Counts how a delivery was settled.

@@ -21,7 +21,8 @@ use lapin::{
 };
 
 use offload_shared::{
-    JobEnvelope, JobEvent,
+    JobEnvelope, JobEvent, JobKind,
+    announce::{ANNOUNCEMENT_TYPE, Announcement},
     broker::{self, BrokerError},
     retry::RetryDelay,
     topology::{DELAY_HEADER, Names},
@@ -154,7 +155,7 @@ impl Reporter {
         }
         // The delay exchange picks the delay queue by this header; the routing key (the kind)
         // takes the job back to its kind's work queue when it expires.
-        let mut headers = original.headers().clone().unwrap_or_default();
+        let mut headers = republished_headers(original);
         put(&mut headers, DELAY_HEADER, &delay.tier_ms.to_string());
         let properties = original
             .clone()
@@ -166,6 +167,55 @@ impl Reporter {
             &self.names.delay_exchange,
             next.kind.as_str(),
             &next.to_bytes(),
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// Sends a delivery of a kind this worker cannot run back to its kind's queue unchanged
+    /// (same body, same attempt) through the delay queue of `tier_ms`, the shortest: it waits
+    /// there, then the routing key (the kind) takes it to the work queue the kind is bound to.
+    /// Waits for the broker's confirm.
+    #[tracing::instrument(skip_all, fields(%kind))]
+    pub async fn return_to_queue(
+        &self,
+        kind: &JobKind,
+        body: &[u8],
+        original: &BasicProperties,
+        tier_ms: u64,
+    ) -> Result<(), BrokerError> {
+        let mut headers = republished_headers(original);
+        put(&mut headers, DELAY_HEADER, &tier_ms.to_string());
+        let properties = original
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_expiration(ShortString::from(tier_ms.to_string()));
+        broker::publish_confirmed(
+            &self.channel,
+            &self.names.delay_exchange,
+            kind.as_str(),
+            body,
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// Publishes an announcement (or heartbeat) to the workers queue through the default
+    /// exchange, transient (the next heartbeat replaces a lost one), and waits for the confirm.
+    #[tracing::instrument(skip_all, fields(state = ?announcement.state))]
+    pub async fn announce(&self, announcement: &Announcement) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(1)
+            .with_content_type("application/json".into())
+            .with_type(ANNOUNCEMENT_TYPE.into());
+        broker::publish_confirmed(
+            &self.channel,
+            "",
+            &self.names.workers_queue,
+            &announcement.to_bytes(),
             properties,
             self.deadline,
         )
@@ -272,6 +322,21 @@ fn split(events: Vec<Pending>, max_bytes: usize) -> Vec<Batch> {
     batches
 }
 
+/// The headers a delivery's message keeps when it is published again as a new message: all but
+/// the quorum queue's `x-delivery-count`, which counts deliveries of the old message and would
+/// make the new one look redelivered (and near the delivery limit) on its first delivery.
+fn republished_headers(original: &BasicProperties) -> FieldTable {
+    let headers = original.headers().clone().unwrap_or_default();
+    FieldTable::from(
+        headers
+            .inner()
+            .iter()
+            .filter(|(k, _)| k.as_str() != "x-delivery-count")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+}
+
 fn put(headers: &mut FieldTable, key: &str, value: &str) {
     headers.insert(
         ShortString::from(key),
@@ -282,6 +347,16 @@ fn put(headers: &mut FieldTable, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_republished_message_does_not_carry_the_old_delivery_count() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(3));
+        put(&mut headers, "x-request-id", "r1");
+        let kept = republished_headers(&BasicProperties::default().with_headers(headers));
+        assert!(!kept.contains_key("x-delivery-count"));
+        assert!(kept.contains_key("x-request-id"));
+    }
     use offload_shared::{JobId, JobStatus};
 
     fn ev(id: JobId, attempt: u32, status: JobStatus) -> JobEvent {

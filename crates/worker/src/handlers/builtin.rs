@@ -7,9 +7,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use offload_shared::kinds::{JobKind, KindSpec};
+use offload_shared::kinds::KindSpec;
 
-use super::{JobContext, JobError};
+use super::Registry;
+use crate::{Job, JobContext, JobError};
 
 /// Longest sleep a `sleep` job may ask for.
 pub const MAX_SLEEP_MS: u64 = 3_600_000;
@@ -44,36 +45,61 @@ pub enum FailMode {
     Retryable,
 }
 
-/// The name `noop`.
-pub fn noop_kind() -> JobKind {
-    JobKind::parse("noop").unwrap_or_else(|_| unreachable!("a valid name"))
+/// The stock kind `noop`: returns its payload (any JSON) as its result.
+///
+/// ```
+/// let worker = offload_worker::Worker::builder(offload_worker::Settings::from_env().unwrap())
+///     .job(offload_worker::handlers::builtin::Noop);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Noop;
+
+impl Job for Noop {
+    const KIND: &'static str = "noop";
+    type Payload = Value;
+    type Output = Value;
+
+    async fn run(&self, _ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        Ok(payload)
+    }
 }
 
-/// The name `sleep`.
-pub fn sleep_kind() -> JobKind {
-    JobKind::parse("sleep").unwrap_or_else(|_| unreachable!("a valid name"))
+/// The stock kind `sleep`: sleeps `ms` milliseconds, then fails if its switches say so:
+/// `fail_attempts: K` fails the first K attempts (retryable), `fail: "permanent"` fails for
+/// good, `panic: true` panics. It does not stop early on shutdown: a draining worker finishes it.
+///
+/// ```
+/// let worker = offload_worker::Worker::builder(offload_worker::Settings::from_env().unwrap())
+///     .job(offload_worker::handlers::builtin::Sleep);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sleep;
+
+impl Job for Sleep {
+    const KIND: &'static str = "sleep";
+    type Payload = SleepPayload;
+    type Output = Value;
+
+    async fn run(&self, ctx: JobContext, p: SleepPayload) -> Result<Value, JobError> {
+        sleep(ctx, p).await
+    }
 }
 
-/// The specs of the built-in kinds.
+/// The specs of the built-in kinds (what the stock worker announces), by name.
 pub fn specs() -> Vec<KindSpec> {
-    let sleep = KindSpec {
-        payload_schema: serde_json::to_value(schemars::schema_for!(SleepPayload))
-            .unwrap_or(Value::Bool(true)),
-        ..KindSpec::new(sleep_kind())
-    };
-    vec![KindSpec::new(noop_kind()), sleep]
+    registry().specs()
 }
 
-/// Returns its payload as its result.
-pub async fn noop(_ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-    Ok(payload)
+/// The built-in kinds, registered.
+pub(crate) fn registry() -> Registry {
+    let mut registry = Registry::default();
+    // The built-in specs are the project's own and valid; a test keeps them so.
+    let _ = registry.register(Noop);
+    let _ = registry.register(Sleep);
+    registry
 }
 
-/// Sleeps `ms` milliseconds, then fails if its switches say so: `fail_attempts: K` fails the
-/// first K attempts (retryable), `fail: "permanent"` fails for good, `panic: true` panics.
-pub async fn sleep(ctx: JobContext, payload: Value) -> Result<Value, JobError> {
-    let p = SleepPayload::deserialize(&payload)
-        .map_err(|e| JobError::Permanent(format!("invalid payload for kind sleep: {e}")))?;
+async fn sleep(ctx: JobContext, p: SleepPayload) -> Result<Value, JobError> {
     if p.ms > MAX_SLEEP_MS {
         return Err(JobError::Permanent(format!(
             "ms is {}, at most {MAX_SLEEP_MS} is allowed",
@@ -107,28 +133,44 @@ pub async fn sleep(ctx: JobContext, payload: Value) -> Result<Value, JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use offload_shared::JobId;
+    use crate::handlers::Handler;
+    use offload_shared::kinds::JobKind;
 
     fn ctx(attempt: u32) -> JobContext {
-        JobContext {
-            id: JobId::new(),
-            attempt,
-            max_attempts: 5,
-            worker: "t".into(),
-        }
+        let mut ctx = JobContext::standalone("sleep", Duration::from_secs(5));
+        ctx.attempt = attempt;
+        ctx.max_attempts = 5;
+        ctx
+    }
+
+    async fn run(kind: &str, ctx: JobContext, payload: Value) -> Result<Value, JobError> {
+        let handler = registry()
+            .get(&JobKind::parse(kind).expect("valid"))
+            .expect("registered");
+        Handler::run(handler.as_ref(), ctx, payload).await
     }
 
     #[tokio::test]
     async fn noop_echoes_and_sleep_checks_its_payload() {
-        assert_eq!(noop(ctx(1), json!({"a": 1})).await, Ok(json!({"a": 1})));
         assert_eq!(
-            sleep(ctx(1), json!({"ms": 1})).await,
+            run("noop", ctx(1), json!({"a": 1})).await,
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(
+            run("sleep", ctx(1), json!({"ms": 1})).await,
             Ok(json!({"slept_ms": 1}))
         );
         assert!(matches!(
-            sleep(ctx(1), json!({"ms": "x"})).await,
+            run("sleep", ctx(1), json!({"ms": "x"})).await,
             Err(JobError::Permanent(_))
         ));
+    }
+
+    #[test]
+    fn both_builtin_kinds_register_on_the_default_queue() {
+        let names: Vec<String> = specs().iter().map(|s| s.name.to_string()).collect();
+        assert_eq!(names, ["noop", "sleep"]);
+        assert!(specs().iter().all(|s| s.queue.is_default()));
     }
 
     #[test]
@@ -155,16 +197,16 @@ mod tests {
     async fn failure_switches_fail_as_asked() {
         let twice = json!({"fail_attempts": 2});
         assert!(matches!(
-            sleep(ctx(1), twice.clone()).await,
+            run("sleep", ctx(1), twice.clone()).await,
             Err(JobError::Retryable(_))
         ));
         assert!(matches!(
-            sleep(ctx(2), twice.clone()).await,
+            run("sleep", ctx(2), twice.clone()).await,
             Err(JobError::Retryable(_))
         ));
-        assert!(sleep(ctx(3), twice).await.is_ok());
+        assert!(run("sleep", ctx(3), twice).await.is_ok());
         assert!(matches!(
-            sleep(ctx(1), json!({"fail": "permanent"})).await,
+            run("sleep", ctx(1), json!({"fail": "permanent"})).await,
             Err(JobError::Permanent(_))
         ));
     }
