@@ -10,7 +10,7 @@ job only after the broker confirmed the job's outcome event.
 
 Settings come from the same environment variables as the Rust binaries: OFFLOAD_AMQP_URL,
 OFFLOAD_QUEUE_PREFIX, OFFLOAD_QUEUE_TYPE, OFFLOAD_DELIVERY_LIMIT, OFFLOAD_RETRY_BASE_MS,
-OFFLOAD_HEARTBEAT_S.
+OFFLOAD_WORKER_HEARTBEAT_S.
 """
 
 import json
@@ -40,7 +40,7 @@ PREFIX = os.environ.get("OFFLOAD_QUEUE_PREFIX", "offload")
 QUEUE_TYPE = os.environ.get("OFFLOAD_QUEUE_TYPE", "quorum")
 DELIVERY_LIMIT = int(os.environ.get("OFFLOAD_DELIVERY_LIMIT", "10"))
 RETRY_BASE_MS = int(os.environ.get("OFFLOAD_RETRY_BASE_MS", "1000"))
-HEARTBEAT_S = int(os.environ.get("OFFLOAD_HEARTBEAT_S", "10"))
+HEARTBEAT_S = int(os.environ.get("OFFLOAD_WORKER_HEARTBEAT_S", "10"))
 
 JOBS_EXCHANGE = f"{PREFIX}.jobs"
 DEAD_EXCHANGE = f"{PREFIX}.dead"

@@ -51,7 +51,7 @@ fn peer(env: &TestEnv, args: &[&str]) -> Command {
         .arg(script())
         .args(args)
         .envs(env.vars())
-        .env("OFFLOAD_HEARTBEAT_S", "1")
+        .env("OFFLOAD_WORKER_HEARTBEAT_S", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     command

@@ -263,10 +263,19 @@ pub async fn run(args: Args) -> Result<()> {
                 "== drain ({} jobs, {w} worker(s), prefetch {})",
                 plan.drain_jobs, plan.drain_prefetch
             );
-            results
-                .drain
-                .push(phases::drain(&ctx, plan.drain_jobs, w.max(1), plan.drain_prefetch).await?);
+            results.drain.push(
+                phases::drain(&ctx, plan.drain_jobs, 1, w.max(1), plan.drain_prefetch).await?,
+            );
         }
+        // Two queues at once (noop on `default` by the stock worker, bench.echo on `bench` by an
+        // SDK worker), one worker each: what two kinds that scale separately reach together.
+        eprintln!(
+            "== drain over two queues ({} jobs, 1 worker per queue, prefetch {})",
+            plan.drain_jobs, plan.drain_prefetch
+        );
+        results.drain.push(
+            phases::drain(&ctx, plan.drain_jobs, 2, 1, plan.drain_prefetch).await?,
+        );
     }
 
     let table = report::table(&results);

@@ -110,7 +110,10 @@ pub struct EndToEndResult {
 pub struct DrainResult {
     /// Backlog size.
     pub jobs: u64,
-    /// Workers.
+    /// Work queues the backlog is split over (1: `noop` on `default`; 2: also `bench.echo` on
+    /// `bench`, drained by the SDK's `offload-bench-worker`).
+    pub queues: usize,
+    /// Workers per queue.
     pub workers: usize,
     /// Each worker's prefetch (and concurrency).
     pub prefetch: u16,
@@ -155,7 +158,21 @@ async fn post_job(http: &reqwest::Client, base: &str) -> Option<String> {
 
 /// The body of a batch of `size` noop jobs.
 fn batch_body(size: usize) -> String {
-    json!({ "jobs": vec![json!({"kind": "noop", "payload": {}}); size] }).to_string()
+    kind_batch_body("noop", size)
+}
+
+/// The body of a batch of `size` jobs of `kind`, each with the payload `{}`.
+fn kind_batch_body(kind: &str, size: usize) -> String {
+    json!({ "jobs": vec![json!({"kind": kind, "payload": {}}); size] }).to_string()
+}
+
+/// The kinds of a drain over `queues` work queues, and who runs each.
+fn drain_kinds(queues: usize) -> &'static [&'static str] {
+    if queues > 1 {
+        &["noop", "bench.echo"]
+    } else {
+        &["noop"]
+    }
 }
 
 /// POSTs a batch; the ids on 202 (all of them: a short list is a failure), `None` otherwise.
@@ -371,39 +388,94 @@ async fn end_to_end_in(
 pub async fn drain(
     ctx: &Context<'_>,
     jobs: u64,
+    queues: usize,
     workers: usize,
     prefetch: u16,
 ) -> Result<DrainResult> {
     let slice = Slice::new(ctx.amqp_url, ctx.queue_type);
-    let outcome = drain_in(ctx, &slice, jobs, workers, prefetch).await;
+    let outcome = drain_in(ctx, &slice, jobs, queues, workers, prefetch).await;
     slice.cleanup().await;
     outcome
+}
+
+/// Starts the worker of the `kind` drain kind.
+async fn start_drain_worker(
+    ctx: &Context<'_>,
+    slice: &Slice,
+    kind: &str,
+    name: &str,
+    prefetch: u16,
+) -> Result<Proc> {
+    let program = if kind == "noop" {
+        &ctx.bins.worker
+    } else {
+        &ctx.bins.bench_worker
+    };
+    procs::start_program(program, slice, name, prefetch).await
+}
+
+/// Starts an SDK worker once so the API learns `bench.echo` from its announcement (and binds
+/// it), waits until `GET /kinds` lists it, and stops the worker before the backlog is built.
+async fn announce_bench_kind(
+    ctx: &Context<'_>,
+    slice: &Slice,
+    http: &reqwest::Client,
+    base: &str,
+) -> Result<()> {
+    let worker = start_drain_worker(ctx, slice, "bench.echo", "bench-announce", 1).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kinds = get_page(http, &format!("{base}/kinds")).await?;
+        let known = kinds["kinds"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|k| k["name"] == "bench.echo"));
+        if known {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Setup(
+                "the API did not list bench.echo within 30 s of its worker starting".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop(Duration::from_secs(10)).await;
+    Ok(())
 }
 
 async fn drain_in(
     ctx: &Context<'_>,
     slice: &Slice,
     jobs: u64,
+    queues: usize,
     workers: usize,
     prefetch: u16,
 ) -> Result<DrainResult> {
     let (api, base) = procs::start_api(ctx.bins, slice).await?;
     let http = client()?;
+    let kinds = drain_kinds(queues);
+    if queues > 1 {
+        announce_bench_kind(ctx, slice, &http, &base).await?;
+    }
     // The backlog, in batches of up to 1,000 from 4 clients sharing a counter of jobs to submit.
+    // With several queues, the clients take turns over the kinds, so each queue gets its share.
     let remaining = Arc::new(std::sync::atomic::AtomicU64::new(jobs));
     let mut tasks = JoinSet::new();
-    for _ in 0..4 {
+    for client_no in 0..4 {
         let (http, base, remaining) = (http.clone(), base.clone(), remaining.clone());
         tasks.spawn(async move {
             let mut ids = Vec::new();
             let mut failed = 0u64;
+            let mut turn = client_no;
             while let Ok(left) = remaining.fetch_update(
                 std::sync::atomic::Ordering::Relaxed,
                 std::sync::atomic::Ordering::Relaxed,
                 |n| n.checked_sub(n.min(1000)).filter(|_| n > 0),
             ) {
                 let size = left.min(1000) as usize;
-                match post_batch(&http, &base, batch_body(size), size).await {
+                let kind = kinds[turn % kinds.len()];
+                turn += 1;
+                match post_batch(&http, &base, kind_batch_body(kind, size), size).await {
                     Some(batch) => ids.extend(batch),
                     None => failed += 1,
                 }
@@ -422,8 +494,11 @@ async fn drain_in(
     let api_cpu = api.cpu_seconds();
     let start = Instant::now();
     let mut procs_w = Vec::new();
-    for i in 0..workers {
-        procs_w.push(procs::start_worker(ctx.bins, slice, &format!("bench-{i}"), prefetch).await?);
+    for kind in kinds {
+        for i in 0..workers {
+            let name = format!("bench-{kind}-{i}");
+            procs_w.push(start_drain_worker(ctx, slice, kind, &name, prefetch).await?);
+        }
     }
     let deadline = Duration::from_secs(60 + jobs / 50);
     let settled = wait_settled(&http, &base, deadline).await?;
@@ -436,6 +511,7 @@ async fn drain_in(
     let done = ids.len() as u64 - lost;
     let result = DrainResult {
         jobs,
+        queues,
         workers,
         prefetch,
         failed,

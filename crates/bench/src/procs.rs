@@ -28,6 +28,9 @@ pub struct Binaries {
     pub api: PathBuf,
     /// `target/<profile>/offload-worker`.
     pub worker: PathBuf,
+    /// `target/<profile>/offload-bench-worker`: an SDK worker of the kind `bench.echo` on the
+    /// queue `bench`.
+    pub bench_worker: PathBuf,
 }
 
 impl Binaries {
@@ -55,8 +58,9 @@ impl Binaries {
         let bins = Binaries {
             api: dir.join("offload-api"),
             worker: dir.join("offload-worker"),
+            bench_worker: dir.join("offload-bench-worker"),
         };
-        for path in [&bins.api, &bins.worker] {
+        for path in [&bins.api, &bins.worker, &bins.bench_worker] {
             if !path.exists() {
                 let flag = if release { " --release" } else { "" };
                 return Err(BenchError::Setup(format!(
@@ -253,9 +257,19 @@ pub async fn start_api(bins: &Binaries, slice: &Slice) -> Result<(Proc, String)>
     Ok((proc, format!("http://{addr}")))
 }
 
-/// Starts a worker with `prefetch`; returns once it consumes.
+/// Starts a stock worker with `prefetch`; returns once it consumes.
 pub async fn start_worker(
     bins: &Binaries,
+    slice: &Slice,
+    name: &str,
+    prefetch: u16,
+) -> Result<Proc> {
+    start_program(&bins.worker, slice, name, prefetch).await
+}
+
+/// Starts the worker program at `program` with `prefetch`; returns once it consumes.
+pub async fn start_program(
+    program: &Path,
     slice: &Slice,
     name: &str,
     prefetch: u16,
@@ -265,8 +279,8 @@ pub async fn start_worker(
         ("OFFLOAD_PREFETCH", prefetch.to_string()),
     ];
     let mut proc = Proc::spawn(
-        &format!("offload-worker {name}"),
-        &bins.worker,
+        &format!("{} {name}", program.display()),
+        program,
         slice,
         &extra,
     )?;

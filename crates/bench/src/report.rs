@@ -161,13 +161,15 @@ pub fn table(r: &Results) -> String {
     if !r.drain.is_empty() {
         let _ = writeln!(
             s,
-            "| Drain: backlog, workers × prefetch | seconds | jobs/s | lost | API CPU s / 1000 | worker CPU s / 1000 | worker peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|"
+            "| Drain: backlog, queues, workers per queue × prefetch | seconds | jobs/s | lost | API CPU s / 1000 | worker CPU s / 1000 | worker peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|"
         );
         for d in &r.drain {
             let _ = writeln!(
                 s,
-                "| {} jobs, {} × {} | {:.2} | {:.0} | {} | {:.3} | {:.3} | {:.1} |",
+                "| {} jobs, {} queue{}, {} × {} | {:.2} | {:.0} | {} | {:.3} | {:.3} | {:.1} |",
                 d.jobs,
+                d.queues,
+                if d.queues == 1 { "" } else { "s" },
                 d.workers,
                 d.prefetch,
                 d.seconds,
@@ -232,7 +234,10 @@ fn targets(r: &Results, s: &mut String) {
             e.latency.p50 <= 10.0 && e.latency.p99 <= 50.0,
         ));
     }
-    if let (Some(raw), Some(d)) = (raw, r.drain.iter().find(|d| d.workers == 2)) {
+    if let (Some(raw), Some(d)) = (
+        raw,
+        r.drain.iter().find(|d| d.workers == 2 && d.queues == 1),
+    ) {
         let ratio = d.per_s / raw.consume_per_s;
         rows.push((
             "drain with 2 workers ≥ 0.7 × raw consume".into(),
