@@ -19,9 +19,9 @@ use offload_shared::{
 };
 
 use crate::{
-    kinds::Kinds,
     depth::{self, Management},
     events,
+    kinds::Kinds,
     metrics::ApiMetrics,
     publisher::JobPublisher,
     store::writer::StoreWriter,

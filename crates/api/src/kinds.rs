@@ -50,8 +50,7 @@ impl Kinds {
     pub fn insert(&self, spec: KindSpec) -> Result<Arc<KnownKind>, SpecError> {
         let schema = spec.compile()?;
         let known = Arc::new(KnownKind { spec, schema });
-        self.write()
-            .insert(known.spec.name.clone(), known.clone());
+        self.write().insert(known.spec.name.clone(), known.clone());
         Ok(known)
     }
 

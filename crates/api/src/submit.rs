@@ -241,7 +241,9 @@ impl NewJob {
             kind,
             payload,
             max_attempts,
-            timeout_s: request.timeout_s.or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
+            timeout_s: request
+                .timeout_s
+                .or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
         })
     }
 }
@@ -292,10 +294,12 @@ mod tests {
     use serde_json::json;
 
     fn json_status(body: &str) -> Result<NewJob, u16> {
-        NewJob::parse(BodyFormat::Json, body.as_bytes(), &Kinds::builtin(), 3600).map_err(|e| match e {
-            ApiError::Malformed(_) => 400,
-            ApiError::Invalid(_) => 422,
-            other => panic!("unexpected {other:?}"),
+        NewJob::parse(BodyFormat::Json, body.as_bytes(), &Kinds::builtin(), 3600).map_err(|e| {
+            match e {
+                ApiError::Malformed(_) => 400,
+                ApiError::Invalid(_) => 422,
+                other => panic!("unexpected {other:?}"),
+            }
         })
     }
 
@@ -361,8 +365,13 @@ mod tests {
         )
         .expect("valid form");
         assert_eq!(job.payload, json!({"ms": 5}));
-        let job =
-            NewJob::parse(BodyFormat::Form, b"kind=noop&payload=", &Kinds::builtin(), 60).expect("empty payload");
+        let job = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=noop&payload=",
+            &Kinds::builtin(),
+            60,
+        )
+        .expect("empty payload");
         assert_eq!(job.payload, json!({}));
         for body in [
             "kind=noop&payload=%7B",

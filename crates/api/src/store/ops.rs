@@ -42,8 +42,7 @@ impl<D: Dialect> Db<D> {
         Db { pool }
     }
 
-    /// The pool, for tests that reach under the store.
-    #[cfg(test)]
+    /// The pool: for the registry's operations, and tests that reach under the store.
     pub(super) fn pool(&self) -> &Pool<D> {
         &self.pool
     }

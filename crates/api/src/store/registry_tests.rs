@@ -1,0 +1,101 @@
+//! Registry tests (kinds and workers), run on both backends by `tests.rs`.
+
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use offload_shared::{
+    announce::WorkerState,
+    kinds::{JobKind, KindSpec, QueueName},
+};
+
+use super::{
+    Store,
+    registry::{KindRecord, KindSource, WorkerRecord},
+};
+
+fn now() -> OffsetDateTime {
+    // Stored to the microsecond.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .expect("valid")
+}
+
+fn resize(queue: &str) -> KindSpec {
+    KindSpec {
+        name: JobKind::parse("resize").expect("valid"),
+        queue: QueueName::parse(queue).expect("valid"),
+        payload_schema: json!({"type": "object", "properties": {"width": {"type": "integer"}}}),
+        max_attempts: Some(3),
+        timeout_s: None,
+    }
+}
+
+pub(super) async fn kinds_and_workers_are_recorded_and_replaced(store: Store) {
+    assert!(store.kinds().await.expect("kinds").is_empty());
+    let first = now() - Duration::seconds(60);
+    let mut kind = KindRecord {
+        spec: resize("images"),
+        source: KindSource::Announced,
+        announced_by: Some("w1".into()),
+        first_seen_at: first,
+        updated_at: first,
+        conflict: None,
+    };
+    store.put_kind(&kind).await.expect("put");
+    assert_eq!(store.kinds().await.expect("kinds"), vec![kind.clone()]);
+
+    // A newer spec replaces the old one; when it was first seen stays.
+    let later = now();
+    let replaced = KindRecord {
+        spec: resize("thumbs"),
+        announced_by: Some("w2".into()),
+        first_seen_at: later,
+        updated_at: later,
+        ..kind.clone()
+    };
+    store.put_kind(&replaced).await.expect("replace");
+    kind = KindRecord {
+        first_seen_at: first,
+        ..replaced
+    };
+    assert_eq!(store.kinds().await.expect("kinds"), vec![kind.clone()]);
+    store
+        .set_kind_conflict("resize", Some("w3 differs"))
+        .await
+        .expect("conflict");
+    assert_eq!(
+        store.kinds().await.expect("kinds")[0].conflict.as_deref(),
+        Some("w3 differs")
+    );
+
+    let worker = WorkerRecord {
+        name: "w1".into(),
+        state: WorkerState::Alive,
+        kinds: vec![resize("images")],
+        queues: vec![QueueName::parse("images").expect("valid")],
+        in_flight: 2,
+        prefetch: 4,
+        heartbeat_s: 5,
+        started_at: first,
+        last_seen_at: later,
+        software: "test 1".into(),
+    };
+    store.put_worker(&worker).await.expect("worker");
+    let leaving = WorkerRecord {
+        state: WorkerState::Leaving,
+        in_flight: 0,
+        ..worker.clone()
+    };
+    store.put_worker(&leaving).await.expect("again");
+    assert_eq!(store.workers().await.expect("workers"), vec![leaving]);
+    assert!(worker.is_live(later + Duration::seconds(15)));
+    assert!(!worker.is_live(later + Duration::seconds(16)));
+    assert_eq!(
+        store
+            .forget_workers(later + Duration::seconds(1))
+            .await
+            .expect("forget"),
+        1
+    );
+    assert!(store.workers().await.expect("workers").is_empty());
+}
