@@ -12,6 +12,7 @@
 //! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
 //! - [`accept`]: settling each published job by the broker's answer; the reconciler.
 //! - [`events`]: consuming lifecycle events into the store.
+//! - [`announcements`]: consuming worker announcements: workers and their kinds.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
 //! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
@@ -21,6 +22,7 @@
 //! - [`error`]: `ApiError` and its problem+json responses.
 
 pub mod accept;
+pub mod announcements;
 pub mod app;
 pub mod broker_link;
 pub mod depth;

@@ -194,6 +194,7 @@ impl NewJob {
             .map(|(i, request)| {
                 NewJob::check(request, kinds, max_timeout_s).map_err(|e| match e {
                     ApiError::Invalid(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
+                    ApiError::UnknownKind(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
                     other => other,
                 })
             })
@@ -202,9 +203,7 @@ impl NewJob {
 
     /// Checks a parsed request: a known kind, a payload it accepts, options in range.
     fn check(request: JsonRequest, kinds: &Kinds, max_timeout_s: u64) -> Result<Self, ApiError> {
-        let known = kinds
-            .get(&request.kind)
-            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let known = kinds.get(&request.kind)?;
         let kind = known.spec.name.clone();
         let payload = request
             .payload
@@ -297,7 +296,7 @@ mod tests {
         NewJob::parse(BodyFormat::Json, body.as_bytes(), &Kinds::builtin(), 3600).map_err(|e| {
             match e {
                 ApiError::Malformed(_) => 400,
-                ApiError::Invalid(_) => 422,
+                ApiError::Invalid(_) | ApiError::UnknownKind(_) => 422,
                 other => panic!("unexpected {other:?}"),
             }
         })
@@ -382,7 +381,7 @@ mod tests {
             assert!(
                 matches!(
                     NewJob::parse(BodyFormat::Form, body.as_bytes(), &Kinds::builtin(), 60),
-                    Err(ApiError::Invalid(_))
+                    Err(ApiError::Invalid(_) | ApiError::UnknownKind(_))
                 ),
                 "{body}"
             );

@@ -167,7 +167,8 @@ impl JobRunner {
                     ),
                 };
                 tracing::info!(job_id = %envelope.id, %reason, "dead-lettering the job");
-                let mut event = self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
+                let mut event =
+                    self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
                 event.run_ms = run_ms;
                 self.finish_dead(delivery, &reason, Some(event)).await
             }
@@ -476,7 +477,11 @@ mod tests {
         let registry = Registry::builtin();
         let worker: Arc<str> = "t".into();
         let slow = run(
-            &envelope(JobKind::parse("sleep").expect("valid"), json!({"ms": 5000}), 20),
+            &envelope(
+                JobKind::parse("sleep").expect("valid"),
+                json!({"ms": 5000}),
+                20,
+            ),
             &registry,
             worker.clone(),
         )
@@ -486,7 +491,11 @@ mod tests {
             "{slow:?}"
         );
         let panicked = run(
-            &envelope(JobKind::parse("sleep").expect("valid"), json!({"panic": true}), 1000),
+            &envelope(
+                JobKind::parse("sleep").expect("valid"),
+                json!({"panic": true}),
+                1000,
+            ),
             &registry,
             worker,
         )

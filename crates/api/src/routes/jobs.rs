@@ -61,12 +61,19 @@ pub async fn submit(
     )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let new = NewJob::parse(
-        format,
-        &bytes,
-        &state.kinds,
-        state.settings.max_job_timeout_s,
-    )?;
+    let parse = || {
+        NewJob::parse(
+            format,
+            &bytes,
+            &state.kinds,
+            state.settings.max_job_timeout_s,
+        )
+    };
+    let new = match parse() {
+        // Another API replica may have recorded the kind since this one loaded its kinds.
+        Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
+        parsed => parsed?,
+    };
     // Checked before anything is written: while the broker is away, answer 503 at once.
     let publisher = state.publisher()?;
 
