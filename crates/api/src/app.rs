@@ -122,6 +122,7 @@ impl Application {
         let (publisher_tx, publisher_rx) = watch::channel(None);
         let events_running = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(ApiMetrics::default());
+        let queue_stats = crate::depth::QueueStats::default();
         // The broker outlives the HTTP server so that draining requests can still publish.
         let broker_token = CancellationToken::new();
         let link = Supervised {
@@ -138,6 +139,7 @@ impl Application {
                 settings.clone(),
                 metrics.clone(),
             ),
+            queue_stats: queue_stats.clone(),
         };
         let supervisor = tokio::spawn(broker_link::supervise(session, link, broker_token.clone()));
         // Beside the writer, in small batches; stops with the server.
@@ -147,6 +149,7 @@ impl Application {
         let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
         let state = AppState {
             kinds,
+            queue_stats,
             confirmer,
             stopping: broker_token.clone(),
             settings: settings.clone(),

@@ -21,7 +21,7 @@ use offload_shared::{
 
 use crate::{
     announcements::{self, Registry},
-    depth::{self, Management},
+    depth::{self, Management, QueueStats, Watched},
     events,
     kinds::Kinds,
     metrics::ApiMetrics,
@@ -102,6 +102,8 @@ pub struct Supervised {
     pub kinds: Kinds,
     /// Where worker announcements are applied.
     pub registry: Registry,
+    /// Where the queues' latest depth is kept.
+    pub queue_stats: QueueStats,
 }
 
 /// Keeps the link up until `token` is cancelled. Returns an error only for what reconnecting
@@ -120,6 +122,7 @@ pub async fn supervise(
         metrics,
         kinds,
         registry,
+        queue_stats,
     } = link;
     let deadline = settings.broker_timeout();
     let management = Management::from_settings(&settings);
@@ -140,7 +143,7 @@ pub async fn supervise(
             &current.announcements,
         ];
         let lost_because = tokio::select! {
-            () = depth::watch(&current.connection, &names, &metrics, management.as_ref(), deadline) => None,
+            () = depth::watch(&current.connection, Watched { names: &names, kinds: &kinds, metrics: &metrics, stats: &queue_stats }, management.as_ref(), deadline) => None,
             outcome = events::consume(current.events.clone(), &names.events_queue, &current.publisher, writer.clone(), &metrics, deadline, token.clone()) => match outcome {
                 Ok(()) if token.is_cancelled() => None,
                 Ok(()) => Some("the broker ended the events consumer".to_owned()),

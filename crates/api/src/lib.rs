@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`app`]: `Application::build` / `run_until_stopped`: connect, declare, serve, drain.
-//! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::health`] probes,
+//! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::registry`] kinds and
+//!   workers, [`routes::health`] probes,
 //!   [`routes::pages`] the browser pages.
 //! - [`kinds`]: the kinds the API accepts and their compiled payload schemas.
 //! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.

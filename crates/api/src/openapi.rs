@@ -25,6 +25,8 @@ use crate::{
         routes::jobs::list_jobs,
         routes::jobs::get_job,
         routes::jobs::retry_job,
+        routes::registry::list_kinds,
+        routes::registry::list_workers,
         routes::health::live,
         routes::health::ready,
         crate::metrics::serve,
@@ -38,7 +40,13 @@ use crate::{
         BatchRequest,
         Problem,
         routes::jobs::JobPage,
-        routes::jobs::BatchAccepted
+        routes::jobs::BatchAccepted,
+        routes::registry::KindList,
+        routes::registry::KindView,
+        routes::registry::WorkerList,
+        routes::registry::WorkerView,
+        crate::depth::QueueDepth,
+        crate::store::registry::KindSource
     ))
 )]
 pub struct ApiDoc;

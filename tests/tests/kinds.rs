@@ -1,0 +1,270 @@
+//! Kinds are data: workers announce them (here the test publishes the announcements itself,
+//! straight to `<prefix>.workers`), the API records, binds and accepts them at once, keeps a
+//! differing spec out while the recorded one is still run, and lists kinds and workers.
+
+use std::time::Duration;
+
+use lapin::{
+    BasicProperties,
+    options::{BasicPublishOptions, QueueDeleteOptions},
+    types::ShortString,
+};
+use offload_tests::{ApiProcess, TestEnv, metric_sum, poll};
+use serde_json::{Value, json};
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// Publishes `body` to the workers queue as a worker would (transient, AMQP type
+/// `offload.announcement`) and waits for the broker's confirm.
+async fn announce_raw(env: &TestEnv, body: &[u8]) {
+    let channel = env.broker.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    channel
+        .basic_publish(
+            ShortString::from(""),
+            ShortString::from(env.names.workers_queue.as_str()),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_type("offload.announcement".into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let _ = channel.close(200, "done".into()).await;
+}
+
+/// An announcement of `worker` in `state` with `kinds`.
+fn announcement(worker: &str, state: &str, kinds: Value, queues: &[&str]) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    json!({
+        "v": 1, "worker": worker, "state": state, "kinds": kinds, "queues": queues,
+        "in_flight": 0, "prefetch": 1, "heartbeat_s": 60, "started_at": now, "at": now,
+        "software": "kinds-test",
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn resize_on(queue: &str) -> Value {
+    json!({
+        "name": "resize",
+        "queue": queue,
+        "payload_schema": {
+            "type": "object",
+            "properties": {"width": {"type": "integer", "minimum": 1}},
+            "required": ["width"],
+        },
+    })
+}
+
+async fn post_job(api: &ApiProcess, body: &Value) -> (u16, Value) {
+    let response = api
+        .http
+        .post(api.url("/jobs"))
+        .json(body)
+        .send()
+        .await
+        .expect("POST /jobs");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(api: &ApiProcess, path: &str) -> Value {
+    let response = api.http.get(api.url(path)).send().await.expect("GET");
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.expect("JSON")
+}
+
+/// The entry of kind `name` in `GET /kinds`, if listed.
+async fn kind(api: &ApiProcess, name: &str) -> Option<Value> {
+    get(api, "/kinds").await["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .find(|k| k["name"] == name)
+        .cloned()
+}
+
+async fn delete_queue(env: &TestEnv, queue: &str) {
+    if let Ok(channel) = env.broker.create_channel().await {
+        let _ = channel
+            .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let images = format!("{}.jobs.images", env.prefix);
+    let good = json!({"kind": "resize", "payload": {"width": 640}});
+
+    // Arrange: before any announcement the kind is unknown.
+    let (status, problem) = post_job(&api, &good).await;
+    assert_eq!(status, 422, "{problem}");
+
+    // Act: a worker announces it.
+    announce_raw(
+        &env,
+        &announcement("w1", "alive", json!([resize_on("images")]), &["images"]),
+    )
+    .await;
+
+    // Assert: accepted as soon as the announcement is applied, no restart.
+    poll(WITHIN, "resize to be accepted", || async {
+        (post_job(&api, &good).await.0 == 202).then_some(())
+    })
+    .await;
+    let (status, problem) = post_job(
+        &api,
+        &json!({"kind": "resize", "payload": {"width": "wide"}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap_or("").contains("/width"),
+        "{problem}"
+    );
+    poll(WITHIN, "the job to wait in the images queue", || async {
+        (env.ready_count(&images).await >= 1).then_some(())
+    })
+    .await;
+
+    let listed = kind(&api, "resize").await.expect("resize listed");
+    assert_eq!(listed["queue"], "images");
+    assert_eq!(listed["work_queue"], images.as_str());
+    assert_eq!(listed["source"], "announced");
+    assert_eq!(listed["workers"], json!(["w1"]));
+    assert_eq!(listed["conflict"], Value::Null);
+    assert_eq!(listed["payload_schema"]["required"], json!(["width"]));
+    let sleep = kind(&api, "sleep").await.expect("built-in sleep listed");
+    assert_eq!(sleep["source"], "builtin");
+    let workers = get(&api, "/workers").await;
+    let w1 = workers["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["name"] == "w1")
+        .cloned()
+        .expect("w1 listed");
+    assert_eq!(w1["state"], "alive");
+    assert_eq!(w1["kinds"], json!(["resize"]));
+    assert_eq!(w1["queues"], json!(["images"]));
+    assert_eq!(w1["software"], "kinds-test");
+
+    // A second worker announces resize on another queue while w1 still runs it: a conflict,
+    // reported and not merged.
+    announce_raw(
+        &env,
+        &announcement("w2", "alive", json!([resize_on("thumbs")]), &["thumbs"]),
+    )
+    .await;
+    let conflicted = poll(WITHIN, "the conflict to be reported", || async {
+        kind(&api, "resize")
+            .await
+            .filter(|k| k["conflict"].is_string())
+    })
+    .await;
+    let text = conflicted["conflict"].as_str().expect("text");
+    assert!(
+        text.contains("w2") && text.contains("w1") && text.contains("thumbs"),
+        "{text}"
+    );
+    assert_eq!(conflicted["queue"], "images");
+    assert_eq!(conflicted["workers"], json!(["w1"]));
+    let conflicts = metric_sum(&api.metrics().await, "offload_kind_conflicts_total", &[]);
+    assert_eq!(conflicts, 1.0);
+    let (status, problem) = post_job(&api, &good).await;
+    assert_eq!(status, 202, "{problem}");
+    poll(WITHIN, "the second job in the images queue too", || async {
+        (env.ready_count(&images).await >= 2).then_some(())
+    })
+    .await;
+
+    // w1 leaves: the kind stays accepted, its jobs wait, and it lists no worker.
+    announce_raw(
+        &env,
+        &announcement("w1", "leaving", json!([resize_on("images")]), &["images"]),
+    )
+    .await;
+    poll(WITHIN, "resize to list no worker", || async {
+        kind(&api, "resize")
+            .await
+            .filter(|k| k["workers"] == json!([]))
+    })
+    .await;
+    let (status, problem) = post_job(&api, &good).await;
+    assert_eq!(status, 202, "{problem}");
+    let workers = get(&api, "/workers").await;
+    let names: Vec<&str> = workers["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, ["w2"], "only the live worker is listed");
+
+    for queue in [images.as_str(), &format!("{}.jobs.thumbs", env.prefix)] {
+        delete_queue(&env, queue).await;
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keeps_serving() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+
+    announce_raw(&env, b"not an announcement").await;
+    let mut newer: Value =
+        serde_json::from_slice(&announcement("w0", "alive", json!([]), &[])).expect("json");
+    newer["v"] = json!(99);
+    announce_raw(&env, newer.to_string().as_bytes()).await;
+    let kinds = json!([
+        {"name": "Bad Name"},
+        {"name": "broken", "payload_schema": {"type": 12}},
+        {"name": "fine"},
+    ]);
+    announce_raw(&env, &announcement("w3", "alive", kinds, &["default"])).await;
+
+    // The valid kind of the same announcement is taken; the invalid ones are not.
+    poll(WITHIN, "the valid kind to be listed", || async {
+        kind(&api, "fine").await
+    })
+    .await;
+    let listed = get(&api, "/kinds").await;
+    let names: Vec<&str> = listed["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names, ["fine", "noop", "sleep"], "{listed}");
+    let (status, problem) = post_job(&api, &json!({"kind": "broken", "payload": {}})).await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, problem) = post_job(&api, &json!({"kind": "fine", "payload": {}})).await;
+    assert_eq!(status, 202, "{problem}");
+    let refused = metric_sum(
+        &api.metrics().await,
+        "offload_announcements_refused_total",
+        &[],
+    );
+    assert_eq!(refused, 2.0);
+    let health = api
+        .http
+        .get(api.url("/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(health.status(), 200);
+    env.cleanup().await;
+}
