@@ -268,3 +268,75 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
     assert_eq!(health.status(), 200);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_another_producer_published_runs_and_shows_in_the_store() {
+    use offload_shared::{JobEnvelope, JobId, JobKind, envelope::WIRE_VERSION};
+
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let _worker = offload_tests::WorkerProcess::start(&env, "w1", 1, &[]).await;
+
+    // Arrange: an envelope published straight to the jobs exchange, as another producer would.
+    let id = JobId::new();
+    let envelope = JobEnvelope {
+        v: WIRE_VERSION,
+        id,
+        kind: JobKind::parse("noop").expect("valid"),
+        payload: json!({"from": "elsewhere"}),
+        attempt: 1,
+        max_attempts: 2,
+        timeout_ms: 10_000,
+        submitted_at: time::OffsetDateTime::now_utc(),
+    };
+    let channel = env.broker.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(env.names.jobs_exchange.as_str()),
+            ShortString::from("noop"),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &envelope.to_bytes(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.to_string().into())
+                .with_content_type("application/json".into())
+                .with_type("noop".into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(
+        confirm.is_ack() && confirm.take_message().is_none(),
+        "routed"
+    );
+
+    // Assert: the stock worker runs it, and its events make it visible through the API.
+    let id = id.to_string();
+    let done = poll(WITHIN, "the job to show succeeded", || async {
+        let response = api
+            .http
+            .get(api.url(&format!("/jobs/{id}")))
+            .send()
+            .await
+            .expect("GET");
+        if response.status() != 200 {
+            return None;
+        }
+        let job: Value = response.json().await.expect("JSON");
+        (job["status"] == "succeeded").then_some(job)
+    })
+    .await;
+    assert_eq!(done["kind"], "noop");
+    assert_eq!(done["worker"], "w1");
+    assert_eq!(done["max_attempts"], 2);
+    assert_eq!(done["result"], json!({"from": "elsewhere"}));
+    env.cleanup().await;
+}

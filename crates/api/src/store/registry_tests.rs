@@ -1,4 +1,5 @@
-//! Registry tests (kinds and workers), run on both backends by `tests.rs`.
+//! Registry tests (kinds and workers) and jobs the store first hears of through their events,
+//! run on both backends by `tests.rs`.
 
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -98,4 +99,51 @@ pub(super) async fn kinds_and_workers_are_recorded_and_replaced(store: Store) {
         1
     );
     assert!(store.workers().await.expect("workers").is_empty());
+}
+
+pub(super) async fn a_job_another_producer_published_is_recorded_from_its_events(store: Store) {
+    use offload_shared::{JobEvent, JobId, JobStatus};
+    use serde_json::Value;
+
+    use super::Write;
+
+    let submitted = now() - Duration::seconds(5);
+    let id = JobId::new();
+    // An event that does not say what the job is records nothing.
+    let bare = JobEvent::now(id, 1, JobStatus::Running, "w1");
+    store
+        .apply(&[Write::Event(bare.clone())])
+        .await
+        .expect("bare");
+    assert_eq!(store.get(id).await.expect("get"), None);
+
+    let running = JobEvent {
+        kind: Some(JobKind::parse("noop").expect("valid")),
+        max_attempts: Some(3),
+        submitted_at: Some(submitted),
+        ..bare
+    };
+    let mut done = JobEvent::now(id, 1, JobStatus::Succeeded, "w1");
+    done.result = Some(json!({"ok": true}));
+    // Both in one batch, the start repeated: one row, one run.
+    store
+        .apply(&[
+            Write::Event(running.clone()),
+            Write::Event(running),
+            Write::Event(done),
+        ])
+        .await
+        .expect("events");
+    let got = store.get(id).await.expect("get").expect("recorded");
+    assert_eq!(got.kind.as_str(), "noop");
+    assert_eq!(got.status, JobStatus::Succeeded);
+    assert_eq!(got.max_attempts, 3);
+    assert_eq!(got.submitted_at, submitted);
+    assert_eq!(got.timeout_ms, 0);
+    assert_eq!(got.result, Some(json!({"ok": true})));
+    assert_eq!(got.runs, 2, "each start counts, a duplicate's too");
+    assert!(got.started_at.is_some() && got.finished_at.is_some());
+    let input = store.input(id).await.expect("input").expect("row");
+    assert_eq!(input.payload, Value::Null);
+    assert_eq!(input.budget, 3);
 }

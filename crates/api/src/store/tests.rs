@@ -54,9 +54,13 @@ on_both_backends!(
     listings_are_summaries_without_results,
     a_queued_job_is_unresolved_until_confirmed_and_pending_once_its_confirm_is_overdue,
     kinds_and_workers_are_recorded_and_replaced,
+    a_job_another_producer_published_is_recorded_from_its_events,
 );
 
-use super::registry_tests::kinds_and_workers_are_recorded_and_replaced;
+use super::registry_tests::{
+    a_job_another_producer_published_is_recorded_from_its_events,
+    kinds_and_workers_are_recorded_and_replaced,
+};
 
 // ---- harness -------------------------------------------------------------------------------
 
