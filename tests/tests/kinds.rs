@@ -340,3 +340,140 @@ async fn a_job_another_producer_published_runs_and_shows_in_the_store() {
     assert_eq!(done["result"], json!({"from": "elsewhere"}));
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_one() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    announce_raw(
+        &env,
+        &announcement("w1", "alive", json!([resize_on("images")]), &["images"]),
+    )
+    .await;
+    poll(WITHIN, "resize to be listed", || async {
+        kind(&api, "resize").await
+    })
+    .await;
+
+    // Restarted, the API accepts the recorded kind before any worker announces it again.
+    api.stop().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let (status, problem) =
+        post_job(&api, &json!({"kind": "resize", "payload": {"width": 1}})).await;
+    assert_eq!(status, 202, "{problem}");
+
+    // Its worker leaves; a worker announcing it on another queue now takes it over.
+    announce_raw(
+        &env,
+        &announcement("w1", "leaving", json!([resize_on("images")]), &["images"]),
+    )
+    .await;
+    poll(WITHIN, "resize to list no worker", || async {
+        kind(&api, "resize")
+            .await
+            .filter(|k| k["workers"] == json!([]))
+    })
+    .await;
+    announce_raw(
+        &env,
+        &announcement("w2", "alive", json!([resize_on("thumbs")]), &["thumbs"]),
+    )
+    .await;
+    let moved = poll(WITHIN, "resize to move to thumbs", || async {
+        kind(&api, "resize")
+            .await
+            .filter(|k| k["queue"] == "thumbs")
+    })
+    .await;
+    assert_eq!(moved["workers"], json!(["w2"]));
+    assert_eq!(moved["conflict"], Value::Null);
+    let thumbs = format!("{}.jobs.thumbs", env.prefix);
+    let before = env.ready_count(&thumbs).await;
+    let (status, problem) =
+        post_job(&api, &json!({"kind": "resize", "payload": {"width": 2}})).await;
+    assert_eq!(status, 202, "{problem}");
+    poll(WITHIN, "the job to wait in the new queue", || async {
+        (env.ready_count(&thumbs).await > before).then_some(())
+    })
+    .await;
+
+    let images = format!("{}.jobs.images", env.prefix);
+    for queue in [images.as_str(), thumbs.as_str()] {
+        delete_queue(&env, queue).await;
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kinds_file_pins_the_kinds_and_a_bad_one_stops_the_start() {
+    let env = TestEnv::new().await;
+    let file = std::env::temp_dir().join(format!("offload-kinds-{}.yaml", env.prefix));
+    std::fs::write(
+        &file,
+        "- name: resize\n  queue: images\n  payload_schema: {type: object, required: [width]}\n- name: noop\n",
+    )
+    .expect("write the kinds file");
+    let path = file.display().to_string();
+    let api = ApiProcess::start(&env, &[("OFFLOAD_KINDS_FILE", &path)]).await;
+
+    let listed = get(&api, "/kinds").await;
+    let names: Vec<&str> = listed["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names, ["noop", "resize"], "only the pinned kinds: {listed}");
+    assert_eq!(
+        kind(&api, "resize").await.expect("resize")["source"],
+        "pinned"
+    );
+    let (status, problem) = post_job(&api, &json!({"kind": "sleep", "payload": {"ms": 1}})).await;
+    assert_eq!(status, 422, "sleep is not pinned: {problem}");
+
+    // An announced kind outside the file is not accepted; a differing pinned one is a conflict.
+    let other = json!({"name": "other"});
+    let differing = json!({"name": "resize", "queue": "thumbs"});
+    announce_raw(
+        &env,
+        &announcement("w1", "alive", json!([other, differing]), &["default"]),
+    )
+    .await;
+    let conflicted = poll(WITHIN, "the conflict with the pinned spec", || async {
+        kind(&api, "resize")
+            .await
+            .filter(|k| k["conflict"].is_string())
+    })
+    .await;
+    assert!(
+        conflicted["conflict"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pinned"),
+        "{conflicted}"
+    );
+    assert_eq!(conflicted["queue"], "images");
+    assert!(kind(&api, "other").await.is_none());
+    let (status, problem) = post_job(&api, &json!({"kind": "other", "payload": {}})).await;
+    assert_eq!(status, 422, "{problem}");
+    let workers = get(&api, "/workers").await;
+    assert_eq!(
+        workers["workers"][0]["name"], "w1",
+        "the worker is still recorded"
+    );
+    api.stop().await;
+
+    // A file with a misspelt field is a start-up error naming the file and the fix.
+    std::fs::write(&file, "- name: resize\n  max_attemps: 3\n").expect("write");
+    let mut vars = env.vars();
+    vars.push(("OFFLOAD_KINDS_FILE".into(), path.clone()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (status, output) = offload_tests::run_binary(true, &[], &vars);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains(&path), "{output}");
+    assert!(output.contains("max_attemps"), "{output}");
+    assert!(output.contains("unset OFFLOAD_KINDS_FILE"), "{output}");
+    let _ = std::fs::remove_file(&file);
+    delete_queue(&env, &format!("{}.jobs.images", env.prefix)).await;
+    env.cleanup().await;
+}

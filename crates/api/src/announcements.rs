@@ -140,7 +140,7 @@ impl Registry {
             .insert((who.to_owned(), kind.to_owned()))
     }
 
-    /// Applies one announcement: its valid kinds, then the worker's row.
+    /// Applies one announcement: the worker's row, then each of its valid kinds.
     #[tracing::instrument(skip_all, fields(worker = %parsed.announcement.worker))]
     pub async fn apply(&self, connection: &Connection, parsed: Parsed) -> Result<(), StoreError> {
         let Parsed {
@@ -153,8 +153,13 @@ impl Registry {
             tracing::warn!(worker, kind, reason, "refused an announced kind spec");
         }
         let now = OffsetDateTime::now_utc();
+        // Read before this announcement is recorded: its worker's own earlier spec never
+        // holds a kind against it.
         let workers = self.store.workers().await?;
         let recorded = self.store.kinds().await?;
+        // Recorded first, so a kind it brings is never listed without it.
+        let record = WorkerRecord::from_announcement(&announcement, specs.clone(), now);
+        self.store.put_worker(&record).await?;
         for spec in &specs {
             let record = recorded.iter().find(|r| r.spec.name == spec.name);
             let holders: Vec<&str> = record
@@ -171,8 +176,7 @@ impl Registry {
             self.act(connection, worker, record, spec, decision, now)
                 .await?;
         }
-        let record = WorkerRecord::from_announcement(&announcement, specs, now);
-        self.store.put_worker(&record).await
+        Ok(())
     }
 
     async fn act(
