@@ -7,7 +7,7 @@
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::StreamExt;
@@ -42,6 +42,12 @@ use crate::{
 
 /// Announcements the broker may send ahead: they are small and applied one by one.
 const PREFETCH: u16 = 16;
+
+/// A worker not heard from for this long is forgotten (its row deleted).
+const FORGET_AFTER: time::Duration = time::Duration::days(1);
+
+/// How often workers past [`FORGET_AFTER`] are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Longest worker name taken: it is stored and shown.
 const MAX_WORKER_NAME: usize = 128;
@@ -113,6 +119,8 @@ pub struct Registry {
     metrics: Arc<ApiMetrics>,
     /// `(worker, kind)` conflicts and `kind`s not pinned already logged.
     logged: Arc<Mutex<HashSet<(String, String)>>>,
+    /// When old workers were last forgotten.
+    pruned: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Registry {
@@ -129,6 +137,7 @@ impl Registry {
             settings,
             metrics,
             logged: Arc::default(),
+            pruned: Arc::default(),
         }
     }
 
@@ -198,7 +207,18 @@ impl Registry {
             conflict: None,
         };
         match decision {
-            Decision::Unchanged => {}
+            Decision::Unchanged => {
+                if let Some(conflict) = record.and_then(|r| r.conflict.as_deref())
+                    && !self.still_conflicts(spec, worker, now).await?
+                {
+                    self.store.set_kind_conflict(kind, None).await?;
+                    tracing::info!(
+                        kind,
+                        resolved = conflict,
+                        "a kind's conflict is over: no live worker announces another spec"
+                    );
+                }
+            }
             Decision::NotPinned => {
                 if self.first_time("", kind) {
                     tracing::warn!(
@@ -244,6 +264,41 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// True while a live worker other than `worker` announces `spec`'s kind with another spec.
+    async fn still_conflicts(
+        &self,
+        spec: &KindSpec,
+        worker: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let workers = self.store.workers().await?;
+        Ok(workers
+            .iter()
+            .filter(|w| w.name != worker && w.is_live(now))
+            .flat_map(|w| &w.kinds)
+            .any(|k| k.name == spec.name && k != spec))
+    }
+
+    /// Forgets workers not heard from for [`FORGET_AFTER`], at most once per [`PRUNE_EVERY`].
+    async fn prune(&self) {
+        {
+            let mut last = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self
+            .store
+            .forget_workers(OffsetDateTime::now_utc() - FORGET_AFTER)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(workers = n, "forgot workers not heard from for a day"),
+            Err(e) => tracing::warn!(error = %e, "cannot forget old workers"),
+        }
     }
 
     /// Routes the kind to its queue; false (logged) if the broker refused: the next heartbeat
@@ -318,6 +373,7 @@ pub async fn consume(
                     // Applied again with the worker's next heartbeat.
                     tracing::warn!(error = %e, "cannot record a worker announcement");
                 }
+                registry.prune().await;
             }
             Err(reason) => {
                 registry.metrics.announcement_refused();

@@ -146,6 +146,7 @@ impl Application {
         let retention = tokio::spawn(
             Retention::new(store.clone(), &settings, metrics.clone()).run(token.clone()),
         );
+        let refresher = tokio::spawn(kinds.clone().refresh(store.clone(), token.clone()));
         let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
         let state = AppState {
             kinds,
@@ -186,6 +187,7 @@ impl Application {
             let _ = confirmer_task.await;
             let _ = writer_task.await;
             let _ = retention.await;
+            let _ = refresher.await;
             link
         };
         let outcome = match tokio::time::timeout(grace, drain).await {

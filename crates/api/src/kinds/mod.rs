@@ -28,6 +28,9 @@ use crate::store::{
 /// unknown kinds costs at most one read a second.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the kinds are read again from the store in the background.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
 /// A kind the API accepts.
 #[derive(Debug, Clone)]
 pub struct KnownKind {
@@ -132,6 +135,21 @@ impl Kinds {
                 tracing::warn!(error = %e, "cannot reload the kinds from the store");
                 false
             }
+        }
+    }
+
+    /// Reloads the kinds every [`REFRESH_EVERY`] until `token` is cancelled: a spec another
+    /// API replica replaced (after its workers were gone) reaches this one too.
+    pub async fn refresh(self, store: Store, token: tokio_util::sync::CancellationToken) {
+        if self.locked {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+            self.reload(&store).await;
         }
     }
 
