@@ -9,49 +9,10 @@ use lapin::{
     options::{BasicPublishOptions, QueueDeleteOptions},
     types::ShortString,
 };
-use offload_tests::{ApiProcess, TestEnv, metric_sum, poll};
+use offload_tests::{ApiProcess, TestEnv, announce::announcement, metric_sum, poll};
 use serde_json::{Value, json};
 
 const WITHIN: Duration = Duration::from_secs(15);
-
-/// Publishes `body` to the workers queue as a worker would (transient, AMQP type
-/// `offload.announcement`) and waits for the broker's confirm.
-async fn announce_raw(env: &TestEnv, body: &[u8]) {
-    let channel = env.broker.create_channel().await.expect("channel");
-    channel
-        .confirm_select(Default::default())
-        .await
-        .expect("confirms");
-    channel
-        .basic_publish(
-            ShortString::from(""),
-            ShortString::from(env.names.workers_queue.as_str()),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_type("offload.announcement".into()),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    let _ = channel.close(200, "done".into()).await;
-}
-
-/// An announcement of `worker` in `state` with `kinds`.
-fn announcement(worker: &str, state: &str, kinds: Value, queues: &[&str]) -> Vec<u8> {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
-    json!({
-        "v": 1, "worker": worker, "state": state, "kinds": kinds, "queues": queues,
-        "in_flight": 0, "prefetch": 1, "heartbeat_s": 60, "started_at": now, "at": now,
-        "software": "kinds-test",
-    })
-    .to_string()
-    .into_bytes()
-}
 
 fn resize_on(queue: &str) -> Value {
     json!({
@@ -113,10 +74,12 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     assert_eq!(status, 422, "{problem}");
 
     // Act: a worker announces it.
-    announce_raw(
-        &env,
-        &announcement("w1", "alive", json!([resize_on("images")]), &["images"]),
-    )
+    env.announce(&announcement(
+        "w1",
+        "alive",
+        json!([resize_on("images")]),
+        &["images"],
+    ))
     .await;
 
     // Assert: accepted as soon as the announcement is applied, no restart.
@@ -163,10 +126,12 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
 
     // A second worker announces resize on another queue while w1 still runs it: a conflict,
     // reported and not merged.
-    announce_raw(
-        &env,
-        &announcement("w2", "alive", json!([resize_on("thumbs")]), &["thumbs"]),
-    )
+    env.announce(&announcement(
+        "w2",
+        "alive",
+        json!([resize_on("thumbs")]),
+        &["thumbs"],
+    ))
     .await;
     let conflicted = poll(WITHIN, "the conflict to be reported", || async {
         kind(&api, "resize")
@@ -191,15 +156,19 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     .await;
 
     // w2 leaves; w1's next heartbeat finds nobody announcing another spec: the conflict is over.
-    announce_raw(
-        &env,
-        &announcement("w2", "leaving", json!([resize_on("thumbs")]), &["thumbs"]),
-    )
+    env.announce(&announcement(
+        "w2",
+        "leaving",
+        json!([resize_on("thumbs")]),
+        &["thumbs"],
+    ))
     .await;
-    announce_raw(
-        &env,
-        &announcement("w1", "alive", json!([resize_on("images")]), &["images"]),
-    )
+    env.announce(&announcement(
+        "w1",
+        "alive",
+        json!([resize_on("images")]),
+        &["images"],
+    ))
     .await;
     poll(WITHIN, "the conflict to clear", || async {
         kind(&api, "resize")
@@ -209,10 +178,12 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     .await;
 
     // w1 leaves: the kind stays accepted, its jobs wait, and it lists no worker.
-    announce_raw(
-        &env,
-        &announcement("w1", "leaving", json!([resize_on("images")]), &["images"]),
-    )
+    env.announce(&announcement(
+        "w1",
+        "leaving",
+        json!([resize_on("images")]),
+        &["images"],
+    ))
     .await;
     poll(WITHIN, "resize to list no worker", || async {
         kind(&api, "resize")
@@ -240,17 +211,18 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
 
-    announce_raw(&env, b"not an announcement").await;
+    env.announce(b"not an announcement").await;
     let mut newer: Value =
         serde_json::from_slice(&announcement("w0", "alive", json!([]), &[])).expect("json");
     newer["v"] = json!(99);
-    announce_raw(&env, newer.to_string().as_bytes()).await;
+    env.announce(newer.to_string().as_bytes()).await;
     let kinds = json!([
         {"name": "Bad Name"},
         {"name": "broken", "payload_schema": {"type": 12}},
         {"name": "fine"},
     ]);
-    announce_raw(&env, &announcement("w3", "alive", kinds, &["default"])).await;
+    env.announce(&announcement("w3", "alive", kinds, &["default"]))
+        .await;
 
     // The valid kind of the same announcement is taken; the invalid ones are not.
     poll(WITHIN, "the valid kind to be listed", || async {
@@ -361,10 +333,12 @@ async fn a_job_another_producer_published_runs_and_shows_in_the_store() {
 async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_one() {
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
-    announce_raw(
-        &env,
-        &announcement("w1", "alive", json!([resize_on("images")]), &["images"]),
-    )
+    env.announce(&announcement(
+        "w1",
+        "alive",
+        json!([resize_on("images")]),
+        &["images"],
+    ))
     .await;
     poll(WITHIN, "resize to be listed", || async {
         kind(&api, "resize").await
@@ -379,10 +353,12 @@ async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_o
     assert_eq!(status, 202, "{problem}");
 
     // Its worker leaves; a worker announcing it on another queue now takes it over.
-    announce_raw(
-        &env,
-        &announcement("w1", "leaving", json!([resize_on("images")]), &["images"]),
-    )
+    env.announce(&announcement(
+        "w1",
+        "leaving",
+        json!([resize_on("images")]),
+        &["images"],
+    ))
     .await;
     poll(WITHIN, "resize to list no worker", || async {
         kind(&api, "resize")
@@ -390,10 +366,12 @@ async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_o
             .filter(|k| k["workers"] == json!([]))
     })
     .await;
-    announce_raw(
-        &env,
-        &announcement("w2", "alive", json!([resize_on("thumbs")]), &["thumbs"]),
-    )
+    env.announce(&announcement(
+        "w2",
+        "alive",
+        json!([resize_on("thumbs")]),
+        &["thumbs"],
+    ))
     .await;
     let moved = poll(WITHIN, "resize to move to thumbs", || async {
         kind(&api, "resize")
@@ -450,10 +428,12 @@ async fn a_kinds_file_pins_the_kinds_and_a_bad_one_stops_the_start() {
     // An announced kind outside the file is not accepted; a differing pinned one is a conflict.
     let other = json!({"name": "other"});
     let differing = json!({"name": "resize", "queue": "thumbs"});
-    announce_raw(
-        &env,
-        &announcement("w1", "alive", json!([other, differing]), &["default"]),
-    )
+    env.announce(&announcement(
+        "w1",
+        "alive",
+        json!([other, differing]),
+        &["default"],
+    ))
     .await;
     let conflicted = poll(WITHIN, "the conflict with the pinned spec", || async {
         kind(&api, "resize")
