@@ -1,8 +1,5 @@
-//! Consumes worker announcements from `<prefix>.workers` and applies them: each worker's latest
-//! announcement is recorded, and each kind it announces is recorded, bound and accepted, left
-//! alone, or reported as a conflict (see [`crate::kinds::decide`]). What cannot be read is
-//! logged, counted and acknowledged: an announcement is repeated every heartbeat, so nothing is
-//! lost by dropping one, and one bad worker never stops the others'.
+//! Applying an announcement: the worker's row, then each kind it announces is recorded, bound
+//! and accepted, left alone, or reported as a conflict (see [`crate::kinds::decide`]).
 
 use std::{
     collections::HashSet,
@@ -10,24 +7,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::StreamExt;
-use lapin::{
-    Channel, Connection,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{FieldTable, ShortString},
-};
-use serde_json::Value;
+use lapin::Connection;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
 
-use offload_shared::{
-    Settings,
-    announce::Announcement,
-    broker::{self, Settle},
-    kinds::KindSpec,
-    topology,
-};
+use offload_shared::{Settings, kinds::KindSpec, topology};
 
+use super::Parsed;
 use crate::{
     kinds::{
         Kinds,
@@ -40,74 +25,11 @@ use crate::{
     },
 };
 
-/// Announcements the broker may send ahead: they are small and applied one by one.
-const PREFETCH: u16 = 16;
-
 /// A worker not heard from for this long is forgotten (its row deleted).
 const FORGET_AFTER: time::Duration = time::Duration::days(1);
 
 /// How often workers past [`FORGET_AFTER`] are looked for.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-
-/// Longest worker name taken: it is stored and shown.
-const MAX_WORKER_NAME: usize = 128;
-
-/// An announcement as read: the announcement (its `kinds` empty), the specs that are valid,
-/// and the ones that are not, as `(name as given, reason)`.
-#[derive(Debug)]
-pub struct Parsed {
-    /// The announcement without its kinds.
-    pub announcement: Announcement,
-    /// The kind specs that parse and compile.
-    pub specs: Vec<KindSpec>,
-    /// The kind specs refused, with why.
-    pub refused: Vec<(String, String)>,
-}
-
-/// Reads an announcement. Each kind spec is read on its own, so one invalid spec does not take
-/// the worker's other kinds with it; a body that is not an announcement at all, or of another
-/// wire version, is an error saying why.
-pub fn parse(body: &[u8]) -> Result<Parsed, String> {
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("not an announcement: {e}"))?;
-    let kinds = match value.get_mut("kinds").map(Value::take) {
-        Some(Value::Array(kinds)) => kinds,
-        Some(_) => return Err("not an announcement: kinds is not a list".to_owned()),
-        None => return Err("not an announcement: missing field `kinds`".to_owned()),
-    };
-    if let Some(object) = value.as_object_mut() {
-        object.insert("kinds".to_owned(), Value::Array(Vec::new()));
-    }
-    let announcement = Announcement::from_bytes(value.to_string().as_bytes())?;
-    if announcement.worker.is_empty() || announcement.worker.chars().count() > MAX_WORKER_NAME {
-        return Err(format!(
-            "the worker name must be 1 to {MAX_WORKER_NAME} characters"
-        ));
-    }
-    let mut specs = Vec::new();
-    let mut refused = Vec::new();
-    for item in kinds {
-        let given: String = item
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .chars()
-            .take(64)
-            .collect();
-        let spec = serde_json::from_value::<KindSpec>(item)
-            .map_err(|e| e.to_string())
-            .and_then(|spec| spec.compile().map(|_| spec).map_err(|e| e.reason));
-        match spec {
-            Ok(spec) => specs.push(spec),
-            Err(reason) => refused.push((given, reason)),
-        }
-    }
-    Ok(Parsed {
-        announcement,
-        specs,
-        refused,
-    })
-}
 
 /// Applies announcements to the store and the accepted kinds; lives across reconnections so
 /// that each conflict is logged once.
@@ -116,7 +38,7 @@ pub struct Registry {
     store: Store,
     kinds: Kinds,
     settings: Arc<Settings>,
-    metrics: Arc<ApiMetrics>,
+    pub(super) metrics: Arc<ApiMetrics>,
     /// `(worker, kind)` conflicts and `kind`s not pinned already logged.
     logged: Arc<Mutex<HashSet<(String, String)>>>,
     /// When old workers were last forgotten.
@@ -282,7 +204,7 @@ impl Registry {
     }
 
     /// Forgets workers not heard from for [`FORGET_AFTER`], at most once per [`PRUNE_EVERY`].
-    async fn prune(&self) {
+    pub(super) async fn prune(&self) {
         {
             let mut last = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
@@ -317,128 +239,6 @@ impl Registry {
         // The spec compiled when it was parsed.
         if let Err(e) = self.kinds.insert(spec.clone()) {
             tracing::warn!(error = %e, "an announced kind does not compile");
-        }
-    }
-}
-
-/// Why announcement consumption stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AnnouncementsError {
-    /// Setting up or settling on the channel failed.
-    #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
-    /// The delivery stream failed.
-    #[error("announcement consumer failed: {0}")]
-    Stream(#[from] lapin::Error),
-}
-
-/// Consumes `queue` on `channel` until `token` is cancelled or the consumer fails.
-pub async fn consume(
-    channel: Channel,
-    connection: &Connection,
-    queue: &str,
-    registry: &Registry,
-    deadline: Duration,
-    token: CancellationToken,
-) -> Result<(), AnnouncementsError> {
-    broker::with_deadline(
-        deadline,
-        "set the announcements prefetch",
-        channel.basic_qos(PREFETCH, BasicQosOptions::default()),
-    )
-    .await?;
-    let tag = ShortString::from(format!("offload-api-announcements-{}", std::process::id()));
-    let mut consumer = broker::with_deadline(
-        deadline,
-        "consume the workers queue",
-        channel.basic_consume(
-            ShortString::from(queue),
-            tag.clone(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
-    loop {
-        let delivery = tokio::select! {
-            () = token.cancelled() => break,
-            next = consumer.next() => match next {
-                Some(delivery) => delivery?,
-                None => break,
-            },
-        };
-        match parse(&delivery.data) {
-            Ok(parsed) => {
-                if let Err(e) = registry.apply(connection, parsed).await {
-                    // Applied again with the worker's next heartbeat.
-                    tracing::warn!(error = %e, "cannot record a worker announcement");
-                }
-                registry.prune().await;
-            }
-            Err(reason) => {
-                registry.metrics.announcement_refused();
-                tracing::warn!(
-                    reason,
-                    bytes = delivery.data.len(),
-                    "refused a worker announcement"
-                );
-            }
-        }
-        broker::settle(&delivery.acker, Settle::Ack, false, deadline).await?;
-    }
-    let _ = broker::with_deadline(
-        deadline,
-        "cancel the announcements consumer",
-        channel.basic_cancel(tag, BasicCancelOptions::default()),
-    )
-    .await;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn body(kinds: Value) -> Vec<u8> {
-        json!({
-            "v": 1, "worker": "w1", "state": "alive", "kinds": kinds, "queues": ["images"],
-            "heartbeat_s": 5, "started_at": "2026-01-01T00:00:00Z", "at": "2026-01-01T00:00:05Z",
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    #[test]
-    fn invalid_specs_are_refused_one_by_one_and_the_rest_is_read() {
-        let parsed = parse(&body(json!([
-            {"name": "resize", "queue": "images", "payload_schema": {"type": "object"}},
-            {"name": "Bad Name"},
-            {"name": "broken", "payload_schema": {"type": 12}},
-        ])))
-        .expect("parses");
-        assert_eq!(parsed.announcement.worker, "w1");
-        assert_eq!(parsed.specs.len(), 1);
-        assert_eq!(parsed.specs[0].name.as_str(), "resize");
-        let names: Vec<&str> = parsed.refused.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["Bad Name", "broken"]);
-    }
-
-    #[test]
-    fn what_is_not_an_announcement_is_refused_with_why() {
-        let mut other_version: Value = serde_json::from_slice(&body(json!([]))).expect("json");
-        other_version["v"] = json!(2);
-        let other_version = other_version.to_string();
-        let cases: [(&[u8], &str); 4] = [
-            (b"not json", "not an announcement"),
-            (br#"{"v":1}"#, "missing field `kinds`"),
-            (br#"{"v":1,"kinds":{}}"#, "kinds is not a list"),
-            (other_version.as_bytes(), "version 2"),
-        ];
-        for (body, want) in cases {
-            let err = parse(body).expect_err(want);
-            assert!(err.contains(want), "{want}: {err}");
         }
     }
 }
