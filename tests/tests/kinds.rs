@@ -109,6 +109,28 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     assert_eq!(listed["workers"], json!(["w1"]));
     assert_eq!(listed["conflict"], Value::Null);
     assert_eq!(listed["payload_schema"]["required"], json!(["width"]));
+    let stats = poll(WITHIN, "the work queue's depth in GET /kinds", || async {
+        kind(&api, "resize")
+            .await
+            .map(|k| k["queue_stats"].clone())
+            .filter(|q| q["ready"].as_u64() >= Some(1))
+    })
+    .await;
+    assert_eq!(stats["consumers"], 0, "{stats}");
+    let label = format!("queue=\"{images}\"");
+    let ready = metric_sum(
+        &api.metrics().await,
+        "offload_queue_messages_ready",
+        &[&label],
+    );
+    assert!(ready >= 1.0, "the kind's queue has its gauge: {ready}");
+    let doc = get(&api, "/openapi.json").await;
+    let payload = &doc["components"]["schemas"]["payload.resize"];
+    assert_eq!(
+        payload["required"],
+        json!(["width"]),
+        "the announced schema is documented"
+    );
     let sleep = kind(&api, "sleep").await.expect("built-in sleep listed");
     assert_eq!(sleep["source"], "builtin");
     let workers = get(&api, "/workers").await;
