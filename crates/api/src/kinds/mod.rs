@@ -75,6 +75,16 @@ impl Kinds {
             Some(specs) => (specs, KindSource::Pinned),
             None => {
                 for record in &stored {
+                    if record.source == KindSource::Pinned {
+                        // The kinds file is gone: its kinds stay, as ordinary recorded kinds
+                        // that a worker's newer spec may replace.
+                        store
+                            .put_kind(&KindRecord {
+                                source: KindSource::Announced,
+                                ..record.clone()
+                            })
+                            .await?;
+                    }
                     kinds.insert_logged(record.spec.clone());
                 }
                 let missing = offload_worker::handlers::builtin::specs()
@@ -212,7 +222,114 @@ impl Kinds {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    async fn store() -> Store {
+        let path =
+            std::env::temp_dir().join(format!("offload-kinds-{}.db", offload_shared::JobId::new()));
+        Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("store")
+    }
+
+    fn spec(name: &str, queue: &str) -> KindSpec {
+        serde_json::from_value(json!({"name": name, "queue": queue})).expect("spec")
+    }
+
+    fn record(spec: KindSpec) -> KindRecord {
+        let now = OffsetDateTime::now_utc();
+        KindRecord {
+            spec,
+            source: KindSource::Announced,
+            announced_by: Some("w1".into()),
+            first_seen_at: now,
+            updated_at: now,
+            conflict: None,
+        }
+    }
+
+    fn sources(records: &[KindRecord]) -> Vec<(String, KindSource)> {
+        records
+            .iter()
+            .map(|r| (r.spec.name.to_string(), r.source))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn kinds_load_from_the_store_and_a_kinds_file_pins_them() {
+        let store = store().await;
+        // A fresh store: the built-in kinds are recorded and accepted.
+        let kinds = Kinds::load(&store, None).await.expect("load");
+        assert!(kinds.get("sleep").is_ok() && kinds.get("noop").is_ok());
+        let builtin = || ("noop".to_owned(), KindSource::Builtin);
+        assert_eq!(
+            sources(&store.kinds().await.expect("kinds")),
+            [builtin(), ("sleep".to_owned(), KindSource::Builtin)]
+        );
+
+        // A recorded kind survives a restart.
+        store
+            .put_kind(&record(spec("resize", "images")))
+            .await
+            .expect("put");
+        let kinds = Kinds::load(&store, None).await.expect("reload");
+        assert_eq!(
+            kinds.get("resize").expect("resize").spec.queue.as_str(),
+            "images"
+        );
+
+        // Pinned: exactly the file's kinds, recorded as pinned; announcements add none.
+        let pinned = Kinds::load(&store, Some(vec![spec("resize", "thumbs")]))
+            .await
+            .expect("pinned");
+        assert!(pinned.is_locked());
+        assert_eq!(
+            pinned.get("resize").expect("resize").spec.queue.as_str(),
+            "thumbs"
+        );
+        assert!(pinned.get("sleep").is_err(), "not in the file");
+        store
+            .put_kind(&record(spec("other", "default")))
+            .await
+            .expect("put");
+        assert!(!pinned.reload(&store).await);
+        assert!(pinned.get("other").is_err());
+
+        // The file removed: its kinds stay, no longer pinned.
+        let kinds = Kinds::load(&store, None).await.expect("unpinned");
+        let all = store.kinds().await.expect("kinds");
+        let resize = all
+            .iter()
+            .find(|r| r.spec.name.as_str() == "resize")
+            .expect("resize");
+        assert_eq!(
+            (resize.source, resize.spec.queue.as_str()),
+            (KindSource::Announced, "thumbs")
+        );
+        assert!(kinds.get("other").is_ok() && kinds.get("sleep").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kind_reloads_the_store_at_most_once_a_second() {
+        let store = store().await;
+        let kinds = Kinds::load(&store, None).await.expect("load");
+        // Another replica records a kind.
+        store
+            .put_kind(&record(spec("resize", "images")))
+            .await
+            .expect("put");
+        assert!(kinds.get("resize").is_err());
+        assert!(kinds.reload(&store).await);
+        assert!(kinds.get("resize").is_ok());
+        store
+            .put_kind(&record(spec("crop", "images")))
+            .await
+            .expect("put");
+        assert!(!kinds.reload(&store).await, "within a second of the last");
+        assert!(kinds.get("crop").is_err());
+    }
 
     #[test]
     fn the_builtin_kinds_are_known_and_unknown_ones_list_them() {
