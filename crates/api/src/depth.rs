@@ -167,41 +167,40 @@ pub async fn watch(
             .map(str::to_owned)
             .chain(kinds.all().iter().map(|k| names.work_queue(&k.spec.queue)))
             .collect();
-        if channel.as_ref().is_none_or(|c| !c.status().connected()) {
-            channel = broker::with_deadline(
-                deadline,
-                "open the inspection channel",
-                connection.create_channel(),
-            )
-            .await
-            .ok();
-        }
-        if let Some(ch) = &channel {
-            for queue in &queues {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                let declared = broker::with_deadline(
+        for queue in &queues {
+            if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+                channel = broker::with_deadline(
                     deadline,
-                    "inspect a queue",
-                    ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+                    "open the inspection channel",
+                    connection.create_channel(),
                 )
-                .await;
-                match declared {
-                    Ok(q) => {
-                        metrics.queue(queue, q.message_count(), q.consumer_count());
-                        stats.update(queue, |d| {
-                            d.ready = q.message_count();
-                            d.consumers = q.consumer_count();
-                        });
-                    }
-                    Err(e) => {
-                        // A missing queue closes the channel; open another next time.
-                        tracing::debug!(queue, error = %e, "cannot read the queue's depth");
-                        channel = None;
-                        break;
-                    }
+                .await
+                .ok();
+            }
+            let Some(ch) = &channel else { break };
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = broker::with_deadline(
+                deadline,
+                "inspect a queue",
+                ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+            )
+            .await;
+            match declared {
+                Ok(q) => {
+                    metrics.queue(queue, q.message_count(), q.consumer_count());
+                    stats.update(queue, |d| {
+                        d.ready = q.message_count();
+                        d.consumers = q.consumer_count();
+                    });
+                }
+                Err(e) => {
+                    // A missing queue closes the channel: the next queue gets a new one, so
+                    // one deleted queue does not hide the others.
+                    tracing::debug!(queue, error = %e, "cannot read the queue's depth");
+                    channel = None;
                 }
             }
         }
