@@ -160,21 +160,29 @@ impl Registry {
                 }
             }
             Decision::Record => {
-                if !self.bind(connection, spec).await {
+                // Recorded first: of two API replicas recording the kind at once, only the one
+                // that recorded it binds it, so it is never routed to two queues. The other
+                // decides again with the worker's next heartbeat.
+                if !self.store.record_kind(&replace(now)).await? {
                     return Ok(());
                 }
-                self.store.put_kind(&replace(now)).await?;
                 self.accept(spec);
+                self.bind(connection, spec).await;
                 tracing::info!(worker, kind, queue = %spec.queue, "recorded a new kind");
             }
             Decision::Replace { unbind } => {
-                if !self.bind(connection, spec).await {
+                let Some(record) = record else {
+                    return Ok(());
+                };
+                if !self
+                    .store
+                    .replace_kind(&replace(record.first_seen_at), record.updated_at)
+                    .await?
+                {
                     return Ok(());
                 }
-                self.store
-                    .put_kind(&replace(record.map_or(now, |r| r.first_seen_at)))
-                    .await?;
                 self.accept(spec);
+                self.bind(connection, spec).await;
                 if let Some(old) = unbind {
                     let unbound =
                         topology::unbind_kind(connection, &self.settings, &spec.name, &old).await;
@@ -223,15 +231,13 @@ impl Registry {
         }
     }
 
-    /// Routes the kind to its queue; false (logged) if the broker refused: the next heartbeat
-    /// tries again.
-    async fn bind(&self, connection: &Connection, spec: &KindSpec) -> bool {
-        match topology::bind_kind(connection, &self.settings, &spec.name, &spec.queue).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(kind = %spec.name, queue = %spec.queue, error = %e, "cannot bind an announced kind; retrying with its next heartbeat");
-                false
-            }
+    /// Routes the kind to its queue; logs if the broker refused (the kind is bound again with
+    /// every reconnection, which a lost link brings about).
+    async fn bind(&self, connection: &Connection, spec: &KindSpec) {
+        if let Err(e) =
+            topology::bind_kind(connection, &self.settings, &spec.name, &spec.queue).await
+        {
+            tracing::warn!(kind = %spec.name, queue = %spec.queue, error = %e, "cannot bind an announced kind; it is bound again when the broker link is reopened");
         }
     }
 

@@ -145,6 +145,22 @@ impl Store {
         on_backend!(self, db => db.put_kind(kind).await)
     }
 
+    /// Records `kind` unless a kind of its name is recorded (by another API replica, say);
+    /// true if this call recorded it.
+    pub async fn record_kind(&self, kind: &KindRecord) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.record_kind(kind).await)
+    }
+
+    /// Replaces the kind's spec with `kind`'s if it was last changed at `seen`; true if it was
+    /// (false: someone replaced it since it was read).
+    pub async fn replace_kind(
+        &self,
+        kind: &KindRecord,
+        seen: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.replace_kind(kind, seen).await)
+    }
+
     /// Sets (or clears) the conflict text of the kind `name`.
     pub async fn set_kind_conflict(
         &self,

@@ -142,6 +142,21 @@ const PUT_KIND: &str = "INSERT INTO kinds (name, queue, payload_schema, max_atte
          announced_by = excluded.announced_by, updated_at = excluded.updated_at,
          conflict = excluded.conflict";
 
+/// Records a kind unless its name is recorded already (another API replica may have recorded
+/// it a moment ago): only the replica that recorded it binds it.
+const RECORD_KIND: &str =
+    "INSERT INTO kinds (name, queue, payload_schema, max_attempts, timeout_s, \
+         source, announced_by, first_seen_at, updated_at, conflict)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (name) DO NOTHING";
+
+/// Replaces a kind's spec only if it is still the one read (`updated_at` = `$11`): of two
+/// replicas replacing it at once, one does. `first_seen_at` stays; its `$8` is only named so
+/// that both databases see every bound parameter.
+const REPLACE_KIND: &str = "UPDATE kinds SET queue = $2, payload_schema = $3, max_attempts = $4, \
+         timeout_s = $5, source = $6, announced_by = $7, updated_at = $9, conflict = $10
+     WHERE name = $1 AND updated_at = $11 AND $8 IS NOT NULL";
+
 const SET_CONFLICT: &str = "UPDATE kinds SET conflict = $2 WHERE name = $1";
 
 const WORKER_COLUMNS: &str = "SELECT name, state, kinds, queues, in_flight, prefetch, heartbeat_s, \
@@ -178,20 +193,26 @@ impl<D: Dialect> Db<D> {
     /// Records `kind` (replacing the spec recorded under its name).
     pub(super) async fn put_kind(&self, kind: &KindRecord) -> Result<(), StoreError> {
         let mut conn = self.pool().acquire().await?;
-        let spec = &kind.spec;
-        let stmt = Stmt::new(PUT_KIND)
-            .str(Some(spec.name.as_str()))
-            .str(Some(spec.queue.as_str()))
-            .text(Some(Cow::Owned(to_json(&spec.payload_schema))))
-            .int(spec.max_attempts.map(i64::from))
-            .int(spec.timeout_s.map(int))
-            .str(Some(kind.source.as_str()))
-            .str(kind.announced_by.as_deref())
-            .time(kind.first_seen_at)
-            .time(kind.updated_at)
-            .str(kind.conflict.as_deref());
-        D::execute(&mut conn, stmt).await?;
+        D::execute(&mut conn, kind_stmt(PUT_KIND, kind)).await?;
         Ok(())
+    }
+
+    /// Records `kind` unless a kind of its name is recorded; true if it was recorded.
+    pub(super) async fn record_kind(&self, kind: &KindRecord) -> Result<bool, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(D::execute(&mut conn, kind_stmt(RECORD_KIND, kind)).await? > 0)
+    }
+
+    /// Replaces the kind's spec with `kind`'s if it was last changed at `seen` (nobody replaced
+    /// it since it was read); true if it was replaced.
+    pub(super) async fn replace_kind(
+        &self,
+        kind: &KindRecord,
+        seen: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let stmt = kind_stmt(REPLACE_KIND, kind).time(seen);
+        Ok(D::execute(&mut conn, stmt).await? > 0)
     }
 
     /// Sets (or clears) the conflict text of kind `name`.
@@ -240,6 +261,22 @@ impl<D: Dialect> Db<D> {
         let mut conn = self.pool().acquire().await?;
         Ok(D::execute(&mut conn, Stmt::new(FORGET_WORKERS).time(before)).await?)
     }
+}
+
+/// `sql` with a kind's ten columns bound as `$1`…`$10`.
+fn kind_stmt<'a>(sql: &'static str, kind: &'a KindRecord) -> Stmt<'a> {
+    let spec = &kind.spec;
+    Stmt::new(sql)
+        .str(Some(spec.name.as_str()))
+        .str(Some(spec.queue.as_str()))
+        .text(Some(Cow::Owned(to_json(&spec.payload_schema))))
+        .int(spec.max_attempts.map(i64::from))
+        .int(spec.timeout_s.map(int))
+        .str(Some(kind.source.as_str()))
+        .str(kind.announced_by.as_deref())
+        .time(kind.first_seen_at)
+        .time(kind.updated_at)
+        .str(kind.conflict.as_deref())
 }
 
 fn corrupt(what: &str, name: &str, reason: impl std::fmt::Display) -> StoreError {

@@ -69,6 +69,40 @@ pub(super) async fn kinds_and_workers_are_recorded_and_replaced(store: Store) {
         Some("w3 differs")
     );
 
+    // Conditional writes, as two API replicas deciding at once need them.
+    let other = KindRecord {
+        spec: resize("other"),
+        updated_at: now(),
+        ..kind.clone()
+    };
+    assert!(
+        !store.record_kind(&other).await.expect("record"),
+        "already recorded"
+    );
+    let stale = kind.updated_at - Duration::seconds(1);
+    assert!(!store.replace_kind(&other, stale).await.expect("stale"));
+    assert!(
+        store
+            .replace_kind(&other, kind.updated_at)
+            .await
+            .expect("replace")
+    );
+    let got = store.kinds().await.expect("kinds").remove(0);
+    assert_eq!(
+        (got.spec.queue.as_str(), got.first_seen_at),
+        ("other", first)
+    );
+    assert!(
+        !store
+            .replace_kind(&other, kind.updated_at)
+            .await
+            .expect("again"),
+        "changed since"
+    );
+    let mut fresh = other.clone();
+    fresh.spec.name = JobKind::parse("crop").expect("valid");
+    assert!(store.record_kind(&fresh).await.expect("new name"));
+
     let worker = WorkerRecord {
         name: "w1".into(),
         state: WorkerState::Alive,
