@@ -259,10 +259,48 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
         .filter_map(|k| k["name"].as_str())
         .collect();
     assert_eq!(names, ["fine", "noop", "sleep"], "{listed}");
+    assert_eq!(
+        kind(&api, "fine").await.expect("fine")["workers"],
+        json!(["w3"])
+    );
     let (status, problem) = post_job(&api, &json!({"kind": "broken", "payload": {}})).await;
     assert_eq!(status, 422, "{problem}");
     let (status, problem) = post_job(&api, &json!({"kind": "fine", "payload": {}})).await;
     assert_eq!(status, 202, "{problem}");
+    // A worker whose heartbeats stop counts as gone after three missed ones; its kind stays.
+    let mut brief: Value = serde_json::from_slice(&announcement(
+        "w4",
+        "alive",
+        json!([{"name": "brief"}]),
+        &[],
+    ))
+    .expect("json");
+    brief["heartbeat_s"] = json!(1);
+    env.announce(brief.to_string().as_bytes()).await;
+    poll(WITHIN, "brief to list its worker", || async {
+        kind(&api, "brief")
+            .await
+            .filter(|k| k["workers"] == json!(["w4"]))
+    })
+    .await;
+    poll(WITHIN, "the silent worker to count as gone", || async {
+        kind(&api, "brief")
+            .await
+            .filter(|k| k["workers"] == json!([]))
+    })
+    .await;
+    let workers = get(&api, "/workers").await;
+    assert!(
+        !workers["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .any(|w| w["name"] == "w4"),
+        "{workers}"
+    );
+    let (status, problem) = post_job(&api, &json!({"kind": "brief", "payload": {}})).await;
+    assert_eq!(status, 202, "{problem}");
+
     let refused = metric_sum(
         &api.metrics().await,
         "offload_announcements_refused_total",
