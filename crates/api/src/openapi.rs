@@ -68,6 +68,7 @@ pub async fn spec(State(state): State<AppState>) -> Json<Value> {
 pub fn document(kinds: &Kinds) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     let mut requests = Vec::new();
+    let mut mapping = Map::new();
     for known in kinds.all() {
         let kind = known.spec.name.as_str();
         let payload = format!("payload.{kind}");
@@ -93,9 +94,16 @@ pub fn document(kinds: &Kinds) -> Value {
                 },
             ],
         });
-        requests.push(json!({"$ref": format!("#/components/schemas/{request}")}));
+        let target = format!("#/components/schemas/{request}");
+        mapping.insert(kind.to_owned(), Value::String(target.clone()));
+        requests.push(json!({ "$ref": target }));
     }
-    let body = json!({"oneOf": requests, "discriminator": {"propertyName": "kind"}});
+    // The mapping names each kind's request: without it a discriminator value is read as a
+    // schema name (`request.sleep`), not the kind (`sleep`).
+    let body = json!({
+        "oneOf": requests,
+        "discriminator": {"propertyName": "kind", "mapping": mapping},
+    });
     if let Some(content) = doc
         .pointer_mut("/paths/~1jobs/post/requestBody/content/application~1json")
         .and_then(Value::as_object_mut)
@@ -227,6 +235,10 @@ mod tests {
             .and_then(Value::as_array)
             .expect("a oneOf body");
         let refs: Vec<&str> = body.iter().filter_map(|r| r["$ref"].as_str()).collect();
+        let mapping = doc
+            .pointer("/paths/~1jobs/post/requestBody/content/application~1json/schema/discriminator/mapping/sleep")
+            .and_then(Value::as_str);
+        assert_eq!(mapping, Some("#/components/schemas/request.sleep"));
         assert_eq!(
             refs,
             [
