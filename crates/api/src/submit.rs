@@ -11,7 +11,11 @@ use offload_shared::{
     limits::{MAX_JSON_DEPTH, json_depth},
 };
 
-use crate::{error::ApiError, kinds::Kinds, store::IdempotencyKey};
+use crate::{
+    error::ApiError,
+    kinds::{Kinds, UnknownKind},
+    store::IdempotencyKey,
+};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -194,7 +198,10 @@ impl NewJob {
             .map(|(i, request)| {
                 NewJob::check(request, kinds, max_timeout_s).map_err(|e| match e {
                     ApiError::Invalid(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
-                    ApiError::UnknownKind(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
+                    ApiError::UnknownKind(why) => ApiError::UnknownKind(UnknownKind {
+                        in_batch: Some(i),
+                        ..why
+                    }),
                     other => other,
                 })
             })
@@ -433,7 +440,7 @@ mod tests {
             60,
         );
         assert!(
-            matches!(&bad, Err(ApiError::Invalid(m)) if m.starts_with("jobs[2]: ")),
+            matches!(&bad, Err(e @ ApiError::UnknownKind(_)) if e.to_string().starts_with("jobs[2]: unknown job kind")),
             "{bad:?}"
         );
         let empty = NewJob::parse_batch(br#"{"jobs":[]}"#, &Kinds::builtin(), 60);

@@ -42,12 +42,17 @@ pub struct KnownKind {
 
 /// A kind name that is not known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job kind {given:?}; known kinds: {known}")]
+#[error(
+    "{}unknown job kind {given:?}; known kinds: {known}",
+    in_batch.map(|i| format!("jobs[{i}]: ")).unwrap_or_default()
+)]
 pub struct UnknownKind {
     /// What the client sent, cut to 64 characters.
     pub given: String,
     /// The known kinds, comma separated.
     pub known: String,
+    /// The job's position in a batch, for `POST /jobs/batch`.
+    pub in_batch: Option<usize>,
 }
 
 /// The kinds the API accepts; cheap to clone, shared by every handler.
@@ -202,6 +207,7 @@ impl Kinds {
                     .map(JobKind::as_str)
                     .collect::<Vec<_>>()
                     .join(", "),
+                in_batch: None,
             })
     }
 

@@ -204,7 +204,12 @@ pub async fn submit_batch(
     )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let batch = NewJob::parse_batch(&bytes, &state.kinds, state.settings.max_job_timeout_s)?;
+    let parse = || NewJob::parse_batch(&bytes, &state.kinds, state.settings.max_job_timeout_s);
+    let batch = match parse() {
+        // As for one job: another replica may have recorded the kind.
+        Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
+        parsed => parsed?,
+    };
     tracing::Span::current().record("jobs", batch.len());
     let publisher = state.publisher()?;
 
