@@ -6,6 +6,7 @@
 //! - [`TestEnv`]: a random queue prefix, a store file, the broker connection, clean-up.
 //! - [`ApiProcess`] / [`WorkerProcess`]: the binaries as child processes, with their logs.
 //! - [`poll`]: wait for a condition with a deadline, never a bare sleep.
+//! - [`announce`]: worker announcements a test publishes itself.
 
 use std::{
     future::Future,
@@ -28,6 +29,7 @@ use tokio::{
 
 pub use offload_shared::topology::Names;
 
+pub mod announce;
 pub mod postgres;
 
 /// The broker the tests use: `OFFLOAD_TEST_AMQP_URL`, else the local default.

@@ -191,6 +191,8 @@ async fn the_openapi_document_lists_every_route_and_the_problem_shape() {
         ("/jobs", "get"),
         ("/jobs/{id}", "get"),
         ("/jobs/{id}/retry", "post"),
+        ("/kinds", "get"),
+        ("/workers", "get"),
         ("/health/live", "get"),
         ("/health/ready", "get"),
         ("/metrics", "get"),
@@ -209,7 +211,17 @@ async fn the_openapi_document_lists_every_route_and_the_problem_shape() {
             "POST /jobs lacks {status}: {submit}"
         );
     }
-    for schema in ["JobRecord", "Problem", "JsonRequest", "JobPage"] {
+    // Each kind's payload schema is in the document; the built-in sleep's from its Rust type.
+    let sleep = &doc["components"]["schemas"]["payload.sleep"];
+    assert!(sleep["properties"]["ms"].is_object(), "{sleep}");
+    for schema in [
+        "JobRecord",
+        "Problem",
+        "JsonRequest",
+        "JobPage",
+        "KindList",
+        "WorkerList",
+    ] {
         assert!(
             doc["components"]["schemas"].get(schema).is_some(),
             "schema {schema} missing"

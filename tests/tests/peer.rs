@@ -112,7 +112,11 @@ async fn kind_workers(api: &ApiProcess, kind: &str) -> Option<Vec<String>> {
     Some(
         entry["workers"]
             .as_array()
-            .map(|w| w.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+            .map(|w| {
+                w.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
     )
 }
@@ -134,7 +138,8 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
         (status == 202).then(|| body["id"].as_str().expect("id").to_owned())
     })
     .await;
-    let (status, problem) = post(&api, &json!({"kind": "py.reverse", "payload": {"text": 5}})).await;
+    let (status, problem) =
+        post(&api, &json!({"kind": "py.reverse", "payload": {"text": 5}})).await;
     assert_eq!(status, 422, "the peer's schema is enforced: {problem}");
     assert!(
         problem["detail"].as_str().unwrap_or("").contains("/text"),
@@ -143,7 +148,11 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
 
     let mut python_jobs = vec![(first, "cba".to_owned())];
     for text in ["hello", "racecar!", "Offload"] {
-        let (status, body) = post(&api, &json!({"kind": "py.reverse", "payload": {"text": text}})).await;
+        let (status, body) = post(
+            &api,
+            &json!({"kind": "py.reverse", "payload": {"text": text}}),
+        )
+        .await;
         assert_eq!(status, 202, "{body}");
         python_jobs.push((
             body["id"].as_str().expect("id").to_owned(),
@@ -182,12 +191,18 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
     let job = api
         .wait_for_status(retried["id"].as_str().expect("id"), "succeeded", WITHIN)
         .await;
-    assert_eq!(job["attempt"], 2, "retried once through the delay exchange: {job}");
+    assert_eq!(
+        job["attempt"], 2,
+        "retried once through the delay exchange: {job}"
+    );
     let job = api
         .wait_for_status(dead["id"].as_str().expect("id"), "dead", WITHIN)
         .await;
     assert!(
-        job["error"].as_str().unwrap_or("").contains("asked to fail"),
+        job["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("asked to fail"),
         "{job}"
     );
     assert_eq!(
@@ -202,7 +217,9 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
     let direct_python = peer_publish(&env, "py.reverse", &json!({"text": "xyz"})).await;
     let job = api.wait_for_status(&direct_rust, "succeeded", WITHIN).await;
     assert_eq!(job["result"], json!({"hello": 1}), "{job}");
-    let job = api.wait_for_status(&direct_python, "succeeded", WITHIN).await;
+    let job = api
+        .wait_for_status(&direct_python, "succeeded", WITHIN)
+        .await;
     assert_eq!(job["result"]["reversed"], "zyx", "{job}");
 
     // A graceful stop says `leaving`: the kind stays, with no worker.
@@ -221,7 +238,14 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
         (kind_workers(&api, "py.reverse").await == Some(Vec::new())).then_some(())
     })
     .await;
-    let (status, body) = post(&api, &json!({"kind": "py.reverse", "payload": {"text": "later"}})).await;
-    assert_eq!(status, 202, "a kind without workers still accepts jobs: {body}");
+    let (status, body) = post(
+        &api,
+        &json!({"kind": "py.reverse", "payload": {"text": "later"}}),
+    )
+    .await;
+    assert_eq!(
+        status, 202,
+        "a kind without workers still accepts jobs: {body}"
+    );
     env.cleanup().await;
 }

@@ -183,3 +183,65 @@ async fn an_api_that_cannot_open_its_database_exits_with_the_fix_and_no_password
     assert!(!output.contains("hunter2"), "the password leaked: {output}");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_one_replica_recorded_is_accepted_by_the_other() {
+    let env = TestEnv::new().await;
+    let schema = PgSchema::create().await;
+    let (one, two) = two_apis(&env, &schema).await;
+
+    // One announcement reaches one of the two replicas (they share the workers queue).
+    let spec = json!([{"name": "resize", "queue": "images",
+        "payload_schema": {"type": "object", "required": ["width"]}}]);
+    env.announce(&offload_tests::announce::announcement(
+        "w1",
+        "alive",
+        spec,
+        &["images"],
+    ))
+    .await;
+
+    // Both accept it: the replica that did not apply it reads it from the store on first use.
+    for api in [&one, &two] {
+        poll(
+            DONE_WITHIN,
+            "resize to be accepted by both replicas",
+            || async {
+                let response = api
+                    .http
+                    .post(api.url("/jobs"))
+                    .json(&json!({"kind": "resize", "payload": {"width": 3}}))
+                    .send()
+                    .await
+                    .expect("POST /jobs");
+                (response.status() == 202).then_some(())
+            },
+        )
+        .await;
+        let kinds: Value = api
+            .http
+            .get(api.url("/kinds"))
+            .send()
+            .await
+            .expect("GET /kinds")
+            .json()
+            .await
+            .expect("JSON");
+        let resize = kinds["kinds"]
+            .as_array()
+            .expect("kinds")
+            .iter()
+            .find(|k| k["name"] == "resize")
+            .cloned()
+            .expect("listed by both");
+        assert_eq!(resize["workers"], json!(["w1"]), "{resize}");
+    }
+    if let Ok(channel) = env.broker.create_channel().await {
+        let queue = format!("{}.jobs.images", env.prefix);
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    schema.remove().await;
+    env.cleanup().await;
+}

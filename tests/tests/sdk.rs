@@ -398,10 +398,10 @@ async fn after_a_lost_connection_the_worker_announces_itself_again_and_consumes(
     env.cleanup().await;
 }
 
-/// Needs the API side of issue 10 (the API records announced kinds and binds them); until it
-/// is merged the API answers 422 (unknown kind) for `text.stats`. Remove the `ignore` then.
+/// The example end to end, as docs/writing-workers.md tells a user to run it: the API learns
+/// the kind from the worker's announcement, checks payloads against its schema, and the job's
+/// typed result shows in `GET /jobs/{id}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the API side of issue 10 (kinds learnt from announcements)"]
 async fn a_job_submitted_through_the_api_runs_on_the_example_with_its_typed_result() {
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;

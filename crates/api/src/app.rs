@@ -35,6 +35,9 @@ pub enum StartError {
         #[source]
         source: StoreError,
     },
+    /// The kinds file (`OFFLOAD_KINDS_FILE`) cannot be used.
+    #[error(transparent)]
+    KindsFile(#[from] crate::kinds::pinned::KindsFileError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {addr}: {source}. Free the port or set OFFLOAD_HTTP_ADDR.")]
     Bind {
@@ -60,14 +63,19 @@ impl Application {
     /// Connects to the broker, declares the topology, opens the store and binds the port.
     /// Start-up fails (with the fix in the message) if any of them is not possible now.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let kinds = Kinds::builtin();
-        let (session, names) = broker_link::open(&settings, &kinds).await?;
+        let pinned = match settings.kinds_file.as_deref() {
+            Some(path) => Some(crate::kinds::pinned::load(path)?),
+            None => None,
+        };
+        let store_failed = |source| StartError::Store {
+            url: redact_url(&settings.database_url),
+            source,
+        };
         let store = Store::connect(&settings.database_url)
             .await
-            .map_err(|source| StartError::Store {
-                url: redact_url(&settings.database_url),
-                source,
-            })?;
+            .map_err(store_failed)?;
+        let kinds = Kinds::load(&store, pinned).await.map_err(store_failed)?;
+        let (session, names) = broker_link::open(&settings, &kinds).await?;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -114,6 +122,7 @@ impl Application {
         let (publisher_tx, publisher_rx) = watch::channel(None);
         let events_running = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(ApiMetrics::default());
+        let queue_stats = crate::depth::QueueStats::default();
         // The broker outlives the HTTP server so that draining requests can still publish.
         let broker_token = CancellationToken::new();
         let link = Supervised {
@@ -124,15 +133,24 @@ impl Application {
             events_running: events_running.clone(),
             metrics: metrics.clone(),
             kinds: kinds.clone(),
+            registry: crate::announcements::Registry::new(
+                store.clone(),
+                kinds.clone(),
+                settings.clone(),
+                metrics.clone(),
+            ),
+            queue_stats: queue_stats.clone(),
         };
         let supervisor = tokio::spawn(broker_link::supervise(session, link, broker_token.clone()));
         // Beside the writer, in small batches; stops with the server.
         let retention = tokio::spawn(
             Retention::new(store.clone(), &settings, metrics.clone()).run(token.clone()),
         );
+        let refresher = tokio::spawn(kinds.clone().refresh(store.clone(), token.clone()));
         let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
         let state = AppState {
             kinds,
+            queue_stats,
             confirmer,
             stopping: broker_token.clone(),
             settings: settings.clone(),
@@ -169,6 +187,7 @@ impl Application {
             let _ = confirmer_task.await;
             let _ = writer_task.await;
             let _ = retention.await;
+            let _ = refresher.await;
             link
         };
         let outcome = match tokio::time::timeout(grace, drain).await {

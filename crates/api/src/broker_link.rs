@@ -1,7 +1,7 @@
 //! The API's link to RabbitMQ, kept up by a supervisor task: it watches the connection and its
 //! channels, and when they are lost it withdraws the publisher (requests get a fast 503),
-//! reconnects with back-off, redeclares the topology, resumes consuming events, and publishes
-//! the new publisher to the handlers.
+//! reconnects with back-off, redeclares the topology, resumes consuming events and worker
+//! announcements, and publishes the new publisher to the handlers.
 
 use std::sync::{
     Arc,
@@ -13,15 +13,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    Settings, broker,
+    Settings,
+    broker::{self, BrokerError},
     session::{self, OpenError},
     topology::{self, Names},
 };
 
 use crate::{
-    kinds::Kinds,
-    depth::{self, Management},
+    announcements::{self, Registry},
+    depth::{self, Management, QueueStats, Watched},
     events,
+    kinds::Kinds,
     metrics::ApiMetrics,
     publisher::JobPublisher,
     store::writer::StoreWriter,
@@ -32,10 +34,11 @@ pub struct Session {
     connection: Connection,
     publisher: JobPublisher,
     events: Channel,
+    announcements: Channel,
 }
 
 /// Connects, declares the topology, routes every known kind to its queue, and opens the
-/// publishing and event channels.
+/// publishing, event and announcement channels.
 pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names), OpenError> {
     let opened = session::open(settings, "offload-api").await?;
     for known in kinds.all() {
@@ -47,6 +50,13 @@ pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names)
         )
         .await?;
     }
+    let announcements = broker::with_deadline(
+        settings.broker_timeout(),
+        "open the announcements channel",
+        opened.connection.create_channel(),
+    )
+    .await
+    .map_err(|e: BrokerError| OpenError::unreachable(settings, e))?;
     let publisher = JobPublisher::new(
         opened.confirms,
         opened.connection.status().clone(),
@@ -59,6 +69,7 @@ pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names)
             connection: opened.connection,
             publisher,
             events: opened.plain,
+            announcements,
         },
         opened.names,
     ))
@@ -89,6 +100,10 @@ pub struct Supervised {
     pub metrics: Arc<ApiMetrics>,
     /// The known kinds, bound again on every reconnection.
     pub kinds: Kinds,
+    /// Where worker announcements are applied.
+    pub registry: Registry,
+    /// Where the queues' latest depth is kept.
+    pub queue_stats: QueueStats,
 }
 
 /// Keeps the link up until `token` is cancelled. Returns an error only for what reconnecting
@@ -106,6 +121,8 @@ pub async fn supervise(
         events_running,
         metrics,
         kinds,
+        registry,
+        queue_stats,
     } = link;
     let deadline = settings.broker_timeout();
     let management = Management::from_settings(&settings);
@@ -120,12 +137,21 @@ pub async fn supervise(
         };
         publisher.send_replace(Some(current.publisher.clone()));
         events_running.store(true, Ordering::Relaxed);
-        let watched = [current.publisher.channel(), &current.events];
+        let watched = [
+            current.publisher.channel(),
+            &current.events,
+            &current.announcements,
+        ];
         let lost_because = tokio::select! {
-            () = depth::watch(&current.connection, &names, &metrics, management.as_ref(), deadline) => None,
+            () = depth::watch(&current.connection, Watched { names: &names, kinds: &kinds, metrics: &metrics, stats: &queue_stats }, management.as_ref(), deadline) => None,
             outcome = events::consume(current.events.clone(), &names.events_queue, &current.publisher, writer.clone(), &metrics, deadline, token.clone()) => match outcome {
                 Ok(()) if token.is_cancelled() => None,
                 Ok(()) => Some("the broker ended the events consumer".to_owned()),
+                Err(e) => Some(e.to_string()),
+            },
+            outcome = announcements::consume(current.announcements.clone(), &current.connection, &names.workers_queue, &registry, deadline, token.clone()) => match outcome {
+                Ok(()) if token.is_cancelled() => None,
+                Ok(()) => Some("the broker ended the announcements consumer".to_owned()),
                 Err(e) => Some(e.to_string()),
             },
             () = broker::lost(&current.connection, &watched) => Some("the connection or a channel closed".to_owned()),

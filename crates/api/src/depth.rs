@@ -1,14 +1,62 @@
-//! Watching the queues' depth for `/metrics`: ready messages and consumers by passive declare
-//! over AMQP, and unacked messages from the RabbitMQ management API when one is configured.
+//! Watching the queues' depth for `/metrics` and `GET /kinds`: ready messages and consumers by
+//! passive declare over AMQP, and unacked messages from the RabbitMQ management API when one is
+//! configured. Every queue of the topology is watched, and every known kind's work queue.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use lapin::{Channel, Connection, options::QueueDeclareOptions, types::FieldTable};
 use serde::Deserialize;
 
 use offload_shared::{Settings, broker, topology::Names};
 
-use crate::metrics::ApiMetrics;
+use crate::{kinds::Kinds, metrics::ApiMetrics};
+
+/// The latest depth read of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueDepth {
+    /// Messages waiting.
+    pub ready: u32,
+    /// Messages delivered and not acknowledged yet; `null` without `OFFLOAD_MANAGEMENT_URL`.
+    pub unacked: Option<u64>,
+    /// Consumers (workers) of the queue.
+    pub consumers: u32,
+}
+
+/// The latest depth of every watched queue, by queue name; shared with the handlers.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats(Arc<RwLock<HashMap<String, QueueDepth>>>);
+
+impl QueueStats {
+    /// The latest depth of `queue`, if it was read.
+    pub fn get(&self, queue: &str) -> Option<QueueDepth> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(queue)
+            .copied()
+    }
+
+    fn update(&self, queue: &str, change: impl FnOnce(&mut QueueDepth)) {
+        let mut all = self.0.write().unwrap_or_else(|e| e.into_inner());
+        change(all.entry(queue.to_owned()).or_default());
+    }
+}
+
+/// What [`watch`] reads and where it writes.
+pub struct Watched<'a> {
+    /// The topology's queues.
+    pub names: &'a Names,
+    /// The known kinds, whose work queues are watched too.
+    pub kinds: &'a Kinds,
+    /// The metrics it sets.
+    pub metrics: &'a ApiMetrics,
+    /// The latest values, for `GET /kinds`.
+    pub stats: &'a QueueStats,
+}
 
 /// How often the depth is read.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -101,49 +149,66 @@ fn encode(segment: &str) -> String {
 /// Reads the depth of every queue every [`INTERVAL`], for as long as the connection lasts.
 pub async fn watch(
     connection: &Connection,
-    names: &Names,
-    metrics: &ApiMetrics,
+    watched: Watched<'_>,
     management: Option<&Management>,
     deadline: Duration,
 ) {
+    let Watched {
+        names,
+        kinds,
+        metrics,
+        stats,
+    } = watched;
     let mut channel: Option<Channel> = None;
     loop {
-        if channel.as_ref().is_none_or(|c| !c.status().connected()) {
-            channel = broker::with_deadline(
-                deadline,
-                "open the inspection channel",
-                connection.create_channel(),
-            )
-            .await
-            .ok();
-        }
-        if let Some(ch) = &channel {
-            for queue in names.queues() {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                let declared = broker::with_deadline(
+        let queues: BTreeSet<String> = names
+            .queues()
+            .into_iter()
+            .map(str::to_owned)
+            .chain(kinds.all().iter().map(|k| names.work_queue(&k.spec.queue)))
+            .collect();
+        for queue in &queues {
+            if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+                channel = broker::with_deadline(
                     deadline,
-                    "inspect a queue",
-                    ch.queue_declare(queue.into(), passive, FieldTable::default()),
+                    "open the inspection channel",
+                    connection.create_channel(),
                 )
-                .await;
-                match declared {
-                    Ok(q) => metrics.queue(queue, q.message_count(), q.consumer_count()),
-                    Err(e) => {
-                        // A missing queue closes the channel; open another next time.
-                        tracing::debug!(queue, error = %e, "cannot read the queue's depth");
-                        channel = None;
-                        break;
-                    }
+                .await
+                .ok();
+            }
+            let Some(ch) = &channel else { break };
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = broker::with_deadline(
+                deadline,
+                "inspect a queue",
+                ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+            )
+            .await;
+            match declared {
+                Ok(q) => {
+                    metrics.queue(queue, q.message_count(), q.consumer_count());
+                    stats.update(queue, |d| {
+                        d.ready = q.message_count();
+                        d.consumers = q.consumer_count();
+                    });
+                }
+                Err(e) => {
+                    // A missing queue closes the channel: the next queue gets a new one, so
+                    // one deleted queue does not hide the others.
+                    tracing::debug!(queue, error = %e, "cannot read the queue's depth");
+                    channel = None;
                 }
             }
         }
         if let Some(m) = management {
-            for queue in names.queues() {
+            for queue in &queues {
                 if let Some(n) = m.unacked(queue).await {
                     metrics.unacked(queue, n);
+                    stats.update(queue, |d| d.unacked = Some(n));
                 }
             }
         }

@@ -28,6 +28,10 @@ pub enum ApiError {
     /// Well-formed but not a valid job: unknown kind or field, bad payload.
     #[error("{0}")]
     Invalid(String),
+    /// A kind the API does not know (a 422 like [`ApiError::Invalid`]; the handler may first
+    /// reload the kinds another replica recorded).
+    #[error(transparent)]
+    UnknownKind(#[from] crate::kinds::UnknownKind),
     /// No job with that id.
     #[error("no job with id {0:?}")]
     NotFound(String),
@@ -118,7 +122,7 @@ impl ApiError {
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::UnknownKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::Unresolved(_) => StatusCode::CONFLICT,
             ApiError::Broker(_)
@@ -133,7 +137,7 @@ impl ApiError {
             ApiError::Malformed(_) => "malformed-body",
             ApiError::TooLarge(_) => "body-too-large",
             ApiError::UnsupportedMediaType(..) => "unsupported-media-type",
-            ApiError::Invalid(_) => "invalid-job",
+            ApiError::Invalid(_) | ApiError::UnknownKind(_) => "invalid-job",
             ApiError::NotFound(_) => "job-not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unresolved(_) => "unresolved",

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`app`]: `Application::build` / `run_until_stopped`: connect, declare, serve, drain.
-//! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::health`] probes,
+//! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::registry`] kinds and
+//!   workers, [`routes::health`] probes,
 //!   [`routes::pages`] the browser pages.
 //! - [`kinds`]: the kinds the API accepts and their compiled payload schemas.
 //! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.
@@ -12,6 +13,7 @@
 //! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
 //! - [`accept`]: settling each published job by the broker's answer; the reconciler.
 //! - [`events`]: consuming lifecycle events into the store.
+//! - [`announcements`]: consuming worker announcements: workers and their kinds.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
 //! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
@@ -21,6 +23,7 @@
 //! - [`error`]: `ApiError` and its problem+json responses.
 
 pub mod accept;
+pub mod announcements;
 pub mod app;
 pub mod broker_link;
 pub mod depth;

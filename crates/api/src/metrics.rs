@@ -76,6 +76,8 @@ pub struct ApiMetrics {
     republished: Counter,
     retention_jobs: Counter,
     retention_keys: Counter,
+    announcements_refused: Counter,
+    kind_conflicts: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -177,8 +179,22 @@ impl Default for ApiMetrics {
             "Idempotency keys deleted by retention (expired, or their job was deleted)",
             retention_keys.clone(),
         );
+        let announcements_refused = Counter::default();
+        registry.register(
+            "announcements_refused",
+            "Worker announcements that did not parse or had another wire version (acknowledged and dropped)",
+            announcements_refused.clone(),
+        );
+        let kind_conflicts = Counter::default();
+        registry.register(
+            "kind_conflicts",
+            "Announced kind specs that differ from the recorded one while it is kept (counted once per worker and kind)",
+            kind_conflicts.clone(),
+        );
         ApiMetrics {
             registry,
+            announcements_refused,
+            kind_conflicts,
             events_parked,
             publish_unknown,
             republished,
@@ -207,6 +223,16 @@ impl ApiMetrics {
             })
             .inc();
         self.publish_confirm.observe(confirm.as_secs_f64());
+    }
+
+    /// An announcement was refused as a whole.
+    pub fn announcement_refused(&self) {
+        self.announcements_refused.inc();
+    }
+
+    /// An announced kind spec conflicts with the recorded one.
+    pub fn kind_conflict(&self) {
+        self.kind_conflicts.inc();
     }
 
     /// An unreadable lifecycle event was parked.

@@ -136,7 +136,13 @@ mod tests {
         let mut writes = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             writes.push(Write::Insert {
-                job: JobRecord::queued(*id, JobKind::parse("noop").expect("valid"), 1, 1000, long_ago),
+                job: JobRecord::queued(
+                    *id,
+                    JobKind::parse("noop").expect("valid"),
+                    1,
+                    1000,
+                    long_ago,
+                ),
                 payload: json!({}),
                 key: Some(IdempotencyKey {
                     key: format!("k{i}"),
@@ -154,7 +160,13 @@ mod tests {
         let fresh = JobId::new();
         store
             .apply(&[Write::Insert {
-                job: JobRecord::queued(fresh, JobKind::parse("noop").expect("valid"), 1, 1000, OffsetDateTime::now_utc()),
+                job: JobRecord::queued(
+                    fresh,
+                    JobKind::parse("noop").expect("valid"),
+                    1,
+                    1000,
+                    OffsetDateTime::now_utc(),
+                ),
                 payload: json!({}),
                 key: None,
                 resolve_at: None,

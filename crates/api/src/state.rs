@@ -9,6 +9,7 @@ use offload_shared::{Settings, broker::BrokerError};
 use crate::{
     accept::Confirmer,
     broker_link::LinkState,
+    depth::QueueStats,
     kinds::Kinds,
     metrics::ApiMetrics,
     publisher::JobPublisher,
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<ApiMetrics>,
     /// The kinds jobs may have, with their payload schemas.
     pub kinds: Kinds,
+    /// The queues' latest depth.
+    pub queue_stats: QueueStats,
     /// Records publisher confirms in the background.
     pub confirmer: Confirmer,
     /// Cancelled when the server has stopped: background waits end, so the drain is not held.

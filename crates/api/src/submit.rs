@@ -11,7 +11,11 @@ use offload_shared::{
     limits::{MAX_JSON_DEPTH, json_depth},
 };
 
-use crate::{error::ApiError, kinds::Kinds, store::IdempotencyKey};
+use crate::{
+    error::ApiError,
+    kinds::{Kinds, UnknownKind},
+    store::IdempotencyKey,
+};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -194,6 +198,10 @@ impl NewJob {
             .map(|(i, request)| {
                 NewJob::check(request, kinds, max_timeout_s).map_err(|e| match e {
                     ApiError::Invalid(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
+                    ApiError::UnknownKind(why) => ApiError::UnknownKind(UnknownKind {
+                        in_batch: Some(i),
+                        ..why
+                    }),
                     other => other,
                 })
             })
@@ -202,9 +210,7 @@ impl NewJob {
 
     /// Checks a parsed request: a known kind, a payload it accepts, options in range.
     fn check(request: JsonRequest, kinds: &Kinds, max_timeout_s: u64) -> Result<Self, ApiError> {
-        let known = kinds
-            .get(&request.kind)
-            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let known = kinds.get(&request.kind)?;
         let kind = known.spec.name.clone();
         let payload = request
             .payload
@@ -241,7 +247,9 @@ impl NewJob {
             kind,
             payload,
             max_attempts,
-            timeout_s: request.timeout_s.or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
+            timeout_s: request
+                .timeout_s
+                .or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
         })
     }
 }
@@ -292,10 +300,12 @@ mod tests {
     use serde_json::json;
 
     fn json_status(body: &str) -> Result<NewJob, u16> {
-        NewJob::parse(BodyFormat::Json, body.as_bytes(), &Kinds::builtin(), 3600).map_err(|e| match e {
-            ApiError::Malformed(_) => 400,
-            ApiError::Invalid(_) => 422,
-            other => panic!("unexpected {other:?}"),
+        NewJob::parse(BodyFormat::Json, body.as_bytes(), &Kinds::builtin(), 3600).map_err(|e| {
+            match e {
+                ApiError::Malformed(_) => 400,
+                ApiError::Invalid(_) | ApiError::UnknownKind(_) => 422,
+                other => panic!("unexpected {other:?}"),
+            }
         })
     }
 
@@ -361,8 +371,13 @@ mod tests {
         )
         .expect("valid form");
         assert_eq!(job.payload, json!({"ms": 5}));
-        let job =
-            NewJob::parse(BodyFormat::Form, b"kind=noop&payload=", &Kinds::builtin(), 60).expect("empty payload");
+        let job = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=noop&payload=",
+            &Kinds::builtin(),
+            60,
+        )
+        .expect("empty payload");
         assert_eq!(job.payload, json!({}));
         for body in [
             "kind=noop&payload=%7B",
@@ -373,7 +388,7 @@ mod tests {
             assert!(
                 matches!(
                     NewJob::parse(BodyFormat::Form, body.as_bytes(), &Kinds::builtin(), 60),
-                    Err(ApiError::Invalid(_))
+                    Err(ApiError::Invalid(_) | ApiError::UnknownKind(_))
                 ),
                 "{body}"
             );
@@ -425,7 +440,7 @@ mod tests {
             60,
         );
         assert!(
-            matches!(&bad, Err(ApiError::Invalid(m)) if m.starts_with("jobs[2]: ")),
+            matches!(&bad, Err(e @ ApiError::UnknownKind(_)) if e.to_string().starts_with("jobs[2]: unknown job kind")),
             "{bad:?}"
         );
         let empty = NewJob::parse_batch(br#"{"jobs":[]}"#, &Kinds::builtin(), 60);

@@ -273,9 +273,9 @@ pub async fn run(args: Args) -> Result<()> {
             "== drain over two queues ({} jobs, 1 worker per queue, prefetch {})",
             plan.drain_jobs, plan.drain_prefetch
         );
-        results.drain.push(
-            phases::drain(&ctx, plan.drain_jobs, 2, 1, plan.drain_prefetch).await?,
-        );
+        results
+            .drain
+            .push(phases::drain(&ctx, plan.drain_jobs, 2, 1, plan.drain_prefetch).await?);
     }
 
     let table = report::table(&results);

@@ -89,7 +89,9 @@ mod tests {
 
     #[test]
     fn announcements_round_trip_and_old_versions_are_refused() {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("valid");
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("valid");
         let sent = Announcement {
             v: WIRE_VERSION,
             worker: "w1".into(),

@@ -197,6 +197,11 @@ impl JobEvent {
             && running.attempt == self.attempt;
         if folds {
             self.started_at = Some(running.at);
+            // What the start says about the job travels with it: the API records a job it
+            // has not seen (another producer published it) from these.
+            self.kind = self.kind.take().or_else(|| running.kind.clone());
+            self.max_attempts = self.max_attempts.or(running.max_attempts);
+            self.submitted_at = self.submitted_at.or(running.submitted_at);
         }
         folds
     }
@@ -369,7 +374,9 @@ mod tests {
     #[test]
     fn only_the_start_of_the_same_attempt_folds_into_its_end() {
         let id = JobId::new();
-        let running = JobEvent::now(id, 2, JobStatus::Running, "w1");
+        let mut running = JobEvent::now(id, 2, JobStatus::Running, "w1");
+        running.max_attempts = Some(4);
+        running.submitted_at = Some(running.at);
         let mut end = JobEvent::now(id, 2, JobStatus::Succeeded, "w1");
         let mut other_attempt = JobEvent::now(id, 3, JobStatus::Succeeded, "w1");
         let mut other_job = JobEvent::now(JobId::new(), 2, JobStatus::Dead, "w1");
@@ -380,5 +387,8 @@ mod tests {
         assert_eq!(end.started_at, Some(running.at));
         let back = JobEvent::from_bytes(&end.to_bytes()).expect("parses");
         assert_eq!(back.started_at, Some(running.at));
+        // The start's facts about the job travel with the end.
+        assert_eq!(back.max_attempts, Some(4));
+        assert_eq!(back.submitted_at, Some(running.at));
     }
 }

@@ -37,9 +37,8 @@ pub struct NameError {
 fn check_name(raw: &str, what: &'static str) -> Result<Arc<str>, NameError> {
     let mut chars = raw.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = chars.all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
-    });
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
     if first_ok && rest_ok && raw.len() <= MAX_NAME_LEN {
         Ok(Arc::from(raw))
     } else {
@@ -252,7 +251,9 @@ impl KindSchema {
         if let Err(e) = jsonschema::meta::validate(schema) {
             let at = e.instance_path().as_str();
             let at = if at.is_empty() { "/" } else { at };
-            return Err(format!("payload_schema is not a valid JSON Schema at {at}: {e}"));
+            return Err(format!(
+                "payload_schema is not a valid JSON Schema at {at}: {e}"
+            ));
         }
         let validator = jsonschema::validator_for(schema)
             .map_err(|e| format!("payload_schema does not compile: {e}"))?;
@@ -284,7 +285,15 @@ mod tests {
             assert!(JobKind::parse(good).is_ok(), "{good}");
             assert!(QueueName::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "Resize", "9lives", "has space", "ünï", "a/b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Resize",
+            "9lives",
+            "has space",
+            "ünï",
+            "a/b",
+            &"x".repeat(65),
+        ] {
             let err = JobKind::parse(bad).expect_err(bad);
             assert!(err.to_string().contains("kind name"), "{err}");
         }
@@ -296,7 +305,10 @@ mod tests {
     #[test]
     fn specs_deserialise_with_defaults() {
         let spec: KindSpec = serde_json::from_value(json!({"name": "resize"})).expect("minimal");
-        assert_eq!(spec, KindSpec::new(JobKind::parse("resize").expect("valid")));
+        assert_eq!(
+            spec,
+            KindSpec::new(JobKind::parse("resize").expect("valid"))
+        );
         assert!(spec.compile().is_ok());
     }
 
@@ -311,9 +323,14 @@ mod tests {
         });
         let schema = spec.compile().expect("valid schema");
         assert!(schema.check(&json!({"width": 10})).is_ok());
-        let err = schema.check(&json!({"width": "wide"})).expect_err("wrong type");
+        let err = schema
+            .check(&json!({"width": "wide"}))
+            .expect_err("wrong type");
         assert_eq!(err.pointer, "/width");
-        assert!(err.to_string().starts_with("payload field /width "), "{err}");
+        assert!(
+            err.to_string().starts_with("payload field /width "),
+            "{err}"
+        );
         let whole = schema.check(&json!([])).expect_err("not an object");
         assert_eq!(whole.pointer, "");
     }
@@ -342,6 +359,11 @@ mod tests {
             max_attempts: Some(0),
             ..base
         };
-        assert!(spec.compile().expect_err("0 attempts").reason.contains("max_attempts"));
+        assert!(
+            spec.compile()
+                .expect_err("0 attempts")
+                .reason
+                .contains("max_attempts")
+        );
     }
 }

@@ -112,6 +112,12 @@ pub struct Settings {
     )]
     pub database_url: String,
 
+    /// [api] A YAML or JSON list of kind specs (name, queue, payload_schema, max_attempts,
+    /// timeout_s) that locks the deployment down: only these kinds are accepted, and worker
+    /// announcements add none. Unset: the kinds workers announce are accepted.
+    #[arg(long, env = "OFFLOAD_KINDS_FILE")]
+    pub kinds_file: Option<std::path::PathBuf>,
+
     /// [api] Largest accepted request body in bytes; larger bodies get 413.
     #[arg(long, env = "OFFLOAD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256..=(256 * 1024 * 1024)))]
     pub max_body_bytes: u64,

@@ -166,7 +166,11 @@ impl Names {
 
     /// Every exchange, for tests and clean-up.
     pub fn exchanges(&self) -> [&str; 3] {
-        [&self.jobs_exchange, &self.dead_exchange, &self.delay_exchange]
+        [
+            &self.jobs_exchange,
+            &self.dead_exchange,
+            &self.delay_exchange,
+        ]
     }
 }
 
@@ -523,26 +527,31 @@ pub async fn declare_work_queues(
     queues: &[QueueName],
 ) -> Result<Vec<String>, TopologyError> {
     let names = Names::for_settings(settings);
-    on_own_channel(connection, settings, "declare work queues", |channel| async move {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let mut declared = Vec::with_capacity(queues.len());
-        for queue in queues {
-            let name = names.work_queue(queue);
-            channel
-                .queue_declare(
-                    ShortString::from(name.as_str()),
-                    durable,
-                    jobs_queue_arguments(settings, &names),
-                )
-                .await
-                .map_err(|e| classify(e, "queue", &name, settings))?;
-            declared.push(name);
-        }
-        Ok(declared)
-    })
+    on_own_channel(
+        connection,
+        settings,
+        "declare work queues",
+        |channel| async move {
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            let mut declared = Vec::with_capacity(queues.len());
+            for queue in queues {
+                let name = names.work_queue(queue);
+                channel
+                    .queue_declare(
+                        ShortString::from(name.as_str()),
+                        durable,
+                        jobs_queue_arguments(settings, &names),
+                    )
+                    .await
+                    .map_err(|e| classify(e, "queue", &name, settings))?;
+                declared.push(name);
+            }
+            Ok(declared)
+        },
+    )
     .await
 }
 
@@ -582,21 +591,26 @@ pub async fn unbind_kind(
 ) -> Result<(), TopologyError> {
     let names = Names::for_settings(settings);
     let work_queue = names.work_queue(queue);
-    on_own_channel(connection, settings, "unbind a kind", |channel| async move {
-        channel
-            .queue_unbind(
-                ShortString::from(work_queue.as_str()),
-                ShortString::from(names.jobs_exchange.as_str()),
-                ShortString::from(kind.as_str()),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| TopologyError::Broker {
-                object: "binding",
-                name: format!("{work_queue} <- {} ({kind})", names.jobs_exchange),
-                source: Box::new(BrokerError::Amqp(e, "unbind")),
-            })
-    })
+    on_own_channel(
+        connection,
+        settings,
+        "unbind a kind",
+        |channel| async move {
+            channel
+                .queue_unbind(
+                    ShortString::from(work_queue.as_str()),
+                    ShortString::from(names.jobs_exchange.as_str()),
+                    ShortString::from(kind.as_str()),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| TopologyError::Broker {
+                    object: "binding",
+                    name: format!("{work_queue} <- {} ({kind})", names.jobs_exchange),
+                    source: Box::new(BrokerError::Amqp(e, "unbind")),
+                })
+        },
+    )
     .await
 }
 

@@ -61,7 +61,19 @@ pub async fn submit(
     )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let new = NewJob::parse(format, &bytes, &state.kinds, state.settings.max_job_timeout_s)?;
+    let parse = || {
+        NewJob::parse(
+            format,
+            &bytes,
+            &state.kinds,
+            state.settings.max_job_timeout_s,
+        )
+    };
+    let new = match parse() {
+        // Another API replica may have recorded the kind since this one loaded its kinds.
+        Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
+        parsed => parsed?,
+    };
     // Checked before anything is written: while the broker is away, answer 503 at once.
     let publisher = state.publisher()?;
 
@@ -69,7 +81,13 @@ pub async fn submit(
     tracing::Span::current().record("job_id", tracing::field::display(id));
     let submitted_at = OffsetDateTime::now_utc();
     let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-    let record = JobRecord::queued(id, new.kind.clone(), new.max_attempts, timeout_ms, submitted_at);
+    let record = JobRecord::queued(
+        id,
+        new.kind.clone(),
+        new.max_attempts,
+        timeout_ms,
+        submitted_at,
+    );
     let key = key.map(|k| new.idempotency(k));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
 
@@ -186,7 +204,12 @@ pub async fn submit_batch(
     )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
-    let batch = NewJob::parse_batch(&bytes, &state.kinds, state.settings.max_job_timeout_s)?;
+    let parse = || NewJob::parse_batch(&bytes, &state.kinds, state.settings.max_job_timeout_s);
+    let batch = match parse() {
+        // As for one job: another replica may have recorded the kind.
+        Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
+        parsed => parsed?,
+    };
     tracing::Span::current().record("jobs", batch.len());
     let publisher = state.publisher()?;
 
@@ -199,7 +222,13 @@ pub async fn submit_batch(
     for (i, new) in batch.into_iter().enumerate() {
         let id = JobId::new();
         let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-        let record = JobRecord::queued(id, new.kind.clone(), new.max_attempts, timeout_ms, submitted_at);
+        let record = JobRecord::queued(
+            id,
+            new.kind.clone(),
+            new.max_attempts,
+            timeout_ms,
+            submitted_at,
+        );
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
         fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));

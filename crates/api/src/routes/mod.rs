@@ -3,6 +3,7 @@
 pub mod health;
 pub mod jobs;
 pub mod pages;
+pub mod registry;
 
 use axum::{
     Router,
@@ -20,8 +21,10 @@ use tower_http::{
 use crate::{error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 12] = [
     "/",
+    "/kinds",
+    "/workers",
     "/jobs",
     "/jobs/batch",
     "/jobs/{id}",
@@ -43,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/batch", post(jobs::submit_batch))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
+        .route("/kinds", get(registry::list_kinds))
+        .route("/workers", get(registry::list_workers))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::serve))

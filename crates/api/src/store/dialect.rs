@@ -14,6 +14,7 @@ use offload_shared::JobId;
 use super::{JobRecord, StoreError, migrate::Step};
 
 /// One bound value of a statement written for both databases.
+#[derive(Clone)]
 pub(crate) enum Param<'a> {
     /// A job id (or NULL).
     Id(Option<JobId>),
@@ -28,6 +29,7 @@ pub(crate) enum Param<'a> {
 }
 
 /// A statement and its parameters, in `$n` order.
+#[derive(Clone)]
 pub(crate) struct Stmt<'a> {
     /// The SQL.
     pub sql: &'static str,

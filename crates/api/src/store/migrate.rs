@@ -184,6 +184,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0004_retention.sql"),
         adds: &[("idempotency_keys", "created_at")],
     },
+    Step {
+        version: 5,
+        description: "kinds workers",
+        sql: include_str!("../../migrations/sqlite/0005_kinds_workers.sql"),
+        adds: &[("kinds", "name"), ("workers", "name")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -205,6 +211,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "retention",
         sql: include_str!("../../migrations/postgres/0003_retention.sql"),
         adds: &[("idempotency_keys", "created_at")],
+    },
+    Step {
+        version: 4,
+        description: "kinds workers",
+        sql: include_str!("../../migrations/postgres/0004_kinds_workers.sql"),
+        adds: &[("kinds", "name"), ("workers", "name")],
     },
 ];
 

@@ -12,10 +12,13 @@ mod dialect;
 mod migrate;
 mod ops;
 mod postgres;
+pub mod registry;
 mod sql;
 mod sqlite;
 pub mod writer;
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -30,6 +33,7 @@ use time::OffsetDateTime;
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
 use ops::Db;
+use registry::{KindRecord, WorkerRecord};
 
 /// The job store the API uses, whichever database holds it.
 #[derive(Debug, Clone)]
@@ -126,6 +130,59 @@ impl Store {
         limit: u32,
     ) -> Result<Purged, StoreError> {
         on_backend!(self, db => db.purge(finished_before, keys_before, limit).await)
+    }
+}
+
+/// The kinds and workers registry, beside the writer (see [`registry`]).
+impl Store {
+    /// Every recorded kind, by name.
+    pub async fn kinds(&self) -> Result<Vec<KindRecord>, StoreError> {
+        on_backend!(self, db => db.kinds().await)
+    }
+
+    /// Records `kind`, replacing the spec recorded under its name (its `first_seen_at` stays).
+    pub async fn put_kind(&self, kind: &KindRecord) -> Result<(), StoreError> {
+        on_backend!(self, db => db.put_kind(kind).await)
+    }
+
+    /// Records `kind` unless a kind of its name is recorded (by another API replica, say);
+    /// true if this call recorded it.
+    pub async fn record_kind(&self, kind: &KindRecord) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.record_kind(kind).await)
+    }
+
+    /// Replaces the kind's spec with `kind`'s if it was last changed at `seen`; true if it was
+    /// (false: someone replaced it since it was read).
+    pub async fn replace_kind(
+        &self,
+        kind: &KindRecord,
+        seen: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.replace_kind(kind, seen).await)
+    }
+
+    /// Sets (or clears) the conflict text of the kind `name`.
+    pub async fn set_kind_conflict(
+        &self,
+        name: &str,
+        conflict: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, db => db.set_kind_conflict(name, conflict).await)
+    }
+
+    /// Every recorded worker, by name, live or not.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        on_backend!(self, db => db.workers().await)
+    }
+
+    /// Records a worker's latest announcement.
+    pub async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
+        on_backend!(self, db => db.put_worker(worker).await)
+    }
+
+    /// Forgets the workers last seen before `before`; how many.
+    pub async fn forget_workers(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        on_backend!(self, db => db.forget_workers(before).await)
     }
 }
 

@@ -5,7 +5,7 @@ use std::{borrow::Cow, time::Duration};
 use sqlx::Pool;
 use time::OffsetDateTime;
 
-use offload_shared::{JobId, JobStatus};
+use offload_shared::{JobEvent, JobId, JobStatus};
 
 use super::{
     JobFilter, JobRecord, JobSummary, Purged, StoreError, StoredInput, Unresolved, Write, Written,
@@ -42,8 +42,7 @@ impl<D: Dialect> Db<D> {
         Db { pool }
     }
 
-    /// The pool, for tests that reach under the store.
-    #[cfg(test)]
+    /// The pool: for the registry's operations, and tests that reach under the store.
     pub(super) fn pool(&self) -> &Pool<D> {
         &self.pool
     }
@@ -246,6 +245,26 @@ fn touches(write: &Write) -> Vec<JobId> {
     }
 }
 
+/// Records the job of an event whose id the store does not have (a job another producer
+/// published straight to the jobs exchange), when the event says enough to show it: its kind,
+/// attempt limit and submission time (a `running` event, or an end with its start folded in).
+/// Its payload is unknown (JSON `null`) and its timeout shows 0. True if a row was added, so
+/// the event is applied to it.
+async fn adopt<D: Dialect>(tx: &mut D::Connection, ev: &JobEvent) -> Result<bool, StoreError> {
+    let (Some(kind), Some(max_attempts), Some(submitted_at)) =
+        (&ev.kind, ev.max_attempts, ev.submitted_at)
+    else {
+        return Ok(false);
+    };
+    let stmt = Stmt::new(sql::ADOPT)
+        .id(ev.job_id)
+        .str(Some(kind.as_str()))
+        .int(i64::from(ev.attempt))
+        .int(i64::from(max_attempts))
+        .time(submitted_at);
+    Ok(D::execute(tx, stmt).await? > 0)
+}
+
 async fn apply_one<D: Dialect>(
     tx: &mut D::Connection,
     write: &Write,
@@ -301,7 +320,9 @@ async fn apply_one<D: Dialect>(
                 .text(ev.result.as_ref().map(|r| Cow::Owned(r.to_string())))
                 .str(ev.error.as_deref())
                 .int(i64::from(started.is_some()));
-            D::execute(tx, stmt).await?;
+            if D::execute(tx, stmt.clone()).await? == 0 && adopt::<D>(tx, ev).await? {
+                D::execute(tx, stmt).await?;
+            }
         }
         Write::Confirmed(ids) => {
             if ids.is_empty() {

@@ -65,6 +65,14 @@ pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
          progress = CASE WHEN progress < $3 THEN $3 ELSE progress END
      WHERE id = $1 AND (progress < $3 OR $11 > 0)";
 
+/// A job the store first hears of through its events: recorded below every status (progress
+/// 0), so the event applied next moves it forward; nothing if the row exists.
+pub(super) const ADOPT: &str =
+    "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, \
+         submitted_at, payload, resolve_at)
+     VALUES ($1, $2, 'queued', 0, $3, $4, $4, 0, $5, 'null', NULL)
+     ON CONFLICT (id) DO NOTHING";
+
 pub(super) const REDRIVE: &str =
     "UPDATE jobs SET status = 'pending', progress = $2, attempt = $3, \
          max_attempts = $4, resolve_at = $5,

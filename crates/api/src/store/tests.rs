@@ -53,7 +53,14 @@ on_both_backends!(
     retention_deletes_old_finished_jobs_and_old_keys_only,
     listings_are_summaries_without_results,
     a_queued_job_is_unresolved_until_confirmed_and_pending_once_its_confirm_is_overdue,
+    kinds_and_workers_are_recorded_and_replaced,
+    a_job_another_producer_published_is_recorded_from_its_events,
 );
+
+use super::registry_tests::{
+    a_job_another_producer_published_is_recorded_from_its_events,
+    kinds_and_workers_are_recorded_and_replaced,
+};
 
 // ---- harness -------------------------------------------------------------------------------
 
@@ -137,7 +144,13 @@ where
 }
 
 fn queued(id: JobId) -> JobRecord {
-    JobRecord::queued(id, JobKind::parse("noop").expect("valid"), 5, 1000, OffsetDateTime::now_utc())
+    JobRecord::queued(
+        id,
+        JobKind::parse("noop").expect("valid"),
+        5,
+        1000,
+        OffsetDateTime::now_utc(),
+    )
 }
 
 /// A job recorded before its publish, as the submit path writes it when it cannot wait.
@@ -903,16 +916,36 @@ async fn history(store: &Store, ids: &[JobId; 5]) -> Vec<Vec<Written>> {
     dead.error = Some("boom".into());
     let batches = vec![
         vec![
-            insert(job(a, JobKind::parse("noop").expect("valid")), json!({"n": 1}), Some(key.clone())),
-            insert(job(b, JobKind::parse("sleep").expect("valid")), json!({"ms": 5}), None),
-            insert(job(c, JobKind::parse("noop").expect("valid")), json!([]), None),
-            insert(job(d, JobKind::parse("noop").expect("valid")), json!(null), None),
+            insert(
+                job(a, JobKind::parse("noop").expect("valid")),
+                json!({"n": 1}),
+                Some(key.clone()),
+            ),
+            insert(
+                job(b, JobKind::parse("sleep").expect("valid")),
+                json!({"ms": 5}),
+                None,
+            ),
+            insert(
+                job(c, JobKind::parse("noop").expect("valid")),
+                json!([]),
+                None,
+            ),
+            insert(
+                job(d, JobKind::parse("noop").expect("valid")),
+                json!(null),
+                None,
+            ),
         ],
         vec![
             Write::Event(event(a, 1, JobStatus::Running, at(1))),
             Write::Event(done),
             Write::Event(event(a, 1, JobStatus::Running, at(3))),
-            insert(job(e, JobKind::parse("noop").expect("valid")), json!({}), Some(key)),
+            insert(
+                job(e, JobKind::parse("noop").expect("valid")),
+                json!({}),
+                Some(key),
+            ),
             Write::Delete(d),
         ],
         vec![

@@ -138,12 +138,25 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
     };
     let mut jobs = vec![
         OldJob {
-            job: base(JobKind::parse("noop").expect("valid"), JobStatus::Queued, 1, 5),
+            job: base(
+                JobKind::parse("noop").expect("valid"),
+                JobStatus::Queued,
+                1,
+                5,
+            ),
             payload: json!({"n": 1}),
             key: None,
         },
         OldJob {
-            job: started(base(JobKind::parse("sleep").expect("valid"), JobStatus::Running, 2, 5), 3),
+            job: started(
+                base(
+                    JobKind::parse("sleep").expect("valid"),
+                    JobStatus::Running,
+                    2,
+                    5,
+                ),
+                3,
+            ),
             payload: json!({"ms": 5}),
             key: None,
         },
@@ -151,7 +164,15 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
             job: JobRecord {
                 finished_at: Some(at(2)),
                 result: Some(json!({"ok": [1, "two", null], "nested": {"a": 2.5}})),
-                ..started(base(JobKind::parse("noop").expect("valid"), JobStatus::Succeeded, 1, 3), 1)
+                ..started(
+                    base(
+                        JobKind::parse("noop").expect("valid"),
+                        JobStatus::Succeeded,
+                        1,
+                        3,
+                    ),
+                    1,
+                )
             },
             payload: json!({"hello": "world"}),
             key: None,
@@ -160,7 +181,15 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
             job: JobRecord {
                 finished_at: Some(at(3)),
                 error: Some("boom: handler gave up".into()),
-                ..started(base(JobKind::parse("noop").expect("valid"), JobStatus::Dead, 3, 3), 4)
+                ..started(
+                    base(
+                        JobKind::parse("noop").expect("valid"),
+                        JobStatus::Dead,
+                        3,
+                        3,
+                    ),
+                    4,
+                )
             },
             payload: json!([]),
             key: None,
@@ -168,7 +197,15 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         OldJob {
             job: JobRecord {
                 error: Some("flaky".into()),
-                ..started(base(JobKind::parse("noop").expect("valid"), JobStatus::Retrying, 1, 4), 1)
+                ..started(
+                    base(
+                        JobKind::parse("noop").expect("valid"),
+                        JobStatus::Retrying,
+                        1,
+                        4,
+                    ),
+                    1,
+                )
             },
             payload: json!(null),
             key: None,
@@ -176,7 +213,12 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
     ];
     if keys {
         jobs.push(OldJob {
-            job: base(JobKind::parse("noop").expect("valid"), JobStatus::Queued, 1, 2),
+            job: base(
+                JobKind::parse("noop").expect("valid"),
+                JobStatus::Queued,
+                1,
+                2,
+            ),
             payload: json!({"order": 7}),
             key: Some("order-7"),
         });
@@ -334,7 +376,13 @@ async fn upgraded_store_keeps_old_jobs_and_takes_new_work(store: &Store, jobs: &
             Write::Insert {
                 job: JobRecord {
                     status: JobStatus::Pending,
-                    ..JobRecord::queued(pending_new, JobKind::parse("noop").expect("valid"), 2, 1000, now)
+                    ..JobRecord::queued(
+                        pending_new,
+                        JobKind::parse("noop").expect("valid"),
+                        2,
+                        1000,
+                        now,
+                    )
                 },
                 payload: json!({}),
                 key: None,
@@ -367,7 +415,13 @@ async fn upgraded_store_keeps_old_jobs_and_takes_new_work(store: &Store, jobs: &
     if let Some(old) = jobs.iter().find(|j| j.key.is_some()) {
         let again = store
             .apply(&[Write::Insert {
-                job: JobRecord::queued(JobId::new(), JobKind::parse("noop").expect("valid"), 2, 1000, now),
+                job: JobRecord::queued(
+                    JobId::new(),
+                    JobKind::parse("noop").expect("valid"),
+                    2,
+                    1000,
+                    now,
+                ),
                 payload: json!({}),
                 key: Some(key(old.key.expect("key"))),
                 resolve_at: None,
@@ -497,7 +551,13 @@ async fn an_up_to_date_sqlite_database_reopens_unchanged() {
     let id = JobId::new();
     store
         .apply(&[Write::Insert {
-            job: JobRecord::queued(id, JobKind::parse("noop").expect("valid"), 1, 1000, OffsetDateTime::now_utc()),
+            job: JobRecord::queued(
+                id,
+                JobKind::parse("noop").expect("valid"),
+                1,
+                1000,
+                OffsetDateTime::now_utc(),
+            ),
             payload: json!({"keep": 1}),
             key: None,
             resolve_at: None,

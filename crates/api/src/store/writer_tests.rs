@@ -84,7 +84,13 @@ fn insert(id: JobId) -> Write {
 
 fn keyed(id: JobId, key: Option<IdempotencyKey>) -> Write {
     Write::Insert {
-        job: JobRecord::queued(id, JobKind::parse("noop").expect("valid"), 3, 1000, OffsetDateTime::now_utc()),
+        job: JobRecord::queued(
+            id,
+            JobKind::parse("noop").expect("valid"),
+            3,
+            1000,
+            OffsetDateTime::now_utc(),
+        ),
         payload: json!({}),
         key,
         resolve_at: None,
