@@ -405,6 +405,36 @@ impl ApiProcess {
         .await
     }
 
+    /// POSTs `body` to `/jobs`; the status and the JSON answer (null if none).
+    pub async fn post_job(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/jobs"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /jobs");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs `path`, asserting 200; its JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("JSON")
+    }
+
+    /// The entry of kind `name` in `GET /kinds`, if listed.
+    pub async fn kind(&self, name: &str) -> Option<Value> {
+        self.get_json("/kinds").await["kinds"]
+            .as_array()
+            .expect("kinds")
+            .iter()
+            .find(|k| k["name"] == name)
+            .cloned()
+    }
+
     /// Every job with `status`, following `next_cursor` through all pages.
     pub async fn all_jobs(&self, status: &str) -> Vec<Value> {
         let mut jobs = Vec::new();

@@ -26,32 +26,21 @@ fn resize_on(queue: &str) -> Value {
     })
 }
 
-async fn post_job(api: &ApiProcess, body: &Value) -> (u16, Value) {
-    let response = api
-        .http
-        .post(api.url("/jobs"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST /jobs");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(api: &ApiProcess, path: &str) -> Value {
-    let response = api.http.get(api.url(path)).send().await.expect("GET");
-    assert_eq!(response.status(), 200, "GET {path}");
-    response.json().await.expect("JSON")
-}
-
-/// The entry of kind `name` in `GET /kinds`, if listed.
-async fn kind(api: &ApiProcess, name: &str) -> Option<Value> {
-    get(api, "/kinds").await["kinds"]
-        .as_array()
-        .expect("kinds")
-        .iter()
-        .find(|k| k["name"] == name)
-        .cloned()
+/// `w1`, the worker of `resize` on `images`, leaves; waits until `resize` lists no worker.
+async fn resize_worker_leaves(env: &TestEnv, api: &ApiProcess) {
+    env.announce(&announcement(
+        "w1",
+        "leaving",
+        json!([resize_on("images")]),
+        &["images"],
+    ))
+    .await;
+    poll(WITHIN, "resize to list no worker", || async {
+        api.kind("resize")
+            .await
+            .filter(|k| k["workers"] == json!([]))
+    })
+    .await;
 }
 
 async fn delete_queue(env: &TestEnv, queue: &str) {
@@ -70,7 +59,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     let good = json!({"kind": "resize", "payload": {"width": 640}});
 
     // Arrange: before any announcement the kind is unknown.
-    let (status, problem) = post_job(&api, &good).await;
+    let (status, problem) = api.post_job(&good).await;
     assert_eq!(status, 422, "{problem}");
 
     // Act: a worker announces it.
@@ -84,14 +73,12 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
 
     // Assert: accepted as soon as the announcement is applied, no restart.
     poll(WITHIN, "resize to be accepted", || async {
-        (post_job(&api, &good).await.0 == 202).then_some(())
+        (api.post_job(&good).await.0 == 202).then_some(())
     })
     .await;
-    let (status, problem) = post_job(
-        &api,
-        &json!({"kind": "resize", "payload": {"width": "wide"}}),
-    )
-    .await;
+    let (status, problem) = api
+        .post_job(&json!({"kind": "resize", "payload": {"width": "wide"}}))
+        .await;
     assert_eq!(status, 422, "{problem}");
     assert!(
         problem["detail"].as_str().unwrap_or("").contains("/width"),
@@ -102,7 +89,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     })
     .await;
 
-    let listed = kind(&api, "resize").await.expect("resize listed");
+    let listed = api.kind("resize").await.expect("resize listed");
     assert_eq!(listed["queue"], "images");
     assert_eq!(listed["work_queue"], images.as_str());
     assert_eq!(listed["source"], "announced");
@@ -110,7 +97,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     assert_eq!(listed["conflict"], Value::Null);
     assert_eq!(listed["payload_schema"]["required"], json!(["width"]));
     let stats = poll(WITHIN, "the work queue's depth in GET /kinds", || async {
-        kind(&api, "resize")
+        api.kind("resize")
             .await
             .map(|k| k["queue_stats"].clone())
             .filter(|q| q["ready"].as_u64() >= Some(1))
@@ -124,16 +111,16 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
         &[&label],
     );
     assert!(ready >= 1.0, "the kind's queue has its gauge: {ready}");
-    let doc = get(&api, "/openapi.json").await;
+    let doc = api.get_json("/openapi.json").await;
     let payload = &doc["components"]["schemas"]["payload.resize"];
     assert_eq!(
         payload["required"],
         json!(["width"]),
         "the announced schema is documented"
     );
-    let sleep = kind(&api, "sleep").await.expect("built-in sleep listed");
+    let sleep = api.kind("sleep").await.expect("built-in sleep listed");
     assert_eq!(sleep["source"], "builtin");
-    let workers = get(&api, "/workers").await;
+    let workers = api.get_json("/workers").await;
     let w1 = workers["workers"]
         .as_array()
         .expect("workers")
@@ -156,7 +143,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     ))
     .await;
     let conflicted = poll(WITHIN, "the conflict to be reported", || async {
-        kind(&api, "resize")
+        api.kind("resize")
             .await
             .filter(|k| k["conflict"].is_string())
     })
@@ -170,7 +157,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     assert_eq!(conflicted["workers"], json!(["w1"]));
     let conflicts = metric_sum(&api.metrics().await, "offload_kind_conflicts_total", &[]);
     assert_eq!(conflicts, 1.0);
-    let (status, problem) = post_job(&api, &good).await;
+    let (status, problem) = api.post_job(&good).await;
     assert_eq!(status, 202, "{problem}");
     poll(WITHIN, "the second job in the images queue too", || async {
         (env.ready_count(&images).await >= 2).then_some(())
@@ -193,29 +180,15 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     ))
     .await;
     poll(WITHIN, "the conflict to clear", || async {
-        kind(&api, "resize")
-            .await
-            .filter(|k| k["conflict"].is_null())
+        api.kind("resize").await.filter(|k| k["conflict"].is_null())
     })
     .await;
 
     // w1 leaves: the kind stays accepted, its jobs wait, and it lists no worker.
-    env.announce(&announcement(
-        "w1",
-        "leaving",
-        json!([resize_on("images")]),
-        &["images"],
-    ))
-    .await;
-    poll(WITHIN, "resize to list no worker", || async {
-        kind(&api, "resize")
-            .await
-            .filter(|k| k["workers"] == json!([]))
-    })
-    .await;
-    let (status, problem) = post_job(&api, &good).await;
+    resize_worker_leaves(&env, &api).await;
+    let (status, problem) = api.post_job(&good).await;
     assert_eq!(status, 202, "{problem}");
-    let workers = get(&api, "/workers").await;
+    let workers = api.get_json("/workers").await;
     assert_eq!(
         workers["workers"],
         json!([]),
@@ -248,10 +221,10 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
 
     // The valid kind of the same announcement is taken; the invalid ones are not.
     poll(WITHIN, "the valid kind to be listed", || async {
-        kind(&api, "fine").await
+        api.kind("fine").await
     })
     .await;
-    let listed = get(&api, "/kinds").await;
+    let listed = api.get_json("/kinds").await;
     let names: Vec<&str> = listed["kinds"]
         .as_array()
         .expect("kinds")
@@ -260,12 +233,14 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
         .collect();
     assert_eq!(names, ["fine", "noop", "sleep"], "{listed}");
     assert_eq!(
-        kind(&api, "fine").await.expect("fine")["workers"],
+        api.kind("fine").await.expect("fine")["workers"],
         json!(["w3"])
     );
-    let (status, problem) = post_job(&api, &json!({"kind": "broken", "payload": {}})).await;
+    let (status, problem) = api
+        .post_job(&json!({"kind": "broken", "payload": {}}))
+        .await;
     assert_eq!(status, 422, "{problem}");
-    let (status, problem) = post_job(&api, &json!({"kind": "fine", "payload": {}})).await;
+    let (status, problem) = api.post_job(&json!({"kind": "fine", "payload": {}})).await;
     assert_eq!(status, 202, "{problem}");
     // A worker whose heartbeats stop counts as gone after three missed ones; its kind stays.
     let mut brief: Value = serde_json::from_slice(&announcement(
@@ -278,18 +253,18 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
     brief["heartbeat_s"] = json!(1);
     env.announce(brief.to_string().as_bytes()).await;
     poll(WITHIN, "brief to list its worker", || async {
-        kind(&api, "brief")
+        api.kind("brief")
             .await
             .filter(|k| k["workers"] == json!(["w4"]))
     })
     .await;
     poll(WITHIN, "the silent worker to count as gone", || async {
-        kind(&api, "brief")
+        api.kind("brief")
             .await
             .filter(|k| k["workers"] == json!([]))
     })
     .await;
-    let workers = get(&api, "/workers").await;
+    let workers = api.get_json("/workers").await;
     assert!(
         !workers["workers"]
             .as_array()
@@ -298,7 +273,7 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
             .any(|w| w["name"] == "w4"),
         "{workers}"
     );
-    let (status, problem) = post_job(&api, &json!({"kind": "brief", "payload": {}})).await;
+    let (status, problem) = api.post_job(&json!({"kind": "brief", "payload": {}})).await;
     assert_eq!(status, 202, "{problem}");
 
     let refused = metric_sum(
@@ -401,31 +376,20 @@ async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_o
     ))
     .await;
     poll(WITHIN, "resize to be listed", || async {
-        kind(&api, "resize").await
+        api.kind("resize").await
     })
     .await;
 
     // Restarted, the API accepts the recorded kind before any worker announces it again.
     api.stop().await;
     let api = ApiProcess::start(&env, &[]).await;
-    let (status, problem) =
-        post_job(&api, &json!({"kind": "resize", "payload": {"width": 1}})).await;
+    let (status, problem) = api
+        .post_job(&json!({"kind": "resize", "payload": {"width": 1}}))
+        .await;
     assert_eq!(status, 202, "{problem}");
 
     // Its worker leaves; a worker announcing it on another queue now takes it over.
-    env.announce(&announcement(
-        "w1",
-        "leaving",
-        json!([resize_on("images")]),
-        &["images"],
-    ))
-    .await;
-    poll(WITHIN, "resize to list no worker", || async {
-        kind(&api, "resize")
-            .await
-            .filter(|k| k["workers"] == json!([]))
-    })
-    .await;
+    resize_worker_leaves(&env, &api).await;
     env.announce(&announcement(
         "w2",
         "alive",
@@ -434,19 +398,19 @@ async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_o
     ))
     .await;
     let moved = poll(WITHIN, "resize to move to thumbs", || async {
-        kind(&api, "resize")
-            .await
-            .filter(|k| k["queue"] == "thumbs")
+        api.kind("resize").await.filter(|k| k["queue"] == "thumbs")
     })
     .await;
     assert_eq!(moved["workers"], json!(["w2"]));
     assert_eq!(moved["conflict"], Value::Null);
+    // The store shows the move as soon as it is recorded; the binding follows within moments.
     let thumbs = format!("{}.jobs.thumbs", env.prefix);
-    let before = env.ready_count(&thumbs).await;
-    let (status, problem) =
-        post_job(&api, &json!({"kind": "resize", "payload": {"width": 2}})).await;
-    assert_eq!(status, 202, "{problem}");
-    poll(WITHIN, "the job to wait in the new queue", || async {
+    poll(WITHIN, "a new job to wait in the new queue", || async {
+        let before = env.ready_count(&thumbs).await;
+        let (status, problem) = api
+            .post_job(&json!({"kind": "resize", "payload": {"width": 2}}))
+            .await;
+        assert_eq!(status, 202, "{problem}");
         (env.ready_count(&thumbs).await > before).then_some(())
     })
     .await;
@@ -470,7 +434,7 @@ async fn a_kinds_file_pins_the_kinds_and_a_bad_one_stops_the_start() {
     let path = file.display().to_string();
     let api = ApiProcess::start(&env, &[("OFFLOAD_KINDS_FILE", &path)]).await;
 
-    let listed = get(&api, "/kinds").await;
+    let listed = api.get_json("/kinds").await;
     let names: Vec<&str> = listed["kinds"]
         .as_array()
         .expect("kinds")
@@ -479,10 +443,12 @@ async fn a_kinds_file_pins_the_kinds_and_a_bad_one_stops_the_start() {
         .collect();
     assert_eq!(names, ["noop", "resize"], "only the pinned kinds: {listed}");
     assert_eq!(
-        kind(&api, "resize").await.expect("resize")["source"],
+        api.kind("resize").await.expect("resize")["source"],
         "pinned"
     );
-    let (status, problem) = post_job(&api, &json!({"kind": "sleep", "payload": {"ms": 1}})).await;
+    let (status, problem) = api
+        .post_job(&json!({"kind": "sleep", "payload": {"ms": 1}}))
+        .await;
     assert_eq!(status, 422, "sleep is not pinned: {problem}");
 
     // An announced kind outside the file is not accepted; a differing pinned one is a conflict.
@@ -496,7 +462,7 @@ async fn a_kinds_file_pins_the_kinds_and_a_bad_one_stops_the_start() {
     ))
     .await;
     let conflicted = poll(WITHIN, "the conflict with the pinned spec", || async {
-        kind(&api, "resize")
+        api.kind("resize")
             .await
             .filter(|k| k["conflict"].is_string())
     })
@@ -509,10 +475,10 @@ async fn a_kinds_file_pins_the_kinds_and_a_bad_one_stops_the_start() {
         "{conflicted}"
     );
     assert_eq!(conflicted["queue"], "images");
-    assert!(kind(&api, "other").await.is_none());
-    let (status, problem) = post_job(&api, &json!({"kind": "other", "payload": {}})).await;
+    assert!(api.kind("other").await.is_none());
+    let (status, problem) = api.post_job(&json!({"kind": "other", "payload": {}})).await;
     assert_eq!(status, 422, "{problem}");
-    let workers = get(&api, "/workers").await;
+    let workers = api.get_json("/workers").await;
     assert_eq!(
         workers["workers"][0]["name"], "w1",
         "the worker is still recorded"

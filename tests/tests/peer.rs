@@ -81,34 +81,9 @@ async fn peer_publish(env: &TestEnv, kind: &str, payload: &Value) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-async fn post(api: &ApiProcess, body: &Value) -> (u16, Value) {
-    let response = api
-        .http
-        .post(api.url("/jobs"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST /jobs");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// The live workers GET /kinds lists for `kind`, if it lists the kind.
 async fn kind_workers(api: &ApiProcess, kind: &str) -> Option<Vec<String>> {
-    let kinds: Value = api
-        .http
-        .get(api.url("/kinds"))
-        .send()
-        .await
-        .expect("GET /kinds")
-        .json()
-        .await
-        .expect("JSON");
-    let entry = kinds["kinds"]
-        .as_array()?
-        .iter()
-        .find(|k| k["name"] == kind)?
-        .clone();
+    let entry = api.kind(kind).await?;
     Some(
         entry["workers"]
             .as_array()
@@ -130,16 +105,15 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
 
     // Accepted as soon as the API has applied the peer's announcement; no restart.
     let first = poll(WITHIN, "the API to accept py.reverse", || async {
-        let (status, body) = post(
-            &api,
-            &json!({"kind": "py.reverse", "payload": {"text": "abc"}}),
-        )
-        .await;
+        let (status, body) = api
+            .post_job(&json!({"kind": "py.reverse", "payload": {"text": "abc"}}))
+            .await;
         (status == 202).then(|| body["id"].as_str().expect("id").to_owned())
     })
     .await;
-    let (status, problem) =
-        post(&api, &json!({"kind": "py.reverse", "payload": {"text": 5}})).await;
+    let (status, problem) = api
+        .post_job(&json!({"kind": "py.reverse", "payload": {"text": 5}}))
+        .await;
     assert_eq!(status, 422, "the peer's schema is enforced: {problem}");
     assert!(
         problem["detail"].as_str().unwrap_or("").contains("/text"),
@@ -148,31 +122,27 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
 
     let mut python_jobs = vec![(first, "cba".to_owned())];
     for text in ["hello", "racecar!", "Offload"] {
-        let (status, body) = post(
-            &api,
-            &json!({"kind": "py.reverse", "payload": {"text": text}}),
-        )
-        .await;
+        let (status, body) = api
+            .post_job(&json!({"kind": "py.reverse", "payload": {"text": text}}))
+            .await;
         assert_eq!(status, 202, "{body}");
         python_jobs.push((
             body["id"].as_str().expect("id").to_owned(),
             text.chars().rev().collect(),
         ));
     }
-    let (_, retried) = post(
-        &api,
-        &json!({"kind": "py.reverse", "payload": {"text": "again", "fail": "once"}}),
-    )
-    .await;
-    let (_, dead) = post(
-        &api,
-        &json!({"kind": "py.reverse", "payload": {"text": "x", "fail": "permanent"}}),
-    )
-    .await;
+    let (_, retried) = api
+        .post_job(&json!({"kind": "py.reverse", "payload": {"text": "again", "fail": "once"}}))
+        .await;
+    let (_, dead) = api
+        .post_job(&json!({"kind": "py.reverse", "payload": {"text": "x", "fail": "permanent"}}))
+        .await;
     let rust_jobs: Vec<String> = {
         let mut ids = Vec::new();
         for n in 0..3 {
-            let (status, body) = post(&api, &json!({"kind": "noop", "payload": {"n": n}})).await;
+            let (status, body) = api
+                .post_job(&json!({"kind": "noop", "payload": {"n": n}}))
+                .await;
             assert_eq!(status, 202, "{body}");
             ids.push(body["id"].as_str().expect("id").to_owned());
         }
@@ -238,11 +208,9 @@ async fn a_python_worker_written_from_the_protocol_runs_its_kind_beside_a_rust_w
         (kind_workers(&api, "py.reverse").await == Some(Vec::new())).then_some(())
     })
     .await;
-    let (status, body) = post(
-        &api,
-        &json!({"kind": "py.reverse", "payload": {"text": "later"}}),
-    )
-    .await;
+    let (status, body) = api
+        .post_job(&json!({"kind": "py.reverse", "payload": {"text": "later"}}))
+        .await;
     assert_eq!(
         status, 202,
         "a kind without workers still accepts jobs: {body}"

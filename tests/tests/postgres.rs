@@ -207,33 +207,14 @@ async fn a_kind_one_replica_recorded_is_accepted_by_the_other() {
             DONE_WITHIN,
             "resize to be accepted by both replicas",
             || async {
-                let response = api
-                    .http
-                    .post(api.url("/jobs"))
-                    .json(&json!({"kind": "resize", "payload": {"width": 3}}))
-                    .send()
-                    .await
-                    .expect("POST /jobs");
-                (response.status() == 202).then_some(())
+                let (status, _) = api
+                    .post_job(&json!({"kind": "resize", "payload": {"width": 3}}))
+                    .await;
+                (status == 202).then_some(())
             },
         )
         .await;
-        let kinds: Value = api
-            .http
-            .get(api.url("/kinds"))
-            .send()
-            .await
-            .expect("GET /kinds")
-            .json()
-            .await
-            .expect("JSON");
-        let resize = kinds["kinds"]
-            .as_array()
-            .expect("kinds")
-            .iter()
-            .find(|k| k["name"] == "resize")
-            .cloned()
-            .expect("listed by both");
+        let resize = api.kind("resize").await.expect("listed by both");
         assert_eq!(resize["workers"], json!(["w1"]), "{resize}");
     }
     if let Ok(channel) = env.broker.create_channel().await {

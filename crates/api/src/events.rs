@@ -4,11 +4,7 @@
 //! reason) and counted, and the others of its message are applied as usual.
 
 use futures_util::StreamExt;
-use lapin::{
-    Channel,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{FieldTable, ShortString},
-};
+use lapin::{Channel, options::BasicCancelOptions, types::ShortString};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{JobEvent, broker};
@@ -51,24 +47,9 @@ pub async fn consume(
     deadline: std::time::Duration,
     token: CancellationToken,
 ) -> Result<(), EventsError> {
-    broker::with_deadline(
-        deadline,
-        "set the events prefetch",
-        channel.basic_qos(EVENT_PREFETCH, BasicQosOptions::default()),
-    )
-    .await?;
     let tag = ShortString::from(format!("offload-api-{}", std::process::id()));
-    let mut consumer = broker::with_deadline(
-        deadline,
-        "consume the events queue",
-        channel.basic_consume(
-            ShortString::from(queue),
-            tag.clone(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    let mut consumer =
+        broker::consume(&channel, queue, tag.clone(), EVENT_PREFETCH, deadline).await?;
     loop {
         let delivery = tokio::select! {
             () = token.cancelled() => break,

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     PublisherConfirm,
-    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
-    types::ShortString,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::{FieldTable, ShortString},
 };
 
 /// AMQP header carrying the HTTP request id of the request that submitted a job, so one id
@@ -176,6 +179,35 @@ pub async fn confirm_channel(
     )
     .await?;
     Ok(channel)
+}
+
+/// Starts a consumer of `queue` tagged `tag` with manual acks, at most `prefetch` unacknowledged
+/// deliveries for it (`basic.qos` with `global = false` applies to the consumer started next, so
+/// several consumers on one channel each get their own), each step under `deadline`.
+pub async fn consume(
+    channel: &Channel,
+    queue: &str,
+    tag: ShortString,
+    prefetch: u16,
+    deadline: Duration,
+) -> Result<lapin::Consumer, BrokerError> {
+    with_deadline(
+        deadline,
+        "set the prefetch",
+        channel.basic_qos(prefetch, BasicQosOptions { global: false }),
+    )
+    .await?;
+    with_deadline(
+        deadline,
+        "start consuming",
+        channel.basic_consume(
+            ShortString::from(queue),
+            tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
 }
 
 /// How to settle a delivery.

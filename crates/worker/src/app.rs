@@ -17,11 +17,7 @@ use std::{
 };
 
 use futures_util::{StreamExt, stream};
-use lapin::{
-    Channel, Connection,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{FieldTable, ShortString},
-};
+use lapin::{Channel, Connection, options::BasicCancelOptions, types::ShortString};
 use time::OffsetDateTime;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -471,26 +467,14 @@ async fn start_consumer(
     tag: ShortString,
     settings: &Settings,
 ) -> Result<lapin::Consumer, String> {
-    let deadline = settings.broker_timeout();
     // Fair dispatch: the broker sends this consumer at most `prefetch` unacknowledged jobs, so a
-    // busy worker is skipped and its jobs go to idle ones. `global: false` applies it to the
-    // consumer started next, so the prefetch is per queue.
-    broker::with_deadline(
-        deadline,
-        "set the prefetch",
-        jobs.basic_qos(settings.prefetch, BasicQosOptions { global: false }),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    broker::with_deadline(
-        deadline,
-        "start consuming",
-        jobs.basic_consume(
-            ShortString::from(queue),
-            tag,
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
+    // busy worker is skipped and its jobs go to idle ones; per consumer, so per queue.
+    broker::consume(
+        jobs,
+        queue,
+        tag,
+        settings.prefetch,
+        settings.broker_timeout(),
     )
     .await
     .map_err(|e| e.to_string())

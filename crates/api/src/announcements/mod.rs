@@ -13,11 +13,7 @@ pub mod registry;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::{
-    Channel, Connection,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{FieldTable, ShortString},
-};
+use lapin::{Channel, Connection, options::BasicCancelOptions, types::ShortString};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::broker::{self, Settle};
@@ -48,24 +44,8 @@ pub async fn consume(
     deadline: Duration,
     token: CancellationToken,
 ) -> Result<(), AnnouncementsError> {
-    broker::with_deadline(
-        deadline,
-        "set the announcements prefetch",
-        channel.basic_qos(PREFETCH, BasicQosOptions::default()),
-    )
-    .await?;
     let tag = ShortString::from(format!("offload-api-announcements-{}", std::process::id()));
-    let mut consumer = broker::with_deadline(
-        deadline,
-        "consume the workers queue",
-        channel.basic_consume(
-            ShortString::from(queue),
-            tag.clone(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await?;
+    let mut consumer = broker::consume(&channel, queue, tag.clone(), PREFETCH, deadline).await?;
     loop {
         let delivery = tokio::select! {
             () = token.cancelled() => break,

@@ -166,8 +166,9 @@ impl Registry {
                 if !self.store.record_kind(&replace(now)).await? {
                     return Ok(());
                 }
-                self.accept(spec);
+                // Bound before it is accepted: an accepted job always has a queue to go to.
                 self.bind(connection, spec).await;
+                self.accept(spec);
                 tracing::info!(worker, kind, queue = %spec.queue, "recorded a new kind");
             }
             Decision::Replace { unbind } => {
@@ -181,7 +182,6 @@ impl Registry {
                 {
                     return Ok(());
                 }
-                self.accept(spec);
                 self.bind(connection, spec).await;
                 if let Some(old) = unbind {
                     let unbound =
@@ -190,6 +190,7 @@ impl Registry {
                         tracing::warn!(kind, queue = %old, error = %e, "cannot unbind a kind from its old queue");
                     }
                 }
+                self.accept(spec);
                 tracing::info!(worker, kind, queue = %spec.queue, "a kind's new spec replaced the recorded one, which no live worker runs any more");
             }
         }
