@@ -194,9 +194,16 @@ impl TestEnv {
     /// Deletes this test's queues, exchanges and store file.
     pub async fn cleanup(self) {
         if let Ok(channel) = self.broker.create_channel().await {
-            for q in self.names.queues() {
+            // The work queues of kinds on other queues (`<prefix>.jobs.<queue>`) too: every
+            // quorum queue left behind costs the broker for as long as it exists.
+            let mut queues: Vec<String> =
+                self.names.queues().into_iter().map(str::to_owned).collect();
+            queues.extend(self.prefixed_queues().await);
+            queues.sort();
+            queues.dedup();
+            for q in &queues {
                 let _ = channel
-                    .queue_delete(ShortString::from(q), QueueDeleteOptions::default())
+                    .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
                     .await;
             }
             for x in self.names.exchanges() {
@@ -209,6 +216,50 @@ impl TestEnv {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.database.display()));
         }
         let _ = self.broker.close(200, "done".into()).await;
+    }
+}
+
+impl TestEnv {
+    /// The queues named `<prefix>.…` on the default test broker, read from its management API
+    /// (`OFFLOAD_TEST_MANAGEMENT_URL`, enabled by scripts/test.sh); none when it does not answer.
+    async fn prefixed_queues(&self) -> Vec<String> {
+        if self.url != amqp_url() {
+            return Vec::new();
+        }
+        let management = std::env::var("OFFLOAD_TEST_MANAGEMENT_URL")
+            .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".to_owned());
+        let Ok(base) = reqwest::Url::parse(&management) else {
+            return Vec::new();
+        };
+        let (user, password) = (
+            base.username().to_owned(),
+            base.password().map(str::to_owned),
+        );
+        let url = format!(
+            "{}://{}:{}/api/queues?columns=name",
+            base.scheme(),
+            base.host_str().unwrap_or("127.0.0.1"),
+            base.port_or_known_default().unwrap_or(15672)
+        );
+        let answer = reqwest::Client::new()
+            .get(url)
+            .basic_auth(user, password)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let Ok(queues) = (match answer {
+            Ok(response) => response.json::<Vec<Value>>().await,
+            Err(e) => Err(e),
+        }) else {
+            return Vec::new();
+        };
+        let own = format!("{}.", self.prefix);
+        queues
+            .iter()
+            .filter_map(|q| q["name"].as_str())
+            .filter(|name| name.starts_with(&own))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
