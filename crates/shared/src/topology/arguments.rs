@@ -1,0 +1,102 @@
+//! The arguments each queue is created with. Settings that operators change later belong in
+//! policies; these are fixed when a queue is created, so both binaries must agree on them.
+
+use lapin::types::{AMQPValue, FieldTable, LongString};
+
+use crate::settings::{QueueType, Settings};
+
+use super::Names;
+
+/// Arguments of the work queue. Settings that operators change later belong in policies; these
+/// are the ones a queue must be created with.
+pub fn jobs_queue_arguments(settings: &Settings, names: &Names) -> FieldTable {
+    let mut args = FieldTable::default();
+    // The queue type cannot change after creation; quorum is replicated and fsyncs before confirming.
+    put_str(&mut args, "x-queue-type", settings.queue_type.as_str());
+    // Rejected and over-limit messages go to the dead-letter exchange: nothing is dropped silently.
+    put_str(&mut args, "x-dead-letter-exchange", &names.dead_exchange);
+    if settings.queue_type == QueueType::Quorum {
+        // A job that keeps killing its worker is dead-lettered after this many deliveries
+        // instead of looping forever (set explicitly: RabbitMQ 4 defaults to 20, 3.10 to none).
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(settings.delivery_limit).unwrap_or(i32::MAX)),
+        );
+        // Dead-lettering itself is confirmed by the target queue, so a dead job is never lost
+        // on its way to the dead-letter queue.
+        put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
+        // Required by at-least-once dead-lettering: a full queue refuses publishes (the API
+        // answers 503) rather than dropping its oldest jobs.
+        put_str(&mut args, "x-overflow", "reject-publish");
+    }
+    args
+}
+
+/// Arguments of a delay queue: its TTL is the delay, and expired messages go back to work,
+/// routed by the routing key they were published with: their kind.
+pub fn retry_queue_arguments(settings: &Settings, names: &Names, delay_ms: u64) -> FieldTable {
+    let mut args = FieldTable::default();
+    // Same durability and replication as the work queue: a waiting retry is still an accepted job.
+    put_str(&mut args, "x-queue-type", settings.queue_type.as_str());
+    // The delay itself. One TTL per queue, so messages expire in queue order.
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+    );
+    // Expired messages are dead-lettered back to the jobs exchange; with no
+    // x-dead-letter-routing-key they keep their own routing key, the kind, so each returns to
+    // its kind's work queue.
+    put_str(&mut args, "x-dead-letter-exchange", &names.jobs_exchange);
+    if settings.queue_type == QueueType::Quorum {
+        // The hop back to the work queue is confirmed, so a retry is never lost in transit.
+        put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
+        // Required by at-least-once dead-lettering.
+        put_str(&mut args, "x-overflow", "reject-publish");
+    }
+    args
+}
+
+/// Arguments of the workers queue: announcements are only worth their freshness.
+pub fn workers_queue_arguments(settings: &Settings) -> FieldTable {
+    let mut args = plain_queue_arguments(settings);
+    // A heartbeat nobody read within a minute is stale (the next one says more), so an API
+    // that is down does not come back to a backlog of them.
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(60_000));
+    args
+}
+
+/// Arguments of the dead-letter, events and parked-events queues: same type as the work queue, nothing else.
+pub fn plain_queue_arguments(settings: &Settings) -> FieldTable {
+    let mut args = FieldTable::default();
+    // Same durability and replication as the jobs these queues describe.
+    put_str(&mut args, "x-queue-type", settings.queue_type.as_str());
+    args
+}
+
+pub(super) fn put_str(args: &mut FieldTable, key: &str, value: &str) {
+    args.insert(
+        key.into(),
+        AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_queues_get_a_delivery_limit_and_safe_dead_lettering() {
+        let settings = Settings::from_env().expect("defaults");
+        let names = Names::for_settings(&settings);
+        let args = jobs_queue_arguments(&settings, &names);
+        for key in [
+            "x-queue-type",
+            "x-dead-letter-exchange",
+            "x-delivery-limit",
+            "x-dead-letter-strategy",
+            "x-overflow",
+        ] {
+            assert!(args.contains_key(key), "{key}");
+        }
+    }
+}
