@@ -26,15 +26,20 @@ fn resize_on(queue: &str) -> Value {
     })
 }
 
-/// `w1`, the worker of `resize` on `images`, leaves; waits until `resize` lists no worker.
-async fn resize_worker_leaves(env: &TestEnv, api: &ApiProcess) {
+/// `worker` announces itself (`state`: alive or leaving) as running `resize` on `queue`.
+async fn announce_resize(env: &TestEnv, worker: &str, state: &str, queue: &str) {
     env.announce(&announcement(
-        "w1",
-        "leaving",
-        json!([resize_on("images")]),
-        &["images"],
+        worker,
+        state,
+        json!([resize_on(queue)]),
+        &[queue],
     ))
     .await;
+}
+
+/// `w1`, the worker of `resize` on `images`, leaves; waits until `resize` lists no worker.
+async fn resize_worker_leaves(env: &TestEnv, api: &ApiProcess) {
+    announce_resize(env, "w1", "leaving", "images").await;
     poll(WITHIN, "resize to list no worker", || async {
         api.kind("resize")
             .await
@@ -63,13 +68,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     assert_eq!(status, 422, "{problem}");
 
     // Act: a worker announces it.
-    env.announce(&announcement(
-        "w1",
-        "alive",
-        json!([resize_on("images")]),
-        &["images"],
-    ))
-    .await;
+    announce_resize(&env, "w1", "alive", "images").await;
 
     // Assert: accepted as soon as the announcement is applied, no restart.
     poll(WITHIN, "resize to be accepted", || async {
@@ -135,13 +134,7 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
 
     // A second worker announces resize on another queue while w1 still runs it: a conflict,
     // reported and not merged.
-    env.announce(&announcement(
-        "w2",
-        "alive",
-        json!([resize_on("thumbs")]),
-        &["thumbs"],
-    ))
-    .await;
+    announce_resize(&env, "w2", "alive", "thumbs").await;
     let conflicted = poll(WITHIN, "the conflict to be reported", || async {
         api.kind("resize")
             .await
@@ -165,20 +158,8 @@ async fn an_announced_kind_is_accepted_at_once_and_a_differing_spec_is_kept_out(
     .await;
 
     // w2 leaves; w1's next heartbeat finds nobody announcing another spec: the conflict is over.
-    env.announce(&announcement(
-        "w2",
-        "leaving",
-        json!([resize_on("thumbs")]),
-        &["thumbs"],
-    ))
-    .await;
-    env.announce(&announcement(
-        "w1",
-        "alive",
-        json!([resize_on("images")]),
-        &["images"],
-    ))
-    .await;
+    announce_resize(&env, "w2", "leaving", "thumbs").await;
+    announce_resize(&env, "w1", "alive", "images").await;
     poll(WITHIN, "the conflict to clear", || async {
         api.kind("resize").await.filter(|k| k["conflict"].is_null())
     })
@@ -368,13 +349,7 @@ async fn a_job_another_producer_published_runs_and_shows_in_the_store() {
 async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_one() {
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
-    env.announce(&announcement(
-        "w1",
-        "alive",
-        json!([resize_on("images")]),
-        &["images"],
-    ))
-    .await;
+    announce_resize(&env, "w1", "alive", "images").await;
     poll(WITHIN, "resize to be listed", || async {
         api.kind("resize").await
     })
@@ -390,13 +365,7 @@ async fn recorded_kinds_survive_a_restart_and_a_new_spec_replaces_an_abandoned_o
 
     // Its worker leaves; a worker announcing it on another queue now takes it over.
     resize_worker_leaves(&env, &api).await;
-    env.announce(&announcement(
-        "w2",
-        "alive",
-        json!([resize_on("thumbs")]),
-        &["thumbs"],
-    ))
-    .await;
+    announce_resize(&env, "w2", "alive", "thumbs").await;
     let moved = poll(WITHIN, "resize to move to thumbs", || async {
         api.kind("resize").await.filter(|k| k["queue"] == "thumbs")
     })
