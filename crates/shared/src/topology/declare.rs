@@ -26,20 +26,13 @@ use super::{
 /// arguments match.
 #[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix))]
 pub async fn declare(connection: &Connection, settings: &Settings) -> Result<Names, TopologyError> {
-    let deadline = settings.broker_timeout();
-    let channel = open(connection, deadline).await?;
-    let outcome = tokio::time::timeout(deadline, declare_on(&channel, settings))
-        .await
-        .unwrap_or_else(|_| {
-            Err(TopologyError::Broker {
-                object: "topology",
-                name: settings.queue_prefix.to_string(),
-                source: Box::new(BrokerError::Timeout(
-                    deadline,
-                    "declare exchanges and queues",
-                )),
-            })
-        });
+    let outcome = on_own_channel(
+        connection,
+        settings,
+        "declare exchanges and queues",
+        |channel| async move { declare_on(&channel, settings).await },
+    )
+    .await;
     match outcome {
         Err(TopologyError::Mismatch {
             object: "queue",
@@ -51,7 +44,9 @@ pub async fn declare(connection: &Connection, settings: &Settings) -> Result<Nam
             // The broker names the first argument that differs, which for a queue of the other
             // type is rarely `x-queue-type` itself. Declaring the queue as the other type tells.
             let other = other_type_settings(settings);
-            if probe_queue(connection, &name, &other, deadline).await {
+            let deadline = settings.broker_timeout();
+            let (argument, broker, fix) = if probe_queue(connection, &name, &other, deadline).await
+            {
                 let argument = "x-queue-type".to_owned();
                 let broker = format!(
                     "the queue is a {} queue; this process asks for {} ({broker})",
@@ -59,29 +54,19 @@ pub async fn declare(connection: &Connection, settings: &Settings) -> Result<Nam
                     settings.queue_type.as_str()
                 );
                 let fix = mismatch_fix("queue", &name, &argument, settings);
-                Err(TopologyError::Mismatch {
-                    object: "queue",
-                    name,
-                    argument,
-                    broker,
-                    fix,
-                })
+                (argument, broker, fix)
             } else {
-                Err(TopologyError::Mismatch {
-                    object: "queue",
-                    name,
-                    argument,
-                    broker,
-                    fix,
-                })
-            }
+                (argument, broker, fix)
+            };
+            Err(TopologyError::Mismatch {
+                object: "queue",
+                name,
+                argument,
+                broker,
+                fix,
+            })
         }
-        other => {
-            if channel.status().connected() {
-                let _ = tokio::time::timeout(deadline, channel.close(200, "declared".into())).await;
-            }
-            other
-        }
+        other => other,
     }
 }
 
@@ -260,6 +245,30 @@ where
     outcome
 }
 
+/// Declares `queue`'s work queue on `channel`, with the same arguments as the default one;
+/// returns its name.
+async fn declare_work_queue_on(
+    channel: &Channel,
+    settings: &Settings,
+    names: &Names,
+    queue: &QueueName,
+) -> Result<String, TopologyError> {
+    let name = names.work_queue(queue);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(
+            ShortString::from(name.as_str()),
+            durable,
+            jobs_queue_arguments(settings, names),
+        )
+        .await
+        .map_err(|e| classify(e, "queue", &name, settings))?;
+    Ok(name)
+}
+
 /// Declares the work queues of `queues` (idempotent while arguments match), with the same
 /// arguments as the default one. Returns their names, in order.
 #[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix))]
@@ -274,22 +283,9 @@ pub async fn declare_work_queues(
         settings,
         "declare work queues",
         |channel| async move {
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            };
             let mut declared = Vec::with_capacity(queues.len());
             for queue in queues {
-                let name = names.work_queue(queue);
-                channel
-                    .queue_declare(
-                        ShortString::from(name.as_str()),
-                        durable,
-                        jobs_queue_arguments(settings, &names),
-                    )
-                    .await
-                    .map_err(|e| classify(e, "queue", &name, settings))?;
-                declared.push(name);
+                declared.push(declare_work_queue_on(&channel, settings, &names, queue).await?);
             }
             Ok(declared)
         },
@@ -297,8 +293,8 @@ pub async fn declare_work_queues(
     .await
 }
 
-/// Declares `queue`'s work queue and routes `kind`'s jobs to it. Only the API binds, once it has
-/// recorded the kind: a kind is never bound to two queues.
+/// Declares `queue`'s work queue and routes `kind`'s jobs to it, on one channel. Only the API
+/// binds, once it has recorded the kind: a kind is never bound to two queues.
 #[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix, %kind, %queue))]
 pub async fn bind_kind(
     connection: &Connection,
@@ -307,10 +303,8 @@ pub async fn bind_kind(
     queue: &QueueName,
 ) -> Result<(), TopologyError> {
     let names = Names::for_settings(settings);
-    let work_queue = declare_work_queues(connection, settings, std::slice::from_ref(queue))
-        .await?
-        .remove(0);
     on_own_channel(connection, settings, "bind a kind", |channel| async move {
+        let work_queue = declare_work_queue_on(&channel, settings, &names, queue).await?;
         bind(
             &channel,
             &work_queue,
