@@ -109,6 +109,9 @@ pub struct TestEnv {
     pub broker: Connection,
     /// The broker's address.
     pub url: String,
+    /// The harness's admin token per store URL: an API started again on the same store is the
+    /// same client's, with the same key (its jobs and idempotency keys).
+    tokens: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl TestEnv {
@@ -132,6 +135,7 @@ impl TestEnv {
             database,
             broker,
             url: url.to_owned(),
+            tokens: Mutex::default(),
         }
     }
 
@@ -433,27 +437,39 @@ impl ApiProcess {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        // A fresh name each start: a test may start the API again on the same store.
-        let name = format!(
-            "harness-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let token = keys_command(
-            &vars,
-            &[
-                "create",
-                "--name",
-                &name,
-                "--scope",
-                "admin",
-                "--rate-per-s",
-                "1000000",
-                "--burst",
-                "1000000",
-            ],
-        )
-        .trim()
-        .to_owned();
+        let store = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "OFFLOAD_DATABASE_URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let known = env.tokens.lock().expect("tokens").get(&store).cloned();
+        let token = match known {
+            Some(token) => token,
+            None => {
+                let name = format!(
+                    "harness-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
+                let args = [
+                    "create",
+                    "--name",
+                    &name,
+                    "--scope",
+                    "admin",
+                    "--rate-per-s",
+                    "1000000",
+                    "--burst",
+                    "1000000",
+                ];
+                let token = keys_command(&vars, &args).trim().to_owned();
+                env.tokens
+                    .lock()
+                    .expect("tokens")
+                    .insert(store, token.clone());
+                token
+            }
+        };
         let mut proc = Proc::spawn("offload-api", &binaries().0, &vars);
         let line = proc
             .wait_for_log("listening", Duration::from_secs(30))

@@ -626,3 +626,10 @@ async fn on_postgres_a_session_made_on_one_replica_works_on_the_other() {
     schema.remove().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_refuses_the_keys_command_naming_the_api() {
+    let (status, output) = run_binary(false, &["keys", "list"], &[]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("offload-api keys"), "{output}");
+}
