@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: RabbitMQ (started if needed), the API on :8080 and
-# two workers. Ctrl-C (or SIGTERM) stops everything gracefully: running jobs get
+# Runs the whole system on this machine: RabbitMQ (started if needed), the API on
+# 127.0.0.1:8080 and two workers, and prints a new API token (submit, read) for this run. Ctrl-C (or SIGTERM) stops everything gracefully: running jobs get
 # OFFLOAD_SHUTDOWN_GRACE_S to finish, and the script exits 0 once every process stopped cleanly.
 # A second Ctrl-C kills them at once (their unfinished jobs go back to the queue). If one of the
 # processes exits by itself, the script stops the others and exits non-zero.
@@ -64,13 +64,17 @@ trap 'stop_all; wait 2>/dev/null || true' EXIT
 
 bin="${CARGO_TARGET_DIR:-target}/release"
 export OFFLOAD_LOG_FORMAT="${OFFLOAD_LOG_FORMAT:-text}"
+# Authentication is on: a key for this run, on the store the API uses (shown once, kept hashed).
+token="$("$bin/offload-api" keys create --name "run-$(date +%Y%m%d-%H%M%S)-$$" --scope submit --scope read)"
 "$bin/offload-api" &
 pids+=("$!") && names[$!]="offload-api"
 for i in $(seq 1 "${WORKERS:-2}"); do
   OFFLOAD_WORKER_NAME="worker-$i" "$bin/offload-worker" &
   pids+=("$!") && names[$!]="offload-worker worker-$i"
 done
-echo "Offload is up: API on ${OFFLOAD_HTTP_ADDR:-0.0.0.0:8080} with ${WORKERS:-2} workers. Ctrl-C stops it." >&2
+echo "Offload is up: API on ${OFFLOAD_HTTP_ADDR:-127.0.0.1:8080} with ${WORKERS:-2} workers. Ctrl-C stops it." >&2
+echo "API token for this run (scopes submit, read): $token" >&2
+echo "  curl -H \"Authorization: Bearer $token\" http://${OFFLOAD_HTTP_ADDR:-127.0.0.1:8080}/jobs   (or paste it at / in a browser)" >&2
 
 # Until a signal arrives or one process exits by itself.
 exited="" code=0

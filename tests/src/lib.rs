@@ -109,6 +109,9 @@ pub struct TestEnv {
     pub broker: Connection,
     /// The broker's address.
     pub url: String,
+    /// The harness's admin token per store URL: an API started again on the same store is the
+    /// same client's, with the same key (its jobs and idempotency keys).
+    tokens: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl TestEnv {
@@ -132,6 +135,7 @@ impl TestEnv {
             database,
             broker,
             url: url.to_owned(),
+            tokens: Mutex::default(),
         }
     }
 
@@ -382,12 +386,50 @@ pub struct ApiProcess {
     proc: Proc,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    /// A client that does not follow redirects.
+    /// A client that does not follow redirects and sends the admin token the harness made.
     pub http: reqwest::Client,
+    /// The token of the harness's admin key (a rate limit no test reaches).
+    pub token: String,
+    /// The variables the API was started with (for `keys` commands on its store).
+    vars: Vec<(String, String)>,
+}
+
+/// Runs `offload-api keys <args>` with `vars`; its stdout, or a failed test with its output.
+pub fn keys_command(vars: &[(String, String)], args: &[&str]) -> String {
+    let output = std::process::Command::new(&binaries().0)
+        .arg("keys")
+        .args(args)
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("offload-api keys runs");
+    assert!(
+        output.status.success(),
+        "offload-api keys {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A client that does not follow redirects, sending `Authorization: Bearer <token>` if given.
+pub fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .expect("http client")
 }
 
 impl ApiProcess {
-    /// Starts the API for `env` with extra variables; returns once it listens.
+    /// Starts the API for `env` with extra variables; returns once it listens. First creates
+    /// an admin key with the real `keys create` (on the same store), whose token [`Self::http`]
+    /// sends.
     pub async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
         let mut vars = env.vars();
         vars.extend(
@@ -395,6 +437,39 @@ impl ApiProcess {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
+        let store = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "OFFLOAD_DATABASE_URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let known = env.tokens.lock().expect("tokens").get(&store).cloned();
+        let token = match known {
+            Some(token) => token,
+            None => {
+                let name = format!(
+                    "harness-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
+                let args = [
+                    "create",
+                    "--name",
+                    &name,
+                    "--scope",
+                    "admin",
+                    "--rate-per-s",
+                    "1000000",
+                    "--burst",
+                    "1000000",
+                ];
+                let token = keys_command(&vars, &args).trim().to_owned();
+                env.tokens
+                    .lock()
+                    .expect("tokens")
+                    .insert(store, token.clone());
+                token
+            }
+        };
         let mut proc = Proc::spawn("offload-api", &binaries().0, &vars);
         let line = proc
             .wait_for_log("listening", Duration::from_secs(30))
@@ -403,16 +478,39 @@ impl ApiProcess {
             .as_str()
             .expect("listening line has addr")
             .to_owned();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("http client");
         ApiProcess {
             proc,
             base: format!("http://{addr}"),
-            http,
+            http: client(Some(&token)),
+            token,
+            vars,
         }
+    }
+
+    /// Creates a key with the real `keys create` on this API's store (`extra`: more flags, e.g.
+    /// `--burst 3`); returns its token.
+    pub fn create_key(&self, name: &str, scopes: &[&str], extra: &[&str]) -> String {
+        let mut args = vec!["create", "--name", name];
+        for scope in scopes {
+            args.extend(["--scope", scope]);
+        }
+        args.extend(extra);
+        keys_command(&self.vars, &args).trim().to_owned()
+    }
+
+    /// Runs `offload-api keys <args>` on this API's store; its stdout.
+    pub fn keys(&self, args: &[&str]) -> String {
+        keys_command(&self.vars, args)
+    }
+
+    /// A client with `token` (no redirects).
+    pub fn client_with(&self, token: &str) -> reqwest::Client {
+        client(Some(token))
+    }
+
+    /// A client without credentials (no redirects).
+    pub fn anonymous(&self) -> reqwest::Client {
+        client(None)
     }
 
     /// `base` + `path`.

@@ -230,6 +230,11 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.database.display()))
         .await
         .expect("store file");
+    // Idempotency keys are stored under the API key that sent them: the harness's one key.
+    let owner: String = sqlx::query_scalar("SELECT id FROM keys")
+        .fetch_one(&db)
+        .await
+        .expect("the harness key");
     sqlx::query(
         "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, timeout_ms, budget,
                            submitted_at, payload, resolve_at)
@@ -244,7 +249,7 @@ async fn a_job_recorded_but_never_published_is_republished_once_and_its_key_wait
     sqlx::query(
         "INSERT INTO idempotency_keys (key, fingerprint, job_id, created_at) VALUES (?1, ?2, ?3, ?4)",
     )
-    .bind(&key)
+    .bind(format!("{owner}/{key}"))
     .bind(fingerprint("noop"))
     .bind(&id)
     .bind(micros(now))

@@ -149,10 +149,7 @@ async fn broker_restart(queue_type: &str) {
     for i in 0..2 {
         workers.push(WorkerProcess::start(&env, &format!("restart-{i}"), 4, &extra).await);
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = api.http.clone();
 
     // Four clients submit at about 50 jobs/s in all while the broker goes away and comes back.
     let submitted = std::sync::atomic::AtomicUsize::new(0);

@@ -253,6 +253,14 @@ impl Run {
             "scripts/run.sh built and answered in {:?}",
             started.elapsed()
         );
+        // The script prints a token for the run; the test uses it as a user would.
+        let output = script.output();
+        let token = output
+            .split_whitespace()
+            .find(|w| w.starts_with("ofl_") && w.len() == 47)
+            .unwrap_or_else(|| panic!("scripts/run.sh printed no API token:\n{output}"))
+            .to_owned();
+        let http = offload_tests::client(Some(&token));
         Run {
             env,
             script,

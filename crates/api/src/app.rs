@@ -8,7 +8,7 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{Settings, session::OpenError, topology::Names};
+use offload_shared::{Settings, session::OpenError, settings::AuthMode, topology::Names};
 
 use crate::{
     broker_link::{self, LinkState, Session, Supervised},
@@ -38,6 +38,9 @@ pub enum StartError {
     /// The kinds file (`OFFLOAD_KINDS_FILE`) cannot be used.
     #[error(transparent)]
     KindsFile(#[from] crate::kinds::pinned::KindsFileError),
+    /// `OFFLOAD_AUTH=off` on an address other machines can reach.
+    #[error("{0}")]
+    Auth(String),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {addr}: {source}. Free the port or set OFFLOAD_HTTP_ADDR.")]
     Bind {
@@ -63,6 +66,13 @@ impl Application {
     /// Connects to the broker, declares the topology, opens the store and binds the port.
     /// Start-up fails (with the fix in the message) if any of them is not possible now.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        settings.check_auth().map_err(StartError::Auth)?;
+        if settings.auth == AuthMode::Off {
+            tracing::warn!(
+                addr = %settings.http_addr,
+                "OFFLOAD_AUTH=off: no credentials are checked, anyone who reaches this address is admin"
+            );
+        }
         let pinned = match settings.kinds_file.as_deref() {
             Some(path) => Some(crate::kinds::pinned::load(path)?),
             None => None,
@@ -161,6 +171,7 @@ impl Application {
             store,
             writer,
             metrics,
+            limiter: Arc::default(),
         };
 
         let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));

@@ -8,10 +8,27 @@ use serde::Serialize;
 
 use offload_shared::{JobId, broker::BrokerError};
 
-use crate::store::StoreError;
+use offload_shared::settings::Scope;
+
+use crate::{auth::rate::OverLimit, store::StoreError};
 
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_S: u64 = 1;
+
+/// The `WWW-Authenticate` challenge of a request without credentials.
+pub const REALM: &str = "Bearer realm=\"offload\"";
+
+/// Adds the `RateLimit-Policy` and `RateLimit` headers of `quota`.
+pub fn rate_limit_headers(headers: &mut axum::http::HeaderMap, quota: &crate::auth::rate::Quota) {
+    for (name, value) in [
+        ("ratelimit-policy", quota.policy_header()),
+        ("ratelimit", quota.header()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +77,28 @@ pub enum ApiError {
     /// enqueued.
     #[error(transparent)]
     PartlyAccepted(Box<PartialBatch>),
+    /// No credentials (`None`), or credentials that are not a usable key (why).
+    #[error("{}", match .0 {
+        None => "this route needs an API key: send `Authorization: Bearer <token>` (create one with `offload-api keys create`), or sign in at /",
+        Some(why) => why,
+    })]
+    Unauthenticated(Option<&'static str>),
+    /// A usable key without the scope the route needs.
+    #[error("this API key lacks the `{}` scope this route needs", .0.as_str())]
+    InsufficientScope(Scope),
+    /// A state-changing request from another origin (a page on another site).
+    #[error("{0}")]
+    CrossOrigin(String),
+    /// Over the key's rate limit.
+    #[error(
+        "this API key is over its rate limit ({} submits at once, refilled in {} s); this request \
+         needed {} and may be sent again in {} s",
+        .0.quota.burst, .0.quota.window_s, .0.cost, .0.retry_after_s
+    )]
+    RateLimited(OverLimit),
+    /// Something on the server side that is neither the broker nor the store.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A batch the broker took only part of.
@@ -125,6 +164,10 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::UnknownKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::Unresolved(_) => StatusCode::CONFLICT,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientScope(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Broker(_)
             | ApiError::Unknown(..)
             | ApiError::Store(_)
@@ -146,6 +189,11 @@ impl ApiError {
             ApiError::Unknown(..) => "confirm-unknown",
             ApiError::Store(_) => "store-unavailable",
             ApiError::PartlyAccepted(_) => "batch-partly-accepted",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::InsufficientScope(_) => "insufficient-scope",
+            ApiError::CrossOrigin(_) => "cross-origin",
+            ApiError::RateLimited(_) => "rate-limited",
+            ApiError::Internal(_) => "internal",
         }
     }
 
@@ -201,6 +249,32 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
         }
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthenticated(None) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(REALM));
+            }
+            ApiError::Unauthenticated(Some(_)) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"offload\", error=\"invalid_token\""),
+                );
+            }
+            ApiError::InsufficientScope(scope) => {
+                let value = format!(
+                    "Bearer realm=\"offload\", error=\"insufficient_scope\", scope=\"{}\"",
+                    scope.as_str()
+                );
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::RateLimited(over) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(over.retry_after_s));
+                rate_limit_headers(headers, &over.quota);
+            }
+            _ => {}
+        }
         if server_side {
             response
                 .extensions_mut()
@@ -227,6 +301,10 @@ mod tests {
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
             (ApiError::Unresolved("x".into()), 409),
+            (ApiError::Unauthenticated(None), 401),
+            (ApiError::Unauthenticated(Some("revoked")), 401),
+            (ApiError::InsufficientScope(Scope::Submit), 403),
+            (ApiError::CrossOrigin("x".into()), 403),
         ];
         for (err, status) in cases {
             let response = err.into_response();
@@ -237,6 +315,36 @@ mod tests {
             );
             assert!(response.extensions().get::<FailureCause>().is_none());
         }
+    }
+
+    #[test]
+    fn auth_failures_carry_their_challenge() {
+        let r = ApiError::Unauthenticated(None).into_response();
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"offload\""
+        );
+        let r = ApiError::InsufficientScope(Scope::Admin).into_response();
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"offload\", error=\"insufficient_scope\", scope=\"admin\""
+        );
+        let quota = crate::auth::rate::Quota {
+            burst: 10,
+            window_s: 5,
+            remaining: 0,
+            reset_s: 5,
+        };
+        let r = ApiError::RateLimited(OverLimit {
+            quota,
+            retry_after_s: 1,
+            cost: 1,
+        })
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(r.headers()["ratelimit"], "\"default\";r=0;t=5");
+        assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=10;w=5");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`app`]: `Application::build` / `run_until_stopped`: connect, declare, serve, drain.
+//! - [`auth`]: API keys, scopes, browser sessions, the same-origin rule, per-key rate limits,
+//!   and the `keys` command.
 //! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::registry`] kinds and
 //!   workers, [`routes::health`] probes,
 //!   [`routes::pages`] the browser pages.
@@ -25,6 +27,7 @@
 pub mod accept;
 pub mod announcements;
 pub mod app;
+pub mod auth;
 pub mod broker_link;
 pub mod depth;
 pub mod error;

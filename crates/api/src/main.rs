@@ -8,6 +8,13 @@ async fn main() {
         std::process::exit(healthcheck::exit_code(settings.http_addr));
     }
     telemetry::init(settings.log_format);
+    if let Some(Command::Keys { action }) = &settings.command {
+        if let Err(e) = offload_api::auth::cli::run(&settings, action).await {
+            eprintln!("offload-api keys: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let token = shutdown::on_signal();
     let outcome = match Application::build(settings).await {
         Ok(app) => app.run_until_stopped(token).await,

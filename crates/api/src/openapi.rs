@@ -26,6 +26,8 @@ use crate::{
     ),
     paths(
         routes::pages::index,
+        crate::auth::session::sign_in,
+        crate::auth::session::sign_out,
         routes::jobs::submit,
         routes::jobs::submit_batch,
         routes::jobs::list_jobs,

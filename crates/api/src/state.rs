@@ -8,6 +8,7 @@ use offload_shared::{Settings, broker::BrokerError};
 
 use crate::{
     accept::Confirmer,
+    auth::rate::RateLimiter,
     broker_link::LinkState,
     depth::QueueStats,
     kinds::Kinds,
@@ -37,6 +38,8 @@ pub struct AppState {
     pub confirmer: Confirmer,
     /// Cancelled when the server has stopped: background waits end, so the drain is not held.
     pub stopping: CancellationToken,
+    /// Every API key's submit rate limit (in this process).
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl AppState {

@@ -133,8 +133,14 @@ pub struct DrainResult {
     pub worker_rss_mib: f64,
 }
 
-fn client() -> Result<reqwest::Client> {
+/// A client sending the slice's token.
+fn client(slice: &Slice) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = format!("Bearer {}", slice.token()).parse() {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(1024)
         .build()
@@ -209,7 +215,6 @@ pub async fn enqueue(
     batch: usize,
     each: Duration,
 ) -> Result<Vec<EnqueueResult>> {
-    let http = client()?;
     let mut results = Vec::new();
     // Each level gets a fresh API, queue and store: a backlog left by the previous level would
     // slow the broker and the store down.
@@ -217,6 +222,7 @@ pub async fn enqueue(
         let slice = Slice::new(ctx.amqp_url, ctx.queue_type);
         let outcome = async {
             let (api, base) = procs::start_api(ctx.bins, &slice).await?;
+            let http = client(&slice)?;
             let level = enqueue_level(&api, &http, &base, c.max(1), batch, each).await;
             api.stop(Duration::from_secs(10)).await;
             level
@@ -320,7 +326,7 @@ async fn end_to_end_in(
     for i in 0..workers {
         procs_w.push(procs::start_worker(ctx.bins, slice, &format!("bench-{i}"), 16).await?);
     }
-    let http = client()?;
+    let http = client(slice)?;
     let api_cpu = api.cpu_seconds();
     let worker_cpu: f64 = procs_w.iter().map(Proc::cpu_seconds).sum();
 
@@ -452,7 +458,7 @@ async fn drain_in(
     prefetch: u16,
 ) -> Result<DrainResult> {
     let (api, base) = procs::start_api(ctx.bins, slice).await?;
-    let http = client()?;
+    let http = client(slice)?;
     let kinds = drain_kinds(queues);
     if queues > 1 {
         announce_bench_kind(ctx, slice, &http, &base).await?;

@@ -84,6 +84,8 @@ pub struct Slice {
     pub amqp_url: String,
     /// Queue type.
     pub queue_type: QueueType,
+    /// The token of the bench's admin key, once [`start_api`] made it.
+    token: std::sync::OnceLock<String>,
 }
 
 impl Slice {
@@ -96,7 +98,46 @@ impl Slice {
             database,
             amqp_url: amqp_url.to_owned(),
             queue_type,
+            token: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The token clients send (`Authorization: Bearer`); empty before [`start_api`].
+    pub fn token(&self) -> &str {
+        self.token.get().map_or("", String::as_str)
+    }
+
+    /// Creates the slice's admin key with `offload-api keys create` (a rate limit the bench
+    /// never reaches, so it measures the API and not the limiter), once.
+    fn create_key(&self, api: &Path) -> Result<()> {
+        if self.token.get().is_some() {
+            return Ok(());
+        }
+        let output = std::process::Command::new(api)
+            .args([
+                "keys",
+                "create",
+                "--name",
+                "bench",
+                "--scope",
+                "admin",
+                "--rate-per-s",
+                "1000000",
+                "--burst",
+                "1000000",
+            ])
+            .envs(self.vars())
+            .output()
+            .map_err(|e| BenchError::Io(e, "cannot run offload-api keys create".into()))?;
+        if !output.status.success() {
+            return Err(BenchError::Setup(format!(
+                "offload-api keys create failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let _ = self.token.set(token);
+        Ok(())
     }
 
     fn vars(&self) -> Vec<(String, String)> {
@@ -247,6 +288,7 @@ impl Proc {
 
 /// Starts the API; returns it and its base URL once it listens.
 pub async fn start_api(bins: &Binaries, slice: &Slice) -> Result<(Proc, String)> {
+    slice.create_key(&bins.api)?;
     let mut proc = Proc::spawn("offload-api", &bins.api, slice, &[])?;
     let line = proc
         .wait_for_log("listening", Duration::from_secs(30))

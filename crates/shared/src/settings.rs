@@ -51,12 +51,91 @@ impl QueueType {
 }
 
 /// What the binary does instead of serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Exit 0 if this process's HTTP port answers `GET /health/ready` with 200 (for container
     /// healthchecks: the API's OFFLOAD_HTTP_ADDR, the worker's OFFLOAD_METRICS_ADDR, default
     /// 0.0.0.0:9090).
     Healthcheck,
+    /// [api] Manage API keys in the store OFFLOAD_DATABASE_URL names (no broker needed; the API
+    /// may be running).
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `offload-api keys …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its token on stdout (only there, only now: the store keeps a hash).
+    Create {
+        /// A unique name for the key (who or what uses it).
+        #[arg(long, value_parser = parse_key_name)]
+        name: String,
+        /// A scope the key grants; repeat for several.
+        #[arg(long = "scope", value_enum, required = true)]
+        scopes: Vec<Scope>,
+        /// Days until the key expires; without it the key does not expire.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        expires_in_days: Option<u32>,
+        /// Submits per second this key may make (its own rate limit; default OFFLOAD_RATE_LIMIT_PER_S).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rate_per_s: Option<u32>,
+        /// Submits this key may make at once (its own burst; default OFFLOAD_RATE_LIMIT_BURST).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        burst: Option<u32>,
+    },
+    /// List the keys: name, scopes, created, expires, revoked (never tokens or hashes).
+    List,
+    /// Revoke the key of this name: its token and its browser sessions stop working at once.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum Scope {
+    /// `POST /jobs`, `POST /jobs/batch`.
+    Submit,
+    /// `GET /jobs`, `GET /jobs/{id}`, `GET /kinds`, `GET /workers`.
+    Read,
+    /// Everything: every key's jobs, redrive, `/metrics`.
+    Admin,
+    /// `GET /metrics` only (for Prometheus).
+    Metrics,
+}
+
+impl Scope {
+    /// The scope's name, as stored and as `WWW-Authenticate` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Submit => "submit",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+            Scope::Metrics => "metrics",
+        }
+    }
+
+    /// The scope named `raw`, if any.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Scope::Submit, Scope::Read, Scope::Admin, Scope::Metrics]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// Whether the API asks for credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every route but the probes, the API document and the sign-in page needs a key.
+    On,
+    /// No credentials: anyone who reaches the port is admin. Refused unless OFFLOAD_HTTP_ADDR is
+    /// a loopback address.
+    Off,
 }
 
 /// Log output format.
@@ -83,8 +162,28 @@ pub struct Settings {
     pub amqp_url: String,
 
     /// [api] Address the HTTP server binds; port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "OFFLOAD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "OFFLOAD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+
+    /// [api] `on`: every route but the probes, `/openapi.json`, `/docs` and the sign-in page
+    /// needs an API key (`offload-api keys create`). `off` (no credentials, everyone is admin)
+    /// is refused unless OFFLOAD_HTTP_ADDR is a loopback address.
+    #[arg(long, env = "OFFLOAD_AUTH", value_enum, default_value_t = AuthMode::On)]
+    pub auth: AuthMode,
+
+    /// [api] Submits per second a key may make (token bucket refill), unless the key has its own
+    /// (`keys create --rate-per-s`). A batch of N jobs counts N. Per API replica.
+    #[arg(long, env = "OFFLOAD_RATE_LIMIT_PER_S", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_per_s: u32,
+
+    /// [api] Submits a key may make at once (token bucket size), unless the key has its own
+    /// (`keys create --burst`). Per API replica.
+    #[arg(long, env = "OFFLOAD_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: u32,
+
+    /// [api] Seconds a browser session (signed in with a key at `/`) lasts. Default 12 hours.
+    #[arg(long, env = "OFFLOAD_SESSION_TTL_S", default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub session_ttl_s: u64,
 
     /// Prefix of every exchange and queue name, so tenants and tests can share one broker.
     #[arg(long, env = "OFFLOAD_QUEUE_PREFIX", default_value = "offload", value_parser = QueuePrefix::parse)]
@@ -270,6 +369,25 @@ impl Settings {
         Duration::from_millis(self.broker_timeout_ms)
     }
 
+    /// How long a browser session lasts.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_s)
+    }
+
+    /// Checks the API's own start-up rule: `OFFLOAD_AUTH=off` only on a loopback address.
+    pub fn check_auth(&self) -> Result<(), String> {
+        if self.auth == AuthMode::Off && !self.http_addr.ip().is_loopback() {
+            return Err(format!(
+                "OFFLOAD_AUTH=off is refused on OFFLOAD_HTTP_ADDR {}: without authentication anyone \
+                 who reaches the port could submit and read every job. Either keep OFFLOAD_AUTH=on \
+                 and create a key (offload-api keys create --name me --scope submit --scope read), \
+                 or listen on a loopback address (OFFLOAD_HTTP_ADDR=127.0.0.1:8080)",
+                self.http_addr
+            ));
+        }
+        Ok(())
+    }
+
     /// How long a finished job is kept.
     pub fn retention(&self) -> Duration {
         Duration::from_secs(self.retention_s)
@@ -312,6 +430,19 @@ impl Settings {
     }
 }
 
+/// A key name: 1 to 64 characters of `[A-Za-z0-9._-]` (it is printed in lists and logs).
+fn parse_key_name(raw: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&raw.len())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("a key name is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'".to_owned())
+    }
+}
+
 fn parse_amqp_url(raw: &str) -> Result<String, String> {
     raw.parse::<lapin::uri::AMQPUri>().map_err(|e| {
         format!(
@@ -335,6 +466,50 @@ mod tests {
         assert_eq!(s.max_result_bytes, 1024 * 1024);
         assert_eq!(s.retention(), Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.idempotency_ttl(), Duration::from_secs(24 * 3600));
+        assert_eq!(s.auth, AuthMode::On, "secure by default");
+        assert!(
+            s.http_addr.ip().is_loopback(),
+            "listens on loopback by default"
+        );
+    }
+
+    #[test]
+    fn auth_off_is_refused_off_loopback() {
+        let mut s = Settings::try_parse_from(["offload", "--auth", "off"]).expect("valid");
+        assert!(s.check_auth().is_ok(), "loopback: allowed");
+        s.http_addr = "0.0.0.0:8080".parse().expect("addr");
+        let err = s.check_auth().expect_err("refused");
+        assert!(
+            err.contains("OFFLOAD_AUTH=off") && err.contains("keys create"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_commands_parse() {
+        let s = Settings::try_parse_from([
+            "offload", "keys", "create", "--name", "ci", "--scope", "submit", "--scope", "read",
+        ])
+        .expect("valid");
+        let Some(Command::Keys {
+            action: KeysCommand::Create { name, scopes, .. },
+        }) = s.command
+        else {
+            panic!("not keys create: {:?}", s.command);
+        };
+        assert_eq!(name, "ci");
+        assert_eq!(scopes, vec![Scope::Submit, Scope::Read]);
+        for bad in [
+            &["offload", "keys", "create", "--name", "ci"][..],
+            &[
+                "offload", "keys", "create", "--name", "a b", "--scope", "read",
+            ],
+            &[
+                "offload", "keys", "create", "--name", "x", "--scope", "root",
+            ],
+        ] {
+            assert!(Settings::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

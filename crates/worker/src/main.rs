@@ -12,6 +12,13 @@ async fn main() {
     if settings.command == Some(Command::Healthcheck) {
         std::process::exit(healthcheck::exit_code(settings.metrics_addr_or_default()));
     }
+    if matches!(settings.command, Some(Command::Keys { .. })) {
+        eprintln!(
+            "offload-worker: `keys` is a command of offload-api (the worker has no job store): \
+             run `offload-api keys ...` with OFFLOAD_DATABASE_URL set"
+        );
+        std::process::exit(2);
+    }
     telemetry::init(settings.log_format);
     let token = shutdown::on_signal();
     let outcome = match Worker::builder(settings).job(Noop).job(Sleep).build().await {

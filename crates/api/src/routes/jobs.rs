@@ -1,7 +1,7 @@
 //! `POST /jobs`, `POST /jobs/batch`, `GET /jobs`, `GET /jobs/{id}` and `POST /jobs/{id}/retry`.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::{Body, to_bytes},
     extract::{Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -14,7 +14,8 @@ use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERS
 
 use crate::{
     accept::{Fate, OnRefused, Record, Settling, publish_and_settle, publish_one},
-    error::{ApiError, PartialBatch, Problem},
+    auth::{Caller, rate::Quota},
+    error::{ApiError, PartialBatch, Problem, rate_limit_headers},
     routes::{pages, prefers_html},
     state::AppState,
     store::{JobFilter, JobRecord, JobSummary, Write, Written},
@@ -46,11 +47,13 @@ pub const DEFAULT_PAGE: u32 = 50;
         (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while the first job's confirm is still unknown (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit (`rate-limited`): Retry-After, RateLimit-Policy, RateLimit", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -60,6 +63,8 @@ pub async fn submit(
             .and_then(|v| v.to_str().ok()),
     )?;
     let key = idempotency_key(&headers)?;
+    // Charged before the body is read: a flood of bad requests is limited too.
+    let quota = caller.charge(&state, 1)?;
     let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
     let parse = || {
         NewJob::parse(
@@ -87,8 +92,9 @@ pub async fn submit(
         new.max_attempts,
         timeout_ms,
         submitted_at,
-    );
-    let key = key.map(|k| new.idempotency(k));
+    )
+    .owned_by(caller.key_id.clone());
+    let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
 
     // Recorded (unresolved) before publishing, so the worker's first event always finds its
@@ -115,7 +121,10 @@ pub async fn submit(
             )));
         }
         let job = resolved(&state, job_id).await?;
-        return Ok(job_response(&headers, &job, StatusCode::OK));
+        return Ok(with_quota(
+            job_response(&headers, &job, StatusCode::OK),
+            &quota,
+        ));
     }
 
     let envelope = JobEnvelope {
@@ -137,7 +146,16 @@ pub async fn submit(
     };
     publish_one(&state, &publisher, &envelope, request_id(&headers), how).await?;
     tracing::debug!(kind = %envelope.kind, "job accepted");
-    Ok(job_response(&headers, &record, StatusCode::ACCEPTED))
+    Ok(with_quota(
+        job_response(&headers, &record, StatusCode::ACCEPTED),
+        &quota,
+    ))
+}
+
+/// `response` with the caller's rate-limit state.
+fn with_quota(mut response: Response, quota: &Quota) -> Response {
+    rate_limit_headers(response.headers_mut(), quota);
+    response
 }
 
 /// When to record a new job's confirm. A keyed job's before the `202`, so a repeat that follows
@@ -189,11 +207,13 @@ pub struct BatchAccepted {
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No jobs, over 1,000, or a bad job (`jobs[i]: ...`); nothing enqueued", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while some of the first request's jobs are unresolved (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate limit (a batch of N costs N): Retry-After, RateLimit-Policy, RateLimit", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The broker took none (nothing enqueued) or only some of the jobs (`accepted`, `not_accepted`, `unresolved`: not confirmed in time, may still run); Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(jobs))]
 pub async fn submit_batch(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -211,6 +231,7 @@ pub async fn submit_batch(
         parsed => parsed?,
     };
     tracing::Span::current().record("jobs", batch.len());
+    let quota = caller.charge(&state, u32::try_from(batch.len()).unwrap_or(u32::MAX))?;
     let publisher = state.publisher()?;
 
     let submitted_at = OffsetDateTime::now_utc();
@@ -228,9 +249,12 @@ pub async fn submit_batch(
             new.max_attempts,
             timeout_ms,
             submitted_at,
-        );
+        )
+        .owned_by(caller.key_id.clone());
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
-        let key = key.as_ref().map(|k| new.idempotency(format!("{k} {i}")));
+        let key = key
+            .as_ref()
+            .map(|k| new.idempotency(caller.scoped_key(format!("{k} {i}"))));
         fingerprints.push(key.as_ref().map(|k| k.fingerprint.clone()));
         inserts.push(Write::Insert {
             job: record.clone(),
@@ -332,7 +356,10 @@ pub async fn submit_batch(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(BatchAccepted { jobs: records })).into_response())
+    Ok(with_quota(
+        (status, Json(BatchAccepted { jobs: records })).into_response(),
+        &quota,
+    ))
 }
 
 /// Forgets jobs that were recorded but will not be published (their keys too).
@@ -359,10 +386,12 @@ async fn forget(state: &AppState, ids: Vec<JobId>) {
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let job = find(&state, &raw).await?;
+    // Another key's job is as unknown as a missing one: 404, not 403.
+    let job = find_owned(&state, &raw, caller.visible_owner()).await?;
     if prefers_html(&headers) {
         return Ok(pages::job_page(&job).into_response());
     }
@@ -404,6 +433,7 @@ pub struct JobPage {
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: ListQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
@@ -440,6 +470,7 @@ pub async fn list_jobs(
             kind,
             before,
             limit,
+            owner: caller.visible_owner().map(str::to_owned),
         })
         .await?;
     let next_cursor = (jobs.len() == limit as usize)
@@ -519,13 +550,22 @@ fn request_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn find(state: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
+    find_owned(state, raw, None).await
+}
+
+/// The job `raw` names if `owner` submitted it (`None`: anyone did).
+async fn find_owned(
+    state: &AppState,
+    raw: &str,
+    owner: Option<&str>,
+) -> Result<JobRecord, ApiError> {
     // A string that is not a UUID names no job: 404, like any unknown id.
     let id: JobId = raw
         .parse()
         .map_err(|_| ApiError::NotFound(raw.to_owned()))?;
     state
         .store
-        .get(id)
+        .get_owned(id, owner)
         .await?
         .ok_or_else(|| ApiError::NotFound(raw.to_owned()))
 }

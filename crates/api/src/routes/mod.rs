@@ -18,11 +18,13 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{error::FailureCause, metrics, openapi, state::AppState};
+use crate::{auth, error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 14] = [
     "/",
+    "/session",
+    "/session/logout",
     "/kinds",
     "/workers",
     "/jobs",
@@ -51,6 +53,13 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::serve))
+        .route("/session", post(auth::session::sign_in))
+        .route("/session/logout", post(auth::session::sign_out))
+        // Inside the request counting, so refusals are counted too.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track_requests,

@@ -1,17 +1,23 @@
 //! Two small HTML pages for people with a browser: a form to submit a job and a job's status.
 
-use axum::{extract::State, response::Html};
+use axum::{Extension, extract::State, response::Html};
 
-use crate::{state::AppState, store::JobRecord};
+use crate::{auth::Caller, state::AppState, store::JobRecord};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}\
 label{display:block;margin-top:1rem}textarea,select,input{font:inherit;width:100%}\
 dt{font-weight:600}dd{margin:0 0 .5rem}pre{background:#f4f4f4;padding:.5rem;overflow:auto}";
 
-/// `GET /`: a form that posts a job.
+/// `GET /`: a form that posts a job; without a session (or key), a form to sign in with a token.
 #[utoipa::path(get, path = "/", tag = "docs",
-    responses((status = 200, description = "An HTML form to submit a job", content_type = "text/html")))]
-pub async fn index(State(state): State<AppState>) -> Html<String> {
+    responses((status = 200, description = "An HTML form to submit a job, or to sign in", content_type = "text/html")))]
+pub async fn index(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> Html<String> {
+    let Some(Extension(caller)) = caller else {
+        return crate::auth::session::sign_in_form();
+    };
     // Kind names are `[a-z][a-z0-9_.-]*`: nothing in them needs escaping.
     let options: String = state
         .kinds
@@ -25,7 +31,32 @@ pub async fn index(State(state): State<AppState>) -> Html<String> {
          <form method=\"post\" action=\"/jobs\">\
          <label>Kind <select name=\"kind\">{options}</select></label>\
          <label>Payload (JSON) <textarea name=\"payload\" rows=\"4\">{{\"ms\": 500}}</textarea></label>\
-         <p><button type=\"submit\">Submit job</button></p></form></body></html>"
+         <p><button type=\"submit\">Submit job</button></p></form>{signed_in}</body></html>",
+        signed_in = if caller.key_id.is_some() {
+            format!(
+                "<form method=\"post\" action=\"/session/logout\"><p>Signed in as {} \
+                 <button type=\"submit\">Sign out</button></p></form>",
+                escape(&caller.name)
+            )
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// The sign-in form: paste an API key's token (`offload-api keys create`).
+pub fn sign_in_page(error: Option<&str>) -> Html<String> {
+    let error = error.map_or_else(String::new, |e| {
+        format!("<p role=\"alert\">{}</p>", escape(e))
+    });
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Offload: sign in</title>\
+         <style>{STYLE}</style></head><body><h1>Offload</h1>{error}\
+         <p>Sign in with an API key's token (an operator makes one with \
+         <code>offload-api keys create --name me --scope submit --scope read</code>).</p>\
+         <form method=\"post\" action=\"/session\">\
+         <label>Token <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label>\
+         <p><button type=\"submit\">Sign in</button></p></form></body></html>"
     ))
 }
 

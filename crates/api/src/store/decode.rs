@@ -53,6 +53,7 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
         result: json::<D>(row, "result")?,
         error: D::get_text(row, "error")?,
         runs: count::<D>(row, "runs").map_err(corrupt)?,
+        owner: D::get_text(row, "owner")?,
     })
 }
 
@@ -73,6 +74,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         result: _,
         error,
         runs,
+        owner: _,
     } = job::<D>(row)?;
     Ok(JobSummary {
         id,

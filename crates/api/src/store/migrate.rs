@@ -190,6 +190,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0005_kinds_workers.sql"),
         adds: &[("kinds", "name"), ("workers", "name")],
     },
+    Step {
+        version: 6,
+        description: "keys sessions owners",
+        sql: include_str!("../../migrations/sqlite/0006_keys_sessions_owners.sql"),
+        adds: &[("jobs", "owner")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -217,6 +223,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "kinds workers",
         sql: include_str!("../../migrations/postgres/0004_kinds_workers.sql"),
         adds: &[("kinds", "name"), ("workers", "name")],
+    },
+    Step {
+        version: 5,
+        description: "keys sessions owners",
+        sql: include_str!("../../migrations/postgres/0005_keys_sessions_owners.sql"),
+        adds: &[("jobs", "owner")],
     },
 ];
 

@@ -9,6 +9,7 @@
 
 mod decode;
 mod dialect;
+pub mod keys;
 mod migrate;
 mod ops;
 mod postgres;
@@ -32,6 +33,7 @@ use time::OffsetDateTime;
 
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
+use keys::KeyRecord;
 use ops::Db;
 use registry::{KindRecord, WorkerRecord};
 
@@ -77,6 +79,18 @@ impl Store {
     /// The job with `id`, if any.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         on_backend!(self, db => db.get(id).await)
+    }
+
+    /// The job with `id` if `owner` submitted it (`None`: whoever did, for an admin).
+    pub async fn get_owned(
+        &self,
+        id: JobId,
+        owner: Option<&str>,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self
+            .get(id)
+            .await?
+            .filter(|job| owner.is_none() || job.owner.as_deref() == owner))
     }
 
     /// The job's payload and attempt budget, for a redrive.
@@ -186,6 +200,58 @@ impl Store {
     }
 }
 
+/// API keys and browser sessions, beside the writer (see [`keys`]).
+impl Store {
+    /// Records a new key under the hash of its token.
+    pub async fn create_key(
+        &self,
+        key: &KeyRecord,
+        token_hash: &str,
+    ) -> Result<(), keys::CreateKeyError> {
+        on_backend!(self, db => db.create_key(key, token_hash).await)
+    }
+
+    /// Every key, by name.
+    pub async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        on_backend!(self, db => db.keys().await)
+    }
+
+    /// The key whose token hashes to `token_hash`, usable or not.
+    pub async fn key_by_hash(&self, token_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        on_backend!(self, db => db.key_by_hash(token_hash).await)
+    }
+
+    /// Revokes the key `name` and ends its sessions; false if no unrevoked key has the name.
+    pub async fn revoke_key(&self, name: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.revoke_key(name, now).await)
+    }
+
+    /// Records a browser session of key `key_id` under the hash of its id.
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        key_id: &str,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, db => db.create_session(id_hash, key_id, now, expires_at).await)
+    }
+
+    /// The key of the live session whose id hashes to `id_hash`.
+    pub async fn session_key(
+        &self,
+        id_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        on_backend!(self, db => db.session_key(id_hash, now).await)
+    }
+
+    /// Ends a browser session.
+    pub async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        on_backend!(self, db => db.delete_session(id_hash).await)
+    }
+}
+
 /// `url` with its password, if any, replaced by `***`: database URLs end up in error messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -242,6 +308,11 @@ pub struct JobRecord {
     /// How many times a worker started it: above `attempt` when the broker redelivered it
     /// (its worker died, or lost its connection, mid-job).
     pub runs: u32,
+    /// The id of the API key that submitted it; `None` for jobs from before keys, from
+    /// `OFFLOAD_AUTH=off`, or first heard of through their events. Not shown to clients.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub owner: Option<String>,
 }
 
 impl JobRecord {
@@ -267,7 +338,14 @@ impl JobRecord {
             result: None,
             error: None,
             runs: 0,
+            owner: None,
         }
+    }
+
+    /// The same job, submitted by the key `owner`.
+    pub fn owned_by(mut self, owner: Option<String>) -> Self {
+        self.owner = owner;
+        self
     }
 }
 
@@ -362,6 +440,8 @@ pub struct JobFilter {
     pub before: Option<JobId>,
     /// At most this many.
     pub limit: u32,
+    /// Only jobs this key submitted (`None`: every job, for an admin).
+    pub owner: Option<String>,
 }
 
 /// One write, as the writer task applies it.

@@ -76,7 +76,8 @@ impl<D: Dialect> Db<D> {
             .str(filter.status.map(JobStatus::as_str))
             .str(filter.kind.as_ref().map(|k| k.as_str()))
             .maybe_id(filter.before)
-            .int(i64::from(filter.limit));
+            .int(i64::from(filter.limit))
+            .str(filter.owner.as_deref());
         let rows = D::fetch_all(&mut conn, stmt).await?;
         rows.iter().map(summary::<D>).collect()
     }

@@ -200,13 +200,13 @@ async fn insert_jobs(conn: &mut PgConnection, rows: &[NewJob<'_>]) -> Result<(),
     let column = |f: &dyn Fn(&NewJob<'_>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms,
-                           submitted_at, payload, resolve_at)
+                           submitted_at, payload, resolve_at, owner)
          SELECT id, kind, status, progress, attempt, max_attempts, max_attempts, timeout_ms,
-                submitted_at, payload, resolve_at
+                submitted_at, payload, resolve_at, owner
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
-                     $7::bigint[], $8::timestamptz[], $9::text[], $10::timestamptz[])
+                     $7::bigint[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::text[])
            AS t (id, kind, status, progress, attempt, max_attempts, timeout_ms, submitted_at,
-                 payload, resolve_at)",
+                 payload, resolve_at, owner)",
     )
     .bind(rows.iter().map(|r| r.job.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.job.kind.as_str()).collect::<Vec<_>>())
@@ -228,6 +228,11 @@ async fn insert_jobs(conn: &mut PgConnection, rows: &[NewJob<'_>]) -> Result<(),
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|r| r.resolve_at).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.job.owner.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())

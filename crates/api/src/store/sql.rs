@@ -6,7 +6,7 @@
 macro_rules! job_columns {
     () => {
         "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
-         finished_at, result, error, runs"
+         finished_at, result, error, runs, owner"
     };
 }
 
@@ -26,11 +26,12 @@ pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = 
 /// long one never leaves it; one character more than the summary keeps says it was cut.
 pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
-     submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, \
+     submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, \
      CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs
      WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR id < $3)
+       AND ($5 IS NULL OR owner = $5)
      ORDER BY id DESC LIMIT $4";
 
 pub(super) const PING: &str = "SELECT 1";

@@ -195,10 +195,10 @@ async fn insert_jobs(
             .find(|&n| n <= rows.len())
             .unwrap_or(1);
         let (chunk, rest) = rows.split_at(size);
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, \
-             submitted_at, payload, resolve_at)
+             submitted_at, payload, resolve_at, owner)
              VALUES {values}"
         ));
         let mut query = sqlx::query(sql);
@@ -219,7 +219,8 @@ async fn insert_jobs(
                 .bind(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX))
                 .bind(micros(job.submitted_at))
                 .bind(payload.to_string())
-                .bind(resolve_at.map(micros));
+                .bind(resolve_at.map(micros))
+                .bind(job.owner.as_deref());
         }
         query.execute(&mut *conn).await?;
         rows = rest;

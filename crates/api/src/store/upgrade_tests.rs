@@ -125,6 +125,7 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         result: None,
         error: None,
         runs: 0,
+        owner: None,
     };
     let started = |mut job: JobRecord, runs: u32| {
         job.worker = Some("w1".into());
