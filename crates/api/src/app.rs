@@ -8,7 +8,12 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{Settings, session::OpenError, topology::Names};
+use offload_shared::{
+    Settings,
+    http_server::{self, HttpLimits},
+    session::OpenError,
+    topology::Names,
+};
 
 use crate::{
     broker_link::{self, LinkState, Session, Supervised},
@@ -148,6 +153,10 @@ impl Application {
         );
         let refresher = tokio::spawn(kinds.clone().refresh(store.clone(), token.clone()));
         let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
+        let connections = metrics.connections.clone();
+        // One grace period for the whole stop: the HTTP connections get it but for a reserve,
+        // so a stuck client cannot leave the store writer no time for its final batch.
+        let grace = settings.shutdown_grace();
         let state = AppState {
             kinds,
             queue_stats,
@@ -172,14 +181,21 @@ impl Application {
             stop.cancel();
             outcome
         });
-        let serve = axum::serve(listener, routes::router(state))
-            .with_graceful_shutdown(token.clone().cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        let stopped = http_server::serve(
+            listener,
+            routes::router(state),
+            HttpLimits {
+                grace: grace.saturating_sub(drain_reserve(grace)),
+                ..HttpLimits::from_settings(&settings)
+            },
+            connections,
+            token.clone(),
+        )
+        .await;
         broker_token.cancel();
-        let _ = reconciler.await;
-        let grace = settings.shutdown_grace();
+        let remaining = grace.saturating_sub(stopped.since.elapsed());
+        let _ = tokio::time::timeout(remaining, reconciler).await;
+        let remaining = grace.saturating_sub(stopped.since.elapsed());
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.
         let drain = async {
@@ -190,7 +206,7 @@ impl Application {
             let _ = refresher.await;
             link
         };
-        let outcome = match tokio::time::timeout(grace, drain).await {
+        let outcome = match tokio::time::timeout(remaining, drain).await {
             Ok(Ok(Ok(Ok(())))) => Ok(()),
             Ok(Ok(Ok(Err(e)))) => Err(StartError::Link(e)),
             Ok(Ok(Err(join))) | Ok(Err(join)) => {
@@ -205,4 +221,10 @@ impl Application {
         tracing::info!("stopped");
         outcome
     }
+}
+
+/// The part of the grace period kept for the drain after the HTTP server stopped: a quarter,
+/// at most 5 s.
+fn drain_reserve(grace: std::time::Duration) -> std::time::Duration {
+    (grace / 4).min(std::time::Duration::from_secs(5))
 }

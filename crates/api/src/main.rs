@@ -1,5 +1,5 @@
 use offload_api::Application;
-use offload_shared::{Settings, healthcheck, settings::Command, shutdown, telemetry};
+use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -8,6 +8,12 @@ async fn main() {
         std::process::exit(healthcheck::exit_code(settings.http_addr));
     }
     telemetry::init(settings.log_format);
+    if let Some(nofile) = http_server::raise_nofile_limit() {
+        tracing::info!(
+            nofile,
+            "file-descriptor limit (RLIMIT_NOFILE) raised to the hard limit"
+        );
+    }
     let token = shutdown::on_signal();
     let outcome = match Application::build(settings).await {
         Ok(app) => app.run_until_stopped(token).await,

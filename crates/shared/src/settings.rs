@@ -126,6 +126,28 @@ pub struct Settings {
     #[arg(long, env = "OFFLOAD_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
 
+    /// Milliseconds a client has to send a request's line and headers (also the longest wait for
+    /// the next request on a kept-alive connection); then the connection is closed. Both HTTP
+    /// listeners (the API's and the worker's metrics endpoint).
+    #[arg(long, env = "OFFLOAD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_header_timeout_ms: u64,
+
+    /// [api] Milliseconds a client has to send a whole request body once its headers arrived;
+    /// past it the request gets 408.
+    #[arg(long, env = "OFFLOAD_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_body_timeout_ms: u64,
+
+    /// Open connections one HTTP listener serves at once; a connection past it is closed at once
+    /// (and counted in `offload_http_connections_refused_total`). Lowered at start to fit the
+    /// process's file-descriptor limit. Both HTTP listeners.
+    #[arg(long, env = "OFFLOAD_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections: u64,
+
+    /// Largest request line plus headers in bytes; a larger head is answered 431 and the
+    /// connection closed. Both HTTP listeners.
+    #[arg(long, env = "OFFLOAD_HTTP_MAX_HEADER_BYTES", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1024..=1_048_576))]
+    pub http_max_header_bytes: u64,
+
     /// Deadline in milliseconds of every broker wait (connect, publish, confirm).
     #[arg(long, env = "OFFLOAD_BROKER_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub broker_timeout_ms: u64,
