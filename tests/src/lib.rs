@@ -525,6 +525,24 @@ impl ApiProcess {
         self.proc.wait_exit(Duration::from_secs(40)).await
     }
 
+    /// Sends SIGTERM without waiting (see [`ApiProcess::wait_exit`]).
+    pub fn terminate(&self) {
+        self.proc.signal("-TERM");
+    }
+
+    /// Waits for the process to exit; fails the test after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        self.proc.wait_exit(within).await
+    }
+
+    /// The address the API listens on, for raw TCP probes.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base is http://<ip>:<port>")
+    }
+
     /// kill -9: the process dies wherever it is, mid-request included.
     pub async fn kill9(mut self) {
         self.proc.signal("-KILL");

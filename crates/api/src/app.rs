@@ -81,9 +81,8 @@ impl Application {
             .map_err(store_failed)?;
         let kinds = Kinds::load(&store, pinned).await.map_err(store_failed)?;
         let (session, names) = broker_link::open(&settings, &kinds).await?;
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .map_err(|source| StartError::Bind {
+        let listener =
+            http_server::bind(settings.http_addr).map_err(|source| StartError::Bind {
                 addr: settings.http_addr,
                 source,
             })?;

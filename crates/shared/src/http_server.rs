@@ -7,6 +7,7 @@
 //! for every connection after the shutdown signal without a deadline.
 
 use std::{
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,7 +21,11 @@ use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::Semaphore,
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
@@ -29,6 +34,12 @@ use crate::Settings;
 /// connection, log files, the listener itself) when the connection limit is fitted under the
 /// process's file-descriptor limit.
 pub const RESERVED_FDS: u64 = 256;
+
+/// Listen backlog of [`bind`]: connections the kernel completes before the server accepts them.
+/// The kernel caps it at `net.core.somaxconn`. With the usual 128, a burst of connections
+/// overflows the queue, and a client that then sends nothing is never seen (with SYN cookies
+/// it counts itself connected), so no timeout can close it.
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Shortest time between two "connection limit reached" warnings.
 const WARN_EVERY: Duration = Duration::from_secs(5);
@@ -77,6 +88,19 @@ impl HttpLimits {
             grace: settings.shutdown_grace(),
         }
     }
+}
+
+/// Binds `addr` for [`serve`] with a [`LISTEN_BACKLOG`] deep accept queue (and `SO_REUSEADDR`,
+/// as `std` sets it, so a restarted process rebinds at once).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns the resulting soft

@@ -284,7 +284,7 @@ async fn bind_metrics(
     default: SocketAddr,
 ) -> Result<TcpListener, WorkerError> {
     let addr = requested.unwrap_or(default);
-    let error = match TcpListener::bind(addr).await {
+    let error = match http_server::bind(addr) {
         Ok(listener) => return Ok(listener),
         Err(source) => source,
     };
@@ -295,9 +295,8 @@ async fn bind_metrics(
         });
     }
     let free = SocketAddr::new(default.ip(), 0);
-    let listener = TcpListener::bind(free)
-        .await
-        .map_err(|source| WorkerError::Bind { addr: free, source })?;
+    let listener =
+        http_server::bind(free).map_err(|source| WorkerError::Bind { addr: free, source })?;
     let bound = listener.local_addr().unwrap_or(free);
     tracing::warn!(
         addr = %bound,
