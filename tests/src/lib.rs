@@ -7,6 +7,7 @@
 //! - [`ApiProcess`] / [`WorkerProcess`]: the binaries as child processes, with their logs.
 //! - [`poll`]: wait for a condition with a deadline, never a bare sleep.
 //! - [`announce`]: worker announcements a test publishes itself.
+//! - [`rabbit_users`]: broker users with exact permissions, deleted afterwards.
 
 use std::{
     future::Future,
@@ -31,6 +32,7 @@ pub use offload_shared::topology::Names;
 
 pub mod announce;
 pub mod postgres;
+pub mod rabbit_users;
 
 /// The broker the tests use: `OFFLOAD_TEST_AMQP_URL`, else the local default.
 pub fn amqp_url() -> String {
