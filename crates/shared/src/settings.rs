@@ -149,6 +149,35 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub http_body_timeout_ms: u64,
 
+    /// A file holding the password of OFFLOAD_AMQP_URL (whose user it completes, e.g.
+    /// `amqp://offload@rabbitmq:5672/%2f`), read at start; trailing newlines are dropped. For
+    /// generated credentials (compose) and secret mounts. Unset: the URL's own password.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_AMQP_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub amqp_password_file: Option<std::path::PathBuf>,
+
+    /// [api] A file holding the password of OFFLOAD_DATABASE_URL (PostgreSQL), read at start.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_DATABASE_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub database_password_file: Option<std::path::PathBuf>,
+
+    /// [api] A file holding the password of OFFLOAD_MANAGEMENT_URL, read at start.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_MANAGEMENT_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub management_password_file: Option<std::path::PathBuf>,
+
     /// Open connections one HTTP listener serves at once; a connection past it is closed at once
     /// (and counted in `offload_http_connections_refused_total`). Lowered at start to fit the
     /// process's file-descriptor limit. Both HTTP listeners.
@@ -277,16 +306,59 @@ impl Settings {
         Ok(self)
     }
 
-    /// Parses the command line and environment and validates; on error prints it and exits 2.
+    /// Parses the command line and environment, reads the password files and validates; on
+    /// error prints it and exits 2.
     pub fn load() -> Self {
         let settings = <Self as Parser>::parse();
-        match settings.validate() {
+        match settings.read_password_files().and_then(Self::validate) {
             Ok(s) => s,
             Err(message) => {
                 eprintln!("error: {message}");
                 std::process::exit(2);
             }
         }
+    }
+
+    /// Completes the URLs with the passwords of `OFFLOAD_*_PASSWORD_FILE`, where set.
+    pub fn read_password_files(mut self) -> Result<Self, String> {
+        let files = [
+            (
+                self.amqp_password_file.clone(),
+                &mut self.amqp_url,
+                "OFFLOAD_AMQP",
+                check_amqp_url as fn(&str) -> Result<(), String>,
+            ),
+            (
+                self.database_password_file.clone(),
+                &mut self.database_url,
+                "OFFLOAD_DATABASE",
+                check_database_url,
+            ),
+            (
+                self.management_password_file.clone(),
+                &mut self.management_url,
+                "OFFLOAD_MANAGEMENT",
+                check_management_url,
+            ),
+        ];
+        for (file, url, name, check) in files {
+            let Some(file) = file else { continue };
+            let password = std::fs::read_to_string(&file).map_err(|e| {
+                format!("{name}_PASSWORD_FILE: cannot read {}: {e}", file.display())
+            })?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let completed = with_password(url, password).map_err(|problem| {
+                format!("{name}_URL cannot take the password of {name}_PASSWORD_FILE: {problem}")
+            })?;
+            check(&completed).map_err(|problem| {
+                format!(
+                    "{name}_URL with the password of {name}_PASSWORD_FILE is not valid: {}",
+                    without_secrets(&without_secrets(&problem, &completed), password)
+                )
+            })?;
+            *url = completed;
+        }
+        Ok(self)
     }
 
     /// The retry back-off these settings describe.
@@ -411,6 +483,32 @@ fn password_of(url: &str) -> Option<&str> {
     let userinfo = &authority[..authority.rfind('@')?];
     let (_, password) = userinfo.split_once(':')?;
     (!password.is_empty()).then_some(password)
+}
+
+/// `url` (`scheme://user[:old]@host…`) with `password` (percent-encoded) as its password.
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "it is not a URL of the form scheme://user@host/…".to_owned())?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end]
+        .rfind('@')
+        .ok_or_else(|| "it names no user: write scheme://user@host/…".to_owned())?;
+    let user = rest[..at].split_once(':').map_or(&rest[..at], |(u, _)| u);
+    if user.is_empty() {
+        return Err("it names no user: write scheme://user@host/…".to_owned());
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
 }
 
 fn check_amqp_url(raw: &str) -> Result<(), String> {
@@ -548,6 +646,45 @@ mod tests {
             Some("p%40ss")
         );
         assert_eq!(password_of("sqlite://data/x.db"), None);
+    }
+
+    #[test]
+    fn password_files_complete_the_urls() {
+        let dir =
+            std::env::temp_dir().join(format!("offload-pw-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("pw");
+        std::fs::write(&file, "p@ss/w:rd\n").expect("write");
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.amqp_url = "amqp://offload@rabbitmq:5672/%2f".to_owned();
+        s.amqp_password_file = Some(file.clone());
+        s.management_url = "http://offload:old@rabbitmq:15672".to_owned();
+        s.management_password_file = Some(file.clone());
+        let s = s.read_password_files().expect("completed");
+        assert_eq!(
+            s.amqp_url,
+            "amqp://offload:p%40ss%2Fw%3Ard@rabbitmq:5672/%2f"
+        );
+        assert_eq!(
+            s.management_url,
+            "http://offload:p%40ss%2Fw%3Ard@rabbitmq:15672"
+        );
+        let parsed: lapin::uri::AMQPUri = s.amqp_url.parse().expect("parses");
+        assert_eq!(parsed.authority.userinfo.password, "p@ss/w:rd");
+
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.amqp_url = "amqp://rabbitmq:5672/%2f".to_owned();
+        s.amqp_password_file = Some(file.clone());
+        let err = s.read_password_files().expect_err("no user");
+        assert!(
+            err.contains("OFFLOAD_AMQP_URL") && !err.contains("p@ss"),
+            "{err}"
+        );
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.amqp_password_file = Some(dir.join("missing"));
+        let err = s.read_password_files().expect_err("no file");
+        assert!(err.contains("OFFLOAD_AMQP_PASSWORD_FILE"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
