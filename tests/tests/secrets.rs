@@ -1,7 +1,7 @@
 //! Secrets are never printed: with a distinctive password in OFFLOAD_AMQP_URL,
 //! OFFLOAD_DATABASE_URL (PostgreSQL form) and OFFLOAD_MANAGEMENT_URL, neither binary shows it in
 //! `--help`, in the error about a malformed or unreachable URL, or in its logs while it starts,
-//! serves a job and stops.
+//! serves a job and stops (the worker reading its password from OFFLOAD_AMQP_PASSWORD_FILE).
 
 use std::time::Duration;
 
@@ -151,7 +151,23 @@ async fn a_normal_run_with_passwords_in_every_url_never_logs_them() {
         ),
     ];
     let mut api = ApiProcess::start(&env, &vars).await;
-    let mut worker = WorkerProcess::start(&env, "w1", 1, &vars[..1]).await;
+    // The worker takes its password from a file instead (OFFLOAD_AMQP_PASSWORD_FILE, as in
+    // compose): the URL names only the user.
+    let password_file = std::env::temp_dir().join(format!("offload-{}-pw", env.prefix));
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write the password file");
+    let password_path = password_file.display().to_string();
+    let without_password = format!("amqp://{}@127.0.0.1:5672/%2f", user.name);
+    let mut worker = WorkerProcess::start(
+        &env,
+        "w1",
+        1,
+        &[
+            ("OFFLOAD_AMQP_URL", &without_password),
+            ("OFFLOAD_AMQP_PASSWORD_FILE", &password_path),
+            vars[3],
+        ],
+    )
+    .await;
     let job = api.submit(json!({"kind": "noop", "payload": {}})).await;
     let id = job["id"].as_str().expect("id");
     api.wait_for_status(id, "succeeded", Duration::from_secs(20))
@@ -173,6 +189,7 @@ async fn a_normal_run_with_passwords_in_every_url_never_logs_them() {
         api_logs.len(),
         worker_logs.len()
     );
+    let _ = std::fs::remove_file(&password_file);
     schema.remove().await;
     env.cleanup().await;
     drop(user);
