@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`session`]: opening a session: connect, declare, the confirm and plain channels.
+//! - `secret_url`: URLs that may hold a password: checks, value-free errors, password files.
 //! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
 //! - [`http_server`]: serving a router on hyper with timeouts, size caps, a connection limit, bounded shutdown.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of the process's own HTTP port.
@@ -27,6 +28,7 @@ pub mod http_server;
 pub mod kinds;
 pub mod limits;
 pub mod retry;
+mod secret_url;
 pub mod session;
 pub mod settings;
 pub mod shutdown;
