@@ -7,6 +7,7 @@
 //! - [`ApiProcess`] / [`WorkerProcess`]: the binaries as child processes, with their logs.
 //! - [`poll`]: wait for a condition with a deadline, never a bare sleep.
 //! - [`announce`]: worker announcements a test publishes itself.
+//! - [`rabbit_users`]: broker users with exact permissions, deleted afterwards.
 
 use std::{
     future::Future,
@@ -31,6 +32,7 @@ pub use offload_shared::topology::Names;
 
 pub mod announce;
 pub mod postgres;
+pub mod rabbit_users;
 
 /// The broker the tests use: `OFFLOAD_TEST_AMQP_URL`, else the local default.
 pub fn amqp_url() -> String {
@@ -621,6 +623,24 @@ impl ApiProcess {
     pub async fn stop(mut self) -> ExitStatus {
         self.proc.signal("-TERM");
         self.proc.wait_exit(Duration::from_secs(40)).await
+    }
+
+    /// Sends SIGTERM without waiting (see [`ApiProcess::wait_exit`]).
+    pub fn terminate(&self) {
+        self.proc.signal("-TERM");
+    }
+
+    /// Waits for the process to exit; fails the test after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        self.proc.wait_exit(within).await
+    }
+
+    /// The address the API listens on, for raw TCP probes.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base is http://<ip>:<port>")
     }
 
     /// kill -9: the process dies wherever it is, mid-request included.

@@ -167,14 +167,21 @@ fn every_dependency_waits_for_a_healthy_target_in_the_same_profile() {
         let file = compose.file;
         for (name, service) in compose.services() {
             for (target, condition) in depends_on(service) {
+                let dependency = compose.service(&target);
+                // A one-shot (the `secrets` service) is waited for until it has completed.
+                let one_shot = dependency["restart"].as_str() == Some("no");
+                let wanted = if one_shot {
+                    "service_completed_successfully"
+                } else {
+                    "service_healthy"
+                };
                 assert_eq!(
                     condition.as_deref(),
-                    Some("service_healthy"),
-                    "{file}: {name} depends on {target} without `condition: service_healthy`"
+                    Some(wanted),
+                    "{file}: {name} depends on {target} without `condition: {wanted}`"
                 );
-                let dependency = compose.service(&target);
                 assert!(
-                    healthcheck(dependency).is_some(),
+                    one_shot || healthcheck(dependency).is_some(),
                     "{file}: {name} waits for {target} to be healthy, but {target} has no healthcheck"
                 );
                 let theirs = profiles(dependency);
@@ -345,12 +352,18 @@ fn the_cluster_file_has_three_rabbit_nodes_and_quorum_queues() {
             listed.contains(format!("rabbit@{hostname}").as_str()),
             "{CLUSTER_CONF}: node rabbit@{hostname} (service {name}) is missing from classic_config.nodes {listed:?}"
         );
-        cookies.insert(
-            env(node)
-                .get("RABBITMQ_ERLANG_COOKIE")
-                .cloned()
-                .unwrap_or_default(),
+        // The cookie comes from the secrets volume, never from the file.
+        let start = command(node);
+        assert!(
+            start.contains("/secrets/erlang-cookie")
+                && start.contains("/var/lib/rabbitmq/.erlang.cookie"),
+            "{CLUSTER}: {name} must copy its Erlang cookie from /secrets/erlang-cookie (has {start:?})"
         );
+        assert!(
+            named_volume_on(node, "/secrets").as_deref() == Some("secrets"),
+            "{CLUSTER}: {name} must mount the secrets volume on /secrets"
+        );
+        cookies.insert("/secrets/erlang-cookie".to_owned());
         let conf_mounted = volume_entries(node).iter().any(|(source, target)| {
             source.ends_with("rabbitmq/rabbitmq.conf") && target.starts_with("/etc/rabbitmq/")
         });
@@ -381,6 +394,89 @@ fn the_cluster_file_has_three_rabbit_nodes_and_quorum_queues() {
             assert!(
                 waits_for.contains(node),
                 "{CLUSTER}: {name} must wait for {node} too, or its queues may be declared with fewer than 3 members"
+            );
+        }
+    }
+}
+
+/// Names of settings whose value is a credential.
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    ["PASSWORD", "PASS", "COOKIE", "SECRET", "TOKEN"]
+        .iter()
+        .any(|word| key.split('_').any(|part| part == *word))
+        && !key.ends_with("_FILE")
+}
+
+#[test]
+fn no_compose_file_holds_a_password_or_cookie() {
+    for compose in [Compose::load(COMPOSE), Compose::load(CLUSTER)] {
+        let file = compose.file;
+        let text = read(file);
+        // A URL with a password in it: scheme://user:password@host.
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            if let Some((_, rest)) = line.split_once("://") {
+                let authority = rest.split(['/', ' ', '"']).next().unwrap_or_default();
+                assert!(
+                    !authority
+                        .split_once('@')
+                        .is_some_and(|(userinfo, _)| userinfo.contains(':')),
+                    "{file}: a URL with a password: {line:?}; use OFFLOAD_*_PASSWORD_FILE"
+                );
+            }
+        }
+        for (name, service) in compose.services() {
+            for (key, value) in env(service) {
+                let from_environment = value.is_empty() || value.starts_with("${");
+                assert!(
+                    !is_secret_key(&key) || from_environment,
+                    "{file}: {name} sets {key} to a fixed value; take it from the environment \
+                     (${{{key}:-}}) or a file (*_FILE) in the secrets volume"
+                );
+            }
+        }
+        // Where the secrets come from: a one-shot that generates what the environment lacks.
+        let secrets = compose.service("secrets");
+        let script = command(secrets);
+        assert!(
+            secrets["restart"].as_str() == Some("no") && script.contains("/dev/urandom"),
+            "{file}: the secrets service must be a one-shot generating random values"
+        );
+        assert!(
+            named_volume_on(secrets, "/secrets").as_deref() == Some("secrets"),
+            "{file}: the secrets service must write the named volume `secrets`"
+        );
+        compose.assert_volume_declared("secrets", "secrets");
+        for (name, service) in compose.offload_services() {
+            let vars = env(service);
+            assert!(
+                vars.get("OFFLOAD_AMQP_PASSWORD_FILE")
+                    .is_some_and(|f| f.starts_with("/secrets/")),
+                "{file}: {name} must read its broker password from /secrets (OFFLOAD_AMQP_PASSWORD_FILE)"
+            );
+            assert!(
+                named_volume_on(service, "/secrets").as_deref() == Some("secrets"),
+                "{file}: {name} must mount the secrets volume on /secrets"
+            );
+        }
+    }
+    assert!(is_secret_key("POSTGRES_PASSWORD") && !is_secret_key("POSTGRES_PASSWORD_FILE"));
+}
+
+#[test]
+fn every_api_and_worker_may_hold_many_connections() {
+    for compose in [Compose::load(COMPOSE), Compose::load(CLUSTER)] {
+        let file = compose.file;
+        for (name, service) in compose.offload_services() {
+            let nofile = &service["ulimits"]["nofile"];
+            let (soft, hard) = match nofile {
+                Value::Number(n) => (n.as_u64(), n.as_u64()),
+                _ => (nofile["soft"].as_u64(), nofile["hard"].as_u64()),
+            };
+            assert!(
+                soft.is_some_and(|s| s >= 65536) && hard.is_some_and(|h| h >= 65536),
+                "{file}: {name} needs `ulimits: nofile` of at least 65536 (has {nofile:?}): each \
+                 connection is a file descriptor"
             );
         }
     }

@@ -8,7 +8,13 @@ use std::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{Settings, session::OpenError, settings::AuthMode, topology::Names};
+use offload_shared::{
+    Settings,
+    http_server::{self, HttpLimits},
+    session::OpenError,
+    settings::AuthMode,
+    topology::Names,
+};
 
 use crate::{
     broker_link::{self, LinkState, Session, Supervised},
@@ -86,9 +92,8 @@ impl Application {
             .map_err(store_failed)?;
         let kinds = Kinds::load(&store, pinned).await.map_err(store_failed)?;
         let (session, names) = broker_link::open(&settings, &kinds).await?;
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .map_err(|source| StartError::Bind {
+        let listener =
+            http_server::bind(settings.http_addr).map_err(|source| StartError::Bind {
                 addr: settings.http_addr,
                 source,
             })?;
@@ -158,6 +163,10 @@ impl Application {
         );
         let refresher = tokio::spawn(kinds.clone().refresh(store.clone(), token.clone()));
         let (confirmer, confirmer_task) = crate::accept::Confirmer::spawn(writer.clone());
+        let connections = metrics.connections.clone();
+        // One grace period for the whole stop: the HTTP connections get it but for a reserve,
+        // so a stuck client cannot leave the store writer no time for its final batch.
+        let grace = settings.shutdown_grace();
         let state = AppState {
             kinds,
             queue_stats,
@@ -183,14 +192,21 @@ impl Application {
             stop.cancel();
             outcome
         });
-        let serve = axum::serve(listener, routes::router(state))
-            .with_graceful_shutdown(token.clone().cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        let stopped = http_server::serve(
+            listener,
+            routes::router(state),
+            HttpLimits {
+                grace: grace.saturating_sub(drain_reserve(grace)),
+                ..HttpLimits::from_settings(&settings)
+            },
+            connections,
+            token.clone(),
+        )
+        .await;
         broker_token.cancel();
-        let _ = reconciler.await;
-        let grace = settings.shutdown_grace();
+        let remaining = grace.saturating_sub(stopped.since.elapsed());
+        let _ = tokio::time::timeout(remaining, reconciler).await;
+        let remaining = grace.saturating_sub(stopped.since.elapsed());
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.
         let drain = async {
@@ -201,7 +217,7 @@ impl Application {
             let _ = refresher.await;
             link
         };
-        let outcome = match tokio::time::timeout(grace, drain).await {
+        let outcome = match tokio::time::timeout(remaining, drain).await {
             Ok(Ok(Ok(Ok(())))) => Ok(()),
             Ok(Ok(Ok(Err(e)))) => Err(StartError::Link(e)),
             Ok(Ok(Err(join))) | Ok(Err(join)) => {
@@ -216,4 +232,10 @@ impl Application {
         tracing::info!("stopped");
         outcome
     }
+}
+
+/// The part of the grace period kept for the drain after the HTTP server stopped: a quarter,
+/// at most 5 s.
+fn drain_reserve(grace: std::time::Duration) -> std::time::Duration {
+    (grace / 4).min(std::time::Duration::from_secs(5))
 }

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The body is larger than `OFFLOAD_MAX_BODY_BYTES`.
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    /// The client did not send the whole body within `OFFLOAD_HTTP_BODY_TIMEOUT_MS`.
+    #[error("the request body did not arrive within {0} ms (OFFLOAD_HTTP_BODY_TIMEOUT_MS)")]
+    BodyTimeout(u64),
     /// A content type the route does not take: what was sent, and what to send.
     #[error("unsupported content type {0:?}: send {1}")]
     UnsupportedMediaType(String, &'static str),
@@ -160,6 +163,7 @@ impl ApiError {
         match self {
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) | ApiError::UnknownKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -179,6 +183,7 @@ impl ApiError {
         match self {
             ApiError::Malformed(_) => "malformed-body",
             ApiError::TooLarge(_) => "body-too-large",
+            ApiError::BodyTimeout(_) => "body-timeout",
             ApiError::UnsupportedMediaType(..) => "unsupported-media-type",
             ApiError::Invalid(_) | ApiError::UnknownKind(_) => "invalid-job",
             ApiError::NotFound(_) => "job-not-found",
@@ -293,6 +298,7 @@ mod tests {
         let cases = [
             (ApiError::Malformed("x".into()), 400),
             (ApiError::TooLarge(10), 413),
+            (ApiError::BodyTimeout(10), 408),
             (
                 ApiError::UnsupportedMediaType("text/plain".into(), "application/json"),
                 415,

@@ -1,5 +1,5 @@
 use offload_api::Application;
-use offload_shared::{Settings, healthcheck, settings::Command, shutdown, telemetry};
+use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -14,6 +14,12 @@ async fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if let Some(nofile) = http_server::raise_nofile_limit() {
+        tracing::info!(
+            nofile,
+            "file-descriptor limit (RLIMIT_NOFILE) raised to the hard limit"
+        );
     }
     let token = shutdown::on_signal();
     let outcome = match Application::build(settings).await {

@@ -20,7 +20,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use offload_shared::{JobEvent, JobKind, JobStatus};
+use offload_shared::{JobEvent, JobKind, JobStatus, http_server::ConnMetrics};
 
 use crate::state::AppState;
 
@@ -78,6 +78,8 @@ pub struct ApiMetrics {
     retention_keys: Counter,
     announcements_refused: Counter,
     kind_conflicts: Counter,
+    /// Connections of the HTTP listener (open, refused over the limit).
+    pub connections: ConnMetrics,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -191,7 +193,10 @@ impl Default for ApiMetrics {
             "Announced kind specs that differ from the recorded one while it is kept (counted once per worker and kind)",
             kind_conflicts.clone(),
         );
+        let connections = ConnMetrics::default();
+        connections.register(&mut registry);
         ApiMetrics {
+            connections,
             registry,
             announcements_refused,
             kind_conflicts,

@@ -1,8 +1,10 @@
-//! Everything the Offload API and worker must agree on. Nothing here talks HTTP.
+//! Everything the Offload API and worker must agree on, and the one HTTP server both run.
 //!
 //! # Layout
 //! - [`session`]: opening a session: connect, declare, the confirm and plain channels.
+//! - `secret_url`: URLs that may hold a password: checks, value-free errors, password files.
 //! - [`settings`]: the one typed settings struct: defaults, `OFFLOAD_*` environment, `--flags`, validation.
+//! - [`http_server`]: serving a router on hyper with timeouts, size caps, a connection limit, bounded shutdown.
 //! - [`healthcheck`]: the `healthcheck` subcommand's probe of the process's own HTTP port.
 //! - [`limits`]: bounds on JSON that crosses the wire: nesting depth ([`limits::MAX_JSON_DEPTH`]) and size.
 //! - [`kinds`]: kinds as data: names, queue names, [`kinds::KindSpec`] and compiled payload schemas.
@@ -22,9 +24,11 @@ pub mod build;
 pub mod envelope;
 pub mod events;
 pub mod healthcheck;
+pub mod http_server;
 pub mod kinds;
 pub mod limits;
 pub mod retry;
+mod secret_url;
 pub mod session;
 pub mod settings;
 pub mod shutdown;

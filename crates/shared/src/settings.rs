@@ -8,7 +8,13 @@ use std::{
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::topology::QueuePrefix;
+use crate::{
+    secret_url::{
+        SecretUrl, check_amqp_url, check_database_url, check_management_url, with_password,
+        without_secrets,
+    },
+    topology::QueuePrefix,
+};
 
 /// Default broker address: the local RabbitMQ with its stock account.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -158,152 +164,220 @@ pub struct Settings {
     pub command: Option<Command>,
 
     /// RabbitMQ address (`amqp://` or `amqps://`).
-    #[arg(long, env = "OFFLOAD_AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = parse_amqp_url)]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = SecretUrl(check_amqp_url))]
     pub amqp_url: String,
 
     /// [api] Address the HTTP server binds; port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "OFFLOAD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub http_addr: SocketAddr,
 
     /// [api] `on`: every route but the probes, `/openapi.json`, `/docs` and the sign-in page
     /// needs an API key (`offload-api keys create`). `off` (no credentials, everyone is admin)
     /// is refused unless OFFLOAD_HTTP_ADDR is a loopback address.
-    #[arg(long, env = "OFFLOAD_AUTH", value_enum, default_value_t = AuthMode::On)]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_AUTH", value_enum, default_value_t = AuthMode::On)]
     pub auth: AuthMode,
 
     /// [api] Submits per second a key may make (token bucket refill), unless the key has its own
     /// (`keys create --rate-per-s`). A batch of N jobs counts N. Per API replica.
-    #[arg(long, env = "OFFLOAD_RATE_LIMIT_PER_S", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RATE_LIMIT_PER_S", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_limit_per_s: u32,
 
     /// [api] Submits a key may make at once (token bucket size), unless the key has its own
     /// (`keys create --burst`). Per API replica.
-    #[arg(long, env = "OFFLOAD_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_limit_burst: u32,
 
     /// [api] Seconds a browser session (signed in with a key at `/`) lasts. Default 12 hours.
-    #[arg(long, env = "OFFLOAD_SESSION_TTL_S", default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_SESSION_TTL_S", default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub session_ttl_s: u64,
 
     /// Prefix of every exchange and queue name, so tenants and tests can share one broker.
-    #[arg(long, env = "OFFLOAD_QUEUE_PREFIX", default_value = "offload", value_parser = QueuePrefix::parse)]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_QUEUE_PREFIX", default_value = "offload", value_parser = QueuePrefix::parse)]
     pub queue_prefix: QueuePrefix,
 
     /// Queue type of the queues this process declares. Must match queues that already exist.
-    #[arg(long, env = "OFFLOAD_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
     pub queue_type: QueueType,
 
     /// Quorum queues only: deliveries of one message before it is dead-lettered (a job that keeps
     /// killing its worker). Must match the existing queue.
-    #[arg(long, env = "OFFLOAD_DELIVERY_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_DELIVERY_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub delivery_limit: u32,
 
     /// [worker] Unacknowledged jobs per worker (`basic.qos`), which is also how many it runs at once.
-    #[arg(long, env = "OFFLOAD_PREFETCH", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_PREFETCH", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub prefetch: u16,
 
     /// [api] Job store: `sqlite://path/to/file.db` (one API process) or `postgres://user@host/db`
     /// (several API replicas sharing one database).
     #[arg(
         long,
+        hide_env_values = true,
         env = "OFFLOAD_DATABASE_URL",
-        default_value = "sqlite://data/offload.db"
+        default_value = "sqlite://data/offload.db",
+        value_parser = SecretUrl(check_database_url)
     )]
     pub database_url: String,
 
     /// [api] A YAML or JSON list of kind specs (name, queue, payload_schema, max_attempts,
     /// timeout_s) that locks the deployment down: only these kinds are accepted, and worker
     /// announcements add none. Unset: the kinds workers announce are accepted.
-    #[arg(long, env = "OFFLOAD_KINDS_FILE")]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_KINDS_FILE")]
     pub kinds_file: Option<std::path::PathBuf>,
 
     /// [api] Largest accepted request body in bytes; larger bodies get 413.
-    #[arg(long, env = "OFFLOAD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256..=(256 * 1024 * 1024)))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256..=(256 * 1024 * 1024)))]
     pub max_body_bytes: u64,
 
     /// Seconds a stopping process waits for in-flight work before it exits.
-    #[arg(long, env = "OFFLOAD_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_SHUTDOWN_GRACE_S",
+        default_value_t = 30
+    )]
     pub shutdown_grace_s: u64,
 
+    /// Milliseconds a client has to send a request's line and headers (also the longest wait for
+    /// the next request on a kept-alive connection); then the connection is closed. Both HTTP
+    /// listeners (the API's and the worker's metrics endpoint).
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_header_timeout_ms: u64,
+
+    /// [api] Milliseconds a client has to send a whole request body once its headers arrived;
+    /// past it the request gets 408.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_body_timeout_ms: u64,
+
+    /// A file holding the password of OFFLOAD_AMQP_URL (whose user it completes, e.g.
+    /// `amqp://offload@rabbitmq:5672/%2f`), read at start; trailing newlines are dropped. For
+    /// generated credentials (compose) and secret mounts. Unset: the URL's own password.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_AMQP_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub amqp_password_file: Option<std::path::PathBuf>,
+
+    /// [api] A file holding the password of OFFLOAD_DATABASE_URL (PostgreSQL), read at start.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_DATABASE_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub database_password_file: Option<std::path::PathBuf>,
+
+    /// [api] A file holding the password of OFFLOAD_MANAGEMENT_URL, read at start.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_MANAGEMENT_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub management_password_file: Option<std::path::PathBuf>,
+
+    /// Open connections one HTTP listener serves at once; a connection past it is closed at once
+    /// (and counted in `offload_http_connections_refused_total`). Lowered at start to fit the
+    /// process's file-descriptor limit. Both HTTP listeners.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections: u64,
+
+    /// Largest request line plus headers in bytes; a larger head is answered 431 and the
+    /// connection closed. Both HTTP listeners.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_HTTP_MAX_HEADER_BYTES", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1024..=1_048_576))]
+    pub http_max_header_bytes: u64,
+
     /// Deadline in milliseconds of every broker wait (connect, publish, confirm).
-    #[arg(long, env = "OFFLOAD_BROKER_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_BROKER_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub broker_timeout_ms: u64,
 
     /// [api] Deadline in milliseconds of one publish and its confirm; past it `POST /jobs` answers 503.
-    #[arg(long, env = "OFFLOAD_PUBLISH_TIMEOUT_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_PUBLISH_TIMEOUT_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub publish_timeout_ms: u64,
 
     /// [api] Seconds a job whose publish was not confirmed in time stays `pending` while the API
     /// waits for a late confirm or the job's own events; after that the API republishes it under
     /// the same id (also for a job recorded but never published, e.g. the API was killed).
-    #[arg(long, env = "OFFLOAD_RESOLVE_AFTER_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RESOLVE_AFTER_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub resolve_after_s: u64,
 
     /// Seconds between AMQP heartbeats; a silent broker is declared lost after about two.
-    #[arg(long, env = "OFFLOAD_HEARTBEAT_S", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=600))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_HEARTBEAT_S", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=600))]
     pub heartbeat_s: u16,
 
     /// [worker] Seconds between a worker's announcements (heartbeats) to the API; the API counts
     /// a worker gone after three missed ones. Not the AMQP heartbeat (OFFLOAD_HEARTBEAT_S).
-    #[arg(long, env = "OFFLOAD_WORKER_HEARTBEAT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_WORKER_HEARTBEAT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub worker_heartbeat_s: u64,
 
     /// [api] Default run-time limit of a job in seconds, when the request names none.
-    #[arg(long, env = "OFFLOAD_JOB_TIMEOUT_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_JOB_TIMEOUT_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
     pub job_timeout_s: u64,
 
     /// [api] Largest run-time limit a request may ask for, in seconds (at most 1500, below the
     /// broker's 30-minute consumer timeout).
-    #[arg(long, env = "OFFLOAD_MAX_JOB_TIMEOUT_S", default_value_t = MAX_JOB_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_JOB_TIMEOUT_S", default_value_t = MAX_JOB_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(1..=MAX_JOB_TIMEOUT_S))]
     pub max_job_timeout_s: u64,
 
     /// First retry delay in milliseconds; each further attempt doubles it (with jitter).
-    #[arg(long, env = "OFFLOAD_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RETRY_BASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub retry_base_ms: u64,
 
     /// Longest retry delay in milliseconds.
-    #[arg(long, env = "OFFLOAD_RETRY_CAP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RETRY_CAP_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub retry_cap_ms: u64,
 
     /// [worker] Address of the worker's metrics and health endpoint (`/metrics`, `/health/ready`)
     /// [default: 0.0.0.0:9090, or a free port if 9090 is taken, e.g. by another worker on this
     /// machine; the bound address is logged]. When set, exactly this address, and start-up fails
     /// if it is taken; port 0 picks a free port.
-    #[arg(long, env = "OFFLOAD_METRICS_ADDR", value_name = "ADDR")]
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_METRICS_ADDR",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: Option<SocketAddr>,
 
     /// [worker] Largest result a handler may return, in bytes of JSON; a larger one (or one nested
     /// deeper than 64 levels) is not sent, and the job ends dead with the reason.
-    #[arg(long, env = "OFFLOAD_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(64..=MAX_RESULT_BYTES_CAP))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(64..=MAX_RESULT_BYTES_CAP))]
     pub max_result_bytes: u64,
 
     /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
     /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
-    #[arg(long, env = "OFFLOAD_MANAGEMENT_URL", default_value = "")]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MANAGEMENT_URL", default_value = "", value_parser = SecretUrl(check_management_url))]
     pub management_url: String,
 
     /// [api] Seconds a finished job (succeeded, failed, dead) is kept after it finished; then
     /// it is deleted, with its result, and its id answers 404. Default 7 days.
-    #[arg(long, env = "OFFLOAD_RETENTION_S", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RETENTION_S", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
     pub retention_s: u64,
 
     /// [api] Seconds an `Idempotency-Key` is remembered after its first request; a repeat
     /// after that is a new job. The key of a job still pending its publish is kept until the
     /// job is resolved. Default 24 hours.
-    #[arg(long, env = "OFFLOAD_IDEMPOTENCY_TTL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_IDEMPOTENCY_TTL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=MAX_RETENTION_S))]
     pub idempotency_ttl_s: u64,
 
     /// [api] Milliseconds between two retention passes (each deletes in batches of 500 rows
     /// until nothing more is due).
-    #[arg(long, env = "OFFLOAD_RETENTION_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_RETENTION_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub retention_interval_ms: u64,
 
     /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
-    #[arg(long, env = "OFFLOAD_WORKER_NAME")]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_WORKER_NAME")]
     pub worker_name: Option<String>,
 
     /// Log format: auto (JSON unless stderr is a terminal), json or text. Filter with `RUST_LOG`.
-    #[arg(long, env = "OFFLOAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
 
@@ -337,16 +411,59 @@ impl Settings {
         Ok(self)
     }
 
-    /// Parses the command line and environment and validates; on error prints it and exits 2.
+    /// Parses the command line and environment, reads the password files and validates; on
+    /// error prints it and exits 2.
     pub fn load() -> Self {
         let settings = <Self as Parser>::parse();
-        match settings.validate() {
+        match settings.read_password_files().and_then(Self::validate) {
             Ok(s) => s,
             Err(message) => {
                 eprintln!("error: {message}");
                 std::process::exit(2);
             }
         }
+    }
+
+    /// Completes the URLs with the passwords of `OFFLOAD_*_PASSWORD_FILE`, where set.
+    pub fn read_password_files(mut self) -> Result<Self, String> {
+        let files = [
+            (
+                self.amqp_password_file.clone(),
+                &mut self.amqp_url,
+                "OFFLOAD_AMQP",
+                check_amqp_url as fn(&str) -> Result<(), String>,
+            ),
+            (
+                self.database_password_file.clone(),
+                &mut self.database_url,
+                "OFFLOAD_DATABASE",
+                check_database_url,
+            ),
+            (
+                self.management_password_file.clone(),
+                &mut self.management_url,
+                "OFFLOAD_MANAGEMENT",
+                check_management_url,
+            ),
+        ];
+        for (file, url, name, check) in files {
+            let Some(file) = file else { continue };
+            let password = std::fs::read_to_string(&file).map_err(|e| {
+                format!("{name}_PASSWORD_FILE: cannot read {}: {e}", file.display())
+            })?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let completed = with_password(url, password).map_err(|problem| {
+                format!("{name}_URL cannot take the password of {name}_PASSWORD_FILE: {problem}")
+            })?;
+            check(&completed).map_err(|problem| {
+                format!(
+                    "{name}_URL with the password of {name}_PASSWORD_FILE is not valid: {}",
+                    without_secrets(&without_secrets(&problem, &completed), password)
+                )
+            })?;
+            *url = completed;
+        }
+        Ok(self)
     }
 
     /// The retry back-off these settings describe.
@@ -443,15 +560,6 @@ fn parse_key_name(raw: &str) -> Result<String, String> {
     }
 }
 
-fn parse_amqp_url(raw: &str) -> Result<String, String> {
-    raw.parse::<lapin::uri::AMQPUri>().map_err(|e| {
-        format!(
-            "{e}; expected e.g. amqp://user:password@host:5672/%2f (the vhost `/` is written %2f)"
-        )
-    })?;
-    Ok(raw.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +653,98 @@ mod tests {
                 .expect_err("default above max")
                 .contains("OFFLOAD_MAX_JOB_TIMEOUT_S")
         );
+    }
+
+    #[test]
+    fn no_argument_shows_its_environment_value_in_help() {
+        use clap::CommandFactory;
+        let command = Settings::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            if arg.get_env().is_some() {
+                assert!(
+                    arg.is_hide_env_values_set(),
+                    "--{} shows its environment value in --help (which may be a secret): add \
+                     `hide_env_values = true`",
+                    arg.get_id()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} arguments have an env var");
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_without_their_password() {
+        let cases = [
+            (
+                "--amqp-url",
+                "amqp://user:s3cr3tpw@host:notaport/%2f",
+                "OFFLOAD_AMQP_URL",
+            ),
+            (
+                "--amqp-url",
+                "http://user:s3cr3tpw@host/",
+                "OFFLOAD_AMQP_URL",
+            ),
+            (
+                "--database-url",
+                "mysql://user:s3cr3tpw@host/db",
+                "OFFLOAD_DATABASE_URL",
+            ),
+            (
+                "--management-url",
+                "ftp://user:s3cr3tpw@host",
+                "OFFLOAD_MANAGEMENT_URL",
+            ),
+        ];
+        for (flag, value, env) in cases {
+            let err = Settings::try_parse_from(["offload", flag, value])
+                .expect_err(value)
+                .to_string();
+            assert!(err.contains(flag) && err.contains(env), "{value}: {err}");
+            assert!(!err.contains("s3cr3tpw"), "{value}: {err}");
+            assert!(!err.contains(value), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn password_files_complete_the_urls() {
+        let dir =
+            std::env::temp_dir().join(format!("offload-pw-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("pw");
+        std::fs::write(&file, "p@ss/w:rd\n").expect("write");
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.amqp_url = "amqp://offload@rabbitmq:5672/%2f".to_owned();
+        s.amqp_password_file = Some(file.clone());
+        s.management_url = "http://offload:old@rabbitmq:15672".to_owned();
+        s.management_password_file = Some(file.clone());
+        let s = s.read_password_files().expect("completed");
+        assert_eq!(
+            s.amqp_url,
+            "amqp://offload:p%40ss%2Fw%3Ard@rabbitmq:5672/%2f"
+        );
+        assert_eq!(
+            s.management_url,
+            "http://offload:p%40ss%2Fw%3Ard@rabbitmq:15672"
+        );
+        let parsed: lapin::uri::AMQPUri = s.amqp_url.parse().expect("parses");
+        assert_eq!(parsed.authority.userinfo.password, "p@ss/w:rd");
+
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.amqp_url = "amqp://rabbitmq:5672/%2f".to_owned();
+        s.amqp_password_file = Some(file.clone());
+        let err = s.read_password_files().expect_err("no user");
+        assert!(
+            err.contains("OFFLOAD_AMQP_URL") && !err.contains("p@ss"),
+            "{err}"
+        );
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.amqp_password_file = Some(dir.join("missing"));
+        let err = s.read_password_files().expect_err("no file");
+        assert!(err.contains("OFFLOAD_AMQP_PASSWORD_FILE"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use futures_util::{StreamExt, stream};
+use futures_util::{FutureExt, StreamExt, stream};
 use lapin::{Channel, Connection, options::BasicCancelOptions, types::ShortString};
 use time::OffsetDateTime;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -26,6 +26,7 @@ use offload_shared::{
     QueueType, Settings,
     announce::WorkerState,
     broker,
+    http_server::{self, HttpLimits},
     kinds::QueueName,
     session::{self, OpenError, Opened},
     settings::DEFAULT_METRICS_ADDR,
@@ -217,12 +218,23 @@ impl Worker {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "metrics listening");
         }
+        // The endpoint keeps answering while the jobs drain, and gets what is left of the grace
+        // period after them: a stuck client never holds the worker past the grace period.
+        let stop_began = tokio::spawn({
+            let token = token.clone();
+            async move {
+                token.cancelled().await;
+                Instant::now()
+            }
+        });
         let server_token = CancellationToken::new();
-        let server = tokio::spawn(
-            axum::serve(listener, http::router(probe.clone()))
-                .with_graceful_shutdown(server_token.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut server = tokio::spawn(http_server::serve(
+            listener,
+            http::router(probe.clone()),
+            HttpLimits::from_settings(&settings),
+            probe.metrics.connections.clone(),
+            server_token.clone(),
+        ));
         let running = Running {
             settings: &settings,
             registry: &registry,
@@ -247,7 +259,17 @@ impl Worker {
             }
         }
         server_token.cancel();
-        let _ = server.await;
+        let since = match stop_began.now_or_never() {
+            Some(Ok(at)) => at,
+            // Stopped by an error, not a signal: the endpoint gets the whole grace period.
+            _ => Instant::now(),
+        };
+        let remaining = settings.shutdown_grace().saturating_sub(since.elapsed());
+        if tokio::time::timeout(remaining, &mut server).await.is_err() {
+            // Dropping the server's task drops its connections.
+            server.abort();
+            tracing::warn!("metrics endpoint connections cut at the end of the grace period");
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -262,7 +284,7 @@ async fn bind_metrics(
     default: SocketAddr,
 ) -> Result<TcpListener, WorkerError> {
     let addr = requested.unwrap_or(default);
-    let error = match TcpListener::bind(addr).await {
+    let error = match http_server::bind(addr) {
         Ok(listener) => return Ok(listener),
         Err(source) => source,
     };
@@ -273,9 +295,8 @@ async fn bind_metrics(
         });
     }
     let free = SocketAddr::new(default.ip(), 0);
-    let listener = TcpListener::bind(free)
-        .await
-        .map_err(|source| WorkerError::Bind { addr: free, source })?;
+    let listener =
+        http_server::bind(free).map_err(|source| WorkerError::Bind { addr: free, source })?;
     let bound = listener.local_addr().unwrap_or(free);
     tracing::warn!(
         addr = %bound,

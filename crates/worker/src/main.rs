@@ -1,6 +1,6 @@
 //! The stock `offload-worker`: the SDK with the built-in kinds `noop` and `sleep`.
 
-use offload_shared::{Settings, healthcheck, settings::Command, shutdown, telemetry};
+use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 use offload_worker::{
     Worker,
     handlers::builtin::{Noop, Sleep},
@@ -20,6 +20,12 @@ async fn main() {
         std::process::exit(2);
     }
     telemetry::init(settings.log_format);
+    if let Some(nofile) = http_server::raise_nofile_limit() {
+        tracing::info!(
+            nofile,
+            "file-descriptor limit (RLIMIT_NOFILE) raised to the hard limit"
+        );
+    }
     let token = shutdown::on_signal();
     let outcome = match Worker::builder(settings).job(Noop).job(Sleep).build().await {
         Ok(worker) => worker.run_until_stopped(token).await,

@@ -6,7 +6,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use offload_shared::JobKind;
+use offload_shared::{JobKind, http_server::ConnMetrics};
 
 use crate::consumer::Settled;
 
@@ -22,6 +22,8 @@ pub struct WorkerMetrics {
     registry: Registry,
     in_flight: Gauge,
     settled: Family<SettledLabels, Counter>,
+    /// Connections of the metrics listener (open, refused over the limit).
+    pub connections: ConnMetrics,
 }
 
 impl Default for WorkerMetrics {
@@ -39,7 +41,10 @@ impl Default for WorkerMetrics {
             "Deliveries settled, by kind and outcome (succeeded, retried, dead, requeued, returned)",
             settled.clone(),
         );
+        let connections = ConnMetrics::default();
+        connections.register(&mut registry);
         WorkerMetrics {
+            connections,
             registry,
             in_flight,
             settled,

@@ -65,7 +65,7 @@ pub async fn submit(
     let key = idempotency_key(&headers)?;
     // Charged before the body is read: a flood of bad requests is limited too.
     let quota = caller.charge(&state, 1)?;
-    let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, &state.settings).await?;
     let parse = || {
         NewJob::parse(
             format,
@@ -223,7 +223,7 @@ pub async fn submit_batch(
             .and_then(|v| v.to_str().ok()),
     )?;
     let key = idempotency_key(&headers)?;
-    let bytes = read_body(&headers, body, state.settings.max_body_bytes).await?;
+    let bytes = read_body(&headers, body, &state.settings).await?;
     let parse = || NewJob::parse_batch(&bytes, &state.kinds, state.settings.max_job_timeout_s);
     let batch = match parse() {
         // As for one job: another replica may have recorded the kind.
@@ -587,7 +587,23 @@ fn job_response(headers: &HeaderMap, job: &JobRecord, status: StatusCode) -> Res
 /// A declared body up to this many times `OFFLOAD_MAX_BODY_BYTES` is read before its 413.
 const DRAIN_FACTOR: u64 = 4;
 
+/// Reads the body within `OFFLOAD_MAX_BODY_BYTES` and `OFFLOAD_HTTP_BODY_TIMEOUT_MS`: a client
+/// that trickles its body gets 408 instead of holding the request (and its connection) open.
 async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    settings: &offload_shared::Settings,
+) -> Result<axum::body::Bytes, ApiError> {
+    let deadline = std::time::Duration::from_millis(settings.http_body_timeout_ms);
+    tokio::time::timeout(
+        deadline,
+        read_body_within(headers, body, settings.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout(settings.http_body_timeout_ms))?
+}
+
+async fn read_body_within(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
