@@ -22,7 +22,7 @@ use prometheus_client::{
 
 use offload_shared::{JobEvent, JobKind, JobStatus};
 
-use crate::state::AppState;
+use crate::{error::Refusal, state::AppState};
 
 /// Label set of a kind.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +52,12 @@ pub struct RouteLabels {
     route: String,
 }
 
+/// Label set of a refused submit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Label set of a queue.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
@@ -78,6 +84,7 @@ pub struct ApiMetrics {
     retention_keys: Counter,
     announcements_refused: Counter,
     kind_conflicts: Counter,
+    refused: Family<ReasonLabel, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -191,8 +198,17 @@ impl Default for ApiMetrics {
             "Announced kind specs that differ from the recorded one while it is kept (counted once per worker and kind)",
             kind_conflicts.clone(),
         );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "jobs_refused",
+            "Submits and redrives refused with nothing enqueued, by reason: queue_full, \
+             broker_blocked, broker_unavailable, body_too_large, message_too_large, \
+             headers_too_large",
+            refused.clone(),
+        );
         ApiMetrics {
             registry,
+            refused,
             announcements_refused,
             kind_conflicts,
             events_parked,
@@ -223,6 +239,11 @@ impl ApiMetrics {
             })
             .inc();
         self.publish_confirm.observe(confirm.as_secs_f64());
+    }
+
+    /// A request was refused for `reason`, nothing enqueued.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// An announcement was refused as a whole.
@@ -346,6 +367,9 @@ pub async fn track_requests(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let metrics = &state.metrics;
+    if let Some(Refusal(reason)) = response.extensions().get::<Refusal>() {
+        metrics.refused(reason);
+    }
     metrics
         .http_requests
         .get_or_create(&RequestLabels {

@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{Settings, broker::BrokerError};
+use offload_shared::{JobKind, Settings, broker::BrokerError};
 
 use crate::{
     accept::Confirmer,
@@ -52,6 +52,36 @@ impl AppState {
             .ok_or(BrokerError::NotConnected)?;
         if publisher.is_blocked() {
             return Err(BrokerError::Blocked);
+        }
+        Ok(publisher)
+    }
+
+    /// The publisher for new jobs of `kinds`, if each kind's work queue has room: a queue
+    /// whose last-read ready count reached [`Settings::queue_full_at`] refuses with
+    /// `QueueFull` (the 503 `queue-full`), before anything is written. Between two depth reads
+    /// the broker's own `x-max-length` (a `reject-publish` nack, the same answer) bounds it.
+    pub fn admit<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = &'a JobKind>,
+    ) -> Result<JobPublisher, BrokerError> {
+        let publisher = self.publisher()?;
+        let full_at = self.settings.queue_full_at();
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in kinds {
+            if !seen.insert(kind.as_str()) {
+                continue;
+            }
+            let Ok(known) = self.kinds.get(kind.as_str()) else {
+                continue;
+            };
+            let queue = publisher.names().work_queue(&known.spec.queue);
+            if self
+                .queue_stats
+                .get(&queue)
+                .is_some_and(|depth| depth.ready >= full_at)
+            {
+                return Err(BrokerError::QueueFull(queue));
+            }
         }
         Ok(publisher)
     }

@@ -74,8 +74,9 @@ pub async fn submit(
         Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
         parsed => parsed?,
     };
-    // Checked before anything is written: while the broker is away, answer 503 at once.
-    let publisher = state.publisher()?;
+    // Checked before anything is written: while the broker is away or the kind's queue is
+    // full, answer 503 at once.
+    let publisher = state.admit([&new.kind])?;
 
     let id = JobId::new();
     tracing::Span::current().record("job_id", tracing::field::display(id));
@@ -211,7 +212,7 @@ pub async fn submit_batch(
         parsed => parsed?,
     };
     tracing::Span::current().record("jobs", batch.len());
-    let publisher = state.publisher()?;
+    let publisher = state.admit(batch.iter().map(|j| &j.kind))?;
 
     let submitted_at = OffsetDateTime::now_utc();
     let resolve_at = submitted_at + state.settings.resolve_after();
@@ -471,7 +472,7 @@ pub async fn retry_job(
             job.id, job.status
         )));
     }
-    let publisher = state.publisher()?;
+    let publisher = state.admit([&job.kind])?;
     let input = state
         .store
         .input(job.id)

@@ -17,8 +17,8 @@ use crate::{
 use super::{
     DELAY_HEADER, LEGACY_ROUTING_KEY, Names, TopologyError,
     arguments::{
-        jobs_queue_arguments, plain_queue_arguments, put_str, retry_queue_arguments,
-        workers_queue_arguments,
+        MAX_LENGTH_ARGUMENT, OVERFLOW_ARGUMENT, jobs_queue_arguments, plain_queue_arguments,
+        put_str, retry_queue_arguments, workers_queue_arguments,
     },
 };
 
@@ -30,7 +30,7 @@ pub async fn declare(connection: &Connection, settings: &Settings) -> Result<Nam
         connection,
         settings,
         "declare exchanges and queues",
-        |channel| async move { declare_on(&channel, settings).await },
+        |channel| async move { declare_on(connection, &channel, settings).await },
     )
     .await;
     match outcome {
@@ -125,7 +125,11 @@ async fn probe_queue(
     matched
 }
 
-async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
+async fn declare_on(
+    connection: &Connection,
+    channel: &Channel,
+    settings: &Settings,
+) -> Result<Names, TopologyError> {
     let names = Names::for_settings(settings);
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
@@ -157,7 +161,6 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
         (&names.events_queue, plain_queue_arguments(settings)),
         (&names.parked_events_queue, plain_queue_arguments(settings)),
         (&names.workers_queue, workers_queue_arguments(settings)),
-        (&names.jobs_queue, jobs_queue_arguments(settings, &names)),
     ];
     for (ms, name) in &names.retry_queues {
         queues.push((name, retry_queue_arguments(settings, &names, *ms)));
@@ -168,6 +171,7 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
             .await
             .map_err(|e| classify(e, "queue", name, settings))?;
     }
+    declare_work_queue(connection, settings, &names, &names.jobs_queue).await?;
 
     bind(
         channel,
@@ -245,27 +249,86 @@ where
     outcome
 }
 
-/// Declares `queue`'s work queue on `channel`, with the same arguments as the default one;
-/// returns its name.
+/// Declares the work queue `name` (on channels of its own: a mismatch closes its channel).
+/// A queue that exists with another length limit, or none (declared before the limit was
+/// added), is kept as it is: the broker's own limit then comes from a policy, and the API's
+/// ready-count check still refuses submits before the queue grows past the setting.
+async fn declare_work_queue(
+    connection: &Connection,
+    settings: &Settings,
+    names: &Names,
+    name: &str,
+) -> Result<(), TopologyError> {
+    let deadline = settings.broker_timeout();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let channel = open(connection, deadline).await?;
+    let declared = channel
+        .queue_declare(
+            ShortString::from(name),
+            durable,
+            jobs_queue_arguments(settings, names),
+        )
+        .await
+        .map_err(|e| classify(e, "queue", name, settings));
+    let close = |channel: Channel| async move {
+        if channel.status().connected() {
+            let _ = tokio::time::timeout(deadline, channel.close(200, "declared".into())).await;
+        }
+    };
+    close(channel).await;
+    match declared {
+        Ok(_) => Ok(()),
+        Err(TopologyError::Mismatch {
+            argument, broker, ..
+        }) if argument == MAX_LENGTH_ARGUMENT || argument == OVERFLOW_ARGUMENT => {
+            let channel = open(connection, deadline).await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(ShortString::from(name), passive, FieldTable::default())
+                .await
+                .map_err(|e| classify(e, "queue", name, settings))?;
+            close(channel).await;
+            tracing::warn!(
+                queue = name,
+                broker = %broker,
+                "the work queue exists without x-max-length={} (declared before the limit, or \
+                 with another OFFLOAD_MAX_QUEUE_LENGTH); it is kept as it is, and the API still \
+                 refuses submits at {} ready jobs. To have the broker enforce the limit too, apply \
+                 a policy: {}",
+                settings.max_queue_length,
+                settings.queue_full_at(),
+                length_policy_command(name, settings.max_queue_length),
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The `rabbitmqctl` command that applies the length limit to an existing work queue.
+pub fn length_policy_command(queue: &str, max_length: u32) -> String {
+    let pattern = queue.replace('.', "\\.");
+    format!(
+        "rabbitmqctl set_policy --apply-to queues {queue}-max-length '^{pattern}$' \
+         '{{\"max-length\":{max_length},\"overflow\":\"reject-publish\"}}'"
+    )
+}
+
+/// Declares `queue`'s work queue, with the same arguments as the default one; returns its name.
 async fn declare_work_queue_on(
-    channel: &Channel,
+    connection: &Connection,
     settings: &Settings,
     names: &Names,
     queue: &QueueName,
 ) -> Result<String, TopologyError> {
     let name = names.work_queue(queue);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(
-            ShortString::from(name.as_str()),
-            durable,
-            jobs_queue_arguments(settings, names),
-        )
-        .await
-        .map_err(|e| classify(e, "queue", &name, settings))?;
+    declare_work_queue(connection, settings, names, &name).await?;
     Ok(name)
 }
 
@@ -282,10 +345,10 @@ pub async fn declare_work_queues(
         connection,
         settings,
         "declare work queues",
-        |channel| async move {
+        |_channel| async move {
             let mut declared = Vec::with_capacity(queues.len());
             for queue in queues {
-                declared.push(declare_work_queue_on(&channel, settings, &names, queue).await?);
+                declared.push(declare_work_queue_on(connection, settings, &names, queue).await?);
             }
             Ok(declared)
         },
@@ -304,7 +367,7 @@ pub async fn bind_kind(
 ) -> Result<(), TopologyError> {
     let names = Names::for_settings(settings);
     on_own_channel(connection, settings, "bind a kind", |channel| async move {
-        let work_queue = declare_work_queue_on(&channel, settings, &names, queue).await?;
+        let work_queue = declare_work_queue_on(connection, settings, &names, queue).await?;
         bind(
             &channel,
             &work_queue,
@@ -423,5 +486,16 @@ mod tests {
                     vhost '/': received 'quorum' but current is 'classic'";
         assert_eq!(inequivalent_argument(text), Some("x-queue-type"));
         assert_eq!(inequivalent_argument("something else"), None);
+    }
+
+    #[test]
+    fn the_policy_command_names_the_queue_and_the_limit() {
+        let command = length_policy_command("offload.jobs", 300);
+        assert!(command.contains("'^offload\\.jobs$'"), "{command}");
+        assert!(command.contains(r#""max-length":300"#), "{command}");
+        assert!(
+            command.contains(r#""overflow":"reject-publish""#),
+            "{command}"
+        );
     }
 }
