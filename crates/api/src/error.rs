@@ -251,7 +251,13 @@ impl IntoResponse for ApiError {
         if let Some(reason) = self.refusal() {
             response.extensions_mut().insert(Refusal(reason));
         }
-        if server_side {
+        // A full queue is the back-pressure working, not a failure: counted, not logged (a
+        // flood would log every refused request).
+        let queue_full = matches!(
+            self,
+            ApiError::Broker(BrokerError::QueueFull(_) | BrokerError::Nacked)
+        );
+        if server_side && !queue_full {
             response
                 .extensions_mut()
                 .insert(FailureCause(self.cause_chain()));
@@ -318,12 +324,15 @@ mod tests {
 
     #[test]
     fn broker_failures_are_503_with_retry_after_and_a_logged_cause() {
-        let err = ApiError::Broker(BrokerError::Nacked);
+        let err = ApiError::Broker(BrokerError::NotConnected);
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let cause = response.extensions().get::<FailureCause>().expect("cause");
-        assert!(cause.0.contains("nack"), "{}", cause.0);
+        assert!(cause.0.contains("not connected"), "{}", cause.0);
+        // A full queue is refused without an error log: a flood would log every request.
+        let full = ApiError::Broker(BrokerError::Nacked).into_response();
+        assert!(full.extensions().get::<FailureCause>().is_none());
     }
 
     #[tokio::test]

@@ -56,30 +56,29 @@ impl AppState {
         Ok(publisher)
     }
 
-    /// The publisher for new jobs of `kinds`, if each kind's work queue has room: a queue
-    /// whose last-read ready count reached [`Settings::queue_full_at`] refuses with
-    /// `QueueFull` (the 503 `queue-full`), before anything is written. Between two depth reads
-    /// the broker's own `x-max-length` (a `reject-publish` nack, the same answer) bounds it.
+    /// The publisher for new jobs of `kinds` (one entry per job), if each kind's work queue has
+    /// room: a queue whose last-read ready count plus the jobs admitted since would pass
+    /// [`Settings::queue_full_at`] refuses with `QueueFull` (the 503 `queue-full`), before
+    /// anything is written. Past that (several API replicas, jobs of other producers) the
+    /// broker's own `x-max-length` refuses with a `reject-publish` nack: the same answer.
     pub fn admit<'a>(
         &self,
         kinds: impl IntoIterator<Item = &'a JobKind>,
     ) -> Result<JobPublisher, BrokerError> {
         let publisher = self.publisher()?;
         let full_at = self.settings.queue_full_at();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut per_queue = std::collections::BTreeMap::<String, u32>::new();
         for kind in kinds {
-            if !seen.insert(kind.as_str()) {
-                continue;
-            }
+            // A kind unknown here was refused by the parse before; nothing to count.
             let Ok(known) = self.kinds.get(kind.as_str()) else {
                 continue;
             };
-            let queue = publisher.names().work_queue(&known.spec.queue);
-            if self
-                .queue_stats
-                .get(&queue)
-                .is_some_and(|depth| depth.ready >= full_at)
-            {
+            *per_queue
+                .entry(publisher.names().work_queue(&known.spec.queue))
+                .or_default() += 1;
+        }
+        for (queue, jobs) in per_queue {
+            if !self.queue_stats.admit(&queue, jobs, full_at) {
                 return Err(BrokerError::QueueFull(queue));
             }
         }
