@@ -251,8 +251,10 @@ where
 
 /// Declares the work queue `name` (on channels of its own: a mismatch closes its channel).
 /// A queue that exists with another length limit, or none (declared before the limit was
-/// added), is kept as it is: the broker's own limit then comes from a policy, and the API's
-/// ready-count check still refuses submits before the queue grows past the setting.
+/// added), is kept with what it has, once every other argument (type, delivery limit,
+/// dead-lettering) is checked by declaring it with the queue's own length arguments: the
+/// broker's limit then comes from a policy, and the API's ready-count check still refuses
+/// submits before the queue grows past the setting.
 async fn declare_work_queue(
     connection: &Connection,
     settings: &Settings,
@@ -264,51 +266,71 @@ async fn declare_work_queue(
         durable: true,
         ..Default::default()
     };
-    let channel = open(connection, deadline).await?;
-    let declared = channel
-        .queue_declare(
-            ShortString::from(name),
-            durable,
-            jobs_queue_arguments(settings, names),
-        )
-        .await
-        .map_err(|e| classify(e, "queue", name, settings));
-    let close = |channel: Channel| async move {
+    let mut args = jobs_queue_arguments(settings, names);
+    let mut kept: Vec<(String, String)> = Vec::new();
+    loop {
+        let channel = open(connection, deadline).await?;
+        let declared = channel
+            .queue_declare(ShortString::from(name), durable, args.clone())
+            .await
+            .map_err(|e| classify(e, "queue", name, settings));
         if channel.status().connected() {
             let _ = tokio::time::timeout(deadline, channel.close(200, "declared".into())).await;
         }
-    };
-    close(channel).await;
-    match declared {
-        Ok(_) => Ok(()),
-        Err(TopologyError::Mismatch {
-            argument, broker, ..
-        }) if argument == MAX_LENGTH_ARGUMENT || argument == OVERFLOW_ARGUMENT => {
-            let channel = open(connection, deadline).await?;
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            channel
-                .queue_declare(ShortString::from(name), passive, FieldTable::default())
-                .await
-                .map_err(|e| classify(e, "queue", name, settings))?;
-            close(channel).await;
-            tracing::warn!(
-                queue = name,
-                broker = %broker,
-                "the work queue exists without x-max-length={} (declared before the limit, or \
-                 with another OFFLOAD_MAX_QUEUE_LENGTH); it is kept as it is, and the API still \
-                 refuses submits at {} ready jobs. To have the broker enforce the limit too, apply \
-                 a policy: {}",
-                settings.max_queue_length,
-                settings.queue_full_at(),
-                length_policy_command(name, settings.max_queue_length),
-            );
-            Ok(())
+        match declared {
+            Ok(_) => break,
+            Err(TopologyError::Mismatch {
+                argument, broker, ..
+            }) if (argument == MAX_LENGTH_ARGUMENT || argument == OVERFLOW_ARGUMENT)
+                && !kept.iter().any(|(a, _)| *a == argument) =>
+            {
+                args = with_current(&args, &argument, &broker);
+                kept.push((argument, broker));
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    if !kept.is_empty() {
+        tracing::warn!(
+            queue = name,
+            broker = ?kept,
+            "the work queue exists without x-max-length={} and x-overflow=reject-publish \
+             (declared before the limit, or with another OFFLOAD_MAX_QUEUE_LENGTH); it is kept \
+             as it is, and the API still refuses submits at {} ready jobs. To have the broker \
+             enforce the limit too, apply a policy: {}",
+            settings.max_queue_length,
+            settings.queue_full_at(),
+            length_policy_command(name, settings.max_queue_length),
+        );
+    }
+    Ok(())
+}
+
+/// `args` with `argument` set to the value the broker's mismatch text says the queue has
+/// (`... but current is '100000'`), or left out when it has none.
+fn with_current(args: &FieldTable, argument: &str, broker_text: &str) -> FieldTable {
+    let current = broker_text
+        .split("current is ")
+        .nth(1)
+        .map(|v| v.trim().trim_matches('\'').to_owned());
+    let mut out = FieldTable::default();
+    for (key, value) in args.inner() {
+        if key.as_str() != argument {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    match (argument, current) {
+        (MAX_LENGTH_ARGUMENT, Some(v)) => {
+            if let Ok(n) = v.parse::<i64>() {
+                out.insert(argument.into(), lapin::types::AMQPValue::LongLongInt(n));
+            }
+        }
+        (OVERFLOW_ARGUMENT, Some(v)) if !v.is_empty() && v != "none" => {
+            put_str(&mut out, argument, &v);
+        }
+        _ => {}
+    }
+    out
 }
 
 /// The `rabbitmqctl` command that applies the length limit to an existing work queue.
@@ -486,6 +508,34 @@ mod tests {
                     vhost '/': received 'quorum' but current is 'classic'";
         assert_eq!(inequivalent_argument(text), Some("x-queue-type"));
         assert_eq!(inequivalent_argument("something else"), None);
+    }
+
+    #[test]
+    fn a_legacy_queue_is_redeclared_with_its_own_length_arguments() {
+        let settings = Settings::from_env().expect("defaults");
+        let names = Names::for_settings(&settings);
+        let args = jobs_queue_arguments(&settings, &names);
+        let none = with_current(
+            &args,
+            "x-max-length",
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'a.jobs' in vhost \
+             '/': received '100000' but current is 'none'",
+        );
+        assert!(!none.contains_key("x-max-length"));
+        assert!(
+            none.contains_key("x-queue-type"),
+            "the other arguments are still checked"
+        );
+        let other = with_current(
+            &args,
+            "x-max-length",
+            "inequivalent arg 'x-max-length' for queue 'a.jobs' in vhost '/': received '100000' \
+             but current is '300'",
+        );
+        assert_eq!(
+            other.inner().get("x-max-length"),
+            Some(&lapin::types::AMQPValue::LongLongInt(300))
+        );
     }
 
     #[test]
