@@ -34,7 +34,7 @@ pub enum BrokerError {
     Nacked,
     /// A work queue is at its length limit (`x-max-length` with `reject-publish`, or the API's
     /// own threshold below it): nothing was enqueued; workers are draining it.
-    #[error("the job queue {0} is full; nothing was enqueued")]
+    #[error("the job queue {0} is full")]
     QueueFull(String),
     /// The message body is larger than the broker's message size limit: not sent.
     #[error(

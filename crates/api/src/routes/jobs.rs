@@ -42,11 +42,11 @@ pub const DEFAULT_PAGE: u32 = 50;
         (status = 200, description = "A repeat with the same Idempotency-Key: the first job, nothing enqueued", body = JobRecord),
         (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while the first job's confirm is still unknown (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`, `queue-full`: the kind's work queue is at 90 % of OFFLOAD_MAX_QUEUE_LENGTH): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn submit(
@@ -186,11 +186,11 @@ pub struct BatchAccepted {
         (status = 202, description = "Accepted: the broker confirmed every job's persistent message", body = BatchAccepted),
         (status = 200, description = "A repeat with the same Idempotency-Key: the first jobs, nothing enqueued", body = BatchAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No jobs, over 1,000, or a bad job (`jobs[i]: ...`); nothing enqueued", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while some of the first request's jobs are unresolved (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker took none (nothing enqueued) or only some of the jobs (`accepted`, `not_accepted`, `unresolved`: not confirmed in time, may still run); Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker took none (nothing enqueued; `queue-full` when a work queue is full) or only some of the jobs (`accepted`, `not_accepted`, `unresolved`: not confirmed in time, may still run); Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(jobs))]
 pub async fn submit_batch(
