@@ -212,8 +212,6 @@ async fn a_work_queue_declared_before_the_length_limit_is_kept_with_a_warning_na
         .expect("a warning about the queue without the limit");
     assert!(warning.contains("rabbitmqctl set_policy"), "{warning}");
     assert!(warning.contains("max-length"), "{warning}");
-    println!("{warning}");
-    let t = Instant::now();
     let job = api.submit(json!({"kind": "noop"})).await;
     api.wait_for_status(
         job["id"].as_str().expect("id"),
@@ -221,8 +219,48 @@ async fn a_work_queue_declared_before_the_length_limit_is_kept_with_a_warning_na
         Duration::from_secs(20),
     )
     .await;
-    println!("ran in {:?}", t.elapsed());
     api.stop().await;
-    println!("stopped after {:?}", t.elapsed());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_work_queue_of_the_other_type_still_stops_start_up_naming_the_queue_type() {
+    let env = TestEnv::new().await;
+    // A classic work queue as earlier builds declared it: no x-max-length, no x-overflow.
+    let mut classic = offload_shared::Settings::from_env().expect("defaults");
+    classic.queue_type = offload_shared::QueueType::Classic;
+    let all = offload_shared::topology::jobs_queue_arguments(&classic, &env.names);
+    let mut legacy = lapin::types::FieldTable::default();
+    for (key, value) in all.inner() {
+        if key.as_str() != offload_shared::topology::MAX_LENGTH_ARGUMENT
+            && key.as_str() != offload_shared::topology::OVERFLOW_ARGUMENT
+        {
+            legacy.insert(key.clone(), value.clone());
+        }
+    }
+    let channel = env.broker.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            env.names.jobs_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            legacy,
+        )
+        .await
+        .expect("legacy classic work queue");
+    let _ = channel.close(200, "declared".into()).await;
+
+    let vars = env.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (status, output) = offload_tests::run_binary(true, &[], &vars);
+    assert!(
+        !status.success(),
+        "a quorum API must refuse a classic queue:\n{output}"
+    );
+    for needle in ["'x-queue-type'", "OFFLOAD_QUEUE_TYPE"] {
+        assert!(output.contains(needle), "{needle} missing from:\n{output}");
+    }
     env.cleanup().await;
 }

@@ -99,30 +99,48 @@ async fn probe_queue(
     settings: &Settings,
     deadline: std::time::Duration,
 ) -> bool {
-    let Ok(channel) = open(connection, deadline).await else {
-        return false;
-    };
     let names = Names::for_settings(settings);
-    let args = if names.is_work_queue(name) {
-        jobs_queue_arguments(settings, &names)
+    let variants = if names.is_work_queue(name) {
+        // A work queue declared before the length limit has neither or only one of its
+        // arguments: each variant is tried.
+        let all = jobs_queue_arguments(settings, &names);
+        let no_length = without(&all, MAX_LENGTH_ARGUMENT);
+        let neither = without(&no_length, OVERFLOW_ARGUMENT);
+        vec![all, no_length, neither]
     } else if name == names.workers_queue {
-        workers_queue_arguments(settings)
+        vec![workers_queue_arguments(settings)]
     } else if let Some((ms, _)) = names.retry_queues.iter().find(|(_, q)| q == name) {
-        retry_queue_arguments(settings, &names, *ms)
+        vec![retry_queue_arguments(settings, &names, *ms)]
     } else {
-        plain_queue_arguments(settings)
+        vec![plain_queue_arguments(settings)]
     };
     let options = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    let declared =
-        tokio::time::timeout(deadline, channel.queue_declare(name.into(), options, args)).await;
-    let matched = matches!(declared, Ok(Ok(_)));
-    if matched {
-        let _ = tokio::time::timeout(deadline, channel.close(200, "probed".into())).await;
+    for args in variants {
+        let Ok(channel) = open(connection, deadline).await else {
+            return false;
+        };
+        let declared =
+            tokio::time::timeout(deadline, channel.queue_declare(name.into(), options, args)).await;
+        if matches!(declared, Ok(Ok(_))) {
+            let _ = tokio::time::timeout(deadline, channel.close(200, "probed".into())).await;
+            return true;
+        }
     }
-    matched
+    false
+}
+
+/// `args` without `key`.
+fn without(args: &FieldTable, key: &str) -> FieldTable {
+    let mut out = FieldTable::default();
+    for (k, v) in args.inner() {
+        if k.as_str() != key {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 async fn declare_on(
@@ -313,12 +331,7 @@ fn with_current(args: &FieldTable, argument: &str, broker_text: &str) -> FieldTa
         .split("current is ")
         .nth(1)
         .map(|v| v.trim().trim_matches('\'').to_owned());
-    let mut out = FieldTable::default();
-    for (key, value) in args.inner() {
-        if key.as_str() != argument {
-            out.insert(key.clone(), value.clone());
-        }
-    }
+    let mut out = without(args, argument);
     match (argument, current) {
         (MAX_LENGTH_ARGUMENT, Some(v)) => {
             if let Ok(n) = v.parse::<i64>() {
