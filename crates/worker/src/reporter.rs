@@ -112,6 +112,17 @@ impl Reporter {
 
     /// Publishes `event` (in the next batch) and waits for the broker's confirm.
     pub async fn event(&self, event: JobEvent) -> Result<(), BrokerError> {
+        // Only a result can make an event large; one the broker would refuse is refused here,
+        // for sure, so the job can end with the reason instead of being requeued forever.
+        if event.result.is_some() {
+            let size = serde_json::to_vec(&event).map_or(0, |b| b.len()) + 2;
+            if size > self.limits.max_message_bytes {
+                return Err(BrokerError::MessageTooLarge {
+                    size,
+                    limit: self.limits.max_message_bytes,
+                });
+            }
+        }
         let (done, confirmed) = oneshot::channel();
         self.events
             .send((event, Some(done)))
