@@ -264,3 +264,84 @@ async fn a_legacy_work_queue_of_the_other_type_still_stops_start_up_naming_the_q
     }
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_own_reject_publish_nack_is_the_same_queue_full_answer_with_nothing_stored() {
+    let env = TestEnv::new().await;
+    // The queue already exists with a lower limit (another replica's setting, or a policy):
+    // the API's own 90 % check does not see it coming; the broker's nack must.
+    let mut low = offload_shared::Settings::from_env().expect("defaults");
+    low.queue_prefix = offload_shared::topology::QueuePrefix::parse(&env.prefix).expect("prefix");
+    low.max_queue_length = 20;
+    let channel = env.broker.create_channel().await.expect("channel");
+    channel
+        .exchange_declare(
+            env.names.dead_exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("dead-letter exchange");
+    channel
+        .queue_declare(
+            env.names.jobs_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            offload_shared::topology::jobs_queue_arguments(&low, &env.names),
+        )
+        .await
+        .expect("work queue limited to 20");
+    let _ = channel.close(200, "declared".into()).await;
+
+    // No worker: nothing drains the queue.
+    let api = ApiProcess::start(&env, &[("OFFLOAD_MAX_QUEUE_LENGTH", "300")]).await;
+    let mut accepted = 0u32;
+    let mut refused = Vec::new();
+    for i in 0..30 {
+        let response = api
+            .http
+            .post(api.url("/jobs"))
+            .json(&json!({"kind": "noop", "payload": {"i": i}}))
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().contains_key("retry-after");
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        match status {
+            202 => accepted += 1,
+            503 => {
+                assert_eq!(body["type"], "/problems/queue-full", "{body}");
+                assert!(retry_after, "503 without Retry-After");
+                refused.push(i);
+            }
+            other => panic!("submit {i}: {other} {body}"),
+        }
+    }
+    // A quorum queue checks its limit before it takes a message, so it can end one over it.
+    assert!(
+        (20..=21).contains(&accepted),
+        "{accepted} accepted past the broker's limit of 20; refused {refused:?}"
+    );
+    assert_eq!(env.ready_count(&env.names.jobs_queue).await, accepted);
+    // Nothing was recorded for the refused jobs.
+    let stored = api.all_jobs("queued").await.len() + api.all_jobs("pending").await.len();
+    assert_eq!(stored, accepted as usize, "jobs in the store");
+    let metrics = api.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "offload_jobs_refused_total",
+            &["reason=\"queue_full\""]
+        ),
+        f64::from(30 - accepted)
+    );
+    api.stop().await;
+    env.cleanup().await;
+}
