@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use offload_shared::{
     Settings,
     broker::{self, BrokerError},
+    frames::MessageLimits,
     session::{self, OpenError},
     topology::{self, Names},
 };
@@ -60,9 +61,9 @@ pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names)
     let publisher = JobPublisher::new(
         opened.confirms,
         opened.connection.status().clone(),
-        opened.names.jobs_exchange.clone(),
-        opened.names.parked_events_queue.clone(),
+        &opened.names,
         settings.publish_timeout(),
+        MessageLimits::of(&opened.connection, settings),
     );
     Ok((
         Session {

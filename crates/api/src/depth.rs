@@ -28,21 +28,53 @@ pub struct QueueDepth {
 
 /// The latest depth of every watched queue, by queue name; shared with the handlers.
 #[derive(Debug, Clone, Default)]
-pub struct QueueStats(Arc<RwLock<HashMap<String, QueueDepth>>>);
+pub struct QueueStats {
+    depths: Arc<RwLock<HashMap<String, QueueDepth>>>,
+    /// Jobs admitted to each queue since its depth was last read: the depth is read every
+    /// [`INTERVAL`], and a flood fills a queue much faster.
+    admitted: Arc<RwLock<HashMap<String, u32>>>,
+}
 
 impl QueueStats {
     /// The latest depth of `queue`, if it was read.
     pub fn get(&self, queue: &str) -> Option<QueueDepth> {
-        self.0
+        self.depths
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(queue)
             .copied()
     }
 
+    /// Admits `jobs` more jobs to `queue` if its last-read ready count plus the jobs admitted
+    /// since stays below `full_at`; false (nothing counted) if not.
+    pub fn admit(&self, queue: &str, jobs: u32, full_at: u32) -> bool {
+        let ready = self.get(queue).map_or(0, |d| d.ready);
+        let mut admitted = self.admitted.write().unwrap_or_else(|e| e.into_inner());
+        let since = admitted.entry(queue.to_owned()).or_default();
+        if ready.saturating_add(*since).saturating_add(jobs) > full_at {
+            return false;
+        }
+        *since = since.saturating_add(jobs);
+        true
+    }
+
     fn update(&self, queue: &str, change: impl FnOnce(&mut QueueDepth)) {
-        let mut all = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.depths.write().unwrap_or_else(|e| e.into_inner());
         change(all.entry(queue.to_owned()).or_default());
+    }
+
+    /// A fresh ready count of `queue`: what was admitted before it is in it now.
+    fn read(&self, queue: &str, ready: u32, consumers: u32) {
+        // Reset first: a job admitted between the two steps is counted twice (refusing a little
+        // early), never missed.
+        self.admitted
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(queue);
+        self.update(queue, |d| {
+            d.ready = ready;
+            d.consumers = consumers;
+        });
     }
 }
 
@@ -191,10 +223,7 @@ pub async fn watch(
             match declared {
                 Ok(q) => {
                     metrics.queue(queue, q.message_count(), q.consumer_count());
-                    stats.update(queue, |d| {
-                        d.ready = q.message_count();
-                        d.consumers = q.consumer_count();
-                    });
+                    stats.read(queue, q.message_count(), q.consumer_count());
                 }
                 Err(e) => {
                     // A missing queue closes the channel: the next queue gets a new one, so
@@ -219,6 +248,19 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admitted_jobs_count_until_the_next_read() {
+        let stats = QueueStats::default();
+        assert!(stats.admit("q", 200, 270), "an unread queue is empty");
+        assert!(stats.admit("q", 70, 270), "up to the threshold");
+        assert!(!stats.admit("q", 1, 270), "one past it");
+        stats.read("q", 100, 1);
+        assert!(stats.admit("q", 170, 270));
+        assert!(!stats.admit("q", 1, 270));
+        stats.read("q", 270, 1);
+        assert!(!stats.admit("q", 1, 270), "full by the broker's count");
+    }
 
     #[test]
     fn path_segments_are_encoded() {

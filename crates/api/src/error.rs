@@ -30,6 +30,9 @@ pub fn rate_limit_headers(headers: &mut axum::http::HeaderMap, quota: &crate::au
     }
 }
 
+/// Seconds a client should wait after a 503 `queue-full`: the API reads queue depth every 2 s.
+pub const QUEUE_FULL_RETRY_AFTER_S: u64 = 2;
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -154,6 +157,11 @@ pub struct Problem {
     job_id: Option<JobId>,
 }
 
+/// Why a request was refused with nothing enqueued, for `offload_jobs_refused_total{reason}`;
+/// set on the response by [`ApiError`], counted by the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal(pub &'static str);
+
 /// The cause chain of a server-side failure, logged once by the `log_failures` middleware.
 #[derive(Debug, Clone)]
 pub struct FailureCause(pub String);
@@ -172,6 +180,10 @@ impl ApiError {
             ApiError::InsufficientScope(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Broker(BrokerError::MessageTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Broker(BrokerError::HeadersTooLarge { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Broker(_)
             | ApiError::Unknown(..)
             | ApiError::Store(_)
@@ -190,6 +202,9 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unresolved(_) => "unresolved",
             ApiError::Broker(BrokerError::Blocked) => "queue-blocked",
+            ApiError::Broker(BrokerError::QueueFull(_) | BrokerError::Nacked) => "queue-full",
+            ApiError::Broker(BrokerError::MessageTooLarge { .. }) => "message-too-large",
+            ApiError::Broker(BrokerError::HeadersTooLarge { .. }) => "headers-too-large",
             ApiError::Broker(_) => "queue-unavailable",
             ApiError::Unknown(..) => "confirm-unknown",
             ApiError::Store(_) => "store-unavailable",
@@ -199,6 +214,19 @@ impl ApiError {
             ApiError::CrossOrigin(_) => "cross-origin",
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The refusal reason this error counts as, if it refused a job with nothing enqueued.
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            ApiError::TooLarge(_) => Some("body_too_large"),
+            ApiError::Broker(BrokerError::QueueFull(_) | BrokerError::Nacked) => Some("queue_full"),
+            ApiError::Broker(BrokerError::Blocked) => Some("broker_blocked"),
+            ApiError::Broker(BrokerError::MessageTooLarge { .. }) => Some("message_too_large"),
+            ApiError::Broker(BrokerError::HeadersTooLarge { .. }) => Some("headers_too_large"),
+            ApiError::Broker(_) => Some("broker_unavailable"),
+            _ => None,
         }
     }
 
@@ -237,6 +265,17 @@ impl IntoResponse for ApiError {
                     (!partial.unresolved.is_empty()).then(|| partial.unresolved.clone());
             }
             ApiError::Unknown(id, _) => problem.job_id = Some(*id),
+            ApiError::Broker(
+                e @ (BrokerError::MessageTooLarge { .. } | BrokerError::HeadersTooLarge { .. }),
+            ) => {
+                problem.detail = format!("{e}; nothing was enqueued");
+            }
+            ApiError::Broker(e @ (BrokerError::QueueFull(_) | BrokerError::Nacked)) => {
+                problem.detail = format!(
+                    "{e}: the workers are behind and draining it; nothing was enqueued, retry \
+                     in {QUEUE_FULL_RETRY_AFTER_S} s"
+                );
+            }
             ApiError::Broker(_) | ApiError::Store(_) => {
                 problem.detail =
                     format!("{self}; nothing was enqueued, retry in {RETRY_AFTER_S} s");
@@ -249,7 +288,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if server_side || matches!(self, ApiError::Unresolved(_)) {
+        if matches!(
+            self,
+            ApiError::Broker(BrokerError::QueueFull(_) | BrokerError::Nacked)
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(QUEUE_FULL_RETRY_AFTER_S),
+            );
+        } else if server_side || matches!(self, ApiError::Unresolved(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
@@ -281,6 +328,17 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         if server_side {
+
+        if let Some(reason) = self.refusal() {
+            response.extensions_mut().insert(Refusal(reason));
+        }
+        // A full queue is the back-pressure working, not a failure: counted, not logged (a
+        // flood would log every refused request).
+        let queue_full = matches!(
+            self,
+            ApiError::Broker(BrokerError::QueueFull(_) | BrokerError::Nacked)
+        );
+        if server_side && !queue_full {
             response
                 .extensions_mut()
                 .insert(FailureCause(self.cause_chain()));
@@ -382,12 +440,71 @@ mod tests {
 
     #[test]
     fn broker_failures_are_503_with_retry_after_and_a_logged_cause() {
-        let err = ApiError::Broker(BrokerError::Nacked);
+        let err = ApiError::Broker(BrokerError::NotConnected);
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let cause = response.extensions().get::<FailureCause>().expect("cause");
-        assert!(cause.0.contains("nack"), "{}", cause.0);
+        assert!(cause.0.contains("not connected"), "{}", cause.0);
+        // A full queue is refused without an error log: a flood would log every request.
+        let full = ApiError::Broker(BrokerError::Nacked).into_response();
+        assert!(full.extensions().get::<FailureCause>().is_none());
+    }
+
+    #[tokio::test]
+    async fn limits_refusals_have_their_status_type_and_retry_after() {
+        let cases = [
+            (
+                BrokerError::QueueFull("p.jobs".into()),
+                503,
+                "queue-full",
+                Some("2"),
+            ),
+            (BrokerError::Nacked, 503, "queue-full", Some("2")),
+            (BrokerError::Blocked, 503, "queue-blocked", Some("1")),
+            (
+                BrokerError::MessageTooLarge {
+                    size: 20,
+                    limit: 10,
+                },
+                413,
+                "message-too-large",
+                None,
+            ),
+            (
+                BrokerError::HeadersTooLarge {
+                    size: 200_000,
+                    frame_max: 131_072,
+                },
+                422,
+                "headers-too-large",
+                None,
+            ),
+        ];
+        for (err, status, slug, retry_after) in cases {
+            let response = ApiError::Broker(err).into_response();
+            assert_eq!(response.status().as_u16(), status, "{slug}");
+            assert!(response.extensions().get::<Refusal>().is_some(), "{slug}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+                retry_after,
+                "{slug}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let problem: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(problem["type"], format!("/problems/{slug}"));
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("nothing was enqueued")),
+                "{problem}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use prometheus_client::{
 
 use offload_shared::{JobEvent, JobKind, JobStatus, http_server::ConnMetrics};
 
-use crate::state::AppState;
+use crate::{error::Refusal, state::AppState};
 
 /// Label set of a kind.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +50,12 @@ pub struct RequestLabels {
 pub struct RouteLabels {
     method: String,
     route: String,
+}
+
+/// Label set of a refused submit.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    reason: &'static str,
 }
 
 /// Label set of a queue.
@@ -80,6 +86,7 @@ pub struct ApiMetrics {
     kind_conflicts: Counter,
     /// Connections of the HTTP listener (open, refused over the limit).
     pub connections: ConnMetrics,
+    refused: Family<ReasonLabel, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -195,9 +202,18 @@ impl Default for ApiMetrics {
         );
         let connections = ConnMetrics::default();
         connections.register(&mut registry);
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "jobs_refused",
+            "Submits and redrives refused with nothing enqueued, by reason: queue_full, \
+             broker_blocked, broker_unavailable, body_too_large, message_too_large, \
+             headers_too_large",
+            refused.clone(),
+        );
         ApiMetrics {
             connections,
             registry,
+            refused,
             announcements_refused,
             kind_conflicts,
             events_parked,
@@ -228,6 +244,11 @@ impl ApiMetrics {
             })
             .inc();
         self.publish_confirm.observe(confirm.as_secs_f64());
+    }
+
+    /// A request was refused for `reason`, nothing enqueued.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// An announcement was refused as a whole.
@@ -351,6 +372,9 @@ pub async fn track_requests(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let metrics = &state.metrics;
+    if let Some(Refusal(reason)) = response.extensions().get::<Refusal>() {
+        metrics.refused(reason);
+    }
     metrics
         .http_requests
         .get_or_create(&RequestLabels {

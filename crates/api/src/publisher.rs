@@ -1,7 +1,7 @@
 //! Publishing jobs: persistent, mandatory, confirmed, with a deadline; and parking lifecycle
 //! events that do not parse.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use lapin::{
     Channel, ConnectionStatus,
@@ -11,6 +11,8 @@ use lapin::{
 use offload_shared::{
     JobEnvelope,
     broker::{self, BrokerError, Confirm, REASON_HEADER, REQUEST_ID_HEADER},
+    frames::MessageLimits,
+    topology::Names,
 };
 
 /// Publishes job envelopes on one channel in confirm mode, shared by all requests.
@@ -21,25 +23,35 @@ pub struct JobPublisher {
     exchange: String,
     parked_queue: String,
     deadline: Duration,
+    limits: MessageLimits,
+    names: Arc<Names>,
 }
 
 impl JobPublisher {
-    /// A publisher sending to `exchange` on `channel` (already in confirm mode) of the
-    /// connection whose status is `connection`; unreadable events go to `parked_queue`.
+    /// A publisher sending to the jobs exchange of `names` on `channel` (already in confirm
+    /// mode) of the connection whose status is `connection`; unreadable events go to the parked
+    /// queue. Every message is checked against `limits` before it is sent.
     pub fn new(
         channel: Channel,
         connection: ConnectionStatus,
-        exchange: String,
-        parked_queue: String,
+        names: &Names,
         deadline: Duration,
+        limits: MessageLimits,
     ) -> Self {
         JobPublisher {
             channel,
             connection,
-            exchange,
-            parked_queue,
+            exchange: names.jobs_exchange.clone(),
+            parked_queue: names.parked_events_queue.clone(),
             deadline,
+            limits,
+            names: Arc::new(names.clone()),
         }
+    }
+
+    /// The topology's names (a kind's work queue is `names().work_queue(..)`).
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// Publishes `job` and waits up to the publish deadline for the broker's confirm.
@@ -60,11 +72,17 @@ impl JobPublisher {
             );
             properties = properties.with_headers(headers);
         }
+        let body = job.to_bytes();
+        // Refused here, for sure, rather than sent and answered by the broker closing the
+        // connection every request shares.
+        if let Err(e) = self.limits.check(&properties, body.len()) {
+            return Confirm::Refused(e);
+        }
         broker::publish_tracked(
             &self.channel,
             &self.exchange,
             job.kind.as_str(),
-            &job.to_bytes(),
+            &body,
             properties,
             self.deadline,
         )
@@ -81,12 +99,14 @@ impl JobPublisher {
             ShortString::from(REASON_HEADER),
             AMQPValue::LongString(LongString::from(reason.into_bytes())),
         );
+        let properties = broker::persistent_json().with_headers(headers);
+        self.limits.check(&properties, body.len())?;
         broker::publish_confirmed(
             &self.channel,
             "",
             &self.parked_queue,
             body,
-            broker::persistent_json().with_headers(headers),
+            properties,
             self.deadline,
         )
         .await

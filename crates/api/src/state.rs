@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{Settings, broker::BrokerError};
+use offload_shared::{JobKind, Settings, broker::BrokerError};
 
 use crate::{
     accept::Confirmer,
@@ -55,6 +55,35 @@ impl AppState {
             .ok_or(BrokerError::NotConnected)?;
         if publisher.is_blocked() {
             return Err(BrokerError::Blocked);
+        }
+        Ok(publisher)
+    }
+
+    /// The publisher for new jobs of `kinds` (one entry per job), if each kind's work queue has
+    /// room: a queue whose last-read ready count plus the jobs admitted since would pass
+    /// [`Settings::queue_full_at`] refuses with `QueueFull` (the 503 `queue-full`), before
+    /// anything is written. Past that (several API replicas, jobs of other producers) the
+    /// broker's own `x-max-length` refuses with a `reject-publish` nack: the same answer.
+    pub fn admit<'a>(
+        &self,
+        kinds: impl IntoIterator<Item = &'a JobKind>,
+    ) -> Result<JobPublisher, BrokerError> {
+        let publisher = self.publisher()?;
+        let full_at = self.settings.queue_full_at();
+        let mut per_queue = std::collections::BTreeMap::<String, u32>::new();
+        for kind in kinds {
+            // A kind unknown here was refused by the parse before; nothing to count.
+            let Ok(known) = self.kinds.get(kind.as_str()) else {
+                continue;
+            };
+            *per_queue
+                .entry(publisher.names().work_queue(&known.spec.queue))
+                .or_default() += 1;
+        }
+        for (queue, jobs) in per_queue {
+            if !self.queue_stats.admit(&queue, jobs, full_at) {
+                return Err(BrokerError::QueueFull(queue));
+            }
         }
         Ok(publisher)
     }

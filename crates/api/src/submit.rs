@@ -344,11 +344,30 @@ mod tests {
                 "timeout over the maximum",
             ),
             ("[1,2]", 422, "not an object"),
+            (
+                r#"{"kind":"sleep","payload":{"ms":1e999}}"#,
+                422,
+                "a number past f64 where the schema wants an integer",
+            ),
             (deep.as_str(), 422, "payload nested past the limit"),
         ];
         for (body, status, why) in cases {
             assert_eq!(json_status(body).map(|_| 0), Err(status), "{why}: {body}");
         }
+    }
+
+    #[test]
+    fn odd_numbers_are_accepted_and_keep_their_text() {
+        let job = json_status(
+            r#"{"kind":"noop","payload":{"a":1e999,"b":-0,"c":1.0,"d":12345678901234567890123}}"#,
+        )
+        .expect("any JSON number is a valid noop payload");
+        assert_eq!(
+            job.payload.to_string(),
+            r#"{"a":1e+999,"b":-0,"c":1.0,"d":12345678901234567890123}"#
+        );
+        let job = json_status(r#"{"kind":"sleep","payload":{"ms":5}}"#).expect("valid");
+        assert_eq!(job.payload, json!({"ms": 5}));
     }
 
     #[test]

@@ -32,6 +32,30 @@ pub enum BrokerError {
     /// The broker refused the message (`basic.nack`), e.g. a full queue with `reject-publish`.
     #[error("the broker refused the message (nack)")]
     Nacked,
+    /// A work queue is at its length limit (`x-max-length` with `reject-publish`, or the API's
+    /// own threshold below it): nothing was enqueued; workers are draining it.
+    #[error("the job queue {0} is full")]
+    QueueFull(String),
+    /// The message body is larger than the broker's message size limit: not sent.
+    #[error(
+        "the message is {size} bytes, over the broker's message size limit of {limit} bytes (OFFLOAD_BROKER_MAX_MESSAGE_BYTES)"
+    )]
+    MessageTooLarge {
+        /// The body's bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The message's properties and headers do not fit one frame of the connection: not sent.
+    #[error(
+        "the message's properties and headers take {size} bytes, over the connection's frame size of {frame_max} bytes"
+    )]
+    HeadersTooLarge {
+        /// The content header frame's bytes.
+        size: usize,
+        /// The negotiated `frame_max`.
+        frame_max: usize,
+    },
     /// No connection to the broker right now (it is being re-established).
     #[error("not connected to the broker (reconnecting)")]
     NotConnected,

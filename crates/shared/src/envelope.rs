@@ -136,6 +136,48 @@ mod tests {
     }
 
     #[test]
+    fn numbers_keep_their_text_through_the_envelope() {
+        // serde_json's `arbitrary_precision`: a number is carried as the text it was sent as
+        // (no `1e15` becoming `1000000000000000.0`, no precision lost). The one rewrite is of
+        // exponents: `E` is written `e`, and an unsigned exponent gets its `+`, so a number
+        // grows by at most one byte.
+        for (sent, carried) in [
+            ("1e15", "1e+15"),
+            ("1e999", "1e+999"),
+            ("-0", "-0"),
+            ("1.0", "1.0"),
+            ("12345678901234567890123", "12345678901234567890123"),
+            ("-1.5E-7", "-1.5e-7"),
+            ("2E+3", "2e+3"),
+            ("0.1", "0.1"),
+        ] {
+            let payload: Value =
+                serde_json::from_str(&format!("{{\"n\":{sent}}}")).expect("parses");
+            let mut env = sample();
+            env.payload = payload;
+            let bytes = env.to_bytes();
+            let text = String::from_utf8(bytes.clone()).expect("utf-8");
+            assert!(
+                text.contains(&format!("\"payload\":{{\"n\":{carried}}}")),
+                "{sent}: {text}"
+            );
+            assert!(carried.len() <= sent.len() + 1, "{sent}");
+            let back = JobEnvelope::from_bytes(&bytes).expect("parses back");
+            assert_eq!(back.payload.to_string(), format!("{{\"n\":{carried}}}"));
+        }
+    }
+
+    #[test]
+    fn strings_never_grow_when_reserialised() {
+        // Escapes come out no longer than they went in: `\u00e9` becomes `é`, `\/` becomes `/`,
+        // and a control character is written with the shortest escape JSON allows.
+        let sent = r#"["\u00e9\/\n\u0001\"\\ \ud83d\ude00"]"#;
+        let value: Value = serde_json::from_str(sent).expect("parses");
+        let out = value.to_string();
+        assert!(out.len() <= sent.len(), "{out} is longer than {sent}");
+    }
+
+    #[test]
     fn garbage_and_other_versions_are_refused() {
         assert!(JobEnvelope::from_bytes(b"not json").is_err());
         assert!(JobEnvelope::from_bytes(b"{}").is_err());

@@ -14,6 +14,7 @@
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
 //! - [`retry`]: exponential back-off with jitter, carried out by TTL'd delay queues.
 //! - [`topology`]: exchanges, queues and their arguments, declared idempotently by both binaries.
+//! - [`frames`]: the frame and message size limits every publish is checked against first.
 //! - [`broker`]: connecting and confirmed publishing, each with a deadline.
 //! - [`telemetry`]: tracing set-up (JSON in containers, readable in a terminal).
 //! - [`shutdown`]: the cancellation token that SIGTERM / Ctrl-C trigger.
@@ -23,6 +24,7 @@ pub mod broker;
 pub mod build;
 pub mod envelope;
 pub mod events;
+pub mod frames;
 pub mod healthcheck;
 pub mod http_server;
 pub mod kinds;

@@ -28,6 +28,19 @@ pub const MAX_JOB_TIMEOUT_S: u64 = 1500;
 pub const DEFAULT_METRICS_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9090);
 
+/// Default of `OFFLOAD_BROKER_MAX_MESSAGE_BYTES`: RabbitMQ 4.x's default `max_message_size`.
+pub const DEFAULT_BROKER_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Default of `OFFLOAD_MAX_QUEUE_LENGTH`: 100,000 messages. With the default 1 MiB body limit a
+/// full quorum queue could hold up to ~100 GB in the worst case, but typical jobs of a few KB
+/// make it a few hundred MB, far below a broker's memory alarm, while it is still hours of
+/// backlog for a small fleet: the limit is reached only when workers cannot keep up at all.
+pub const DEFAULT_MAX_QUEUE_LENGTH: u32 = 100_000;
+
+/// Share (in percent) of `OFFLOAD_MAX_QUEUE_LENGTH` at which the API refuses new jobs, so
+/// retries dead-lettered back from the delay queues still fit the queue.
+pub const QUEUE_FULL_PERCENT: u32 = 90;
+
 /// Default of `OFFLOAD_MAX_RESULT_BYTES`: 1 MiB.
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1024 * 1024;
 
@@ -234,6 +247,20 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(256..=(256 * 1024 * 1024)))]
     pub max_body_bytes: u64,
 
+    /// The broker's message size limit in bytes: set it to the broker's `max_message_size`
+    /// (RabbitMQ 4.x: 16 MiB by default; 3.x: 128 MiB, 512 MiB at most). A message over it is
+    /// refused before it is sent; OFFLOAD_MAX_BODY_BYTES and OFFLOAD_MAX_RESULT_BYTES plus the
+    /// envelope (4 KiB) must fit it.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_BROKER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_BROKER_MAX_MESSAGE_BYTES, value_parser = clap::value_parser!(u64).range(8192..=(512 * 1024 * 1024)))]
+    pub broker_max_message_bytes: u64,
+
+    /// Most messages a work queue holds (`x-max-length`, with `x-overflow=reject-publish`: a
+    /// full queue refuses publishes). The API refuses submits with 503 `queue-full` once a
+    /// queue's ready count reaches 90 % of it, so retries coming back from the delay queues
+    /// still fit. Fixed when a queue is created; existing queues take it from a policy.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_QUEUE_LENGTH", default_value_t = DEFAULT_MAX_QUEUE_LENGTH, value_parser = clap::value_parser!(u32).range(10..=100_000_000))]
+    pub max_queue_length: u32,
+
     /// Seconds a stopping process waits for in-flight work before it exits.
     #[arg(
         long,
@@ -402,6 +429,22 @@ impl Settings {
                 self.resolve_after_s, self.publish_timeout_ms
             ));
         }
+        let overhead = crate::frames::ENVELOPE_OVERHEAD_BYTES;
+        for (name, value) in [
+            ("OFFLOAD_MAX_BODY_BYTES", self.max_body_bytes),
+            ("OFFLOAD_MAX_RESULT_BYTES", self.max_result_bytes),
+        ] {
+            if value.saturating_add(overhead) > self.broker_max_message_bytes {
+                return Err(format!(
+                    "{name} ({value}) plus the job envelope ({overhead} bytes) is above \
+                     OFFLOAD_BROKER_MAX_MESSAGE_BYTES ({}): the broker would refuse such a message \
+                     and close the connection every request shares. Lower {name} to at most {}, or \
+                     raise the broker's max_message_size and OFFLOAD_BROKER_MAX_MESSAGE_BYTES with it",
+                    self.broker_max_message_bytes,
+                    self.broker_max_message_bytes.saturating_sub(overhead)
+                ));
+            }
+        }
         if self.job_timeout_s > self.max_job_timeout_s {
             return Err(format!(
                 "OFFLOAD_JOB_TIMEOUT_S ({}) is above OFFLOAD_MAX_JOB_TIMEOUT_S ({}); lower the default or raise the maximum",
@@ -503,6 +546,13 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The ready count of a work queue at which the API refuses new jobs
+    /// ([`QUEUE_FULL_PERCENT`] of `OFFLOAD_MAX_QUEUE_LENGTH`, at least 1).
+    pub fn queue_full_at(&self) -> u32 {
+        let at = u64::from(self.max_queue_length) * u64::from(QUEUE_FULL_PERCENT) / 100;
+        u32::try_from(at).unwrap_or(u32::MAX).max(1)
     }
 
     /// How long a finished job is kept.
@@ -748,6 +798,33 @@ mod tests {
     }
 
     #[test]
+    fn a_body_limit_the_broker_cannot_carry_is_refused_naming_both_settings() {
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.max_body_bytes = 256 * 1024 * 1024;
+        let err = s.validate().expect_err("256 MiB over a 16 MiB broker");
+        assert!(err.contains("OFFLOAD_MAX_BODY_BYTES"), "{err}");
+        assert!(err.contains("OFFLOAD_BROKER_MAX_MESSAGE_BYTES"), "{err}");
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.max_body_bytes = s.broker_max_message_bytes - crate::frames::ENVELOPE_OVERHEAD_BYTES;
+        assert!(s.validate().is_ok(), "exactly at the bound");
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.broker_max_message_bytes = 256 * 1024 * 1024;
+        s.max_body_bytes = 200 * 1024 * 1024;
+        assert!(
+            s.validate().is_ok(),
+            "a broker configured for large messages"
+        );
+    }
+
+    #[test]
+    fn the_api_refuses_below_the_queue_length_limit() {
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        assert_eq!(s.queue_full_at(), 90_000);
+        s.max_queue_length = 300;
+        assert_eq!(s.queue_full_at(), 270);
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_flag_named() {
         let cases: &[(&[&str], &str)] = &[
             (&["offload", "--prefetch", "0"], "--prefetch"),
@@ -765,6 +842,14 @@ mod tests {
                 "--max-result-bytes",
             ),
             (&["offload", "--retention-s", "0"], "--retention-s"),
+            (
+                &["offload", "--max-queue-length", "0"],
+                "--max-queue-length",
+            ),
+            (
+                &["offload", "--broker-max-message-bytes", "100"],
+                "--broker-max-message-bytes",
+            ),
             (
                 &["offload", "--worker-heartbeat-s", "301"],
                 "--worker-heartbeat-s",

@@ -325,7 +325,8 @@ async fn open_session(
     let work_queues = topology::declare_work_queues(&connection, settings, queues)
         .await
         .map_err(OpenError::from)?;
-    let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline);
+    let limits = offload_shared::frames::MessageLimits::of(&connection, settings);
+    let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline, limits);
     Ok(Session {
         connection,
         jobs,

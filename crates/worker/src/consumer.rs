@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
     JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
-    broker::{self, REQUEST_ID_HEADER, Settle},
+    broker::{self, BrokerError, REQUEST_ID_HEADER, Settle},
     limits::{MAX_JSON_DEPTH, json_depth, json_len},
     retry::RetryPolicy,
 };
@@ -176,6 +176,13 @@ impl JobRunner {
                         self.ack(delivery, Some(envelope.id), Settled::Succeeded)
                             .await
                     }
+                    Err(e @ BrokerError::MessageTooLarge { .. }) => {
+                        let reason = format!("permanent error: the result cannot be sent: {e}");
+                        let mut event =
+                            self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
+                        event.run_ms = run_ms;
+                        self.finish_dead(delivery, &reason, Some(event)).await
+                    }
                     Err(e) => {
                         self.requeue(delivery, Some(envelope.id), &e.to_string())
                             .await
@@ -255,14 +262,31 @@ impl JobRunner {
             ..envelope.clone()
         };
         tracing::info!(job_id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.jittered_ms, error = %message, "attempt failed; retrying later");
-        if let Err(e) = self
+        match self
             .reporter
             .schedule_retry(&next, &delivery.properties, delay)
             .await
         {
-            return self
-                .requeue(delivery, Some(envelope.id), &e.to_string())
-                .await;
+            Ok(()) => {}
+            // Sent again it would be refused again: the job ends dead with the reason.
+            Err(
+                e @ (BrokerError::MessageTooLarge { .. } | BrokerError::HeadersTooLarge { .. }),
+            ) => {
+                let reason = format!("the retry cannot be sent: {e}; last error: {message}");
+                let mut event = self.dead_event(
+                    envelope.id,
+                    envelope.attempt,
+                    Some(envelope.kind.clone()),
+                    &reason,
+                );
+                event.run_ms = run_ms;
+                return self.finish_dead(delivery, &reason, Some(event)).await;
+            }
+            Err(e) => {
+                return self
+                    .requeue(delivery, Some(envelope.id), &e.to_string())
+                    .await;
+            }
         }
         let mut event = self.event(&envelope, JobStatus::Retrying, run_ms);
         event.error = Some(format!(

@@ -24,6 +24,7 @@ use offload_shared::{
     JobEnvelope, JobEvent, JobKind,
     announce::{ANNOUNCEMENT_TYPE, Announcement},
     broker::{self, BrokerError},
+    frames::MessageLimits,
     retry::RetryDelay,
     topology::{DELAY_HEADER, Names},
 };
@@ -39,6 +40,9 @@ pub const MAX_EVENTS: usize = 256;
 /// default `max_message_size` (16 MiB). An event that is larger alone (a result of up to
 /// `OFFLOAD_MAX_RESULT_BYTES`, at most 8 MiB) is sent in a message of its own.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest `x-offload-reason` header a dead letter gets, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
 
 /// Who waits for an event's confirm.
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -62,17 +66,27 @@ pub struct Reporter {
     names: Arc<Names>,
     worker: Arc<str>,
     deadline: Duration,
+    limits: MessageLimits,
 }
 
 impl Reporter {
-    /// A reporter for `worker` publishing on `channel` (already in confirm mode). Starts the
-    /// event batcher, which stops when the last clone of the reporter is dropped.
-    pub fn new(channel: Channel, names: &Names, worker: Arc<str>, deadline: Duration) -> Self {
+    /// A reporter for `worker` publishing on `channel` (already in confirm mode); every
+    /// message is checked against `limits` before it is sent, so one that would make the broker
+    /// close the connection fails alone. Starts the event batcher, which stops when the last
+    /// clone of the reporter is dropped.
+    pub fn new(
+        channel: Channel,
+        names: &Names,
+        worker: Arc<str>,
+        deadline: Duration,
+        limits: MessageLimits,
+    ) -> Self {
         let (events, waiting) = mpsc::unbounded_channel();
         tokio::spawn(batch_events(
             channel.clone(),
             names.events_queue.as_str().into(),
             deadline,
+            limits,
             waiting,
         ));
         Reporter {
@@ -82,6 +96,7 @@ impl Reporter {
             names: Arc::new(names.clone()),
             worker,
             deadline,
+            limits,
         }
     }
 
@@ -97,6 +112,17 @@ impl Reporter {
 
     /// Publishes `event` (in the next batch) and waits for the broker's confirm.
     pub async fn event(&self, event: JobEvent) -> Result<(), BrokerError> {
+        // Only a result can make an event large; one the broker would refuse is refused here,
+        // for sure, so the job can end with the reason instead of being requeued forever.
+        if event.result.is_some() {
+            let size = serde_json::to_vec(&event).map_or(0, |b| b.len()) + 2;
+            if size > self.limits.max_message_bytes {
+                return Err(BrokerError::MessageTooLarge {
+                    size,
+                    limit: self.limits.max_message_bytes,
+                });
+            }
+        }
         let (done, confirmed) = oneshot::channel();
         self.events
             .send((event, Some(done)))
@@ -124,9 +150,12 @@ impl Reporter {
         reason: &str,
     ) -> Result<(), BrokerError> {
         let mut headers = original.headers().clone().unwrap_or_default();
-        put(&mut headers, REASON_HEADER, reason);
+        // Bounded: a header travels in one frame, and a reason may quote a handler's error.
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        put(&mut headers, REASON_HEADER, &reason);
         put(&mut headers, WORKER_HEADER, &self.worker);
         let properties = original.clone().with_headers(headers).with_delivery_mode(2);
+        self.limits.check(&properties, body.len())?;
         broker::publish_confirmed(
             &self.channel,
             &self.dead_exchange,
@@ -162,11 +191,13 @@ impl Reporter {
             .with_headers(headers)
             .with_delivery_mode(2)
             .with_expiration(ShortString::from(delay.jittered_ms.to_string()));
+        let body = next.to_bytes();
+        self.limits.check(&properties, body.len())?;
         broker::publish_confirmed(
             &self.channel,
             &self.names.delay_exchange,
             next.kind.as_str(),
-            &next.to_bytes(),
+            &body,
             properties,
             self.deadline,
         )
@@ -192,6 +223,7 @@ impl Reporter {
             .with_headers(headers)
             .with_delivery_mode(2)
             .with_expiration(ShortString::from(tier_ms.to_string()));
+        self.limits.check(&properties, body.len())?;
         broker::publish_confirmed(
             &self.channel,
             &self.names.delay_exchange,
@@ -211,11 +243,13 @@ impl Reporter {
             .with_delivery_mode(1)
             .with_content_type("application/json".into())
             .with_type(ANNOUNCEMENT_TYPE.into());
+        let body = announcement.to_bytes();
+        self.limits.check(&properties, body.len())?;
         broker::publish_confirmed(
             &self.channel,
             "",
             &self.names.workers_queue,
-            &announcement.to_bytes(),
+            &body,
             properties,
             self.deadline,
         )
@@ -234,21 +268,28 @@ async fn batch_events(
     channel: Channel,
     queue: Arc<str>,
     deadline: Duration,
+    limits: MessageLimits,
     mut waiting: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut taken = Vec::with_capacity(MAX_EVENTS);
     while waiting.recv_many(&mut taken, MAX_EVENTS).await > 0 {
         let folded = fold_starts(std::mem::take(&mut taken));
         for batch in split(folded, MAX_BATCH_BYTES) {
-            let outcome = broker::publish_confirmed(
-                &channel,
-                "",
-                &queue,
-                &batch.body,
-                broker::persistent_json(),
-                deadline,
-            )
-            .await
+            let properties = broker::persistent_json();
+            let outcome = match limits.check(&properties, batch.body.len()) {
+                Ok(()) => {
+                    broker::publish_confirmed(
+                        &channel,
+                        "",
+                        &queue,
+                        &batch.body,
+                        properties,
+                        deadline,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
             .map_err(|e| e.to_string());
             if let Err(why) = &outcome {
                 tracing::warn!(events = batch.events, bytes = batch.body.len(), error = %why, "lifecycle events not confirmed");

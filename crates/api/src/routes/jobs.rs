@@ -43,12 +43,12 @@ pub const DEFAULT_PAGE: u32 = 50;
         (status = 200, description = "A repeat with the same Idempotency-Key: the first job, nothing enqueued", body = JobRecord),
         (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while the first job's confirm is still unknown (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the key's rate limit (`rate-limited`): Retry-After, RateLimit-Policy, RateLimit", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`, `queue-full`: the kind's work queue is at 90 % of OFFLOAD_MAX_QUEUE_LENGTH): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn submit(
@@ -79,8 +79,9 @@ pub async fn submit(
         Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
         parsed => parsed?,
     };
-    // Checked before anything is written: while the broker is away, answer 503 at once.
-    let publisher = state.publisher()?;
+    // Checked before anything is written: while the broker is away or the kind's queue is
+    // full, answer 503 at once.
+    let publisher = state.admit([&new.kind])?;
 
     let id = JobId::new();
     tracing::Span::current().record("job_id", tracing::field::display(id));
@@ -203,12 +204,12 @@ pub struct BatchAccepted {
         (status = 202, description = "Accepted: the broker confirmed every job's persistent message", body = BatchAccepted),
         (status = 200, description = "A repeat with the same Idempotency-Key: the first jobs, nothing enqueued", body = BatchAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No jobs, over 1,000, or a bad job (`jobs[i]: ...`); nothing enqueued", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while some of the first request's jobs are unresolved (Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the key's rate limit (a batch of N costs N): Retry-After, RateLimit-Policy, RateLimit", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker took none (nothing enqueued) or only some of the jobs (`accepted`, `not_accepted`, `unresolved`: not confirmed in time, may still run); Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker took none (nothing enqueued; `queue-full` when a work queue is full) or only some of the jobs (`accepted`, `not_accepted`, `unresolved`: not confirmed in time, may still run); Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all, fields(jobs))]
 pub async fn submit_batch(
@@ -232,7 +233,7 @@ pub async fn submit_batch(
     };
     tracing::Span::current().record("jobs", batch.len());
     let quota = caller.charge(&state, u32::try_from(batch.len()).unwrap_or(u32::MAX))?;
-    let publisher = state.publisher()?;
+    let publisher = state.admit(batch.iter().map(|j| &j.kind))?;
 
     let submitted_at = OffsetDateTime::now_utc();
     let resolve_at = submitted_at + state.settings.resolve_after();
@@ -502,7 +503,7 @@ pub async fn retry_job(
             job.id, job.status
         )));
     }
-    let publisher = state.publisher()?;
+    let publisher = state.admit([&job.kind])?;
     let input = state
         .store
         .input(job.id)

@@ -78,7 +78,47 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost: a client's id the layer above would keep must be short and plain, since it
+        // travels in the job's AMQP headers (a 150 KB one once closed the broker connection).
+        .layer(middleware::from_fn(plain_request_id))
         .with_state(state)
+}
+
+/// Longest client `x-request-id` kept; a longer or less plain one is replaced by a new UUID.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// True for an id of 1 to [`MAX_REQUEST_ID_LEN`] characters of `[A-Za-z0-9._-]`.
+pub fn is_plain_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Drops a client's `x-request-id` that is not plain (or comes more than once), so the
+/// request-id layer gives the request a new UUID instead.
+async fn plain_request_id(mut request: Request, next: Next) -> Response {
+    let ids = request.headers().get_all("x-request-id");
+    let mut values = ids.iter();
+    let keep = match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(id), None) => is_plain_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        let len: usize = request
+            .headers()
+            .get_all("x-request-id")
+            .iter()
+            .map(|v| v.len())
+            .sum();
+        tracing::debug!(
+            len,
+            "client x-request-id is not 1-{MAX_REQUEST_ID_LEN} characters of [A-Za-z0-9._-]; replaced by a new one"
+        );
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
 }
 
 /// Logs the cause chain of every server-side failure once, here, instead of at each `?`.
@@ -109,6 +149,24 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_short_plain_request_ids_are_kept() {
+        let long = "a".repeat(MAX_REQUEST_ID_LEN);
+        let too_long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        let cases: [(&str, bool, &str); 7] = [
+            ("0191-abc_DEF.9", true, "plain"),
+            (long.as_str(), true, "at the limit"),
+            (too_long.as_str(), false, "one over the limit"),
+            ("", false, "empty"),
+            ("a b", false, "a space"),
+            ("a/b", false, "a slash"),
+            ("é", false, "not ASCII"),
+        ];
+        for (id, kept, why) in cases {
+            assert_eq!(is_plain_request_id(id.as_bytes()), kept, "{why}");
+        }
+    }
 
     #[test]
     fn browsers_prefer_html_and_clients_do_not() {

@@ -25,12 +25,24 @@ pub fn jobs_queue_arguments(settings: &Settings, names: &Names) -> FieldTable {
         // Dead-lettering itself is confirmed by the target queue, so a dead job is never lost
         // on its way to the dead-letter queue.
         put_str(&mut args, "x-dead-letter-strategy", "at-least-once");
-        // Required by at-least-once dead-lettering: a full queue refuses publishes (the API
-        // answers 503) rather than dropping its oldest jobs.
-        put_str(&mut args, "x-overflow", "reject-publish");
     }
+    // The back-pressure: a queue holding this many messages refuses publishes (a nack, the
+    // API's 503 `queue-full`) before a flood reaches the broker's memory alarm.
+    args.insert(
+        MAX_LENGTH_ARGUMENT.into(),
+        AMQPValue::LongLongInt(i64::from(settings.max_queue_length)),
+    );
+    // A full queue refuses new messages rather than dropping its oldest jobs (also what
+    // quorum's at-least-once dead-lettering requires).
+    put_str(&mut args, OVERFLOW_ARGUMENT, "reject-publish");
     args
 }
+
+/// The work queue's length limit argument.
+pub const MAX_LENGTH_ARGUMENT: &str = "x-max-length";
+
+/// The work queue's overflow behaviour argument.
+pub const OVERFLOW_ARGUMENT: &str = "x-overflow";
 
 /// Arguments of a delay queue: its TTL is the delay, and expired messages go back to work,
 /// routed by the routing key they were published with: their kind.
@@ -95,8 +107,23 @@ mod tests {
             "x-delivery-limit",
             "x-dead-letter-strategy",
             "x-overflow",
+            "x-max-length",
         ] {
             assert!(args.contains_key(key), "{key}");
         }
+    }
+
+    #[test]
+    fn classic_work_queues_get_the_length_limit_too() {
+        let mut settings = Settings::from_env().expect("defaults");
+        settings.queue_type = QueueType::Classic;
+        settings.max_queue_length = 300;
+        let names = Names::for_settings(&settings);
+        let args = jobs_queue_arguments(&settings, &names);
+        assert_eq!(
+            args.inner().get("x-max-length"),
+            Some(&AMQPValue::LongLongInt(300))
+        );
+        assert!(args.contains_key("x-overflow"));
     }
 }

@@ -17,8 +17,8 @@ use crate::{
 use super::{
     DELAY_HEADER, LEGACY_ROUTING_KEY, Names, TopologyError,
     arguments::{
-        jobs_queue_arguments, plain_queue_arguments, put_str, retry_queue_arguments,
-        workers_queue_arguments,
+        MAX_LENGTH_ARGUMENT, OVERFLOW_ARGUMENT, jobs_queue_arguments, plain_queue_arguments,
+        put_str, retry_queue_arguments, workers_queue_arguments,
     },
 };
 
@@ -30,7 +30,7 @@ pub async fn declare(connection: &Connection, settings: &Settings) -> Result<Nam
         connection,
         settings,
         "declare exchanges and queues",
-        |channel| async move { declare_on(&channel, settings).await },
+        |channel| async move { declare_on(connection, &channel, settings).await },
     )
     .await;
     match outcome {
@@ -99,33 +99,55 @@ async fn probe_queue(
     settings: &Settings,
     deadline: std::time::Duration,
 ) -> bool {
-    let Ok(channel) = open(connection, deadline).await else {
-        return false;
-    };
     let names = Names::for_settings(settings);
-    let args = if names.is_work_queue(name) {
-        jobs_queue_arguments(settings, &names)
+    let variants = if names.is_work_queue(name) {
+        // A work queue declared before the length limit has neither or only one of its
+        // arguments: each variant is tried.
+        let all = jobs_queue_arguments(settings, &names);
+        let no_length = without(&all, MAX_LENGTH_ARGUMENT);
+        let neither = without(&no_length, OVERFLOW_ARGUMENT);
+        vec![all, no_length, neither]
     } else if name == names.workers_queue {
-        workers_queue_arguments(settings)
+        vec![workers_queue_arguments(settings)]
     } else if let Some((ms, _)) = names.retry_queues.iter().find(|(_, q)| q == name) {
-        retry_queue_arguments(settings, &names, *ms)
+        vec![retry_queue_arguments(settings, &names, *ms)]
     } else {
-        plain_queue_arguments(settings)
+        vec![plain_queue_arguments(settings)]
     };
     let options = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    let declared =
-        tokio::time::timeout(deadline, channel.queue_declare(name.into(), options, args)).await;
-    let matched = matches!(declared, Ok(Ok(_)));
-    if matched {
-        let _ = tokio::time::timeout(deadline, channel.close(200, "probed".into())).await;
+    for args in variants {
+        let Ok(channel) = open(connection, deadline).await else {
+            return false;
+        };
+        let declared =
+            tokio::time::timeout(deadline, channel.queue_declare(name.into(), options, args)).await;
+        if matches!(declared, Ok(Ok(_))) {
+            let _ = tokio::time::timeout(deadline, channel.close(200, "probed".into())).await;
+            return true;
+        }
     }
-    matched
+    false
 }
 
-async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, TopologyError> {
+/// `args` without `key`.
+fn without(args: &FieldTable, key: &str) -> FieldTable {
+    let mut out = FieldTable::default();
+    for (k, v) in args.inner() {
+        if k.as_str() != key {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn declare_on(
+    connection: &Connection,
+    channel: &Channel,
+    settings: &Settings,
+) -> Result<Names, TopologyError> {
     let names = Names::for_settings(settings);
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
@@ -157,7 +179,6 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
         (&names.events_queue, plain_queue_arguments(settings)),
         (&names.parked_events_queue, plain_queue_arguments(settings)),
         (&names.workers_queue, workers_queue_arguments(settings)),
-        (&names.jobs_queue, jobs_queue_arguments(settings, &names)),
     ];
     for (ms, name) in &names.retry_queues {
         queues.push((name, retry_queue_arguments(settings, &names, *ms)));
@@ -168,6 +189,7 @@ async fn declare_on(channel: &Channel, settings: &Settings) -> Result<Names, Top
             .await
             .map_err(|e| classify(e, "queue", name, settings))?;
     }
+    declare_work_queue(connection, settings, &names, &names.jobs_queue).await?;
 
     bind(
         channel,
@@ -245,27 +267,103 @@ where
     outcome
 }
 
-/// Declares `queue`'s work queue on `channel`, with the same arguments as the default one;
-/// returns its name.
+/// Declares the work queue `name` (on channels of its own: a mismatch closes its channel).
+/// A queue that exists with another length limit, or none (declared before the limit was
+/// added), is kept with what it has, once every other argument (type, delivery limit,
+/// dead-lettering) is checked by declaring it with the queue's own length arguments: the
+/// broker's limit then comes from a policy, and the API's ready-count check still refuses
+/// submits before the queue grows past the setting.
+async fn declare_work_queue(
+    connection: &Connection,
+    settings: &Settings,
+    names: &Names,
+    name: &str,
+) -> Result<(), TopologyError> {
+    let deadline = settings.broker_timeout();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let mut args = jobs_queue_arguments(settings, names);
+    let mut kept: Vec<(String, String)> = Vec::new();
+    loop {
+        let channel = open(connection, deadline).await?;
+        let declared = channel
+            .queue_declare(ShortString::from(name), durable, args.clone())
+            .await
+            .map_err(|e| classify(e, "queue", name, settings));
+        if channel.status().connected() {
+            let _ = tokio::time::timeout(deadline, channel.close(200, "declared".into())).await;
+        }
+        match declared {
+            Ok(_) => break,
+            Err(TopologyError::Mismatch {
+                argument, broker, ..
+            }) if (argument == MAX_LENGTH_ARGUMENT || argument == OVERFLOW_ARGUMENT)
+                && !kept.iter().any(|(a, _)| *a == argument) =>
+            {
+                args = with_current(&args, &argument, &broker);
+                kept.push((argument, broker));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !kept.is_empty() {
+        tracing::warn!(
+            queue = name,
+            broker = ?kept,
+            "the work queue exists without x-max-length={} and x-overflow=reject-publish \
+             (declared before the limit, or with another OFFLOAD_MAX_QUEUE_LENGTH); it is kept \
+             as it is, and the API still refuses submits at {} ready jobs. To have the broker \
+             enforce the limit too, apply a policy: {}",
+            settings.max_queue_length,
+            settings.queue_full_at(),
+            length_policy_command(name, settings.max_queue_length),
+        );
+    }
+    Ok(())
+}
+
+/// `args` with `argument` set to the value the broker's mismatch text says the queue has
+/// (`... but current is '100000'`), or left out when it has none.
+fn with_current(args: &FieldTable, argument: &str, broker_text: &str) -> FieldTable {
+    let current = broker_text
+        .split("current is ")
+        .nth(1)
+        .map(|v| v.trim().trim_matches('\'').to_owned());
+    let mut out = without(args, argument);
+    match (argument, current) {
+        (MAX_LENGTH_ARGUMENT, Some(v)) => {
+            if let Ok(n) = v.parse::<i64>() {
+                out.insert(argument.into(), lapin::types::AMQPValue::LongLongInt(n));
+            }
+        }
+        (OVERFLOW_ARGUMENT, Some(v)) if !v.is_empty() && v != "none" => {
+            put_str(&mut out, argument, &v);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The `rabbitmqctl` command that applies the length limit to an existing work queue.
+pub fn length_policy_command(queue: &str, max_length: u32) -> String {
+    let pattern = queue.replace('.', "\\.");
+    format!(
+        "rabbitmqctl set_policy --apply-to queues {queue}-max-length '^{pattern}$' \
+         '{{\"max-length\":{max_length},\"overflow\":\"reject-publish\"}}'"
+    )
+}
+
+/// Declares `queue`'s work queue, with the same arguments as the default one; returns its name.
 async fn declare_work_queue_on(
-    channel: &Channel,
+    connection: &Connection,
     settings: &Settings,
     names: &Names,
     queue: &QueueName,
 ) -> Result<String, TopologyError> {
     let name = names.work_queue(queue);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(
-            ShortString::from(name.as_str()),
-            durable,
-            jobs_queue_arguments(settings, names),
-        )
-        .await
-        .map_err(|e| classify(e, "queue", &name, settings))?;
+    declare_work_queue(connection, settings, names, &name).await?;
     Ok(name)
 }
 
@@ -282,10 +380,10 @@ pub async fn declare_work_queues(
         connection,
         settings,
         "declare work queues",
-        |channel| async move {
+        |_channel| async move {
             let mut declared = Vec::with_capacity(queues.len());
             for queue in queues {
-                declared.push(declare_work_queue_on(&channel, settings, &names, queue).await?);
+                declared.push(declare_work_queue_on(connection, settings, &names, queue).await?);
             }
             Ok(declared)
         },
@@ -304,7 +402,7 @@ pub async fn bind_kind(
 ) -> Result<(), TopologyError> {
     let names = Names::for_settings(settings);
     on_own_channel(connection, settings, "bind a kind", |channel| async move {
-        let work_queue = declare_work_queue_on(&channel, settings, &names, queue).await?;
+        let work_queue = declare_work_queue_on(connection, settings, &names, queue).await?;
         bind(
             &channel,
             &work_queue,
@@ -423,5 +521,44 @@ mod tests {
                     vhost '/': received 'quorum' but current is 'classic'";
         assert_eq!(inequivalent_argument(text), Some("x-queue-type"));
         assert_eq!(inequivalent_argument("something else"), None);
+    }
+
+    #[test]
+    fn a_legacy_queue_is_redeclared_with_its_own_length_arguments() {
+        let settings = Settings::from_env().expect("defaults");
+        let names = Names::for_settings(&settings);
+        let args = jobs_queue_arguments(&settings, &names);
+        let none = with_current(
+            &args,
+            "x-max-length",
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'a.jobs' in vhost \
+             '/': received '100000' but current is 'none'",
+        );
+        assert!(!none.contains_key("x-max-length"));
+        assert!(
+            none.contains_key("x-queue-type"),
+            "the other arguments are still checked"
+        );
+        let other = with_current(
+            &args,
+            "x-max-length",
+            "inequivalent arg 'x-max-length' for queue 'a.jobs' in vhost '/': received '100000' \
+             but current is '300'",
+        );
+        assert_eq!(
+            other.inner().get("x-max-length"),
+            Some(&lapin::types::AMQPValue::LongLongInt(300))
+        );
+    }
+
+    #[test]
+    fn the_policy_command_names_the_queue_and_the_limit() {
+        let command = length_policy_command("offload.jobs", 300);
+        assert!(command.contains("'^offload\\.jobs$'"), "{command}");
+        assert!(command.contains(r#""max-length":300"#), "{command}");
+        assert!(
+            command.contains(r#""overflow":"reject-publish""#),
+            "{command}"
+        );
     }
 }

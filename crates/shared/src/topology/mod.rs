@@ -34,9 +34,13 @@ use std::fmt;
 use crate::{broker::BrokerError, kinds::QueueName, retry::RetryPolicy, settings::Settings};
 
 pub use arguments::{
-    jobs_queue_arguments, plain_queue_arguments, retry_queue_arguments, workers_queue_arguments,
+    MAX_LENGTH_ARGUMENT, OVERFLOW_ARGUMENT, jobs_queue_arguments, plain_queue_arguments,
+    retry_queue_arguments, workers_queue_arguments,
 };
-pub use declare::{bind_kind, declare, declare_work_queues, inequivalent_argument, unbind_kind};
+pub use declare::{
+    bind_kind, declare, declare_work_queues, inequivalent_argument, length_policy_command,
+    unbind_kind,
+};
 
 /// Routing key every job was published with before kinds were routed to queues of their own,
 /// still bound to the default work queue so such messages (and retries waiting in the old
