@@ -67,11 +67,39 @@ pub struct JsonRequest {
     #[schema(value_type = Option<Object>, example = json!({"ms": 500}))]
     payload: Option<Value>,
     /// Runs allowed before the job is dead-lettered, 1–100 (default 5).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     max_attempts: Option<u32>,
     /// Run-time limit of one attempt in seconds (default OFFLOAD_JOB_TIMEOUT_S).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     timeout_s: Option<u64>,
+}
+
+/// A whole number, written as JSON Schema's `integer` allows: `5` or `5.0` (a number whose
+/// fraction is zero); a fraction, a negative number or one too large for the field is refused.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => n,
+        // Below 2^64, so the conversion is exact.
+        (None, Some(f)) if (0.0..18_446_744_073_709_551_616.0).contains(&f) && f.fract() == 0.0 => {
+            f as u64
+        }
+        _ => {
+            return Err(D::Error::custom(format!(
+                "invalid value: {number}, expected a whole number below 2^64"
+            )));
+        }
+    };
+    T::try_from(whole)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("invalid value: {number}, too large")))
 }
 
 /// The body of `POST /jobs/batch`.
@@ -344,11 +372,25 @@ mod tests {
                 "timeout over the maximum",
             ),
             ("[1,2]", 422, "not an object"),
+            (r#"{"kind":"noop","timeout_s":1.5}"#, 422, "a fraction"),
+            (r#"{"kind":"noop","max_attempts":-1}"#, 422, "negative"),
+            (r#"{"kind":"noop","max_attempts":1e300}"#, 422, "huge"),
+            (r#"{"kind":"noop","max_attempts":"3"}"#, 422, "a string"),
             (deep.as_str(), 422, "payload nested past the limit"),
         ];
         for (body, status, why) in cases {
             assert_eq!(json_status(body).map(|_| 0), Err(status), "{why}: {body}");
         }
+    }
+
+    #[test]
+    fn integers_written_with_a_zero_fraction_are_whole_numbers() {
+        // JSON Schema's `integer` (the document's type) includes 3.0.
+        let job = json_status(r#"{"kind":"noop","max_attempts":3.0,"timeout_s":60.0}"#)
+            .expect("3.0 is an integer");
+        assert_eq!((job.max_attempts, job.timeout_s), (3, Some(60)));
+        let job = json_status(r#"{"kind":"noop","max_attempts":null}"#).expect("null");
+        assert_eq!(job.max_attempts, DEFAULT_MAX_ATTEMPTS);
     }
 
     #[test]
