@@ -11,6 +11,8 @@ use offload_shared::{
     limits::{MAX_JSON_DEPTH, json_depth},
 };
 
+mod form;
+
 use crate::{
     error::ApiError,
     kinds::{Kinds, UnknownKind},
@@ -108,19 +110,6 @@ where
 pub struct BatchRequest {
     /// 1 to 1,000 jobs, each as the body of `POST /jobs`.
     jobs: Vec<JsonRequest>,
-}
-
-/// The HTML form: every field is text.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FormRequest {
-    kind: String,
-    #[serde(default)]
-    payload: Option<String>,
-    #[serde(default)]
-    max_attempts: Option<String>,
-    #[serde(default)]
-    timeout_s: Option<String>,
 }
 
 /// Which body format the client sent.
@@ -292,33 +281,15 @@ fn json_error(e: serde_json::Error) -> ApiError {
 }
 
 fn from_form(body: &[u8]) -> Result<JsonRequest, ApiError> {
-    std::str::from_utf8(body)
-        .map_err(|e| ApiError::Malformed(format!("form data is not UTF-8: {e}")))?;
-    let form: FormRequest =
-        serde_urlencoded::from_bytes(body).map_err(|e| ApiError::Invalid(format!("form: {e}")))?;
-    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let payload = non_empty(form.payload)
-        .map(|text| {
-            serde_json::from_str::<Value>(&text)
-                .map_err(|e| ApiError::Invalid(format!("form field payload is not JSON: {e}")))
-        })
-        .transpose()?;
-    let number = |field: &str, v: Option<String>| -> Result<Option<u64>, ApiError> {
-        non_empty(v)
-            .map(|t| {
-                t.trim().parse::<u64>().map_err(|_| {
-                    ApiError::Invalid(format!("form field {field} is not a whole number: {t:?}"))
-                })
-            })
-            .transpose()
-    };
-    let max_attempts =
-        number("max_attempts", form.max_attempts)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let fields = form::decode(body).map_err(|e| match e {
+        form::FormError::Malformed(why) => ApiError::Malformed(why),
+        form::FormError::Invalid(why) => ApiError::Invalid(why),
+    })?;
     Ok(JsonRequest {
-        kind: form.kind,
-        payload,
-        max_attempts,
-        timeout_s: number("timeout_s", form.timeout_s)?,
+        kind: fields.kind,
+        payload: fields.payload,
+        max_attempts: fields.max_attempts,
+        timeout_s: fields.timeout_s,
     })
 }
 
