@@ -92,9 +92,10 @@ pub fn render(doc: &Value) -> Html<String> {
 fn operation_section(out: &mut String, method: &str, path: &str, operation: &Value) {
     let _ = write!(
         out,
-        "<section><h3><span class=\"method\">{}</span> <code>{}</code></h3><p>{}</p>",
+        "<section><h3><span class=\"method\">{}</span> <code>{}</code></h3><p>{} {}</p>",
         escape(method),
         escape(path),
+        text(&operation["summary"]),
         text(&operation["description"])
     );
     let security = operation["security"].as_array();
@@ -213,5 +214,6 @@ mod tests {
         );
         assert!(page.contains("schema-payload.sleep"));
         assert!(page.contains("Needs one of: bearer (submit)"));
+        assert!(page.contains("checks the job, records it"), "summaries shown");
     }
 }
