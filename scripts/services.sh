@@ -121,3 +121,22 @@ ensure_peer_python() {
   fi
   export OFFLOAD_PEER_PYTHON="$venv/bin/python"
 }
+
+# The Python interpreter of the contract test (scripts/contract.sh): a virtualenv with a pinned
+# schemathesis, kept in the user's cache so a fresh clone reuses it. Exports
+# OFFLOAD_CONTRACT_PYTHON.
+SCHEMATHESIS_VERSION="4.32.5"
+ensure_contract_python() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/offload/contract-venv"
+  if ! "$venv/bin/python" -c "import schemathesis, sys; sys.exit(schemathesis.__version__ != '$SCHEMATHESIS_VERSION')" 2>/dev/null; then
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+      echo "The contract test needs python3 with venv: install python3 and python3-venv" >&2
+      return 1
+    fi
+    echo "creating $venv with schemathesis $SCHEMATHESIS_VERSION for the contract test" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2
+  fi
+  export OFFLOAD_CONTRACT_PYTHON="$venv/bin/python"
+}

@@ -174,7 +174,14 @@ async fn the_healthcheck_subcommands_ask_their_own_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_every_route_and_the_problem_shape() {
     let env = TestEnv::new().await;
-    let api = ApiProcess::start(&env, &[]).await;
+    let api = ApiProcess::start(
+        &env,
+        &[
+            ("OFFLOAD_MAX_JOB_TIMEOUT_S", "90"),
+            ("OFFLOAD_JOB_TIMEOUT_S", "60"),
+        ],
+    )
+    .await;
     let doc: Value = api
         .http
         .get(api.url("/openapi.json"))
@@ -227,13 +234,27 @@ async fn the_openapi_document_lists_every_route_and_the_problem_shape() {
             "schema {schema} missing"
         );
     }
+    // The running OFFLOAD_MAX_JOB_TIMEOUT_S bounds timeout_s in the document.
+    let timeout = &doc["components"]["schemas"]["JsonRequest"]["properties"]["timeout_s"];
+    assert_eq!(timeout["maximum"], 90, "{timeout}");
     let docs = api
         .http
         .get(api.url("/docs"))
         .send()
         .await
         .expect("GET /docs");
-    assert!(docs.text().await.expect("page").contains("/openapi.json"));
+    // Served entirely by the API: no script, nothing fetched from another origin.
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let page = docs.text().await.expect("page");
+    assert!(page.contains("/openapi.json"));
+    assert!(!page.contains("<script"), "the docs page loads a script");
+    assert!(
+        page.contains("<code>/jobs/{id}/retry</code>"),
+        "operations listed"
+    );
     env.cleanup().await;
 }
 

@@ -11,6 +11,8 @@ use offload_shared::{
     limits::{MAX_JSON_DEPTH, json_depth},
 };
 
+mod form;
+
 use crate::{
     error::ApiError,
     kinds::{Kinds, UnknownKind},
@@ -67,11 +69,39 @@ pub struct JsonRequest {
     #[schema(value_type = Option<Object>, example = json!({"ms": 500}))]
     payload: Option<Value>,
     /// Runs allowed before the job is dead-lettered, 1–100 (default 5).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     max_attempts: Option<u32>,
     /// Run-time limit of one attempt in seconds (default OFFLOAD_JOB_TIMEOUT_S).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     timeout_s: Option<u64>,
+}
+
+/// A whole number, written as JSON Schema's `integer` allows: `5` or `5.0` (a number whose
+/// fraction is zero); a fraction, a negative number or one too large for the field is refused.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(n), _) => n,
+        // Below 2^64, so the conversion is exact.
+        (None, Some(f)) if (0.0..18_446_744_073_709_551_616.0).contains(&f) && f.fract() == 0.0 => {
+            f as u64
+        }
+        _ => {
+            return Err(D::Error::custom(format!(
+                "invalid value: {number}, expected a whole number below 2^64"
+            )));
+        }
+    };
+    T::try_from(whole)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("invalid value: {number}, too large")))
 }
 
 /// The body of `POST /jobs/batch`.
@@ -80,19 +110,6 @@ pub struct JsonRequest {
 pub struct BatchRequest {
     /// 1 to 1,000 jobs, each as the body of `POST /jobs`.
     jobs: Vec<JsonRequest>,
-}
-
-/// The HTML form: every field is text.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FormRequest {
-    kind: String,
-    #[serde(default)]
-    payload: Option<String>,
-    #[serde(default)]
-    max_attempts: Option<String>,
-    #[serde(default)]
-    timeout_s: Option<String>,
 }
 
 /// Which body format the client sent.
@@ -264,33 +281,15 @@ fn json_error(e: serde_json::Error) -> ApiError {
 }
 
 fn from_form(body: &[u8]) -> Result<JsonRequest, ApiError> {
-    std::str::from_utf8(body)
-        .map_err(|e| ApiError::Malformed(format!("form data is not UTF-8: {e}")))?;
-    let form: FormRequest =
-        serde_urlencoded::from_bytes(body).map_err(|e| ApiError::Invalid(format!("form: {e}")))?;
-    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let payload = non_empty(form.payload)
-        .map(|text| {
-            serde_json::from_str::<Value>(&text)
-                .map_err(|e| ApiError::Invalid(format!("form field payload is not JSON: {e}")))
-        })
-        .transpose()?;
-    let number = |field: &str, v: Option<String>| -> Result<Option<u64>, ApiError> {
-        non_empty(v)
-            .map(|t| {
-                t.trim().parse::<u64>().map_err(|_| {
-                    ApiError::Invalid(format!("form field {field} is not a whole number: {t:?}"))
-                })
-            })
-            .transpose()
-    };
-    let max_attempts =
-        number("max_attempts", form.max_attempts)?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let fields = form::decode(body).map_err(|e| match e {
+        form::FormError::Malformed(why) => ApiError::Malformed(why),
+        form::FormError::Invalid(why) => ApiError::Invalid(why),
+    })?;
     Ok(JsonRequest {
-        kind: form.kind,
-        payload,
-        max_attempts,
-        timeout_s: number("timeout_s", form.timeout_s)?,
+        kind: fields.kind,
+        payload: fields.payload,
+        max_attempts: fields.max_attempts,
+        timeout_s: fields.timeout_s,
     })
 }
 
@@ -349,6 +348,10 @@ mod tests {
                 422,
                 "a number past f64 where the schema wants an integer",
             ),
+            (r#"{"kind":"noop","timeout_s":1.5}"#, 422, "a fraction"),
+            (r#"{"kind":"noop","max_attempts":-1}"#, 422, "negative"),
+            (r#"{"kind":"noop","max_attempts":1e300}"#, 422, "huge"),
+            (r#"{"kind":"noop","max_attempts":"3"}"#, 422, "a string"),
             (deep.as_str(), 422, "payload nested past the limit"),
         ];
         for (body, status, why) in cases {
@@ -368,6 +371,16 @@ mod tests {
         );
         let job = json_status(r#"{"kind":"sleep","payload":{"ms":5}}"#).expect("valid");
         assert_eq!(job.payload, json!({"ms": 5}));
+    }
+
+    #[test]
+    fn integers_written_with_a_zero_fraction_are_whole_numbers() {
+        // JSON Schema's `integer` (the document's type) includes 3.0.
+        let job = json_status(r#"{"kind":"noop","max_attempts":3.0,"timeout_s":60.0}"#)
+            .expect("3.0 is an integer");
+        assert_eq!((job.max_attempts, job.timeout_s), (3, Some(60)));
+        let job = json_status(r#"{"kind":"noop","max_attempts":null}"#).expect("null");
+        assert_eq!(job.max_attempts, DEFAULT_MAX_ATTEMPTS);
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! The OpenAPI description, generated from the handlers' annotations, and a docs page. At
 //! request time each known kind's payload schema joins it (`components.schemas["payload.<kind>"]`)
 //! and the `POST /jobs` body becomes a `oneOf` of one request per kind, so a generated client
-//! sends payloads the API accepts.
+//! sends payloads the API accepts; [`rules`] adds every constraint the server enforces.
+//!
+//! - [`rules`]: security, error responses and input bounds of every operation.
+//! - [`page`]: `/docs`, the document as an HTML page rendered by the API itself.
 
-use axum::{Json, extract::State, response::Html};
+pub mod page;
+pub mod rules;
+
+pub use page::docs;
+
+use axum::{Json, extract::State};
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
@@ -39,7 +47,7 @@ use crate::{
         routes::health::ready,
         crate::metrics::serve,
         spec,
-        docs,
+        page::docs,
     ),
     components(schemas(
         JobRecord,
@@ -63,11 +71,12 @@ pub struct ApiDoc;
 #[utoipa::path(get, path = "/openapi.json", tag = "docs",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn spec(State(state): State<AppState>) -> Json<Value> {
-    Json(document(&state.kinds))
+    Json(document(&state.kinds, state.settings.max_job_timeout_s))
 }
 
-/// The document with the kinds' schemas and per-kind request bodies.
-pub fn document(kinds: &Kinds) -> Value {
+/// The document with the kinds' schemas, per-kind request bodies and every rule of [`rules`];
+/// `max_timeout_s` is the running `OFFLOAD_MAX_JOB_TIMEOUT_S`.
+pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
     let mut requests = Vec::new();
     let mut mapping = Map::new();
@@ -106,11 +115,18 @@ pub fn document(kinds: &Kinds) -> Value {
         "oneOf": requests,
         "discriminator": {"propertyName": "kind", "mapping": mapping},
     });
+    rules::apply(&mut doc, max_timeout_s);
+    // A batch's jobs are the same requests, one per kind.
+    doc["components"]["schemas"]["BatchRequest"]["properties"]["jobs"]["items"] = body.clone();
     if let Some(content) = doc
-        .pointer_mut("/paths/~1jobs/post/requestBody/content/application~1json")
+        .pointer_mut("/paths/~1jobs/post/requestBody/content")
         .and_then(Value::as_object_mut)
     {
-        content.insert("schema".to_owned(), body);
+        content.insert("application/json".to_owned(), json!({ "schema": body }));
+        content.insert(
+            "application/x-www-form-urlencoded".to_owned(),
+            json!({"schema": {"$ref": "#/components/schemas/FormRequest"}}),
+        );
     }
     doc
 }
@@ -161,22 +177,14 @@ fn rewrite_refs(value: Value, name: &str) -> Value {
     }
 }
 
-/// `GET /docs`: an interactive page for the document (Redoc, loaded by the browser).
-#[utoipa::path(get, path = "/docs", tag = "docs",
-    responses((status = 200, description = "HTML page", content_type = "text/html")))]
-pub async fn docs() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Offload API</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head><body>\
-         <redoc spec-url=\"/openapi.json\"></redoc>\
-         <script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>\
-         </body></html>",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        routes::jobs::MAX_PAGE,
+        submit::{MAX_ATTEMPTS_LIMIT, MAX_BATCH_JOBS, MAX_KEY_LEN},
+    };
+    use offload_shared::JobStatus;
 
     #[test]
     fn every_route_is_in_the_document() {
@@ -197,6 +205,113 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_states_who_may_call_it_and_every_error() {
+        let doc = document(&Kinds::builtin(), 3600);
+        let mut described = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            assert!(
+                routes::ROUTES.contains(&path.as_str()),
+                "{path} is not routed"
+            );
+            for (method, op) in item.as_object().expect("item") {
+                let rule = rules::OPERATIONS
+                    .iter()
+                    .find(|o| o.path == path && o.method == method)
+                    .unwrap_or_else(|| panic!("{method} {path} is not in rules::OPERATIONS"));
+                described += 1;
+                let security = op["security"].as_array().expect("security");
+                let responses = &op["responses"];
+                let mut errors = rule.errors.to_vec();
+                if rule.access == rules::Access::Open {
+                    assert!(security.is_empty(), "{method} {path} is open");
+                } else {
+                    assert!(!security.is_empty(), "{method} {path} needs credentials");
+                    errors.extend([401, 403]);
+                    for s in [401, 403] {
+                        assert!(
+                            responses[s.to_string()]["headers"]["WWW-Authenticate"].is_object(),
+                            "{method} {path} {s} has WWW-Authenticate"
+                        );
+                    }
+                }
+                for status in errors {
+                    let response = &responses[status.to_string()];
+                    assert_eq!(
+                        response
+                            .pointer("/content/application~1problem+json/schema/$ref")
+                            .and_then(Value::as_str),
+                        Some("#/components/schemas/Problem"),
+                        "{method} {path} {status} is a problem document"
+                    );
+                    if matches!(status, 429 | 503) {
+                        assert!(
+                            response["headers"]["Retry-After"].is_object(),
+                            "{method} {path} {status} has Retry-After"
+                        );
+                    }
+                    if status == 429 {
+                        assert!(response["headers"]["RateLimit"].is_object());
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            described,
+            rules::OPERATIONS.len(),
+            "every rule names an operation"
+        );
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+        assert_eq!(schemes["session"]["in"], "cookie");
+        assert_eq!(schemes["session"]["name"], "offload_session");
+    }
+
+    #[test]
+    fn inputs_carry_the_bounds_the_handlers_check() {
+        let doc = document(&Kinds::builtin(), 120);
+        let schemas = &doc["components"]["schemas"];
+        let request = &schemas["JsonRequest"]["properties"];
+        assert_eq!(request["max_attempts"]["minimum"], 1);
+        assert_eq!(request["max_attempts"]["maximum"], MAX_ATTEMPTS_LIMIT);
+        assert_eq!(request["timeout_s"]["minimum"], 1);
+        assert_eq!(request["timeout_s"]["maximum"], 120, "the running settings");
+        assert_eq!(
+            schemas["FormRequest"]["properties"]["timeout_s"]["maximum"],
+            120
+        );
+        let jobs = &schemas["BatchRequest"]["properties"]["jobs"];
+        assert_eq!(jobs["minItems"], 1);
+        assert_eq!(jobs["maxItems"], MAX_BATCH_JOBS);
+        assert!(jobs["items"]["oneOf"].is_array(), "one request per kind");
+        let param = |path: &str, method: &str, name: &str| {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .map(|p| p["schema"].clone())
+                .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+        };
+        let list = |name: &str| param("/jobs", "get", name);
+        assert_eq!(list("limit")["minimum"], 1);
+        assert_eq!(list("limit")["maximum"], MAX_PAGE);
+        assert_eq!(list("cursor")["format"], "uuid");
+        assert_eq!(list("kind")["maxLength"], 64);
+        let statuses: Vec<String> = JobStatus::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(list("status")["enum"], json!(statuses));
+        assert_eq!(param("/jobs/{id}", "get", "id")["format"], "uuid");
+        assert_eq!(param("/jobs/{id}/retry", "post", "id")["format"], "uuid");
+        for path in ["/jobs", "/jobs/batch"] {
+            let key = param(path, "post", "Idempotency-Key");
+            assert_eq!(key["maxLength"], MAX_KEY_LEN);
+            assert_eq!(key["minLength"], 1);
+        }
+        for route in routes::ROUTES {
+            for method in doc["paths"][route].as_object().expect("item").keys() {
+                param(route, method, "X-Request-Id");
+            }
+        }
+    }
+
+    #[test]
     fn each_kind_has_its_payload_schema_and_request_body() {
         let kinds = Kinds::builtin();
         kinds
@@ -213,7 +328,7 @@ mod tests {
                 .expect("spec"),
             )
             .expect("compiles");
-        let doc = document(&kinds);
+        let doc = document(&kinds, 3600);
         let schemas = &doc["components"]["schemas"];
         // The built-in sleep's schema comes from its Rust type.
         assert!(

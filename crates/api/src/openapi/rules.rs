@@ -1,0 +1,414 @@
+//! Every rule the server enforces, written into the generated document: who may call each
+//! operation (security schemes and scopes), every error it can answer with (problem+json, with
+//! `WWW-Authenticate`, `Retry-After` and `RateLimit` where they are sent), and the bounds and
+//! formats of its inputs. The bounds come from the constants (and the running settings) the
+//! handlers check, so the document cannot drift from them.
+
+use serde_json::{Map, Value, json};
+
+use offload_shared::{JobStatus, kinds::MAX_NAME_LEN};
+
+use crate::{
+    routes::jobs::{DEFAULT_PAGE, MAX_PAGE},
+    submit::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_BATCH_JOBS, MAX_KEY_LEN},
+};
+
+/// The bearer token scheme's name in `components.securitySchemes`.
+pub const BEARER: &str = "bearer";
+/// The browser session cookie scheme's name.
+pub const SESSION: &str = "session";
+/// The browser session cookie.
+pub const SESSION_COOKIE: &str = "offload_session";
+/// Longest client `X-Request-Id` the API keeps (longer ones are replaced by a new id).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without credentials.
+    Open,
+    /// A token or session with this scope, or `admin`.
+    Scope(&'static str),
+    /// Only `admin`.
+    Admin,
+    /// A token with `metrics` or `admin` (no browser session: scrapers send tokens).
+    Metrics,
+}
+
+/// One operation and what the document must say about it.
+#[derive(Debug)]
+pub struct Operation {
+    /// Lower-case HTTP method, as in the document.
+    pub method: &'static str,
+    /// The route, as in `routes::ROUTES`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Every error status it can answer with, besides the 401/403 its access implies.
+    pub errors: &'static [u16],
+}
+
+/// Errors of a submit: a body, a rate limit, the broker.
+const SUBMIT_ERRORS: &[u16] = &[400, 408, 409, 413, 415, 422, 429, 431, 503];
+
+/// Every operation of the API. A route added to `routes::ROUTES` must be added here too (a test
+/// says so), with who may call it and what it can answer.
+pub const OPERATIONS: &[Operation] = &[
+    op("get", "/", Access::Scope("submit"), &[431]),
+    op("post", "/jobs", Access::Scope("submit"), SUBMIT_ERRORS),
+    op(
+        "post",
+        "/jobs/batch",
+        Access::Scope("submit"),
+        SUBMIT_ERRORS,
+    ),
+    op("get", "/jobs", Access::Scope("read"), &[422, 431, 503]),
+    op("get", "/jobs/{id}", Access::Scope("read"), &[404, 431, 503]),
+    op(
+        "post",
+        "/jobs/{id}/retry",
+        Access::Admin,
+        &[404, 409, 431, 503],
+    ),
+    op("get", "/kinds", Access::Scope("read"), &[431, 503]),
+    op("get", "/workers", Access::Scope("read"), &[431, 503]),
+    op("get", "/health/live", Access::Open, &[431]),
+    op("get", "/health/ready", Access::Open, &[431]),
+    op("get", "/metrics", Access::Metrics, &[431]),
+    op("get", "/openapi.json", Access::Open, &[431]),
+    op("get", "/docs", Access::Open, &[431]),
+];
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    errors: &'static [u16],
+) -> Operation {
+    Operation {
+        method,
+        path,
+        access,
+        errors,
+    }
+}
+
+/// Writes every rule into `doc`. `max_timeout_s` is the running `OFFLOAD_MAX_JOB_TIMEOUT_S`.
+pub fn apply(doc: &mut Value, max_timeout_s: u64) {
+    security_schemes(doc);
+    for operation in OPERATIONS {
+        if let Some(Value::Object(target)) = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(operation.path))
+            .and_then(|p| p.get_mut(operation.method))
+        {
+            describe(target, operation);
+        }
+    }
+    parameters(doc);
+    request_bodies(doc, max_timeout_s);
+}
+
+fn security_schemes(doc: &mut Value) {
+    let Some(root) = doc.as_object_mut() else {
+        return;
+    };
+    let components = root
+        .entry("components")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(components) = components {
+        components.insert(
+            "securitySchemes".to_owned(),
+            json!({
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key: `Authorization: Bearer <token>`. Create one with \
+                        `offload-api keys create --name N --scope submit --scope read`; its \
+                        scopes are `submit`, `read`, `admin` (everything) and `metrics` \
+                        (GET /metrics only)."
+                },
+                SESSION: {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "A browser session (HttpOnly, SameSite=Strict), set by \
+                        signing in with a token; it carries the token's scopes. Forms that \
+                        change state also check the request's origin."
+                },
+            }),
+        );
+    }
+}
+
+/// The security requirement (alternatives: any one suffices) of an access rule.
+fn requirement(access: Access) -> Value {
+    let both = |scope: &str| {
+        let mut alternatives = vec![json!({ BEARER: [scope] }), json!({ SESSION: [scope] })];
+        if scope != "admin" {
+            alternatives.push(json!({ BEARER: ["admin"] }));
+            alternatives.push(json!({ SESSION: ["admin"] }));
+        }
+        Value::Array(alternatives)
+    };
+    match access {
+        Access::Open => json!([]),
+        Access::Scope(scope) => both(scope),
+        Access::Admin => both("admin"),
+        Access::Metrics => json!([{ BEARER: ["metrics"] }, { BEARER: ["admin"] }]),
+    }
+}
+
+fn describe(target: &mut Map<String, Value>, operation: &Operation) {
+    target.insert("security".to_owned(), requirement(operation.access));
+    let mut statuses: Vec<u16> = operation.errors.to_vec();
+    if operation.access != Access::Open {
+        statuses.extend([401, 403]);
+    }
+    let responses = target
+        .entry("responses")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    let Some(responses) = responses else {
+        return;
+    };
+    for status in statuses {
+        let entry = responses
+            .entry(status.to_string())
+            .or_insert_with(|| json!({ "description": error_description(status) }));
+        if let Value::Object(response) = entry {
+            // Every error is a problem document, even the ones the handler's annotation lists.
+            response.insert(
+                "content".to_owned(),
+                json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}),
+            );
+            let headers = error_headers(status);
+            if !headers.is_empty() {
+                let slot = response.entry("headers").or_insert_with(|| json!({}));
+                if let Value::Object(slot) = slot {
+                    slot.extend(headers);
+                }
+            }
+        }
+    }
+    for response in responses.values_mut().filter_map(Value::as_object_mut) {
+        let slot = response.entry("headers").or_insert_with(|| json!({}));
+        if let Value::Object(slot) = slot {
+            slot.insert("X-Request-Id".to_owned(), request_id_header());
+        }
+    }
+}
+
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "Malformed request (JSON syntax, a header's value)",
+        401 => "No valid credentials: the token or session is missing, unknown, revoked or expired",
+        403 => {
+            "The credentials lack the scope this operation needs, or a form was posted from \
+             another origin"
+        }
+        404 => "No such job",
+        408 => "The request body did not arrive in time",
+        409 => "Conflict with the job's state",
+        413 => "Body over OFFLOAD_MAX_BODY_BYTES, or a message over what the broker takes",
+        415 => "Unsupported Content-Type",
+        422 => "Well-formed but invalid",
+        429 => "Over the key's rate limit: retry after Retry-After seconds",
+        431 => "Request headers too large",
+        503 => "Unavailable (broker, store or queue full): retry after Retry-After seconds",
+        _ => "Error",
+    }
+}
+
+fn header(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "schema": schema })
+}
+
+fn error_headers(status: u16) -> Map<String, Value> {
+    let mut headers = Map::new();
+    let retry_after = || {
+        header(
+            "Seconds to wait before repeating the request",
+            json!({"type": "integer", "minimum": 0}),
+        )
+    };
+    match status {
+        401 | 403 => {
+            headers.insert(
+                "WWW-Authenticate".to_owned(),
+                header(
+                    "`Bearer realm=\"offload\"`, with `error=\"invalid_token\"` (401) or \
+                     `error=\"insufficient_scope\", scope=\"...\"` (403) (RFC 6750)",
+                    json!({"type": "string"}),
+                ),
+            );
+        }
+        429 => {
+            headers.insert("Retry-After".to_owned(), retry_after());
+            headers.insert(
+                "RateLimit".to_owned(),
+                header(
+                    "The key's quota now: remaining requests and seconds until the bucket \
+                     refills (IETF draft-ietf-httpapi-ratelimit-headers)",
+                    json!({"type": "string"}),
+                ),
+            );
+            headers.insert(
+                "RateLimit-Policy".to_owned(),
+                header(
+                    "The key's rate limit: requests per window",
+                    json!({"type": "string"}),
+                ),
+            );
+        }
+        409 | 503 => {
+            headers.insert("Retry-After".to_owned(), retry_after());
+        }
+        _ => {}
+    }
+    headers
+}
+
+/// What `X-Request-Id` holds in a response: the client's, when plain and short, else a new one.
+fn request_id_header() -> Value {
+    header(
+        "The request's id: the client's X-Request-Id when it is at most 128 characters of \
+         [A-Za-z0-9._-], else a new UUID",
+        request_id_schema(),
+    )
+}
+
+fn request_id_schema() -> Value {
+    json!({
+        "type": "string",
+        "maxLength": MAX_REQUEST_ID_LEN,
+        "pattern": "^[A-Za-z0-9._-]+$",
+    })
+}
+
+fn parameters(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for target in item.values_mut().filter_map(Value::as_object_mut) {
+            let params = target
+                .entry("parameters")
+                .or_insert_with(|| json!([]))
+                .as_array_mut();
+            let Some(params) = params else {
+                continue;
+            };
+            for param in params.iter_mut() {
+                constrain(param, path);
+            }
+            params.push(json!({
+                "name": "X-Request-Id",
+                "in": "header",
+                "required": false,
+                "description": "Your id for this request: kept when it is at most \
+                    128 characters of [A-Za-z0-9._-]; any other value is replaced by a new \
+                    UUID, not refused. Returned in the response and carried with the job",
+                "schema": {"type": "string"},
+            }));
+        }
+    }
+}
+
+/// The schema of one parameter, as the handlers check it.
+fn constrain(param: &mut Value, path: &str) {
+    let name = param["name"].as_str().unwrap_or("").to_owned();
+    let place = param["in"].as_str().unwrap_or("").to_owned();
+    let schema = match (place.as_str(), name.as_str()) {
+        ("path", "id") => json!({"type": "string", "format": "uuid"}),
+        ("header", "Idempotency-Key") => json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_KEY_LEN,
+            "pattern": "^[!-~]+$",
+        }),
+        ("query", "status") if path == "/jobs" => json!({
+            "type": "string",
+            "enum": JobStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        }),
+        ("query", "kind") if path == "/jobs" => kind_schema(),
+        ("query", "limit") if path == "/jobs" => json!({
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_PAGE,
+            "default": DEFAULT_PAGE,
+        }),
+        ("query", "cursor") if path == "/jobs" => json!({"type": "string", "format": "uuid"}),
+        _ => return,
+    };
+    param["schema"] = schema;
+}
+
+/// A kind name: `[a-z][a-z0-9_.-]*`, at most 64 characters.
+fn kind_schema() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_LEN,
+        "pattern": "^[a-z][a-z0-9_.-]*$",
+    })
+}
+
+fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
+    let schemas = &mut doc["components"]["schemas"];
+    let request = &mut schemas["JsonRequest"]["properties"];
+    request["kind"] = json!({"description": "A registered kind (see GET /kinds)"});
+    request["kind"]
+        .as_object_mut()
+        .into_iter()
+        .for_each(|k| k.extend(kind_schema().as_object().cloned().unwrap_or_default()));
+    request["max_attempts"] = json!({
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": MAX_ATTEMPTS_LIMIT,
+        "description": format!(
+            "Runs allowed before the job is dead-lettered, 1–{MAX_ATTEMPTS_LIMIT} (default: the \
+             kind's, else {DEFAULT_MAX_ATTEMPTS})"
+        ),
+    });
+    request["timeout_s"] = json!({
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": max_timeout_s,
+        "description": format!(
+            "Run-time limit of one attempt in seconds, 1–{max_timeout_s} \
+             (OFFLOAD_MAX_JOB_TIMEOUT_S; default: the kind's, else OFFLOAD_JOB_TIMEOUT_S)"
+        ),
+    });
+    schemas["FormRequest"] = form_request(max_timeout_s);
+    let jobs = &mut schemas["BatchRequest"]["properties"]["jobs"];
+    if let Value::Object(jobs) = jobs {
+        jobs.insert("minItems".to_owned(), json!(1));
+        jobs.insert("maxItems".to_owned(), json!(MAX_BATCH_JOBS));
+    }
+}
+
+/// The HTML form of `POST /jobs`: the same fields as JSON, every one text; empty fields are
+/// left out.
+fn form_request(max_timeout_s: u64) -> Value {
+    json!({
+        "type": "object",
+        "description": "The HTML form of POST /jobs (application/x-www-form-urlencoded)",
+        "required": ["kind"],
+        "additionalProperties": false,
+        "properties": {
+            "kind": kind_schema(),
+            "payload": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": "The payload as JSON text; it must meet the kind's payload schema",
+            },
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
+            "timeout_s": {"type": "integer", "minimum": 1, "maximum": max_timeout_s},
+        },
+    })
+}
