@@ -327,8 +327,6 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if server_side {
-
         if let Some(reason) = self.refusal() {
             response.extensions_mut().insert(Refusal(reason));
         }
