@@ -319,6 +319,25 @@ async fn keys_create_prints_only_the_token_and_the_store_keeps_only_its_hash() {
         api.logs().iter().all(|l| !l.contains(&token[4..])),
         "the token is logged"
     );
+    // stdout and stderr of a create together: the token once (stdout), logs without it.
+    let (status, both) = run_binary(
+        true,
+        &["keys", "create", "--name", "ci2", "--scope", "read"],
+        &[
+            (
+                "OFFLOAD_DATABASE_URL",
+                &format!("sqlite://{}", env.database.display()),
+            ),
+            ("OFFLOAD_LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    assert!(status.success(), "{both}");
+    let printed = both
+        .split_whitespace()
+        .filter(|w| w.contains("ofl_"))
+        .count();
+    assert_eq!(printed, 1, "the token is printed once, not logged: {both}");
     // A second key of the same name is refused; revoking names it.
     let (status, text) = run_binary(
         true,

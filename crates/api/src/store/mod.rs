@@ -19,6 +19,8 @@ mod sqlite;
 pub mod writer;
 
 #[cfg(test)]
+mod keys_tests;
+#[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
 mod tests;

@@ -55,8 +55,14 @@ on_both_backends!(
     a_queued_job_is_unresolved_until_confirmed_and_pending_once_its_confirm_is_overdue,
     kinds_and_workers_are_recorded_and_replaced,
     a_job_another_producer_published_is_recorded_from_its_events,
+    keys_are_found_by_hash_revoked_by_name_and_end_their_sessions,
+    a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered,
 );
 
+use super::keys_tests::{
+    a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered,
+    keys_are_found_by_hash_revoked_by_name_and_end_their_sessions,
+};
 use super::registry_tests::{
     a_job_another_producer_published_is_recorded_from_its_events,
     kinds_and_workers_are_recorded_and_replaced,
