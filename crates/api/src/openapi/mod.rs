@@ -253,11 +253,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            described,
-            rules::OPERATIONS.len(),
-            "every rule names an operation"
-        );
+        // Every rule names a documented operation (of a route this build serves).
+        let routed = rules::OPERATIONS
+            .iter()
+            .filter(|o| routes::ROUTES.contains(&o.path))
+            .count();
+        assert_eq!(described, routed, "every rule names an operation");
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes["bearer"]["scheme"], "bearer");
         assert_eq!(schemes["session"]["in"], "cookie");

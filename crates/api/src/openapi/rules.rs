@@ -52,9 +52,14 @@ pub struct Operation {
 const SUBMIT_ERRORS: &[u16] = &[400, 408, 409, 413, 415, 422, 429, 431, 503];
 
 /// Every operation of the API. A route added to `routes::ROUTES` must be added here too (a test
-/// says so), with who may call it and what it can answer.
+/// says so), with who may call it and what it can answer. `Access` mirrors the
+/// authentication middleware's table of scopes.
 pub const OPERATIONS: &[Operation] = &[
-    op("get", "/", Access::Scope("submit"), &[431]),
+    // The page shows the sign-in form until a session exists.
+    op("get", "/", Access::Open, &[431]),
+    // Signing in and out (the auth branch's routes): open, but same-origin only (403).
+    op("post", "/session", Access::Open, &[400, 403, 431, 503]),
+    op("post", "/session/logout", Access::Open, &[403, 431, 503]),
     op("post", "/jobs", Access::Scope("submit"), SUBMIT_ERRORS),
     op(
         "post",
@@ -249,15 +254,15 @@ fn error_headers(status: u16) -> Map<String, Value> {
             headers.insert(
                 "RateLimit".to_owned(),
                 header(
-                    "The key's quota now: remaining requests and seconds until the bucket \
-                     refills (IETF draft-ietf-httpapi-ratelimit-headers)",
+                    "The key's quota now, `\"default\";r=<requests left>;t=<seconds until \
+                     the bucket is full>` (draft-ietf-httpapi-ratelimit-headers)",
                     json!({"type": "string"}),
                 ),
             );
             headers.insert(
                 "RateLimit-Policy".to_owned(),
                 header(
-                    "The key's rate limit: requests per window",
+                    "The key's rate limit, `\"default\";q=<burst>;w=<seconds to refill>`",
                     json!({"type": "string"}),
                 ),
             );
