@@ -394,6 +394,32 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
     if let Value::Object(jobs) = jobs {
         jobs.insert("minItems".to_owned(), json!(1));
         jobs.insert("maxItems".to_owned(), json!(MAX_BATCH_JOBS));
+        jobs.insert(
+            "description".to_owned(),
+            json!(format!(
+                "1 to {MAX_BATCH_JOBS} jobs, each as the body of POST /jobs, and no more than \
+                 the key's rate-limit burst (a batch takes one token per job): 422 otherwise"
+            )),
+        );
+    }
+    // The sign-in form: one field, the token.
+    if let Some(content) = doc
+        .pointer_mut("/paths/~1session/post/requestBody/content")
+        .and_then(Value::as_object_mut)
+    {
+        content.insert(
+            "application/x-www-form-urlencoded".to_owned(),
+            json!({"schema": {
+                "type": "object",
+                "required": ["token"],
+                "additionalProperties": false,
+                "properties": {"token": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "An API key's token (offload-api keys create)",
+                }},
+            }}),
+        );
     }
 }
 
