@@ -234,6 +234,13 @@ mod tests {
                 }
                 for status in errors {
                     let response = &responses[status.to_string()];
+                    if status == rules::HEADERS_TOO_LARGE {
+                        assert!(
+                            response.is_object() && response.get("content").is_none(),
+                            "{method} {path} 431 has no body"
+                        );
+                        continue;
+                    }
                     assert_eq!(
                         response
                             .pointer("/content/application~1problem+json/schema/$ref")

@@ -48,6 +48,9 @@ pub struct Operation {
     pub errors: &'static [u16],
 }
 
+/// Headers too large: hyper's own answer, without a body.
+pub const HEADERS_TOO_LARGE: u16 = 431;
+
 /// Errors of a submit: a body, a rate limit, the broker.
 const SUBMIT_ERRORS: &[u16] = &[400, 408, 409, 413, 415, 422, 429, 431, 503];
 
@@ -183,11 +186,16 @@ fn describe(target: &mut Map<String, Value>, operation: &Operation) {
             .entry(status.to_string())
             .or_insert_with(|| json!({ "description": error_description(status) }));
         if let Value::Object(response) = entry {
-            // Every error is a problem document, even the ones the handler's annotation lists.
-            response.insert(
-                "content".to_owned(),
-                json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}),
-            );
+            // Every error is a problem document, even the ones the handler's annotation lists,
+            // but 431: the HTTP layer answers it before the request reaches the router.
+            if status == HEADERS_TOO_LARGE {
+                response.remove("content");
+            } else {
+                response.insert(
+                    "content".to_owned(),
+                    json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}),
+                );
+            }
             let headers = error_headers(status);
             if !headers.is_empty() {
                 let slot = response.entry("headers").or_insert_with(|| json!({}));
@@ -220,7 +228,10 @@ fn error_description(status: u16) -> &'static str {
         415 => "Unsupported Content-Type",
         422 => "Well-formed but invalid",
         429 => "Over the key's rate limit: retry after Retry-After seconds",
-        431 => "Request headers too large",
+        431 => {
+            "Request line and headers over OFFLOAD_HTTP_MAX_HEADER_BYTES: answered by the HTTP \
+             layer, without a body, and the connection is closed"
+        }
         503 => "Unavailable (broker, store or queue full): retry after Retry-After seconds",
         _ => "Error",
     }
