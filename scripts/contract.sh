@@ -17,8 +17,9 @@ ensure_rabbitmq
 ensure_rabbitmq_management
 ensure_contract_python
 cargo build "$@" -p offload-api -p offload-worker --bins
-api_bin=target/debug/offload-api
-worker_bin=target/debug/offload-worker
+bin_dir="${CARGO_TARGET_DIR:-target}/debug"
+api_bin="$bin_dir/offload-api"
+worker_bin="$bin_dir/offload-worker"
 
 management="${OFFLOAD_TEST_MANAGEMENT_URL:-http://guest:guest@127.0.0.1:15672}"
 work="$(mktemp -d)"
@@ -76,7 +77,14 @@ export OFFLOAD_SHUTDOWN_GRACE_S=1
 headers=()
 token="${OFFLOAD_CONTRACT_TOKEN:-}"
 if [ -z "$token" ] && "$api_bin" keys --help >/dev/null 2>&1; then
-  token="$("$api_bin" keys create --name contract --scope admin)"
+  # A batch takes as many tokens of the key's bucket as it holds jobs, and a batch over the
+  # key's burst is refused (422): the contract key may send the largest batch the document
+  # allows (1000), when the command lets it say so.
+  quota=()
+  if "$api_bin" keys create --help 2>/dev/null | grep -q -- '--burst'; then
+    quota=(--burst 1000 --rate-per-s 1000)
+  fi
+  token="$("$api_bin" keys create --name contract --scope admin "${quota[@]}")"
 fi
 if [ -n "$token" ]; then
   headers=(-H "Authorization: Bearer $token")

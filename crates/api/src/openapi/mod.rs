@@ -236,6 +236,13 @@ mod tests {
                 }
                 for status in errors {
                     let response = &responses[status.to_string()];
+                    if status == rules::HEADERS_TOO_LARGE {
+                        assert!(
+                            response.is_object() && response.get("content").is_none(),
+                            "{method} {path} 431 has no body"
+                        );
+                        continue;
+                    }
                     assert_eq!(
                         response
                             .pointer("/content/application~1problem+json/schema/$ref")
@@ -255,11 +262,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            described,
-            rules::OPERATIONS.len(),
-            "every rule names an operation"
-        );
+        // Every rule names a documented operation (of a route this build serves).
+        let routed = rules::OPERATIONS
+            .iter()
+            .filter(|o| routes::ROUTES.contains(&o.path))
+            .count();
+        assert_eq!(described, routed, "every rule names an operation");
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes["bearer"]["scheme"], "bearer");
         assert_eq!(schemes["session"]["in"], "cookie");

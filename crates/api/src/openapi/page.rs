@@ -214,6 +214,9 @@ mod tests {
         );
         assert!(page.contains("schema-payload.sleep"));
         assert!(page.contains("Needs one of: bearer (submit)"));
-        assert!(page.contains("checks the job, records it"), "summaries shown");
+        assert!(
+            page.contains("checks the job, records it"),
+            "summaries shown"
+        );
     }
 }

@@ -48,13 +48,21 @@ pub struct Operation {
     pub errors: &'static [u16],
 }
 
+/// Headers too large: hyper's own answer, without a body.
+pub const HEADERS_TOO_LARGE: u16 = 431;
+
 /// Errors of a submit: a body, a rate limit, the broker.
 const SUBMIT_ERRORS: &[u16] = &[400, 408, 409, 413, 415, 422, 429, 431, 503];
 
 /// Every operation of the API. A route added to `routes::ROUTES` must be added here too (a test
-/// says so), with who may call it and what it can answer.
+/// says so), with who may call it and what it can answer. `Access` mirrors the
+/// authentication middleware's table of scopes.
 pub const OPERATIONS: &[Operation] = &[
-    op("get", "/", Access::Scope("submit"), &[431]),
+    // The page shows the sign-in form until a session exists.
+    op("get", "/", Access::Open, &[431]),
+    // Signing in and out (the auth branch's routes): open, but same-origin only (403).
+    op("post", "/session", Access::Open, &[400, 403, 431, 503]),
+    op("post", "/session/logout", Access::Open, &[403, 431, 503]),
     op("post", "/jobs", Access::Scope("submit"), SUBMIT_ERRORS),
     op(
         "post",
@@ -178,11 +186,16 @@ fn describe(target: &mut Map<String, Value>, operation: &Operation) {
             .entry(status.to_string())
             .or_insert_with(|| json!({ "description": error_description(status) }));
         if let Value::Object(response) = entry {
-            // Every error is a problem document, even the ones the handler's annotation lists.
-            response.insert(
-                "content".to_owned(),
-                json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}),
-            );
+            // Every error is a problem document, even the ones the handler's annotation lists,
+            // but 431: the HTTP layer answers it before the request reaches the router.
+            if status == HEADERS_TOO_LARGE {
+                response.remove("content");
+            } else {
+                response.insert(
+                    "content".to_owned(),
+                    json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}),
+                );
+            }
             let headers = error_headers(status);
             if !headers.is_empty() {
                 let slot = response.entry("headers").or_insert_with(|| json!({}));
@@ -215,7 +228,10 @@ fn error_description(status: u16) -> &'static str {
         415 => "Unsupported Content-Type",
         422 => "Well-formed but invalid",
         429 => "Over the key's rate limit: retry after Retry-After seconds",
-        431 => "Request headers too large",
+        431 => {
+            "Request line and headers over OFFLOAD_HTTP_MAX_HEADER_BYTES: answered by the HTTP \
+             layer, without a body, and the connection is closed"
+        }
         503 => "Unavailable (broker, store or queue full): retry after Retry-After seconds",
         _ => "Error",
     }
@@ -249,15 +265,15 @@ fn error_headers(status: u16) -> Map<String, Value> {
             headers.insert(
                 "RateLimit".to_owned(),
                 header(
-                    "The key's quota now: remaining requests and seconds until the bucket \
-                     refills (IETF draft-ietf-httpapi-ratelimit-headers)",
+                    "The key's quota now, `\"default\";r=<requests left>;t=<seconds until \
+                     the bucket is full>` (draft-ietf-httpapi-ratelimit-headers)",
                     json!({"type": "string"}),
                 ),
             );
             headers.insert(
                 "RateLimit-Policy".to_owned(),
                 header(
-                    "The key's rate limit: requests per window",
+                    "The key's rate limit, `\"default\";q=<burst>;w=<seconds to refill>`",
                     json!({"type": "string"}),
                 ),
             );
@@ -389,6 +405,32 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
     if let Value::Object(jobs) = jobs {
         jobs.insert("minItems".to_owned(), json!(1));
         jobs.insert("maxItems".to_owned(), json!(MAX_BATCH_JOBS));
+        jobs.insert(
+            "description".to_owned(),
+            json!(format!(
+                "1 to {MAX_BATCH_JOBS} jobs, each as the body of POST /jobs, and no more than \
+                 the key's rate-limit burst (a batch takes one token per job): 422 otherwise"
+            )),
+        );
+    }
+    // The sign-in form: one field, the token.
+    if let Some(content) = doc
+        .pointer_mut("/paths/~1session/post/requestBody/content")
+        .and_then(Value::as_object_mut)
+    {
+        content.insert(
+            "application/x-www-form-urlencoded".to_owned(),
+            json!({"schema": {
+                "type": "object",
+                "required": ["token"],
+                "additionalProperties": false,
+                "properties": {"token": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "An API key's token (offload-api keys create)",
+                }},
+            }}),
+        );
     }
 }
 
