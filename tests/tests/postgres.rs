@@ -165,7 +165,7 @@ async fn an_api_that_cannot_open_its_database_exits_with_the_fix_and_no_password
     let (status, output) = run(&vars);
     assert!(!status.success(), "{output}");
     assert!(
-        output.contains("sqlite://") && output.contains("postgres://user@host/db"),
+        output.contains("sqlite://") && output.contains("postgres://user:password@host/db"),
         "names both accepted forms: {output}"
     );
 
