@@ -84,7 +84,7 @@ if [ -z "$token" ] && "$api_bin" keys --help >/dev/null 2>&1; then
   if "$api_bin" keys create --help 2>/dev/null | grep -q -- '--burst'; then
     quota=(--burst 1000 --rate-per-s 1000)
   fi
-  token="$("$api_bin" keys create --name contract --scope admin "${quota[@]}")"
+  token="$(timeout 60 "$api_bin" keys create --name contract --scope admin "${quota[@]}")"
 fi
 if [ -n "$token" ]; then
   headers=(-H "Authorization: Bearer $token")
