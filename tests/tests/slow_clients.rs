@@ -275,13 +275,12 @@ async fn a_body_that_trickles_gets_408_problem_json() {
     let env = TestEnv::new().await;
     let (api, worker) = api_with_worker(&env, &[("OFFLOAD_HTTP_BODY_TIMEOUT_MS", "1000")]).await;
     let mut stream = connect(api.addr()).await;
-    stream
-        .write_all(
-            b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-              Content-Length: 100\r\n\r\n{\"kind\": \"noop\"",
-        )
-        .await
-        .expect("write");
+    let head = format!(
+        "POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\": \"noop\"",
+        api.token
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
     let start = Instant::now();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
@@ -365,12 +364,12 @@ async fn sigterm_stops_the_api_within_the_grace_period_despite_stuck_clients() {
     // Arrange: a half-sent head (the default header timeout is 10 s, past the grace) and a
     // request whose body never comes.
     let _head = stuck_client(api.addr(), b"GET /health/live HTTP/1.1\r\nHost").await;
-    let _body = stuck_client(
-        api.addr(),
-        b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 100\r\n\r\n{\"kind\"",
-    )
-    .await;
+    let body_head = format!(
+        "POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\"",
+        api.token
+    );
+    let _body = stuck_client(api.addr(), body_head.as_bytes()).await;
     let (status, _): (u16, Value) = api.post_job(&json!({"kind": "noop", "payload": {}})).await;
     assert_eq!(status, 202);
 
