@@ -60,7 +60,7 @@ pub struct Args {
     #[arg(long)]
     pub write_report: bool,
     /// RabbitMQ address.
-    #[arg(long, env = "OFFLOAD_AMQP_URL", default_value = offload_shared::settings::DEFAULT_AMQP_URL)]
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_AMQP_URL", default_value = offload_shared::settings::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
     /// Unconfirmed messages in flight of the raw publisher.
     #[arg(long, default_value_t = 64)]

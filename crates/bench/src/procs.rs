@@ -20,6 +20,8 @@ use crate::{BenchError, QueueType, Result};
 pub const RETRY_BASE_MS: u64 = 1_000;
 /// Longest retry delay passed to both binaries.
 pub const RETRY_CAP_MS: u64 = 60_000;
+/// `OFFLOAD_MAX_QUEUE_LENGTH` of the benchmark's processes: above any backlog a phase builds.
+pub const BENCH_MAX_QUEUE_LENGTH: u32 = 10_000_000;
 
 /// Paths of `offload-api` and `offload-worker` next to this executable.
 #[derive(Debug, Clone)]
@@ -154,6 +156,13 @@ impl Slice {
             ("OFFLOAD_LOG_FORMAT".into(), "json".into()),
             ("OFFLOAD_RETRY_BASE_MS".into(), RETRY_BASE_MS.to_string()),
             ("OFFLOAD_RETRY_CAP_MS".into(), RETRY_CAP_MS.to_string()),
+            // The enqueue phases run with no worker and fill one queue with a few hundred
+            // thousand jobs: far past the default OFFLOAD_MAX_QUEUE_LENGTH, which would refuse
+            // them (503 queue-full) and measure the back-pressure instead of the enqueue path.
+            (
+                "OFFLOAD_MAX_QUEUE_LENGTH".into(),
+                BENCH_MAX_QUEUE_LENGTH.to_string(),
+            ),
             // Per-request logs would make the bench measure logging.
             (
                 "RUST_LOG".into(),
