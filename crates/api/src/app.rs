@@ -181,6 +181,7 @@ impl Application {
             writer,
             metrics,
             limiter: Arc::default(),
+            key_cache: Arc::default(),
         };
 
         let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));

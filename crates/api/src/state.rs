@@ -40,6 +40,8 @@ pub struct AppState {
     pub stopping: CancellationToken,
     /// Every API key's submit rate limit (in this process).
     pub limiter: Arc<RateLimiter>,
+    /// The API keys looked up in the last second.
+    pub key_cache: Arc<crate::auth::cache::KeyCache>,
 }
 
 impl AppState {

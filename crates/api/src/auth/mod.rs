@@ -5,8 +5,10 @@
 //! - [`token`]: making and hashing tokens and session ids.
 //! - [`rate`]: the per-key token buckets.
 //! - [`session`]: signing in and out of the browser pages.
+//! - [`cache`]: the keys looked up in the last second.
 //! - [`cli`]: `offload-api keys create | list | revoke`.
 
+pub mod cache;
 pub mod cli;
 pub mod rate;
 pub mod session;
@@ -93,10 +95,17 @@ impl Caller {
 
     /// Takes `cost` submits from this caller's rate limit.
     pub fn charge(&self, state: &AppState, cost: u32) -> Result<rate::Quota, ApiError> {
-        let (per_s, burst) = self.rate.unwrap_or((
-            state.settings.rate_limit_per_s,
-            state.settings.rate_limit_burst,
-        ));
+        // With OFFLOAD_AUTH=off there are no keys to hold quotas: every client would share one
+        // bucket, so a single busy client would throttle all. The anonymous caller is limited
+        // only by the queue-depth back-pressure.
+        let (per_s, burst) = if self.key_id.is_none() {
+            (ANONYMOUS_RATE, ANONYMOUS_RATE)
+        } else {
+            self.rate.unwrap_or((
+                state.settings.rate_limit_per_s,
+                state.settings.rate_limit_burst,
+            ))
+        };
         if cost > burst {
             return Err(ApiError::Invalid(format!(
                 "this request holds {cost} jobs, more than this key may submit at once ({burst}); \
@@ -110,6 +119,9 @@ impl Caller {
             .map_err(ApiError::RateLimited)
     }
 }
+
+/// The rate and burst of the anonymous caller (`OFFLOAD_AUTH=off`): the settings' largest.
+const ANONYMOUS_RATE: u32 = 1_000_000;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,11 +236,21 @@ async fn find_caller(
                 "the token is not an Offload API token",
             )));
         }
-        let key = state
-            .store
-            .key_by_hash(&token::hash(token))
-            .await
-            .map_err(|e| Err(e.into()))?;
+        let hash = token::hash(token);
+        let key = match state.key_cache.get(&hash) {
+            Some(key) => Some(key),
+            None => {
+                let key = state
+                    .store
+                    .key_by_hash(&hash)
+                    .await
+                    .map_err(|e| Err(e.into()))?;
+                if let Some(key) = &key {
+                    state.key_cache.put(hash, key.clone());
+                }
+                key
+            }
+        };
         return usable(key, "the token is not a known API key");
     }
     if let Some(session) = session::cookie(headers) {
