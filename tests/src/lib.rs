@@ -199,29 +199,49 @@ impl TestEnv {
 
     /// Deletes this test's queues, exchanges and store file.
     pub async fn cleanup(self) {
-        if let Ok(channel) = self.broker.create_channel().await {
-            // The work queues of kinds on other queues (`<prefix>.jobs.<queue>`) too: every
-            // quorum queue left behind costs the broker for as long as it exists.
-            let mut queues: Vec<String> =
-                self.names.queues().into_iter().map(str::to_owned).collect();
-            queues.extend(self.prefixed_queues().await);
-            queues.sort();
-            queues.dedup();
+        // Every broker wait is bounded: a connection a test left in a bad state must not hang
+        // the suite (lapin's close once never returned under load). What the broker did not
+        // delete in time is deleted with rabbitmqctl.
+        const WAIT: Duration = Duration::from_secs(5);
+        // The work queues of kinds on other queues (`<prefix>.jobs.<queue>`) too: every quorum
+        // queue left behind costs the broker for as long as it exists.
+        let mut queues: Vec<String> = self.names.queues().into_iter().map(str::to_owned).collect();
+        queues.extend(self.prefixed_queues().await);
+        queues.sort();
+        queues.dedup();
+        let mut left: Vec<String> = queues.clone();
+        if let Ok(Ok(channel)) = tokio::time::timeout(WAIT, self.broker.create_channel()).await {
+            left.clear();
             for q in &queues {
-                let _ = channel
-                    .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default())
-                    .await;
+                let deleted = tokio::time::timeout(
+                    WAIT,
+                    channel
+                        .queue_delete(ShortString::from(q.as_str()), QueueDeleteOptions::default()),
+                )
+                .await;
+                if deleted.is_err() {
+                    left.push(q.clone());
+                }
             }
             for x in self.names.exchanges() {
-                let _ = channel
-                    .exchange_delete(ShortString::from(x), ExchangeDeleteOptions::default())
-                    .await;
+                let _ = tokio::time::timeout(
+                    WAIT,
+                    channel.exchange_delete(ShortString::from(x), ExchangeDeleteOptions::default()),
+                )
+                .await;
             }
+        }
+        for q in &left {
+            let _ = tokio::process::Command::new("rabbitmqctl")
+                .args(["-q", "delete_queue", q])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await;
         }
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.database.display()));
         }
-        let _ = self.broker.close(200, "done".into()).await;
+        let _ = tokio::time::timeout(WAIT, self.broker.close(200, "done".into())).await;
     }
 }
 
