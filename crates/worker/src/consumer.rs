@@ -463,15 +463,15 @@ pub(crate) async fn run(
 ) -> Outcome {
     let limit = Duration::from_millis(envelope.timeout_ms);
     let cancellation = shutdown.child_token();
-    let ctx = JobContext {
-        id: envelope.id,
-        kind: envelope.kind.clone(),
-        attempt: envelope.attempt,
-        max_attempts: envelope.max_attempts,
+    let ctx = JobContext::received(
+        envelope.id,
+        envelope.kind.clone(),
+        (envelope.attempt, envelope.max_attempts),
         worker,
-        deadline: Instant::now() + limit,
-        cancellation: cancellation.clone(),
-    };
+        Instant::now() + limit,
+        cancellation.clone(),
+        Vec::new(),
+    );
     // Fired when the job ends however it ends, so work the handler spawned with the token stops.
     let _cancel_on_end = cancellation.drop_guard();
     let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));

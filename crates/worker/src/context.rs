@@ -1,13 +1,16 @@
 //! What a running job knows about itself: [`JobContext`], with its deadline and its cancellation.
 
 use std::{
-    sync::Arc,
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{JobId, JobKind};
+
+use crate::{Artifact, InputFile};
 
 /// What a handler knows about the job it runs.
 ///
@@ -60,6 +63,10 @@ pub struct JobContext {
     /// Fired when the worker shuts down (the grace period begins) or the deadline passes, and
     /// in any case once the attempt is over, so work the handler spawned with a clone stops too.
     pub cancellation: CancellationToken,
+    /// Files uploaded with the job, by form field.
+    inputs: Arc<BTreeMap<String, InputFile>>,
+    /// Files the handler attached to its result, in order.
+    artifacts: Arc<Mutex<Vec<Artifact>>>,
 }
 
 impl JobContext {
@@ -84,7 +91,87 @@ impl JobContext {
             worker: "standalone".into(),
             deadline: Instant::now() + limit,
             cancellation: CancellationToken::new(),
+            inputs: Arc::default(),
+            artifacts: Arc::default(),
         }
+    }
+
+    /// The context of a job the worker received: `inputs` are the files uploaded with it.
+    pub(crate) fn received(
+        id: JobId,
+        kind: JobKind,
+        (attempt, max_attempts): (u32, u32),
+        worker: Arc<str>,
+        deadline: Instant,
+        cancellation: CancellationToken,
+        inputs: Vec<InputFile>,
+    ) -> Self {
+        JobContext {
+            id,
+            kind,
+            attempt,
+            max_attempts,
+            worker,
+            deadline,
+            cancellation,
+            inputs: Arc::new(inputs.into_iter().map(|f| (f.field.clone(), f)).collect()),
+            artifacts: Arc::default(),
+        }
+    }
+
+    /// This context with `file` uploaded under its field, e.g. for a handler's unit test.
+    ///
+    /// ```
+    /// use offload_worker::{InputFile, JobContext};
+    /// let ctx = JobContext::standalone("k", std::time::Duration::from_secs(1)).with_input(InputFile {
+    ///     field: "image".into(),
+    ///     filename: Some("a.png".into()),
+    ///     content_type: "image/png".into(),
+    ///     data: vec![1, 2].into(),
+    /// });
+    /// assert_eq!(ctx.input("image").map(|f| f.data.len()), Some(2));
+    /// ```
+    #[must_use]
+    pub fn with_input(mut self, file: InputFile) -> Self {
+        Arc::make_mut(&mut self.inputs).insert(file.field.clone(), file);
+        self
+    }
+
+    /// The file uploaded with the job under form field `field`, if any.
+    pub fn input(&self, field: &str) -> Option<&InputFile> {
+        self.inputs.get(field)
+    }
+
+    /// The names of the form fields files were uploaded under.
+    pub fn input_fields(&self) -> impl Iterator<Item = &str> {
+        self.inputs.keys().map(String::as_str)
+    }
+
+    /// Attaches `artifact` to this attempt's result: kept by the API if the attempt succeeds
+    /// (an attempt that fails drops what it attached). A second artifact of the same name
+    /// replaces the first.
+    ///
+    /// ```
+    /// use offload_worker::{Artifact, JobContext};
+    /// let ctx = JobContext::standalone("k", std::time::Duration::from_secs(1));
+    /// ctx.attach(Artifact::new("out.txt", "text/plain", "hi"));
+    /// assert_eq!(ctx.attached()[0].name, "out.txt");
+    /// ```
+    pub fn attach(&self, artifact: Artifact) {
+        let mut artifacts = self
+            .artifacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        artifacts.retain(|a| a.name != artifact.name);
+        artifacts.push(artifact);
+    }
+
+    /// What was attached so far, in order.
+    pub fn attached(&self) -> Vec<Artifact> {
+        self.artifacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// True once the job was asked to stop.

@@ -64,6 +64,7 @@
 //! # Layout
 //! - [`job`]: the [`Job`] trait: kind, queue, defaults, payload and output types, `run`.
 //! - [`context`]: [`JobContext`]: the job's id, attempt, deadline and cancellation.
+//! - [`files`]: [`InputFile`]s uploaded with a job and [`Artifact`]s returned with its result.
 //! - [`job_error`]: [`JobError`] (retryable or permanent) and [`ResultExt`] for `?`.
 //! - [`error`]: [`WorkerError`], why a worker could not be built or run.
 //! - [`app`]: [`Worker::builder`] / [`Worker::run_until_stopped`]: connect, declare, announce,
@@ -78,6 +79,7 @@
 pub mod app;
 pub mod context;
 pub mod error;
+pub mod files;
 pub mod handlers;
 pub mod job;
 pub mod job_error;
@@ -91,6 +93,7 @@ mod reporter;
 pub use app::{Worker, WorkerBuilder};
 pub use context::JobContext;
 pub use error::WorkerError;
+pub use files::{Artifact, InputFile};
 pub use job::Job;
 pub use job_error::{JobError, ResultExt};
 
