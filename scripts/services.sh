@@ -140,3 +140,49 @@ ensure_contract_python() {
   fi
   export OFFLOAD_CONTRACT_PYTHON="$venv/bin/python"
 }
+
+# Debian's chromium, for the browser suite (tests/tests/browser.rs): playwright-core drives it
+# through `executablePath`, so no browser build is downloaded. Exports OFFLOAD_CHROMIUM.
+ensure_chromium() {
+  local chromium
+  chromium="$(command -v chromium || true)"
+  if [ -z "$chromium" ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "chromium is not installed; installing it with apt-get (browser suite)" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+      chromium="$(command -v chromium || true)"
+    fi
+    if [ -z "$chromium" ]; then
+      echo "The browser suite needs Debian's chromium: run (as root) apt-get install chromium" >&2
+      return 1
+    fi
+  fi
+  export OFFLOAD_CHROMIUM="$chromium"
+}
+
+# The browser suite's driver: a pinned playwright-core from npm, kept in the user's cache so a
+# fresh clone reuses it (no browser download: it drives Debian's chromium). Exports
+# OFFLOAD_BROWSER_DRIVER (the directory holding node_modules/playwright-core).
+PLAYWRIGHT_CORE_VERSION="1.65.1"
+ensure_browser_driver() {
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/offload/browser"
+  local installed
+  installed="$(node -p "require('$dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
+  if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+      if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "Node.js is not installed; installing it with apt-get (browser suite)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+      else
+        echo "The browser suite needs Node.js and npm: install nodejs and npm" >&2
+        return 1
+      fi
+    fi
+    echo "installing playwright-core $PLAYWRIGHT_CORE_VERSION into $dir (browser suite)" >&2
+    mkdir -p "$dir"
+    # No browser download: the suite launches Debian's chromium by path.
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$dir" --no-save --no-audit --no-fund \
+      --no-package-lock --silent "playwright-core@$PLAYWRIGHT_CORE_VERSION" >&2
+  fi
+  export OFFLOAD_BROWSER_DRIVER="$dir"
+}

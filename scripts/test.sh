@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts RabbitMQ (with its management plugin) and PostgreSQL if
-# they are not answering, makes the Python virtualenv of the protocol peer test, then `cargo test`.
+# they are not answering, makes the Python virtualenv of the protocol peer test, installs Debian's
+# chromium and the pinned playwright-core of the browser suite (tests/tests/browser.rs), then
+# `cargo test`.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +12,6 @@ ensure_rabbitmq
 ensure_rabbitmq_management
 ensure_postgres
 ensure_peer_python
+ensure_chromium
+ensure_browser_driver
 cargo test --workspace "$@"

@@ -1,0 +1,24 @@
+// Browser scenario 1: sign in with a token through the form, submit a `noop` job from the home
+// page's JSON form, follow the 303 to the job's page and wait until it shows `succeeded`.
+// Screenshots of each page go to OFFLOAD_BROWSER_SCREENSHOTS.
+// Run by tests/tests/browser.rs: `node tests/browser/upload.mjs` with OFFLOAD_BROWSER_BASE,
+// OFFLOAD_BROWSER_TOKEN, OFFLOAD_BROWSER_SCREENSHOTS, OFFLOAD_CHROMIUM, OFFLOAD_BROWSER_DRIVER.
+import { check, run, shot, signIn, submitTo303, waitForStatus } from './lib.mjs';
+
+await run('upload', async (s, page) => {
+  await signIn(s, page);
+  const form = page.locator('form[action="/jobs"]').first();
+  const kinds = await form.locator('select[name="kind"] option').allTextContents();
+  check(kinds.includes('noop'), `the home page does not offer the kind noop: ${JSON.stringify(kinds)}`);
+  await form.locator('select[name="kind"]').selectOption('noop');
+  await form.locator('textarea[name="payload"]').fill('{"from": "the browser suite"}');
+  await shot(s, page, '02-home');
+  const url = await submitTo303(s, page, 'form[action="/jobs"] button[type="submit"]');
+  await shot(s, page, '03-job-submitted');
+  await waitForStatus(s, page, 'succeeded');
+  // noop returns its payload: the job page shows it as the result.
+  const body = await page.locator('body').innerText();
+  check(body.includes('the browser suite'), `the job page does not show noop's result: ${body}`);
+  check(page.url() === url, `the browser left the job page for ${page.url()}`);
+  await shot(s, page, '04-job-succeeded');
+});

@@ -1,0 +1,187 @@
+//! The browser suite: a real headless Chromium, driven by the scripts in `tests/browser/`
+//! (plain ESM on a pinned playwright-core), signs in through the form and submits jobs from the
+//! home page against the real API and worker. Screenshots of each page go to
+//! `target/browser-screenshots/<scenario>/` (CI keeps them).
+//!
+//! Chromium is Debian's (`OFFLOAD_CHROMIUM`, else `chromium` on the PATH) and the driver is the
+//! playwright-core `scripts/test.sh` installs into `~/.cache/offload/browser`
+//! (`OFFLOAD_BROWSER_DRIVER`). Either missing fails the test with the fix: never a silent pass.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tokio::{io::AsyncReadExt, process::Command};
+
+use offload_tests::{ApiProcess, TestEnv, WorkerProcess, poll};
+
+/// The hard bound on one script, Chromium's launch included.
+const SCRIPT_BOUND: Duration = Duration::from_secs(120);
+
+/// How long the API may take to list a kind a worker announced.
+const WITHIN: Duration = Duration::from_secs(30);
+
+const INSTALL_HINT: &str = "run scripts/test.sh (it installs Debian's chromium and the pinned \
+                            playwright-core into ~/.cache/offload/browser), or set \
+                            OFFLOAD_CHROMIUM and OFFLOAD_BROWSER_DRIVER";
+
+/// The Chromium executable, or a failure saying how to get one.
+fn chromium() -> PathBuf {
+    let found = std::env::var_os("OFFLOAD_CHROMIUM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join("chromium"))
+                    .find(|p| p.is_file())
+            })
+        });
+    match found {
+        Some(path) if path.is_file() => path,
+        other => panic!(
+            "Chromium is missing ({}): {INSTALL_HINT}",
+            other.map_or_else(
+                || "no chromium on the PATH".to_owned(),
+                |p| format!("{} is not a file", p.display())
+            )
+        ),
+    }
+}
+
+/// The directory whose `node_modules` holds playwright-core, or a failure saying how to get it.
+fn driver() -> PathBuf {
+    let dir = std::env::var_os("OFFLOAD_BROWSER_DRIVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+                });
+            cache.join("offload/browser")
+        });
+    let package = dir.join("node_modules/playwright-core/package.json");
+    assert!(
+        package.is_file(),
+        "the browser driver is missing ({} not found): {INSTALL_HINT}",
+        package.display()
+    );
+    dir
+}
+
+/// `target/browser-screenshots/<scenario>`, emptied: what CI keeps as artifacts.
+fn screenshot_dir(scenario: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+            tests.parent().unwrap_or(tests).join("target")
+        });
+    let dir = target.join("browser-screenshots").join(scenario);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the screenshot directory can be made");
+    dir
+}
+
+/// Runs `node tests/browser/<script>` with `vars` within [`SCRIPT_BOUND`] (killed past it),
+/// prints its output and the screenshots it made, and fails unless it exited 0.
+async fn run_script(script: &str, shots: &Path, vars: &[(&str, String)]) {
+    let (chromium, driver) = (chromium(), driver());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("browser")
+        .join(script);
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(&path)
+        .env("OFFLOAD_CHROMIUM", &chromium)
+        .env("OFFLOAD_BROWSER_DRIVER", &driver)
+        .env("OFFLOAD_BROWSER_SCREENSHOTS", shots)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills Chromium with it.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("node cannot start ({e}): install Node.js; {INSTALL_HINT}"));
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text).await;
+        text
+    });
+    let err = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let status = tokio::time::timeout(SCRIPT_BOUND, child.wait()).await;
+    if status.is_err() {
+        if let Some(pid) = child.id() {
+            // The whole group: node and the Chromium it launched.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        let _ = child.kill().await;
+    }
+    let (out, err) = (
+        out.await.unwrap_or_default(),
+        err.await.unwrap_or_default(),
+    );
+    println!(
+        "--- node tests/browser/{script} ({:.1} s)\n{out}{err}",
+        started.elapsed().as_secs_f64()
+    );
+    let mut made: Vec<_> = std::fs::read_dir(shots)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    made.sort();
+    for shot in &made {
+        println!("screenshot kept: {}", shot.display());
+    }
+    match status {
+        Err(_) => panic!(
+            "tests/browser/{script} did not finish within {SCRIPT_BOUND:?} (killed):\n{out}{err}"
+        ),
+        Ok(status) => {
+            let status = status.expect("node's exit status");
+            assert!(
+                status.success(),
+                "tests/browser/{script} failed ({status}):\n{out}{err}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_submits_a_noop_job_from_the_form_and_sees_it_succeed() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let worker = WorkerProcess::start(&env, "browser-1", 1, &[]).await;
+    // The home page offers the kinds the API knows: wait for the worker's announcement.
+    poll(WITHIN, "the API to list noop", || async {
+        api.kind("noop").await.map(|_| ())
+    })
+    .await;
+    // A user's key, as a person would paste it: not the harness's admin key.
+    let token = api.create_key("browser-user", &["submit", "read"], &[]);
+
+    run_script(
+        "upload.mjs",
+        &screenshot_dir("upload"),
+        &[
+            ("OFFLOAD_BROWSER_BASE", api.base.clone()),
+            ("OFFLOAD_BROWSER_TOKEN", token),
+        ],
+    )
+    .await;
+
+    drop(worker);
+    drop(api);
+    env.cleanup().await;
+}
