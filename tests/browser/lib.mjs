@@ -41,7 +41,12 @@ export async function launch(s) {
   const page = await context.newPage();
   // The page's own errors are part of the output: a broken page fails loudly, not silently.
   page.on('pageerror', (e) => console.log(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') console.log(`console error: ${m.text()} (${m.location().url})`); });
+  page.on('console', (m) => {
+    // The pages have no favicon: Chromium's request for one is not the page's error.
+    if (m.type() === 'error' && !m.location().url.endsWith('/favicon.ico')) {
+      console.log(`console error: ${m.text()} (${m.location().url})`);
+    }
+  });
   page.on('response', (r) => { if (r.status() >= 400) console.log(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`); });
   mkdirSync(s.shots, { recursive: true });
   return { browser, page };

@@ -5,7 +5,25 @@
 // OFFLOAD_BROWSER_TOKEN, OFFLOAD_BROWSER_SCREENSHOTS, OFFLOAD_CHROMIUM, OFFLOAD_BROWSER_DRIVER.
 import { check, run, shot, signIn, submitTo303, waitForStatus } from './lib.mjs';
 
+/** A token that is no key gets the sign-in form again, with a 401 and an alert saying why. */
+async function refusesABadToken(s, page) {
+  await page.goto(`${s.base}/`);
+  await page.fill('input[name="token"]', 'ofl_not-a-key');
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url() === `${s.base}/session` && r.request().method() === 'POST'),
+    page.click('form[action="/session"] button[type="submit"]'),
+  ]);
+  check(response.status() === 401, `a bad token got ${response.status()}, not 401`);
+  const alert = (await page.locator('[role="alert"]').textContent()) || '';
+  check(/not a valid API key/.test(alert), `no alert for a bad token: ${JSON.stringify(alert)}`);
+  const cookies = await page.context().cookies(s.base);
+  check(!cookies.some((c) => c.name === 'offload_session'), 'a bad token got a session cookie');
+  await shot(s, page, '00-bad-token');
+  console.log('a bad token: 401, the form again with an alert, no cookie');
+}
+
 await run('upload', async (s, page) => {
+  await refusesABadToken(s, page);
   await signIn(s, page);
   const form = page.locator('form[action="/jobs"]').first();
   const kinds = await form.locator('select[name="kind"] option').allTextContents();
