@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts RabbitMQ (with its management plugin) and PostgreSQL if
-# they are not answering, makes the Python virtualenv of the protocol peer test, then `cargo test`.
+# they are not answering, makes the Python virtualenv of the protocol peer test, installs
+# poppler-utils (the PDF tests read PDFs with pdftotext) when missing, then `cargo test`.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +11,5 @@ ensure_rabbitmq
 ensure_rabbitmq_management
 ensure_postgres
 ensure_peer_python
+ensure_pdftotext
 cargo test --workspace "$@"
