@@ -178,7 +178,7 @@ pub fn stock(builder: WorkerBuilder, queues: &QueueList) -> Result<WorkerBuilder
 }
 
 /// The built-in kinds of `queues` (all of them when empty), registered.
-#[cfg(test)]
+#[cfg(all(test, feature = "documents"))]
 pub(crate) fn registry_for(queues: &QueueList) -> Result<Registry, WorkerError> {
     add_for(Registry::default(), queues)
 }
@@ -255,6 +255,7 @@ mod tests {
         ));
     }
 
+    #[cfg(feature = "documents")]
     fn names(registry: &Registry) -> Vec<(String, String)> {
         registry
             .specs()
@@ -263,6 +264,7 @@ mod tests {
             .collect()
     }
 
+    #[cfg(feature = "documents")]
     fn list(raw: &[&str]) -> QueueList {
         QueueList(
             raw.iter()

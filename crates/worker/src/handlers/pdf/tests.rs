@@ -313,3 +313,37 @@ fn write_samples() {
         std::fs::write(dir.join(name), pdf.bytes).expect("written");
     }
 }
+
+#[test]
+fn the_readme_examples_fit_the_schema_and_render() {
+    let readme = include_str!("../../../../../README.md");
+    let section = readme
+        .split("### pdf.render")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a pdf.render section");
+    let submit = section
+        .split("-d '")
+        .nth(1)
+        .and_then(|s| s.split("}'").next())
+        .map(|s| format!("{s}}}"))
+        .expect("a curl submit");
+    let submit: Value = serde_json::from_str(&submit).expect("the curl body is JSON");
+    let form = section
+        .split("```json")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a browser payload");
+    let form: Value = serde_json::from_str(form).expect("the form payload is JSON");
+    let schema = builtin::specs()
+        .into_iter()
+        .find(|s| s.name.as_str() == "pdf.render")
+        .expect("built in")
+        .compile()
+        .expect("valid");
+    for (what, example) in [("curl", submit["payload"].clone()), ("form", form)] {
+        assert!(schema.check(&example).is_ok(), "{what}: {example}");
+        let pdf = render(&payload(example)).expect(what);
+        assert_eq!(pdf.pages, 1, "{what}");
+    }
+}
