@@ -1,6 +1,6 @@
 //! The two standard Type 1 fonts the renderer uses (Helvetica and Helvetica-Bold, which every
 //! PDF reader has, so nothing is embedded), text in their WinAnsi encoding, and their glyph
-//! widths (the Adobe core-14 AFM metrics) for line wrapping and right alignment.
+//! widths (the Adobe core-14 AFM metrics), and line wrapping by those widths.
 
 /// A font of the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,9 +137,63 @@ const HELVETICA_BOLD: [u16; 224] = [
     611, 611, 611, 611, 611, 611, 611, 584, 611, 611, 611, 611, 611, 556, 611, 556,
 ];
 
+/// `text` broken into lines no wider than `width`: at line feeds, then between words, and
+/// inside a word longer than a line. An empty text is one empty line.
+pub(super) fn wrap(text: &[u8], font: Font, size: f32, width: f32) -> Vec<Vec<u8>> {
+    let space = font.width(b" ", size);
+    let mut lines = Vec::new();
+    for hard in text.split(|&b| b == b'\n') {
+        let mut line: Vec<u8> = Vec::new();
+        let mut line_w = 0.0;
+        for word in hard.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
+            let word_w = font.width(word, size);
+            if !line.is_empty() && line_w + space + word_w <= width {
+                line.push(b' ');
+                line.extend_from_slice(word);
+                line_w += space + word_w;
+                continue;
+            }
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            if word_w <= width {
+                line.extend_from_slice(word);
+                line_w = word_w;
+                continue;
+            }
+            // A word wider than the line: as many characters per line as fit (at least one).
+            line_w = 0.0;
+            for &b in word {
+                let w = font.width(&[b], size);
+                if !line.is_empty() && line_w + w > width {
+                    lines.push(std::mem::take(&mut line));
+                    line_w = 0.0;
+                }
+                line.push(b);
+                line_w += w;
+            }
+        }
+        lines.push(line);
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrapping_keeps_every_word_and_each_line_fits() {
+        let text = b"the quick brown fox jumps over the lazy dog ".repeat(20);
+        let lines = wrap(&text, Font::Regular, 10.0, 200.0);
+        assert!(lines.len() > 5, "{}", lines.len());
+        assert!(lines.iter().all(|l| Font::Regular.width(l, 10.0) <= 200.0));
+        let joined: Vec<u8> = lines.join(&b' ');
+        assert_eq!(joined, text.trim_ascii_end());
+        let long = wrap(&[b'W'; 100], Font::Bold, 10.0, 50.0);
+        assert!(long.len() > 10 && long.iter().all(|l| !l.is_empty()));
+        assert_eq!(wrap(b"a\n\nb", Font::Regular, 10.0, 100.0).len(), 3);
+    }
 
     #[test]
     fn text_outside_win_ansi_is_mapped_or_replaced_never_dropped() {

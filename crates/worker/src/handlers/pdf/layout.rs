@@ -5,7 +5,7 @@
 use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
 use super::PdfError;
-use super::fonts::{Font, encode};
+use super::fonts::{Font, encode, wrap};
 
 /// A4 width, in points.
 const PAGE_W: f32 = 595.0;
@@ -444,63 +444,9 @@ pub(super) fn cell_width(text: &str, bold: bool) -> f32 {
     font.width(&encode(text), CELL) + 2.0 * PAD
 }
 
-/// `text` broken into lines no wider than `width`: at line feeds, then between words, and
-/// inside a word longer than a line. An empty text is one empty line.
-fn wrap(text: &[u8], font: Font, size: f32, width: f32) -> Vec<Vec<u8>> {
-    let space = font.width(b" ", size);
-    let mut lines = Vec::new();
-    for hard in text.split(|&b| b == b'\n') {
-        let mut line: Vec<u8> = Vec::new();
-        let mut line_w = 0.0;
-        for word in hard.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
-            let word_w = font.width(word, size);
-            if !line.is_empty() && line_w + space + word_w <= width {
-                line.push(b' ');
-                line.extend_from_slice(word);
-                line_w += space + word_w;
-                continue;
-            }
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            if word_w <= width {
-                line.extend_from_slice(word);
-                line_w = word_w;
-                continue;
-            }
-            // A word wider than the line: as many characters per line as fit (at least one).
-            line_w = 0.0;
-            for &b in word {
-                let w = font.width(&[b], size);
-                if !line.is_empty() && line_w + w > width {
-                    lines.push(std::mem::take(&mut line));
-                    line_w = 0.0;
-                }
-                line.push(b);
-                line_w += w;
-            }
-        }
-        lines.push(line);
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wrapping_keeps_every_word_and_each_line_fits() {
-        let text = b"the quick brown fox jumps over the lazy dog ".repeat(20);
-        let lines = wrap(&text, Font::Regular, 10.0, 200.0);
-        assert!(lines.len() > 5, "{}", lines.len());
-        assert!(lines.iter().all(|l| Font::Regular.width(l, 10.0) <= 200.0));
-        let joined: Vec<u8> = lines.join(&b' ');
-        assert_eq!(joined, text.trim_ascii_end());
-        let long = wrap(&[b'W'; 100], Font::Bold, 10.0, 50.0);
-        assert!(long.len() > 10 && long.iter().all(|l| !l.is_empty()));
-        assert_eq!(wrap(b"a\n\nb", Font::Regular, 10.0, 100.0).len(), 3);
-    }
 
     #[test]
     fn a_document_that_grows_past_its_page_limit_is_refused() {

@@ -4,6 +4,7 @@ use std::{process::Command, time::Duration};
 
 use serde_json::{Value, json};
 
+use super::templates::{format_cents, format_quantity};
 use super::*;
 use crate::handlers::{Handler, builtin};
 use offload_shared::kinds::JobKind;
