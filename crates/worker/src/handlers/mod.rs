@@ -1,5 +1,6 @@
 //! The jobs a worker runs, by kind: each typed [`Job`] behind a JSON-in, JSON-out handler, with
-//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`].
+//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`]
+//! (`pdf.render` in `pdf`, with the feature `documents`).
 
 pub mod builtin;
 #[cfg(feature = "documents")]

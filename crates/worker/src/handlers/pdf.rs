@@ -3,8 +3,9 @@
 //!
 //! The PDF is written with [`pdf-writer`](https://crates.io/crates/pdf-writer), the Typst
 //! team's low-level PDF writer: maintained, MIT/Apache-2.0, and small (its only dependencies,
-//! `bitflags`, `itoa`, `memchr` and `ryu`, were already in the build). Layout is ours
-//! ([`layout`]); the text uses the standard fonts Helvetica and Helvetica-Bold, which every
+//! `bitflags`, `itoa`, `memchr` and `ryu`, were already in the build). Layout (flowing
+//! text and tables over pages, page numbers) is ours, in the private modules `layout` and
+//! `templates`; the text uses the standard fonts Helvetica and Helvetica-Bold, which every
 //! reader has built in, so no font file is shipped or embedded.
 //!
 //! Text is written in the WinAnsi (Windows-1252) encoding of those fonts: ASCII, Latin-1
