@@ -100,6 +100,20 @@ ensure_postgres() {
   return 1
 }
 
+# poppler's pdftotext and pdfinfo: the pdf.render tests read the PDFs they render with them.
+ensure_pdftotext() {
+  if command -v pdftotext >/dev/null 2>&1 && command -v pdfinfo >/dev/null 2>&1; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "pdftotext is not installed; installing poppler-utils with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
+  else
+    echo "pdftotext and pdfinfo are missing: install them with apt-get install poppler-utils" >&2
+    return 1
+  fi
+}
+
 # The Python interpreter the protocol peer test (tests/tests/peer.rs) runs: a virtualenv with
 # pika, kept in the user's cache so a fresh clone reuses it. Exports OFFLOAD_PEER_PYTHON.
 ensure_peer_python() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts RabbitMQ (with its management plugin) and PostgreSQL if
-# they are not answering, makes the Python virtualenv of the protocol peer test, installs Debian's
-# chromium and the pinned playwright-core of the browser suite (tests/tests/browser.rs), then
-# `cargo test`.
+# they are not answering, makes the Python virtualenv of the protocol peer test, installs
+# poppler-utils (the PDF tests read PDFs with pdftotext), Debian's chromium and the pinned
+# playwright-core of the browser suite (tests/tests/browser.rs) when missing, then `cargo test`.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ ensure_rabbitmq
 ensure_rabbitmq_management
 ensure_postgres
 ensure_peer_python
+ensure_pdftotext
 ensure_chromium
 ensure_browser_driver
 cargo test --workspace "$@"

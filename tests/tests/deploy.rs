@@ -271,6 +271,66 @@ fn the_postgres_profile_runs_two_api_replicas_on_postgresql() {
     );
 }
 
+/// The per-queue worker services and the queue each serves (`OFFLOAD_QUEUES`).
+const QUEUE_WORKERS: [(&str, &str); 4] = [
+    ("worker", "default"),
+    ("thumbnails", "thumbnails"),
+    ("documents", "documents"),
+    ("webhooks", "webhooks"),
+];
+
+#[test]
+fn each_queue_has_its_own_worker_service_set_up_like_the_default_one() {
+    for compose in [Compose::load(COMPOSE), Compose::load(CLUSTER)] {
+        let file = compose.file;
+        let default = compose.service("worker");
+        let mut default_env = env(default);
+        default_env.remove("OFFLOAD_QUEUES");
+        for (name, queue) in QUEUE_WORKERS {
+            let service = compose.service(name);
+            assert_eq!(
+                first_word(&command(service)),
+                "offload-worker",
+                "{file}: service {name} must run offload-worker"
+            );
+            let mut vars = env(service);
+            assert_eq!(
+                vars.remove("OFFLOAD_QUEUES").as_deref(),
+                Some(queue),
+                "{file}: service {name} must set OFFLOAD_QUEUES: {queue}"
+            );
+            assert_eq!(
+                vars, default_env,
+                "{file}: service {name} must have the settings of service worker besides OFFLOAD_QUEUES"
+            );
+            for key in [
+                "image",
+                "healthcheck",
+                "stop_grace_period",
+                "volumes",
+                "depends_on",
+            ] {
+                assert_eq!(
+                    service.get(key),
+                    default.get(key),
+                    "{file}: service {name} must have the {key} of service worker"
+                );
+            }
+            assert!(
+                profiles(service).is_empty(),
+                "{file}: service {name} must run without a profile"
+            );
+        }
+        // Every built-in kind's queue has a worker service: no built-in job waits forever.
+        for queue in offload_worker::handlers::builtin::queues() {
+            assert!(
+                QUEUE_WORKERS.iter().any(|(_, q)| *q == queue),
+                "{file}: no worker service serves the built-in queue {queue}; add one to QUEUE_WORKERS and the compose files"
+            );
+        }
+    }
+}
+
 #[test]
 fn each_store_has_its_own_queue_prefix_and_each_prefix_has_workers() {
     for compose in [Compose::load(COMPOSE), Compose::load(CLUSTER)] {

@@ -9,6 +9,7 @@ use std::{
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
+    kinds::QueueName,
     secret_url::{
         SecretUrl, check_amqp_url, check_database_url, check_management_url, with_password,
         without_secrets,
@@ -225,6 +226,12 @@ pub struct Settings {
     /// [worker] Unacknowledged jobs per worker (`basic.qos`), which is also how many it runs at once.
     #[arg(long, hide_env_values = true, env = "OFFLOAD_PREFETCH", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub prefetch: u16,
+
+    /// [worker] Queues the stock `offload-worker` serves, comma-separated (e.g. `documents`, or
+    /// `default,webhooks`): it runs only the built-in kinds of those queues, so each queue can
+    /// have its own workers. Empty: every built-in kind's queue.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_QUEUES", default_value = "", value_parser = parse_queue_list)]
+    pub queues: QueueList,
 
     /// [api] Job store: `sqlite://path/to/file.db` (one API process) or `postgres://user@host/db`
     /// (several API replicas sharing one database).
@@ -598,6 +605,29 @@ impl Settings {
 }
 
 /// A key name: 1 to 64 characters of `[A-Za-z0-9._-]` (it is printed in lists and logs).
+/// A comma-separated list of queue names (`OFFLOAD_QUEUES`), each once, in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueList(pub Vec<QueueName>);
+
+impl QueueList {
+    /// True when no queue is listed (the stock worker then serves every built-in queue).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `default, documents` as two queue names: blanks around names and empty items are ignored.
+fn parse_queue_list(raw: &str) -> Result<QueueList, String> {
+    let mut queues: Vec<QueueName> = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let queue = QueueName::parse(name).map_err(|e| e.to_string())?;
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    Ok(QueueList(queues))
+}
+
 fn parse_key_name(raw: &str) -> Result<String, String> {
     let ok = (1..=64).contains(&raw.len())
         && raw
@@ -615,9 +645,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn queues_are_a_comma_separated_list_of_queue_names() {
+        let s =
+            Settings::try_parse_from(["offload", "--queues", " documents, default,,documents "])
+                .expect("valid list");
+        let names: Vec<&str> = s.queues.0.iter().map(QueueName::as_str).collect();
+        assert_eq!(names, ["documents", "default"]);
+        let empty = Settings::try_parse_from(["offload", "--queues", ""]).expect("empty list");
+        assert!(empty.queues.is_empty());
+    }
+
+    #[test]
     fn defaults_parse() {
         let s = Settings::try_parse_from(["offload"]).expect("defaults are valid");
         assert_eq!(s.prefetch, 1);
+        assert!(s.queues.is_empty(), "every built-in queue by default");
         assert_eq!(s.worker_heartbeat_s, 10);
         assert_eq!(s.queue_type, QueueType::Quorum);
         assert_eq!(s.max_body_bytes, 1024 * 1024);
@@ -828,6 +870,7 @@ mod tests {
     fn bad_values_are_refused_with_the_flag_named() {
         let cases: &[(&[&str], &str)] = &[
             (&["offload", "--prefetch", "0"], "--prefetch"),
+            (&["offload", "--queues", "default,Bad Name"], "--queues"),
             (&["offload", "--queue-type", "stream"], "--queue-type"),
             (&["offload", "--amqp-url", "http://x"], "--amqp-url"),
             (&["offload", "--queue-prefix", "bad name"], "--queue-prefix"),

@@ -25,6 +25,17 @@ pub enum WorkerError {
         /// What is wrong, and what to do about it.
         reason: String,
     },
+    /// `OFFLOAD_QUEUES` lists a queue no built-in kind uses (the stock worker only).
+    #[error(
+        "OFFLOAD_QUEUES lists {unknown}, which no built-in kind uses; the built-in kinds' \
+         queues are {known} (leave OFFLOAD_QUEUES empty to serve them all)"
+    )]
+    UnknownQueues {
+        /// The listed queues no built-in kind uses, comma-separated.
+        unknown: String,
+        /// The built-in kinds' queues, comma-separated.
+        known: String,
+    },
     /// `build` was called without any job.
     #[error("no job kinds registered: add at least one with WorkerBuilder::job")]
     NoJobs,

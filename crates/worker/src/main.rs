@@ -1,10 +1,8 @@
-//! The stock `offload-worker`: the SDK with the built-in kinds `noop` and `sleep`.
+//! The stock `offload-worker`: the SDK with the built-in kinds of the queues `OFFLOAD_QUEUES`
+//! lists (`noop` and `sleep` on `default`, `pdf.render` on `documents`; all when empty).
 
 use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
-use offload_worker::{
-    Worker,
-    handlers::builtin::{Noop, Sleep},
-};
+use offload_worker::{Worker, handlers::builtin};
 
 #[tokio::main]
 async fn main() {
@@ -27,8 +25,12 @@ async fn main() {
         );
     }
     let token = shutdown::on_signal();
-    let outcome = match Worker::builder(settings).job(Noop).job(Sleep).build().await {
-        Ok(worker) => worker.run_until_stopped(token).await,
+    let queues = settings.queues.clone();
+    let outcome = match builtin::stock(Worker::builder(settings), &queues) {
+        Ok(builder) => match builder.build().await {
+            Ok(worker) => worker.run_until_stopped(token).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if let Err(e) = outcome {

@@ -272,7 +272,11 @@ mod tests {
         let builtin = || ("noop".to_owned(), KindSource::Builtin);
         assert_eq!(
             sources(&store.kinds().await.expect("kinds")),
-            [builtin(), ("sleep".to_owned(), KindSource::Builtin)]
+            [
+                builtin(),
+                ("pdf.render".to_owned(), KindSource::Builtin),
+                ("sleep".to_owned(), KindSource::Builtin)
+            ]
         );
 
         // A recorded kind survives a restart.
@@ -345,7 +349,7 @@ mod tests {
         let err = kinds.get("resize").expect_err("not known");
         assert_eq!(
             err.to_string(),
-            "unknown job kind \"resize\"; known kinds: noop, sleep"
+            "unknown job kind \"resize\"; known kinds: noop, pdf.render, sleep"
         );
         assert!(kinds.get("Not A Name").is_err());
     }

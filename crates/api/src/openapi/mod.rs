@@ -376,6 +376,7 @@ mod tests {
             refs,
             [
                 "#/components/schemas/request.noop",
+                "#/components/schemas/request.pdf.render",
                 "#/components/schemas/request.resize",
                 "#/components/schemas/request.sleep"
             ]

@@ -1,5 +1,6 @@
-//! The built-in kinds: `noop` and `sleep` (with its failure switches), both on the queue
-//! `default`.
+//! The built-in kinds by queue: `noop` and `sleep` (with its failure switches) on `default`,
+//! `pdf.render` on `documents` (feature `documents`); and the stock worker's choice of them by
+//! `OFFLOAD_QUEUES`.
 
 use std::time::Duration;
 
@@ -7,10 +8,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use offload_shared::kinds::KindSpec;
+use offload_shared::{kinds::KindSpec, settings::QueueList};
 
 use super::Registry;
-use crate::{Job, JobContext, JobError};
+#[cfg(feature = "documents")]
+use super::pdf::PdfRender;
+use crate::{Job, JobContext, JobError, WorkerBuilder, WorkerError};
 
 /// Longest sleep a `sleep` job may ask for.
 pub const MAX_SLEEP_MS: u64 = 3_600_000;
@@ -90,13 +93,99 @@ pub fn specs() -> Vec<KindSpec> {
     registry().specs()
 }
 
-/// The built-in kinds, registered.
+/// What the built-in kinds are added to: the stock worker's builder, or a bare registry.
+pub(crate) trait AddJob: Sized {
+    /// `self` with `job`'s kind added.
+    fn add<J: Job>(self, job: J) -> Self;
+}
+
+impl AddJob for WorkerBuilder {
+    fn add<J: Job>(self, job: J) -> Self {
+        self.job(job)
+    }
+}
+
+impl AddJob for Registry {
+    fn add<J: Job>(mut self, job: J) -> Self {
+        // The built-in specs are the project's own and valid; a test keeps them so.
+        let _ = self.register(job);
+        self
+    }
+}
+
+/// A queue's name and the function that adds its built-in kinds.
+type QueueKinds<B> = (&'static str, fn(B) -> B);
+
+/// The built-in kinds by queue, each queue with the function that adds its kinds: a new
+/// built-in kind is one line here.
+fn by_queue<B: AddJob>() -> Vec<QueueKinds<B>> {
+    vec![
+        ("default", |b| b.add(Noop).add(Sleep)),
+        #[cfg(feature = "documents")]
+        ("documents", |b| b.add(PdfRender)),
+    ]
+}
+
+/// The queues of the built-in kinds, in the order the stock worker lists them.
+///
+/// ```
+/// assert_eq!(offload_worker::handlers::builtin::queues()[0], "default");
+/// ```
+pub fn queues() -> Vec<&'static str> {
+    by_queue::<Registry>().into_iter().map(|(q, _)| q).collect()
+}
+
+/// `target` with the built-in kinds of `queues` added, or of every queue when `queues` is
+/// empty; a listed queue no built-in kind uses is refused, naming the known ones.
+fn add_for<B: AddJob>(mut target: B, queues: &QueueList) -> Result<B, WorkerError> {
+    let table = by_queue::<B>();
+    let unknown: Vec<&str> = queues
+        .0
+        .iter()
+        .map(|q| q.as_str())
+        .filter(|q| !table.iter().any(|(name, _)| name == q))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(WorkerError::UnknownQueues {
+            unknown: unknown.join(", "),
+            known: queues_text(&table),
+        });
+    }
+    for (queue, add) in table {
+        if queues.is_empty() || queues.0.iter().any(|q| q.as_str() == queue) {
+            target = add(target);
+        }
+    }
+    Ok(target)
+}
+
+fn queues_text<B>(table: &[QueueKinds<B>]) -> String {
+    table.iter().map(|(q, _)| *q).collect::<Vec<_>>().join(", ")
+}
+
+/// The stock worker: `builder` with the built-in kinds of `queues` (`OFFLOAD_QUEUES`; every
+/// built-in kind when empty). A listed queue no built-in kind uses is an error naming the
+/// built-in queues.
+///
+/// ```
+/// use offload_worker::{Settings, Worker, handlers::builtin};
+/// let settings = Settings::from_env().unwrap();
+/// let queues = settings.queues.clone();
+/// let builder = builtin::stock(Worker::builder(settings), &queues).unwrap();
+/// ```
+pub fn stock(builder: WorkerBuilder, queues: &QueueList) -> Result<WorkerBuilder, WorkerError> {
+    add_for(builder, queues)
+}
+
+/// The built-in kinds of `queues` (all of them when empty), registered.
+#[cfg(all(test, feature = "documents"))]
+pub(crate) fn registry_for(queues: &QueueList) -> Result<Registry, WorkerError> {
+    add_for(Registry::default(), queues)
+}
+
+/// Every built-in kind, registered.
 pub(crate) fn registry() -> Registry {
-    let mut registry = Registry::default();
-    // The built-in specs are the project's own and valid; a test keeps them so.
-    let _ = registry.register(Noop);
-    let _ = registry.register(Sleep);
-    registry
+    add_for(Registry::default(), &QueueList::default()).unwrap_or_default()
 }
 
 async fn sleep(ctx: JobContext, p: SleepPayload) -> Result<Value, JobError> {
@@ -166,16 +255,76 @@ mod tests {
         ));
     }
 
+    #[cfg(feature = "documents")]
+    fn names(registry: &Registry) -> Vec<(String, String)> {
+        registry
+            .specs()
+            .iter()
+            .map(|s| (s.name.to_string(), s.queue.to_string()))
+            .collect()
+    }
+
+    #[cfg(feature = "documents")]
+    fn list(raw: &[&str]) -> QueueList {
+        QueueList(
+            raw.iter()
+                .map(|q| offload_shared::kinds::QueueName::parse(q).expect("valid"))
+                .collect(),
+        )
+    }
+
+    #[cfg(feature = "documents")]
     #[test]
-    fn both_builtin_kinds_register_on_the_default_queue() {
-        let names: Vec<String> = specs().iter().map(|s| s.name.to_string()).collect();
-        assert_eq!(names, ["noop", "sleep"]);
-        assert!(specs().iter().all(|s| s.queue.is_default()));
+    fn every_builtin_kind_is_on_its_queue() {
+        let pair = |k: &str, q: &str| (k.to_owned(), q.to_owned());
+        assert_eq!(
+            names(&registry()),
+            [
+                pair("noop", "default"),
+                pair("pdf.render", "documents"),
+                pair("sleep", "default"),
+            ]
+        );
+        assert_eq!(queues(), ["default", "documents"]);
+    }
+
+    #[cfg(feature = "documents")]
+    #[test]
+    fn the_listed_queues_select_their_kinds_and_an_unknown_one_is_refused() {
+        let pair = |k: &str, q: &str| (k.to_owned(), q.to_owned());
+        assert_eq!(
+            names(&registry_for(&list(&["documents"])).expect("known")),
+            [pair("pdf.render", "documents")]
+        );
+        assert_eq!(
+            names(&registry_for(&list(&["default"])).expect("known")),
+            [pair("noop", "default"), pair("sleep", "default")]
+        );
+        assert_eq!(
+            names(&registry_for(&list(&["documents", "default"])).expect("known")),
+            names(&registry())
+        );
+        assert_eq!(
+            names(&registry_for(&QueueList::default()).expect("all")),
+            names(&registry())
+        );
+        let refused = registry_for(&list(&["default", "videos", "audio"]))
+            .err()
+            .expect("videos is no built-in queue")
+            .to_string();
+        assert!(
+            refused.contains("lists videos, audio,")
+                && refused.contains("queues are default, documents"),
+            "{refused}"
+        );
     }
 
     #[test]
     fn the_sleep_schema_refuses_what_its_handler_refuses() {
-        let sleep = specs().pop().expect("sleep");
+        let sleep = specs()
+            .into_iter()
+            .find(|s| s.name.as_str() == "sleep")
+            .expect("sleep");
         let schema = sleep.compile().expect("valid schema");
         for good in [json!({"ms": 5}), json!({"fail": "permanent"}), json!({})] {
             assert!(schema.check(&good).is_ok(), "{good}");

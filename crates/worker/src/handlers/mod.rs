@@ -1,7 +1,10 @@
 //! The jobs a worker runs, by kind: each typed [`Job`] behind a JSON-in, JSON-out handler, with
-//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`].
+//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`]
+//! (`pdf.render` in `pdf`, with the feature `documents`).
 
 pub mod builtin;
+#[cfg(feature = "documents")]
+pub mod pdf;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -162,7 +165,8 @@ mod tests {
             assert!(registry.get(&spec.name).is_some(), "{}", spec.name);
         }
         assert_eq!(registry.specs(), builtin::specs());
-        assert_eq!(registry.queues(), vec![QueueName::default_queue()]);
+        let queues: Vec<String> = registry.queues().iter().map(|q| q.to_string()).collect();
+        assert_eq!(queues, builtin::queues());
     }
 
     #[test]
