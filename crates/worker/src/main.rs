@@ -1,9 +1,13 @@
-//! The stock `offload-worker`: the SDK with the built-in kinds `noop` and `sleep`.
+//! The stock `offload-worker`: the SDK with the built-in kinds `noop`, `sleep` and
+//! `image.thumbnail`.
 
 use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 use offload_worker::{
     Worker,
-    handlers::builtin::{Noop, Sleep},
+    handlers::{
+        builtin::{Noop, Sleep},
+        thumbnail::ImageThumbnail,
+    },
 };
 
 #[tokio::main]
@@ -27,7 +31,12 @@ async fn main() {
         );
     }
     let token = shutdown::on_signal();
-    let outcome = match Worker::builder(settings).job(Noop).job(Sleep).build().await {
+    let thumbnails = ImageThumbnail::from_settings(&settings);
+    let builder = Worker::builder(settings)
+        .job(Noop)
+        .job(Sleep)
+        .job(thumbnails);
+    let outcome = match builder.build().await {
         Ok(worker) => worker.run_until_stopped(token).await,
         Err(e) => Err(e),
     };

@@ -1,7 +1,10 @@
 //! The jobs a worker runs, by kind: each typed [`Job`] behind a JSON-in, JSON-out handler, with
-//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`].
+//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`] and (feature
+//! `thumbnails`) [`thumbnail`].
 
 pub mod builtin;
+#[cfg(feature = "thumbnails")]
+pub mod thumbnail;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -162,7 +165,11 @@ mod tests {
             assert!(registry.get(&spec.name).is_some(), "{}", spec.name);
         }
         assert_eq!(registry.specs(), builtin::specs());
-        assert_eq!(registry.queues(), vec![QueueName::default_queue()]);
+        let mut queues = vec![QueueName::default_queue()];
+        if cfg!(feature = "thumbnails") {
+            queues.push(QueueName::parse("thumbnails").expect("valid"));
+        }
+        assert_eq!(registry.queues(), queues);
     }
 
     #[test]
