@@ -271,7 +271,7 @@ fn pipeline(
     if bytes.is_empty() {
         return Err(ThumbnailError::NotAnImage("the data is empty".to_owned()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ThumbnailError::NotAnImage(e.to_string()))?;
     let Some(format) = reader.format() else {
@@ -282,7 +282,6 @@ fn pipeline(
         )));
     };
     let name = format_name(format);
-    let mut reader = reader;
     reader.limits(limits(max_pixels));
     let mut decoder = reader
         .into_decoder()
@@ -517,7 +516,6 @@ fn format_name(format: ImageFormat) -> &'static str {
         ImageFormat::Dds => "DDS",
         ImageFormat::Farbfeld => "farbfeld",
         ImageFormat::Qoi => "QOI",
-        ImageFormat::Pcx => "PCX",
         _ => "(unnamed)",
     }
 }
