@@ -406,6 +406,12 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_RETENTION_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub retention_interval_ms: u64,
 
+    /// [worker] Largest image `image.thumbnail` decodes, in pixels (width × height, read from
+    /// the header before decoding): a larger one fails permanently, so a small file claiming
+    /// huge dimensions (a decompression bomb) cannot exhaust memory. Default 40 megapixels.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_THUMBNAIL_MAX_PIXELS", default_value_t = 40_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub thumbnail_max_pixels: u64,
+
     /// [worker] Name reported in job status; defaults to `<hostname>-<pid>`.
     #[arg(long, hide_env_values = true, env = "OFFLOAD_WORKER_NAME")]
     pub worker_name: Option<String>,

@@ -3,7 +3,8 @@
 //! with fair dispatch, runs each job under its time limit, retries or dead-letters failures,
 //! reports lifecycle events, announces its kinds to the API and acknowledges each job only once
 //! it has finished and its outcome is confirmed. The stock `offload-worker` binary is this SDK
-//! with the built-in kinds ([`handlers::builtin`]).
+//! with the built-in kinds ([`handlers::builtin`]; `image.thumbnail` with the default feature
+//! `thumbnails`).
 //!
 //! ```no_run
 //! use offload_worker::{Job, JobContext, JobError, Settings, Worker};
@@ -69,7 +70,8 @@
 //! - [`error`]: [`WorkerError`], why a worker could not be built or run.
 //! - [`app`]: [`Worker::builder`] / [`Worker::run_until_stopped`]: connect, declare, announce,
 //!   consume each queue, reconnect, drain.
-//! - [`handlers`]: the registered jobs by kind behind JSON, and the built-in kinds.
+//! - [`handlers`]: the registered jobs by kind behind JSON, and the built-in kinds
+//!   (`handlers::thumbnail`, feature `thumbnails`: `image.thumbnail` and its pipeline).
 //! - `consumer`: one delivery start to finish, and the ack / requeue / return / dead-letter decision.
 //! - `announcer`: the announcements and heartbeats the API learns kinds and workers from.
 //! - `reporter`: confirmed publishing of events, retries, returns, announcements, dead letters.

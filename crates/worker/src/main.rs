@@ -1,5 +1,6 @@
 //! The stock `offload-worker`: the SDK with the built-in kinds of the queues `OFFLOAD_QUEUES`
-//! lists (`noop` and `sleep` on `default`, `pdf.render` on `documents`; all when empty).
+//! lists (`noop` and `sleep` on `default`, `image.thumbnail` on `thumbnails`, `pdf.render` on
+//! `documents`; all when empty).
 
 use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 use offload_worker::{Worker, handlers::builtin};
@@ -25,8 +26,7 @@ async fn main() {
         );
     }
     let token = shutdown::on_signal();
-    let queues = settings.queues.clone();
-    let outcome = match builtin::stock(Worker::builder(settings), &queues) {
+    let outcome = match builtin::stock(Worker::builder(settings.clone()), &settings) {
         Ok(builder) => match builder.build().await {
             Ok(worker) => worker.run_until_stopped(token).await,
             Err(e) => Err(e),

@@ -1,6 +1,6 @@
 //! The built-in kinds by queue: `noop` and `sleep` (with its failure switches) on `default`,
-//! `pdf.render` on `documents` (feature `documents`); and the stock worker's choice of them by
-//! `OFFLOAD_QUEUES`.
+//! `image.thumbnail` on `thumbnails` (feature `thumbnails`), `pdf.render` on `documents`
+//! (feature `documents`); and the stock worker's choice of them by `OFFLOAD_QUEUES`.
 
 use std::time::Duration;
 
@@ -8,11 +8,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use offload_shared::{kinds::KindSpec, settings::QueueList};
+use offload_shared::{Settings, kinds::KindSpec, settings::QueueList};
 
 use super::Registry;
 #[cfg(feature = "documents")]
 use super::pdf::PdfRender;
+#[cfg(feature = "thumbnails")]
+use super::thumbnail::ImageThumbnail;
 use crate::{Job, JobContext, JobError, WorkerBuilder, WorkerError};
 
 /// Longest sleep a `sleep` job may ask for.
@@ -113,16 +115,18 @@ impl AddJob for Registry {
     }
 }
 
-/// A queue's name and the function that adds its built-in kinds.
-type QueueKinds<B> = (&'static str, fn(B) -> B);
+/// A queue's name and the function that adds its built-in kinds, configured by the settings.
+type QueueKinds<B> = (&'static str, fn(B, &Settings) -> B);
 
 /// The built-in kinds by queue, each queue with the function that adds its kinds: a new
 /// built-in kind is one line here.
 fn by_queue<B: AddJob>() -> Vec<QueueKinds<B>> {
     vec![
-        ("default", |b| b.add(Noop).add(Sleep)),
+        ("default", |b, _| b.add(Noop).add(Sleep)),
+        #[cfg(feature = "thumbnails")]
+        ("thumbnails", |b, s| b.add(ImageThumbnail::from_settings(s))),
         #[cfg(feature = "documents")]
-        ("documents", |b| b.add(PdfRender)),
+        ("documents", |b, _| b.add(PdfRender)),
     ]
 }
 
@@ -137,7 +141,11 @@ pub fn queues() -> Vec<&'static str> {
 
 /// `target` with the built-in kinds of `queues` added, or of every queue when `queues` is
 /// empty; a listed queue no built-in kind uses is refused, naming the known ones.
-fn add_for<B: AddJob>(mut target: B, queues: &QueueList) -> Result<B, WorkerError> {
+fn add_for<B: AddJob>(
+    mut target: B,
+    queues: &QueueList,
+    settings: &Settings,
+) -> Result<B, WorkerError> {
     let table = by_queue::<B>();
     let unknown: Vec<&str> = queues
         .0
@@ -153,7 +161,7 @@ fn add_for<B: AddJob>(mut target: B, queues: &QueueList) -> Result<B, WorkerErro
     }
     for (queue, add) in table {
         if queues.is_empty() || queues.0.iter().any(|q| q.as_str() == queue) {
-            target = add(target);
+            target = add(target, settings);
         }
     }
     Ok(target)
@@ -170,22 +178,30 @@ fn queues_text<B>(table: &[QueueKinds<B>]) -> String {
 /// ```
 /// use offload_worker::{Settings, Worker, handlers::builtin};
 /// let settings = Settings::from_env().unwrap();
-/// let queues = settings.queues.clone();
-/// let builder = builtin::stock(Worker::builder(settings), &queues).unwrap();
+/// let builder = builtin::stock(Worker::builder(settings.clone()), &settings).unwrap();
 /// ```
-pub fn stock(builder: WorkerBuilder, queues: &QueueList) -> Result<WorkerBuilder, WorkerError> {
-    add_for(builder, queues)
+pub fn stock(builder: WorkerBuilder, settings: &Settings) -> Result<WorkerBuilder, WorkerError> {
+    add_for(builder, &settings.queues, settings)
 }
 
 /// The built-in kinds of `queues` (all of them when empty), registered.
-#[cfg(all(test, feature = "documents"))]
+#[cfg(all(test, feature = "documents", feature = "thumbnails"))]
 pub(crate) fn registry_for(queues: &QueueList) -> Result<Registry, WorkerError> {
-    add_for(Registry::default(), queues)
+    add_for(Registry::default(), queues, &test_settings())
+}
+
+/// Settings from defaults and the environment, for the registries of unit tests.
+#[cfg(all(test, feature = "documents", feature = "thumbnails"))]
+fn test_settings() -> Settings {
+    Settings::from_env().unwrap_or_else(|e| panic!("settings from the environment: {e}"))
 }
 
 /// Every built-in kind, registered.
 pub(crate) fn registry() -> Registry {
-    add_for(Registry::default(), &QueueList::default()).unwrap_or_default()
+    Settings::from_env()
+        .ok()
+        .and_then(|settings| add_for(Registry::default(), &QueueList::default(), &settings).ok())
+        .unwrap_or_default()
 }
 
 async fn sleep(ctx: JobContext, p: SleepPayload) -> Result<Value, JobError> {
@@ -255,7 +271,7 @@ mod tests {
         ));
     }
 
-    #[cfg(feature = "documents")]
+    #[cfg(all(feature = "documents", feature = "thumbnails"))]
     fn names(registry: &Registry) -> Vec<(String, String)> {
         registry
             .specs()
@@ -264,7 +280,7 @@ mod tests {
             .collect()
     }
 
-    #[cfg(feature = "documents")]
+    #[cfg(all(feature = "documents", feature = "thumbnails"))]
     fn list(raw: &[&str]) -> QueueList {
         QueueList(
             raw.iter()
@@ -273,22 +289,23 @@ mod tests {
         )
     }
 
-    #[cfg(feature = "documents")]
+    #[cfg(all(feature = "documents", feature = "thumbnails"))]
     #[test]
     fn every_builtin_kind_is_on_its_queue() {
         let pair = |k: &str, q: &str| (k.to_owned(), q.to_owned());
         assert_eq!(
             names(&registry()),
             [
+                pair("image.thumbnail", "thumbnails"),
                 pair("noop", "default"),
                 pair("pdf.render", "documents"),
                 pair("sleep", "default"),
             ]
         );
-        assert_eq!(queues(), ["default", "documents"]);
+        assert_eq!(queues(), ["default", "thumbnails", "documents"]);
     }
 
-    #[cfg(feature = "documents")]
+    #[cfg(all(feature = "documents", feature = "thumbnails"))]
     #[test]
     fn the_listed_queues_select_their_kinds_and_an_unknown_one_is_refused() {
         let pair = |k: &str, q: &str| (k.to_owned(), q.to_owned());
@@ -314,7 +331,7 @@ mod tests {
             .to_string();
         assert!(
             refused.contains("lists videos, audio,")
-                && refused.contains("queues are default, documents"),
+                && refused.contains("queues are default, thumbnails, documents"),
             "{refused}"
         );
     }

@@ -1,10 +1,12 @@
 //! The jobs a worker runs, by kind: each typed [`Job`] behind a JSON-in, JSON-out handler, with
-//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`]
-//! (`pdf.render` in `pdf`, with the feature `documents`).
+//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`]: `pdf.render` in
+//! [`pdf`] (feature `documents`), `image.thumbnail` in [`thumbnail`] (feature `thumbnails`).
 
 pub mod builtin;
 #[cfg(feature = "documents")]
 pub mod pdf;
+#[cfg(feature = "thumbnails")]
+pub mod thumbnail;
 
 use std::{collections::BTreeMap, sync::Arc};
 
