@@ -1,4 +1,5 @@
-//! The stock `offload-worker`: the SDK with the built-in kinds `noop` and `sleep`.
+//! The stock `offload-worker`: the SDK with the built-in kinds `noop`, `sleep` and (feature
+//! `webhooks`, on by default) `http.request`.
 
 use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 use offload_worker::{
@@ -26,8 +27,20 @@ async fn main() {
             "file-descriptor limit (RLIMIT_NOFILE) raised to the hard limit"
         );
     }
+    #[cfg(feature = "webhooks")]
+    let webhooks =
+        match offload_worker::handlers::http_request::HttpRequest::from_settings(&settings) {
+            Ok(kind) => kind,
+            Err(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+        };
     let token = shutdown::on_signal();
-    let outcome = match Worker::builder(settings).job(Noop).job(Sleep).build().await {
+    let builder = Worker::builder(settings).job(Noop).job(Sleep);
+    #[cfg(feature = "webhooks")]
+    let builder = builder.job(webhooks);
+    let outcome = match builder.build().await {
         Ok(worker) => worker.run_until_stopped(token).await,
         Err(e) => Err(e),
     };

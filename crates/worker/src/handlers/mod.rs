@@ -1,7 +1,14 @@
 //! The jobs a worker runs, by kind: each typed [`Job`] behind a JSON-in, JSON-out handler, with
-//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`].
+//! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`] (and, with the
+//! `webhooks` feature, [`http_request`], which sends through [`outbound`]).
 
 pub mod builtin;
+#[cfg(feature = "webhooks")]
+pub mod http_request;
+#[cfg(feature = "webhooks")]
+pub mod outbound;
+#[cfg(feature = "webhooks")]
+pub mod signing;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -162,7 +169,27 @@ mod tests {
             assert!(registry.get(&spec.name).is_some(), "{}", spec.name);
         }
         assert_eq!(registry.specs(), builtin::specs());
-        assert_eq!(registry.queues(), vec![QueueName::default_queue()]);
+        let names: Vec<String> = registry
+            .specs()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        #[cfg(feature = "webhooks")]
+        {
+            assert_eq!(names, ["http.request", "noop", "sleep"]);
+            assert_eq!(
+                registry.queues(),
+                vec![
+                    QueueName::default_queue(),
+                    QueueName::parse("webhooks").expect("valid")
+                ]
+            );
+        }
+        #[cfg(not(feature = "webhooks"))]
+        {
+            assert_eq!(names, ["noop", "sleep"]);
+            assert_eq!(registry.queues(), vec![QueueName::default_queue()]);
+        }
     }
 
     #[test]
