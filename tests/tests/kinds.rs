@@ -212,7 +212,7 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
         .iter()
         .filter_map(|k| k["name"].as_str())
         .collect();
-    assert_eq!(names, ["fine", "noop", "sleep"], "{listed}");
+    assert_eq!(names, ["fine", "http.request", "noop", "sleep"], "{listed}");
     assert_eq!(
         api.kind("fine").await.expect("fine")["workers"],
         json!(["w3"])

@@ -175,7 +175,7 @@ impl Kinds {
         }
     }
 
-    /// The built-in kinds of the stock worker (`noop`, `sleep`), so their jobs are accepted
+    /// The built-in kinds of the stock worker (`noop`, `sleep`, `http.request`), so their jobs are accepted
     /// (and wait in their queue) before any worker has started.
     pub fn builtin() -> Self {
         let kinds = Kinds::default();
@@ -269,10 +269,10 @@ mod tests {
         // A fresh store: the built-in kinds are recorded and accepted.
         let kinds = Kinds::load(&store, None).await.expect("load");
         assert!(kinds.get("sleep").is_ok() && kinds.get("noop").is_ok());
-        let builtin = || ("noop".to_owned(), KindSource::Builtin);
+        let builtin = |name: &str| (name.to_owned(), KindSource::Builtin);
         assert_eq!(
             sources(&store.kinds().await.expect("kinds")),
-            [builtin(), ("sleep".to_owned(), KindSource::Builtin)]
+            [builtin("http.request"), builtin("noop"), builtin("sleep")]
         );
 
         // A recorded kind survives a restart.
@@ -345,7 +345,7 @@ mod tests {
         let err = kinds.get("resize").expect_err("not known");
         assert_eq!(
             err.to_string(),
-            "unknown job kind \"resize\"; known kinds: noop, sleep"
+            "unknown job kind \"resize\"; known kinds: http.request, noop, sleep"
         );
         assert!(kinds.get("Not A Name").is_err());
     }
