@@ -416,6 +416,39 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_WORKER_NAME")]
     pub worker_name: Option<String>,
 
+    /// [worker] Where `http.request` jobs may send: comma-separated host names
+    /// (`hooks.example.com`), wildcard subdomains (`*.example.com`), IP addresses and CIDRs
+    /// (`203.0.113.7`, `10.0.0.0/8`, `::1`), each with an optional `:port`. Empty (the
+    /// default): every destination is refused. Private, loopback and link-local addresses need
+    /// an IP or CIDR entry covering them; a host name alone does not unlock them.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_WEBHOOK_ALLOW",
+        default_value = ""
+    )]
+    pub webhook_allow: String,
+
+    /// [worker] Where kinds that fetch their input from a URL may fetch from; the syntax of
+    /// OFFLOAD_WEBHOOK_ALLOW. Empty (the default): no fetches.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_FETCH_ALLOW",
+        default_value = ""
+    )]
+    pub fetch_allow: String,
+
+    /// [worker] File of `http.request` signing keys, one `name=whsec_<base64>` a line (`#`
+    /// starts a comment); a job's `sign_with` names one. Unset: no signing keys.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "OFFLOAD_WEBHOOK_SECRETS_FILE",
+        value_name = "PATH"
+    )]
+    pub webhook_secrets_file: Option<std::path::PathBuf>,
+
     /// Log format: auto (JSON unless stderr is a terminal), json or text. Filter with `RUST_LOG`.
     #[arg(long, hide_env_values = true, env = "OFFLOAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,

@@ -152,7 +152,7 @@ impl JobRunner {
         self.reporter
             .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
-        let outcome = run(
+        let (outcome, retry_hint) = run_attempt(
             &envelope,
             handler,
             self.reporter.worker().clone(),
@@ -192,7 +192,8 @@ impl JobRunner {
             Outcome::Failed(JobError::Retryable(message))
                 if envelope.attempt < envelope.max_attempts =>
             {
-                self.retry_later(delivery, envelope, message, run_ms).await
+                self.retry_later(delivery, envelope, message, run_ms, retry_hint)
+                    .await
             }
             Outcome::Failed(error) => {
                 let reason = match &error {
@@ -248,15 +249,27 @@ impl JobRunner {
             .await
     }
 
-    /// Schedules the next attempt in a delay queue, reports `retrying`, then acks this one.
+    /// Schedules the next attempt in a delay queue (no sooner than the handler's hint, up to
+    /// the cap), reports `retrying`, then acks this one.
     async fn retry_later(
         &self,
         delivery: &Delivery,
         envelope: JobEnvelope,
         message: String,
         run_ms: Option<u64>,
+        hint: Option<Duration>,
     ) -> Settled {
-        let delay = self.retry.delay(envelope.attempt, fastrand::f64());
+        let hint_ms = hint.map(|h| u64::try_from(h.as_millis()).unwrap_or(u64::MAX));
+        let delay = match hint_ms {
+            Some(ms) => self.retry.delay_not_before(ms, fastrand::f64()),
+            None => self.retry.delay(envelope.attempt, fastrand::f64()),
+        };
+        let capped = match hint_ms {
+            Some(ms) if ms > delay.jittered_ms => format!(
+                " (the handler asked for at least {ms} ms; cut to the retry cap, OFFLOAD_RETRY_CAP_MS)"
+            ),
+            _ => String::new(),
+        };
         let next = JobEnvelope {
             attempt: envelope.attempt + 1,
             ..envelope.clone()
@@ -290,7 +303,7 @@ impl JobRunner {
         }
         let mut event = self.event(&envelope, JobStatus::Retrying, run_ms);
         event.error = Some(format!(
-            "attempt {} failed: {message}; attempt {} in about {} ms",
+            "attempt {} failed: {message}; attempt {} in about {} ms{capped}",
             envelope.attempt, next.attempt, delay.jittered_ms
         ));
         if let Err(e) = self.reporter.event(event).await {
@@ -455,12 +468,23 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Runs the handler in its own task (a panic stays there) under the job's time limit. Its
 /// context's cancellation is a child of `shutdown`, and is fired too when the limit is reached.
+#[cfg(test)]
 pub(crate) async fn run(
     envelope: &JobEnvelope,
     handler: Arc<dyn Handler>,
     worker: Arc<str>,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    run_attempt(envelope, handler, worker, shutdown).await.0
+}
+
+/// [`run`], with the earliest retry the handler asked for ([`JobContext::retry_not_before`]).
+pub(crate) async fn run_attempt(
+    envelope: &JobEnvelope,
+    handler: Arc<dyn Handler>,
+    worker: Arc<str>,
+    shutdown: &CancellationToken,
+) -> (Outcome, Option<Duration>) {
     let limit = Duration::from_millis(envelope.timeout_ms);
     let cancellation = shutdown.child_token();
     let ctx = JobContext::received(
@@ -474,8 +498,10 @@ pub(crate) async fn run(
     );
     // Fired when the job ends however it ends, so work the handler spawned with the token stops.
     let _cancel_on_end = cancellation.drop_guard();
+    // Shares the handler's hint slot: a clone of the context sees what the handler set.
+    let seen = ctx.clone();
     let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));
-    match tokio::time::timeout(limit, &mut task.0).await {
+    let outcome = match tokio::time::timeout(limit, &mut task.0).await {
         Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
         Ok(Ok(Err(error))) => Outcome::Failed(error),
         Ok(Err(join)) => Outcome::Failed(JobError::Retryable(if join.is_panic() {
@@ -487,7 +513,8 @@ pub(crate) async fn run(
             "timed out after {} ms",
             envelope.timeout_ms
         ))),
-    }
+    };
+    (outcome, seen.retry_hint())
 }
 
 #[cfg(test)]
@@ -596,6 +623,42 @@ mod tests {
         registry
             .get(&JobKind::parse("patient").expect("valid"))
             .expect("registered")
+    }
+
+    /// Fails retryably, asking for its retry no sooner than 1.5 s (twice: the longer counts).
+    struct Busy;
+
+    impl crate::Job for Busy {
+        const KIND: &'static str = "busy";
+        type Payload = Value;
+        type Output = Value;
+
+        async fn run(&self, ctx: JobContext, _p: Value) -> Result<Value, JobError> {
+            ctx.retry_not_before(Duration::from_millis(1500));
+            ctx.retry_not_before(Duration::from_millis(10));
+            Err(JobError::retryable("busy"))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_retry_hint_a_handler_gives_reaches_the_consumer() {
+        let mut registry = Registry::default();
+        registry.register(Busy).expect("valid");
+        let kind = JobKind::parse("busy").expect("valid");
+        let handler = registry.get(&kind).expect("registered");
+        let job = envelope(kind, json!(null), 5_000);
+        let (outcome, hint) =
+            run_attempt(&job, handler, "t".into(), &CancellationToken::new()).await;
+        assert_eq!(outcome, Outcome::Failed(JobError::retryable("busy")));
+        assert_eq!(hint, Some(Duration::from_millis(1500)));
+        let (_, none) = run_attempt(
+            &envelope(JobKind::parse("sleep").expect("valid"), json!({}), 5_000),
+            sleep_handler(),
+            "t".into(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(none, None, "no hint unless asked");
     }
 
     #[tokio::test]

@@ -67,6 +67,8 @@ pub struct JobContext {
     inputs: Arc<BTreeMap<String, InputFile>>,
     /// Files the handler attached to its result, in order.
     artifacts: Arc<Mutex<Vec<Artifact>>>,
+    /// The earliest a retry of this attempt may run, as the handler asked.
+    retry_hint: Arc<Mutex<Option<Duration>>>,
 }
 
 impl JobContext {
@@ -93,6 +95,7 @@ impl JobContext {
             cancellation: CancellationToken::new(),
             inputs: Arc::default(),
             artifacts: Arc::default(),
+            retry_hint: Arc::default(),
         }
     }
 
@@ -116,6 +119,7 @@ impl JobContext {
             cancellation,
             inputs: Arc::new(inputs.into_iter().map(|f| (f.field.clone(), f)).collect()),
             artifacts: Arc::default(),
+            retry_hint: Arc::default(),
         }
     }
 
@@ -172,6 +176,43 @@ impl JobContext {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Asks that, if this attempt fails retryably, the next attempt run no sooner than `wait`
+    /// from now (e.g. a server's `Retry-After`); the longest of several calls counts. The worker
+    /// then waits in the shortest retry delay at least `wait` (never jittered below it), but at
+    /// most the retry cap (`OFFLOAD_RETRY_CAP_MS`): a longer wait is cut to the cap, and the
+    /// job's `retrying` status says so. It has no effect on a success or a permanent failure.
+    ///
+    /// A hint lives on the context, not in [`JobError`](crate::JobError), so the error's two
+    /// variants stay as they are for code that matches on them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use offload_worker::{JobContext, JobError};
+    ///
+    /// fn busy(ctx: &JobContext) -> JobError {
+    ///     ctx.retry_not_before(Duration::from_secs(30));
+    ///     JobError::retryable("the service said 503, retry after 30 s")
+    /// }
+    /// let ctx = JobContext::standalone("k", Duration::from_secs(1));
+    /// assert!(!busy(&ctx).is_permanent());
+    /// assert_eq!(ctx.retry_hint(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn retry_not_before(&self, wait: Duration) {
+        let mut hint = self
+            .retry_hint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *hint = Some(hint.map_or(wait, |earlier| earlier.max(wait)));
+    }
+
+    /// The wait asked with [`retry_not_before`](Self::retry_not_before), if any.
+    pub fn retry_hint(&self) -> Option<Duration> {
+        *self
+            .retry_hint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// True once the job was asked to stop.

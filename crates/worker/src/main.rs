@@ -1,6 +1,6 @@
 //! The stock `offload-worker`: the SDK with the built-in kinds of the queues `OFFLOAD_QUEUES`
 //! lists (`noop` and `sleep` on `default`, `image.thumbnail` on `thumbnails`, `pdf.render` on
-//! `documents`; all when empty).
+//! `documents`, `http.request` on `webhooks`; all when empty).
 
 use offload_shared::{Settings, healthcheck, http_server, settings::Command, shutdown, telemetry};
 use offload_worker::{Worker, handlers::builtin};

@@ -175,7 +175,7 @@ impl Kinds {
         }
     }
 
-    /// The built-in kinds of the stock worker (`noop`, `sleep`), so their jobs are accepted
+    /// The built-in kinds of the stock worker (`noop`, `sleep`, `http.request`), so their jobs are accepted
     /// (and wait in their queue) before any worker has started.
     pub fn builtin() -> Self {
         let kinds = Kinds::default();
@@ -269,13 +269,15 @@ mod tests {
         // A fresh store: the built-in kinds are recorded and accepted.
         let kinds = Kinds::load(&store, None).await.expect("load");
         assert!(kinds.get("sleep").is_ok() && kinds.get("noop").is_ok());
-        let builtin = || ("noop".to_owned(), KindSource::Builtin);
+        let builtin = |name: &str| (name.to_owned(), KindSource::Builtin);
         assert_eq!(
             sources(&store.kinds().await.expect("kinds")),
             [
-                builtin(),
-                ("pdf.render".to_owned(), KindSource::Builtin),
-                ("sleep".to_owned(), KindSource::Builtin)
+                builtin("http.request"),
+                builtin("image.thumbnail"),
+                builtin("noop"),
+                builtin("pdf.render"),
+                builtin("sleep")
             ]
         );
 
@@ -349,7 +351,7 @@ mod tests {
         let err = kinds.get("resize").expect_err("not known");
         assert_eq!(
             err.to_string(),
-            "unknown job kind \"resize\"; known kinds: noop, pdf.render, sleep"
+            "unknown job kind \"resize\"; known kinds: http.request, image.thumbnail, noop, pdf.render, sleep"
         );
         assert!(kinds.get("Not A Name").is_err());
     }

@@ -1,6 +1,7 @@
 //! The built-in kinds by queue: `noop` and `sleep` (with its failure switches) on `default`,
 //! `image.thumbnail` on `thumbnails` (feature `thumbnails`), `pdf.render` on `documents`
-//! (feature `documents`); and the stock worker's choice of them by `OFFLOAD_QUEUES`.
+//! (feature `documents`), `http.request` on `webhooks` (feature `webhooks`); and the stock
+//! worker's choice of them by `OFFLOAD_QUEUES`.
 
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use offload_shared::{Settings, kinds::KindSpec, settings::QueueList};
 use super::Registry;
 #[cfg(feature = "documents")]
 use super::pdf::PdfRender;
+#[cfg(feature = "webhooks")]
+use super::http_request::HttpRequest;
 #[cfg(feature = "thumbnails")]
 use super::thumbnail::ImageThumbnail;
 use crate::{Job, JobContext, JobError, WorkerBuilder, WorkerError};
@@ -115,18 +118,27 @@ impl AddJob for Registry {
     }
 }
 
-/// A queue's name and the function that adds its built-in kinds, configured by the settings.
-type QueueKinds<B> = (&'static str, fn(B, &Settings) -> B);
+/// A queue's name and the function that adds its built-in kinds, configured by the settings
+/// (which may be refused, e.g. an unreadable `OFFLOAD_WEBHOOK_SECRETS_FILE`).
+type QueueKinds<B> = (&'static str, fn(B, &Settings) -> Result<B, WorkerError>);
 
 /// The built-in kinds by queue, each queue with the function that adds its kinds: a new
 /// built-in kind is one line here.
 fn by_queue<B: AddJob>() -> Vec<QueueKinds<B>> {
     vec![
-        ("default", |b, _| b.add(Noop).add(Sleep)),
+        ("default", |b, _| Ok(b.add(Noop).add(Sleep))),
         #[cfg(feature = "thumbnails")]
-        ("thumbnails", |b, s| b.add(ImageThumbnail::from_settings(s))),
+        ("thumbnails", |b, s| Ok(b.add(ImageThumbnail::from_settings(s)))),
         #[cfg(feature = "documents")]
-        ("documents", |b, _| b.add(PdfRender)),
+        ("documents", |b, _| Ok(b.add(PdfRender))),
+        #[cfg(feature = "webhooks")]
+        ("webhooks", |b, s| {
+            let kind = HttpRequest::from_settings(s).map_err(|reason| WorkerError::InvalidJob {
+                kind: HttpRequest::KIND.to_owned(),
+                reason,
+            })?;
+            Ok(b.add(kind))
+        }),
     ]
 }
 
@@ -161,7 +173,7 @@ fn add_for<B: AddJob>(
     }
     for (queue, add) in table {
         if queues.is_empty() || queues.0.iter().any(|q| q.as_str() == queue) {
-            target = add(target, settings);
+            target = add(target, settings)?;
         }
     }
     Ok(target)
@@ -296,13 +308,14 @@ mod tests {
         assert_eq!(
             names(&registry()),
             [
+                pair("http.request", "webhooks"),
                 pair("image.thumbnail", "thumbnails"),
                 pair("noop", "default"),
                 pair("pdf.render", "documents"),
                 pair("sleep", "default"),
             ]
         );
-        assert_eq!(queues(), ["default", "thumbnails", "documents"]);
+        assert_eq!(queues(), ["default", "thumbnails", "documents", "webhooks"]);
     }
 
     #[cfg(all(feature = "documents", feature = "thumbnails"))]
@@ -331,7 +344,7 @@ mod tests {
             .to_string();
         assert!(
             refused.contains("lists videos, audio,")
-                && refused.contains("queues are default, thumbnails, documents"),
+                && refused.contains("queues are default, thumbnails, documents, webhooks"),
             "{refused}"
         );
     }

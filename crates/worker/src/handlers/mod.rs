@@ -1,12 +1,19 @@
 //! The jobs a worker runs, by kind: each typed [`Job`] behind a JSON-in, JSON-out handler, with
 //! the [`KindSpec`] it announces. The built-in kinds live in [`builtin`]: `pdf.render` in
-//! [`pdf`] (feature `documents`), `image.thumbnail` in [`thumbnail`] (feature `thumbnails`).
+//! [`pdf`] (feature `documents`), `image.thumbnail` in [`thumbnail`] (feature `thumbnails`),
+//! `http.request` in [`http_request`], sending through [`outbound`] (feature `webhooks`).
 
 pub mod builtin;
 #[cfg(feature = "documents")]
 pub mod pdf;
 #[cfg(feature = "thumbnails")]
 pub mod thumbnail;
+#[cfg(feature = "webhooks")]
+pub mod http_request;
+#[cfg(feature = "webhooks")]
+pub mod outbound;
+#[cfg(feature = "webhooks")]
+pub mod signing;
 
 use std::{collections::BTreeMap, sync::Arc};
 
