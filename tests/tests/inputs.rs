@@ -142,6 +142,31 @@ async fn multipart_submits_answer_like_forms_and_keep_to_the_limits() {
     .await;
     let small = || file(b"tiny file".to_vec(), "t.bin", "application/octet-stream");
 
+    // The home page offers the thumbnail form beside the job form.
+    let home = api
+        .http
+        .get(api.url("/"))
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("page");
+    for needle in [
+        r#"<form id="thumbnail-form" method="post" action="/jobs" enctype="multipart/form-data">"#,
+        r#"name="kind" value="image.thumbnail""#,
+        r#"name="payload.file" value="image""#,
+        r#"<input type="file" name="image" accept="image/*" required>"#,
+        r#"name="payload.width" value="256""#,
+        r#"<select name="payload.format">"#,
+        r#"<textarea name="payload""#,
+    ] {
+        assert!(
+            home.contains(needle),
+            "{needle} not on the home page: {home}"
+        );
+    }
+
     // A browser (Accept: text/html) is sent to the job's page.
     let form = Form::new().text("kind", "noop").part("f", small());
     let (status, _, location) = post(&api, form, &[("accept", "text/html")]).await;

@@ -35,8 +35,10 @@ pub const DEFAULT_PAGE: u32 = 50;
 #[utoipa::path(post, path = "/jobs", tag = "jobs",
     request_body(content(
         (JsonRequest = "application/json"),
-        (JsonRequest = "application/x-www-form-urlencoded")),
-        description = "The job. From an HTML form, `payload` is JSON text."),
+        (JsonRequest = "application/x-www-form-urlencoded"),
+        (JsonRequest = "multipart/form-data")),
+        description = "The job. From an HTML form, `payload` is JSON text and `payload.<key>` \
+            fields set top-level keys of it; a multipart form's file parts are the job's input files."),
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Makes the submit safe to repeat: the same key and job return the first job")),
     responses(
@@ -45,10 +47,10 @@ pub const DEFAULT_PAGE: u32 = 50;
         (status = 200, description = "A repeat with the same Idempotency-Key: the first job, nothing enqueued", body = JobRecord),
         (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message (with its input files in base64) over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor a form (urlencoded or multipart)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while the first job's confirm is still unknown (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job, more than 16 input files", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the key's rate limit (`rate-limited`): Retry-After, RateLimit-Policy, RateLimit", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`, `queue-full`: the kind's work queue is at 90 % of OFFLOAD_MAX_QUEUE_LENGTH): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
