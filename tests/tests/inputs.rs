@@ -244,3 +244,90 @@ async fn multipart_submits_answer_like_forms_and_keep_to_the_limits() {
     api.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_file_does_not_match_its_sha256_is_dead_lettered_with_the_reason() {
+    use lapin::{
+        BasicProperties,
+        options::{BasicGetOptions, BasicPublishOptions},
+        types::{AMQPValue, ShortString},
+    };
+    use offload_shared::{
+        JobEnvelope, JobId, JobKind,
+        broker::REASON_HEADER,
+        envelope::{EnvelopeFile, WIRE_VERSION},
+    };
+
+    // Arrange: a stock worker, and an envelope whose file was damaged on the way.
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let mut worker = WorkerProcess::start(&env, "w1", 1, &[]).await;
+    let id = JobId::new();
+    let mut damaged = EnvelopeFile::new("doc".into(), None, "text/plain".into(), b"hello");
+    damaged.sha256 = sha256(b"something else");
+    let envelope = JobEnvelope {
+        v: WIRE_VERSION,
+        id,
+        kind: JobKind::parse("noop").expect("valid"),
+        payload: serde_json::json!({}),
+        attempt: 1,
+        max_attempts: 3,
+        timeout_ms: 10_000,
+        submitted_at: time::OffsetDateTime::now_utc(),
+        files: vec![damaged],
+    };
+
+    // Act: published straight to the jobs exchange, as another producer would.
+    let channel = env.broker.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(env.names.jobs_exchange.as_str()),
+            ShortString::from("noop"),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &envelope.to_bytes(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.to_string().into())
+                .with_content_type("application/json".into())
+                .with_type("noop".into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "published");
+
+    // Assert: dead-lettered at once, the reason naming the file and the mismatch.
+    let reason = poll(WITHIN, "the dead letter", || async {
+        let message = channel
+            .basic_get(
+                ShortString::from(env.names.dead_queue.as_str()),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")?;
+        let headers = message.delivery.properties.headers().clone()?;
+        match headers.inner().get(REASON_HEADER) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("\"doc\"") && reason.contains("SHA-256"),
+        "{reason}"
+    );
+    assert!(worker.is_running(), "the worker carries on");
+
+    worker.terminate();
+    worker.wait_exit(Duration::from_secs(10)).await;
+    api.stop().await;
+    env.cleanup().await;
+}
