@@ -107,11 +107,13 @@ pub async fn submit(
     .owned_by(caller.key_id.clone());
     let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
+    // One copy for the store; the envelope takes the request's.
+    let stored_payload = new.payload.clone();
     let envelope = JobEnvelope {
         v: WIRE_VERSION,
         id,
         kind: new.kind.clone(),
-        payload: new.payload.clone(),
+        payload: new.payload,
         attempt: 1,
         max_attempts: new.max_attempts,
         timeout_ms,
@@ -142,7 +144,7 @@ pub async fn submit(
         .writer
         .write(Write::Insert {
             job: record.clone(),
-            payload: new.payload.clone(),
+            payload: stored_payload,
             key,
             resolve_at: Some(resolve_at),
             inputs: new.files,
