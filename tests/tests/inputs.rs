@@ -128,6 +128,74 @@ async fn uploaded_files_reach_the_handler_intact_and_the_job_lists_them() {
 }
 
 #[tokio::test]
+async fn a_retry_and_a_redrive_carry_the_files_again() {
+    // Arrange: the API (short retry delays) and the reporting worker.
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let mut worker = WorkerProcess::start_program(
+        &env,
+        &program("inputs-test-worker", false),
+        "inputs-2",
+        1,
+        &[],
+    )
+    .await;
+    poll(WITHIN, "the API to know test.inputs", || async {
+        api.kind("test.inputs").await
+    })
+    .await;
+    let bytes = binary(30_000);
+    let form = |permanent: &str| {
+        Form::new()
+            .text("kind", "test.inputs")
+            .text("payload.fail_below", "2")
+            .text("payload.permanent", permanent.to_owned())
+            .part(
+                "doc",
+                file(bytes.clone(), "doc.bin", "application/octet-stream"),
+            )
+    };
+
+    // A retryable failure: attempt 2 (from the delay queue) has the file.
+    let (status, job, _) = post(&api, form("false"), &[]).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_owned();
+    let done = api.wait_for_status(&id, "succeeded", WITHIN).await;
+    assert_eq!(done["result"]["attempt"], 2, "{done}");
+    assert_eq!(
+        done["result"]["inputs"][0]["sha256"],
+        sha256(&bytes),
+        "{done}"
+    );
+
+    // A permanent failure, then POST /jobs/{id}/retry: the redriven attempt has the file.
+    let (status, job, _) = post(&api, form("true"), &[]).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_owned();
+    api.wait_for_status(&id, "dead", WITHIN).await;
+    let response = api
+        .http
+        .post(api.url(&format!("/jobs/{id}/retry")))
+        .send()
+        .await
+        .expect("POST retry");
+    assert_eq!(response.status(), 202);
+    let done = api.wait_for_status(&id, "succeeded", WITHIN).await;
+    assert_eq!(done["result"]["attempt"], 2, "{done}");
+    assert_eq!(
+        done["result"]["inputs"][0]["sha256"],
+        sha256(&bytes),
+        "{done}"
+    );
+    assert_eq!(done["result"]["inputs"][0]["size"], bytes.len());
+
+    worker.terminate();
+    worker.wait_exit(Duration::from_secs(10)).await;
+    api.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn multipart_submits_answer_like_forms_and_keep_to_the_limits() {
     // Arrange: a broker limit small enough to reach with a file that fits the body limit.
     let env = TestEnv::new().await;

@@ -1,6 +1,8 @@
 //! A worker built on the SDK for the input-file tests (tests/tests/inputs.rs): the kind
 //! `test.inputs` on the queue `inputs` answers with what it received, each input file's field,
-//! file name, content type, size and SHA-256, so a test sees the files as a handler does.
+//! file name, content type, size and SHA-256, so a test sees the files as a handler does. With
+//! `fail_below: N` an attempt below N fails (retryable, or with `permanent` for good), so a test
+//! sees the files of a retry and of a redrive too.
 
 use std::process::ExitCode;
 
@@ -16,6 +18,12 @@ struct Payload {
     /// Any text; echoed back.
     #[serde(default)]
     note: Option<String>,
+    /// Attempts below this one fail.
+    #[serde(default)]
+    fail_below: u32,
+    /// Those failures are permanent (the job ends dead) instead of retryable.
+    #[serde(default)]
+    permanent: bool,
 }
 
 /// One input file as the handler saw it.
@@ -31,6 +39,7 @@ struct Seen {
 /// What the handler received.
 #[derive(Serialize)]
 struct Received {
+    attempt: u32,
     note: Option<String>,
     inputs: Vec<Seen>,
 }
@@ -48,6 +57,14 @@ impl Job for Inputs {
     }
 
     async fn run(&self, ctx: JobContext, p: Payload) -> Result<Received, JobError> {
+        if ctx.attempt < p.fail_below {
+            let why = format!("attempt {} fails as asked", ctx.attempt);
+            return Err(if p.permanent {
+                JobError::permanent(why)
+            } else {
+                JobError::retryable(why)
+            });
+        }
         let inputs = ctx
             .input_fields()
             .filter_map(|field| ctx.input(field).cloned())
@@ -63,6 +80,7 @@ impl Job for Inputs {
             })
             .collect();
         Ok(Received {
+            attempt: ctx.attempt,
             note: p.note,
             inputs,
         })
