@@ -127,6 +127,72 @@ async fn uploaded_files_reach_the_handler_intact_and_the_job_lists_them() {
     env.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_recorded_but_never_published_is_republished_with_its_files() {
+    // Arrange: what an API killed between its store write and its publish leaves: an
+    // unresolved row with its input file, and no message.
+    let env = TestEnv::new().await;
+    ApiProcess::start(&env, &[]).await.stop().await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let bytes = binary(10_000);
+    let now = time::OffsetDateTime::now_utc();
+    let micros = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1000) as i64;
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.database.display()))
+        .await
+        .expect("store file");
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, timeout_ms, budget,
+                           submitted_at, payload, resolve_at)
+         VALUES (?1, 'test.inputs', 'queued', 4, 1, 5, 300000, 5, ?2, '{\"note\":\"again\"}', ?3)",
+    )
+    .bind(&id)
+    .bind(micros(now))
+    .bind(micros(now + Duration::from_secs(3)))
+    .execute(&db)
+    .await
+    .expect("unresolved row");
+    sqlx::query(
+        "INSERT INTO job_inputs (job_id, position, field, filename, content_type, size, sha256, data)
+         VALUES (?1, 0, 'doc', 'doc.bin', 'application/octet-stream', ?2, ?3, ?4)",
+    )
+    .bind(&id)
+    .bind(bytes.len() as i64)
+    .bind(sha256(&bytes))
+    .bind(bytes.clone())
+    .execute(&db)
+    .await
+    .expect("its file");
+    db.close().await;
+
+    // Act: the worker (so the kind's queue is bound), then the API, whose reconciler
+    // republishes the row once it is due.
+    let mut worker = WorkerProcess::start_program(
+        &env,
+        &program("inputs-test-worker", false),
+        "inputs-3",
+        1,
+        &[],
+    )
+    .await;
+    let api = ApiProcess::start(&env, &[]).await;
+
+    // Assert: it ran with its file intact.
+    let done = api.wait_for_status(&id, "succeeded", WITHIN).await;
+    assert_eq!(done["result"]["note"], "again", "{done}");
+    assert_eq!(done["result"]["inputs"][0]["field"], "doc", "{done}");
+    assert_eq!(
+        done["result"]["inputs"][0]["sha256"],
+        sha256(&bytes),
+        "{done}"
+    );
+    assert_eq!(done["inputs"][0]["size"], bytes.len(), "{done}");
+
+    worker.terminate();
+    worker.wait_exit(Duration::from_secs(10)).await;
+    api.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_retry_and_a_redrive_carry_the_files_again() {
     // Arrange: the API (short retry delays) and the reporting worker.
