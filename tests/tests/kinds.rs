@@ -296,6 +296,7 @@ async fn a_job_another_producer_published_runs_and_shows_in_the_store() {
         max_attempts: 2,
         timeout_ms: 10_000,
         submitted_at: time::OffsetDateTime::now_utc(),
+        files: Vec::new(),
     };
     let channel = env.broker.create_channel().await.expect("channel");
     channel

@@ -60,6 +60,7 @@ fn job(text: &str) -> JobEnvelope {
         max_attempts: 3,
         timeout_ms: 10_000,
         submitted_at: OffsetDateTime::now_utc(),
+        files: Vec::new(),
     }
 }
 

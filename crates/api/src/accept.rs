@@ -22,7 +22,7 @@ use crate::{
     error::ApiError,
     publisher::JobPublisher,
     state::AppState,
-    store::{Write, writer::StoreWriter},
+    store::{StoredFile, Write, writer::StoreWriter},
 };
 
 /// Most confirms one background write resolves.
@@ -315,6 +315,7 @@ pub async fn run_reconciler(state: AppState) {
                 max_attempts: u.job.max_attempts,
                 timeout_ms: u.job.timeout_ms,
                 submitted_at: u.job.submitted_at,
+                files: u.files.iter().map(StoredFile::to_envelope).collect(),
             })
             .collect();
         tracing::info!(

@@ -149,6 +149,7 @@ mod tests {
                     fingerprint: "f".into(),
                 }),
                 resolve_at: None,
+                inputs: Vec::new(),
             });
             let mut done = JobEvent::now(*id, 1, JobStatus::Succeeded, "w");
             done.at = long_ago;
@@ -170,6 +171,7 @@ mod tests {
                 payload: json!({}),
                 key: None,
                 resolve_at: None,
+                inputs: Vec::new(),
             }])
             .await
             .expect("fresh");
@@ -210,6 +212,7 @@ mod tests {
                     fingerprint: "f".into(),
                 }),
                 resolve_at: None,
+                inputs: Vec::new(),
             }])
             .await
             .expect("reuse");

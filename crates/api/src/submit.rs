@@ -1,5 +1,5 @@
-//! Parsing a `POST /jobs` body, JSON or HTML form, into a [`NewJob`]: the edge where raw text
-//! becomes typed kinds and checked payloads.
+//! Parsing a `POST /jobs` body, JSON, HTML form or multipart form with files, into a
+//! [`NewJob`]: the edge where raw text becomes typed kinds and checked payloads.
 
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -12,11 +12,12 @@ use offload_shared::{
 };
 
 mod form;
+pub mod multipart;
 
 use crate::{
     error::ApiError,
     kinds::{Kinds, UnknownKind},
-    store::IdempotencyKey,
+    store::{IdempotencyKey, StoredFile},
 };
 
 /// Longest accepted `Idempotency-Key`.
@@ -55,6 +56,8 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// Run-time limit of one attempt, in seconds, if the request set one.
     pub timeout_s: Option<u64>,
+    /// Input files (a multipart submit's file parts), in the order sent.
+    pub files: Vec<StoredFile>,
 }
 
 /// The body of `POST /jobs`.
@@ -119,6 +122,8 @@ pub enum BodyFormat {
     Json,
     /// `application/x-www-form-urlencoded`.
     Form,
+    /// `multipart/form-data`: form fields and files.
+    Multipart,
 }
 
 impl BodyFormat {
@@ -135,9 +140,10 @@ impl BodyFormat {
             "application/json" => Ok(BodyFormat::Json),
             e if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyFormat::Json),
             "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
+            "multipart/form-data" => Ok(BodyFormat::Multipart),
             _ => Err(ApiError::UnsupportedMediaType(
                 shown(raw),
-                "application/json or application/x-www-form-urlencoded",
+                "application/json, application/x-www-form-urlencoded or multipart/form-data",
             )),
         }
     }
@@ -168,13 +174,21 @@ impl NewJob {
     /// (kind, payload, options), so the same job sent as JSON or as a form matches.
     pub fn idempotency(&self, key: String) -> IdempotencyKey {
         // serde_json's maps are sorted, so this text is canonical.
-        let canonical = json!({
+        let mut canonical = json!({
             "kind": self.kind,
             "payload": self.payload,
             "max_attempts": self.max_attempts,
             "timeout_s": self.timeout_s,
-        })
-        .to_string();
+        });
+        // Only when there are files, so a job without them keeps the fingerprint it always had.
+        if !self.files.is_empty() {
+            canonical["files"] = self
+                .files
+                .iter()
+                .map(|f| json!([f.field, f.filename, f.content_type, f.sha256]))
+                .collect();
+        }
+        let canonical = canonical.to_string();
         let digest = Sha256::digest(canonical.as_bytes());
         let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
         IdempotencyKey { key, fingerprint }
@@ -190,8 +204,32 @@ impl NewJob {
         let request = match format {
             BodyFormat::Json => serde_json::from_slice::<JsonRequest>(body).map_err(json_error)?,
             BodyFormat::Form => from_form(body)?,
+            BodyFormat::Multipart => {
+                return Err(ApiError::Malformed(
+                    "a multipart body needs its boundary: see NewJob::parse_multipart".into(),
+                ));
+            }
         };
-        NewJob::check(request, kinds, max_timeout_s)
+        NewJob::check(request, Vec::new(), kinds, max_timeout_s)
+    }
+
+    /// Parses and checks a `multipart/form-data` body whose `Content-Type` is `content_type`:
+    /// its text fields as the HTML form's, its file parts the job's input files.
+    pub async fn parse_multipart(
+        content_type: &str,
+        body: axum::body::Bytes,
+        kinds: &Kinds,
+        max_timeout_s: u64,
+    ) -> Result<Self, ApiError> {
+        let boundary = multipart::boundary(content_type).map_err(form_error)?;
+        let (fields, uploads) = multipart::decode(body, &boundary)
+            .await
+            .map_err(form_error)?;
+        let files = uploads
+            .into_iter()
+            .map(|u| StoredFile::new(u.field, u.filename, u.content_type, u.data))
+            .collect();
+        NewJob::check(json_request(fields), files, kinds, max_timeout_s)
     }
 
     /// Parses and checks a batch body (JSON): every job must be valid, or the error names the
@@ -213,7 +251,7 @@ impl NewJob {
             .into_iter()
             .enumerate()
             .map(|(i, request)| {
-                NewJob::check(request, kinds, max_timeout_s).map_err(|e| match e {
+                NewJob::check(request, Vec::new(), kinds, max_timeout_s).map_err(|e| match e {
                     ApiError::Invalid(why) => ApiError::Invalid(format!("jobs[{i}]: {why}")),
                     ApiError::UnknownKind(why) => ApiError::UnknownKind(UnknownKind {
                         in_batch: Some(i),
@@ -226,7 +264,12 @@ impl NewJob {
     }
 
     /// Checks a parsed request: a known kind, a payload it accepts, options in range.
-    fn check(request: JsonRequest, kinds: &Kinds, max_timeout_s: u64) -> Result<Self, ApiError> {
+    fn check(
+        request: JsonRequest,
+        files: Vec<StoredFile>,
+        kinds: &Kinds,
+        max_timeout_s: u64,
+    ) -> Result<Self, ApiError> {
         let known = kinds.get(&request.kind)?;
         let kind = known.spec.name.clone();
         let payload = request
@@ -267,6 +310,7 @@ impl NewJob {
             timeout_s: request
                 .timeout_s
                 .or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
+            files,
         })
     }
 }
@@ -280,17 +324,24 @@ fn json_error(e: serde_json::Error) -> ApiError {
     }
 }
 
-fn from_form(body: &[u8]) -> Result<JsonRequest, ApiError> {
-    let fields = form::decode(body).map_err(|e| match e {
+fn form_error(e: form::FormError) -> ApiError {
+    match e {
         form::FormError::Malformed(why) => ApiError::Malformed(why),
         form::FormError::Invalid(why) => ApiError::Invalid(why),
-    })?;
-    Ok(JsonRequest {
+    }
+}
+
+fn json_request(fields: form::FormFields) -> JsonRequest {
+    JsonRequest {
         kind: fields.kind,
         payload: fields.payload,
         max_attempts: fields.max_attempts,
         timeout_s: fields.timeout_s,
-    })
+    }
+}
+
+fn from_form(body: &[u8]) -> Result<JsonRequest, ApiError> {
+    form::decode(body).map(json_request).map_err(form_error)
 }
 
 #[cfg(test)]
@@ -425,6 +476,99 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn payload_keys_build_a_payload_without_json() {
+        let job = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=sleep&payload.ms=5",
+            &Kinds::builtin(),
+            60,
+        )
+        .expect("valid form");
+        assert_eq!(job.payload, json!({"ms": 5}));
+        let job = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=noop&payload=%7B%22a%22%3A1%2C%22b%22%3A2%7D&payload.b=x&payload.c=null",
+            &Kinds::builtin(),
+            60,
+        )
+        .expect("keys over payload");
+        assert_eq!(job.payload, json!({"a": 1, "b": "x", "c": null}));
+        for (body, why) in [
+            ("kind=noop&payload.=1", "an empty key"),
+            ("kind=noop&payload.a=1&payload.a=2", "a key twice"),
+            (
+                "kind=noop&payload=1&payload.a=1",
+                "keys over a payload that is no object",
+            ),
+            ("kind=noop&colour=red&size=9", "unknown fields"),
+        ] {
+            let got = NewJob::parse(BodyFormat::Form, body.as_bytes(), &Kinds::builtin(), 60);
+            assert!(matches!(got, Err(ApiError::Invalid(_))), "{why}: {got:?}");
+        }
+        let got = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=noop&colour=red&size=9",
+            &Kinds::builtin(),
+            60,
+        );
+        assert!(
+            matches!(&got, Err(ApiError::Invalid(m)) if m.contains("`colour`") && m.contains("`size`")),
+            "{got:?}"
+        );
+        // Percent-escaped bytes that are not UTF-8 decode lossily: an unknown kind, a 422.
+        let got = NewJob::parse(BodyFormat::Form, b"kind=%FF", &Kinds::builtin(), 60);
+        assert!(
+            matches!(got, Err(ApiError::UnknownKind(_) | ApiError::Invalid(_))),
+            "{got:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn multipart_files_are_checked_and_fingerprinted() {
+        let body = |file: &str| {
+            axum::body::Bytes::from(format!(
+                "--b\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nnoop\r\n\
+                 --b\r\nContent-Disposition: form-data; name=\"payload.note\"\r\n\r\nhi\r\n\
+                 --b\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"a.txt\"\r\n\
+                 Content-Type: text/plain\r\n\r\n{file}\r\n--b--\r\n"
+            ))
+        };
+        let kinds = Kinds::builtin();
+        let parse = |b| NewJob::parse_multipart("multipart/form-data; boundary=b", b, &kinds, 60);
+        let a = parse(body("hello")).await.expect("valid");
+        assert_eq!(a.payload, json!({"note": "hi"}));
+        assert_eq!(a.files.len(), 1);
+        assert_eq!(a.files[0].size, 5);
+        assert_eq!(
+            a.files[0].sha256,
+            offload_shared::envelope::sha256_hex(b"hello")
+        );
+        let b = parse(body("hello")).await.expect("valid");
+        let c = parse(body("other")).await.expect("valid");
+        let fp = |j: &NewJob| j.idempotency("k".into()).fingerprint;
+        assert_eq!(fp(&a), fp(&b));
+        assert_ne!(fp(&a), fp(&c), "the files are part of the request");
+        let plain = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=noop&payload.note=hi",
+            &Kinds::builtin(),
+            60,
+        )
+        .expect("form");
+        assert_ne!(fp(&a), fp(&plain));
+        let no_boundary =
+            NewJob::parse_multipart("multipart/form-data", body("x"), &Kinds::builtin(), 60).await;
+        assert!(
+            matches!(no_boundary, Err(ApiError::Malformed(_))),
+            "{no_boundary:?}"
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("multipart/form-data; boundary=b")).ok(),
+            Some(BodyFormat::Multipart)
+        );
     }
 
     #[test]

@@ -74,6 +74,101 @@ pub struct JobEnvelope {
     /// When the API accepted the job.
     #[serde(with = "time::serde::rfc3339")]
     pub submitted_at: OffsetDateTime,
+    /// The job's input files (`multipart/form-data` uploads), by form field; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<EnvelopeFile>,
+}
+
+/// Most input files one job carries.
+pub const MAX_INPUT_FILES: usize = 16;
+
+/// One input file in a job envelope: its bytes as standard base64 with their size and SHA-256,
+/// so a receiver can tell a damaged file from a good one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeFile {
+    /// The form field the file was uploaded under: handlers find it by this name.
+    pub field: String,
+    /// The file name the client gave, if any.
+    #[serde(default)]
+    pub filename: Option<String>,
+    /// Its media type as the client declared it (`application/octet-stream` when it did not).
+    pub content_type: String,
+    /// Its length in bytes (decoded).
+    pub size: u64,
+    /// Lower-case hex SHA-256 of its bytes (decoded).
+    pub sha256: String,
+    /// Its bytes, standard base64 with padding.
+    pub data: String,
+}
+
+/// Why an [`EnvelopeFile`] does not decode to the file it describes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// `data` is not standard base64.
+    #[error("input file {0:?}: data is not standard base64")]
+    Base64(String),
+    /// The decoded length is not `size`.
+    #[error("input file {field:?}: {got} bytes, the envelope says {want}")]
+    Size {
+        /// The file's field.
+        field: String,
+        /// Decoded bytes.
+        got: u64,
+        /// The declared size.
+        want: u64,
+    },
+    /// The decoded bytes' SHA-256 is not `sha256`.
+    #[error("input file {0:?}: its SHA-256 does not match the envelope's")]
+    Digest(String),
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl EnvelopeFile {
+    /// The envelope entry for a file's bytes.
+    pub fn new(
+        field: String,
+        filename: Option<String>,
+        content_type: String,
+        bytes: &[u8],
+    ) -> Self {
+        use base64::Engine;
+        EnvelopeFile {
+            field,
+            filename,
+            content_type,
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The file's bytes, checked against its size and SHA-256.
+    pub fn decode(&self) -> Result<Vec<u8>, FileError> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.data.as_bytes())
+            .map_err(|_| FileError::Base64(self.field.clone()))?;
+        if bytes.len() as u64 != self.size {
+            return Err(FileError::Size {
+                field: self.field.clone(),
+                got: bytes.len() as u64,
+                want: self.size,
+            });
+        }
+        if !sha256_hex(&bytes).eq_ignore_ascii_case(&self.sha256) {
+            return Err(FileError::Digest(self.field.clone()));
+        }
+        Ok(bytes)
+    }
 }
 
 /// Why a message body is not a job envelope.
@@ -119,7 +214,44 @@ mod tests {
             max_attempts: 5,
             timeout_ms: 1000,
             submitted_at: OffsetDateTime::UNIX_EPOCH,
+            files: Vec::new(),
         }
+    }
+
+    #[test]
+    fn files_round_trip_and_are_absent_when_none() {
+        let env = sample();
+        let text = String::from_utf8(env.to_bytes()).expect("utf-8");
+        assert!(!text.contains("files"), "{text}");
+        let mut env = sample();
+        env.files.push(EnvelopeFile::new(
+            "image".into(),
+            Some("a.png".into()),
+            "image/png".into(),
+            b"\x89PNG bytes",
+        ));
+        let back = JobEnvelope::from_bytes(&env.to_bytes()).expect("parses");
+        assert_eq!(back, env);
+        assert_eq!(back.files[0].decode().expect("intact"), b"\x89PNG bytes");
+        assert_eq!(back.files[0].size, 10);
+    }
+
+    #[test]
+    fn damaged_files_are_refused_saying_how() {
+        let good = EnvelopeFile::new("f".into(), None, "text/plain".into(), b"hello");
+        assert_eq!(
+            good.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let mut bad = good.clone();
+        bad.data = "not base64!".into();
+        assert!(matches!(bad.decode(), Err(FileError::Base64(_))));
+        let mut bad = good.clone();
+        bad.size = 6;
+        assert!(matches!(bad.decode(), Err(FileError::Size { got: 5, .. })));
+        let mut bad = good.clone();
+        bad.sha256 = sha256_hex(b"other");
+        assert!(matches!(bad.decode(), Err(FileError::Digest(_))));
     }
 
     #[test]

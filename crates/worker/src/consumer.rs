@@ -18,12 +18,13 @@ use tokio_util::sync::CancellationToken;
 use offload_shared::{
     JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
     broker::{self, BrokerError, REQUEST_ID_HEADER, Settle},
+    envelope::FileError,
     limits::{MAX_JSON_DEPTH, json_depth, json_len},
     retry::RetryPolicy,
 };
 
 use crate::{
-    JobContext, JobError,
+    InputFile, JobContext, JobError,
     handlers::{Handler, Registry},
     metrics::WorkerMetrics,
     reporter::Reporter,
@@ -149,11 +150,22 @@ impl JobRunner {
         let Some(handler) = self.registry.get(&envelope.kind) else {
             return (kind, self.return_unknown(delivery, &envelope).await);
         };
+        // A damaged file would be as damaged on every attempt: dead-lettered at once.
+        let inputs = match input_files(&envelope) {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                let reason = format!("unreadable message: {e}");
+                tracing::warn!(%reason, "dead-lettering a job whose input file is damaged");
+                let event = self.dead_event(envelope.id, envelope.attempt, kind.clone(), &reason);
+                return (kind, self.finish_dead(delivery, &reason, Some(event)).await);
+            }
+        };
         self.reporter
             .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
         let (outcome, retry_hint) = run_attempt(
             &envelope,
+            inputs,
             handler,
             self.reporter.worker().clone(),
             &self.shutdown,
@@ -466,11 +478,28 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// The envelope's files as the handler sees them, each checked against its size and SHA-256.
+pub(crate) fn input_files(envelope: &JobEnvelope) -> Result<Vec<InputFile>, FileError> {
+    envelope
+        .files
+        .iter()
+        .map(|f| {
+            Ok(InputFile {
+                field: f.field.clone(),
+                filename: f.filename.clone(),
+                content_type: f.content_type.clone(),
+                data: f.decode()?.into(),
+            })
+        })
+        .collect()
+}
+
 /// Runs the handler in its own task (a panic stays there) under the job's time limit. Its
 /// context's cancellation is a child of `shutdown`, and is fired too when the limit is reached.
 #[cfg(test)]
 pub(crate) async fn run(
     envelope: &JobEnvelope,
+    inputs: Vec<InputFile>,
     handler: Arc<dyn Handler>,
     worker: Arc<str>,
     shutdown: &CancellationToken,
@@ -494,7 +523,7 @@ pub(crate) async fn run_attempt(
         worker,
         Instant::now() + limit,
         cancellation.clone(),
-        Vec::new(),
+        inputs,
     );
     // Fired when the job ends however it ends, so work the handler spawned with the token stops.
     let _cancel_on_end = cancellation.drop_guard();
@@ -534,6 +563,36 @@ mod tests {
             max_attempts: 1,
             timeout_ms,
             submitted_at: OffsetDateTime::now_utc(),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn input_files_arrive_checked_or_not_at_all() {
+        use offload_shared::envelope::EnvelopeFile;
+        let mut env = envelope(JobKind::parse("noop").expect("valid"), json!({}), 1000);
+        env.files.push(EnvelopeFile::new(
+            "doc".into(),
+            Some("a.txt".into()),
+            "text/plain".into(),
+            b"hello",
+        ));
+        let inputs = input_files(&env).expect("intact");
+        assert_eq!(inputs.len(), 1);
+        assert_eq!(inputs[0].field, "doc");
+        assert_eq!(inputs[0].filename.as_deref(), Some("a.txt"));
+        assert_eq!(&inputs[0].data[..], b"hello");
+        for (damage, why) in [
+            (
+                (|f: &mut EnvelopeFile| f.data = "%%%".into()) as fn(&mut EnvelopeFile),
+                "base64",
+            ),
+            (|f: &mut EnvelopeFile| f.size += 1, "size"),
+            (|f: &mut EnvelopeFile| f.sha256 = "00".repeat(32), "sha256"),
+        ] {
+            let mut bad = env.clone();
+            damage(&mut bad.files[0]);
+            assert!(input_files(&bad).is_err(), "{why}");
         }
     }
 
@@ -669,7 +728,7 @@ mod tests {
             json!(null),
             60_000,
         );
-        let running = run(&job, patient(), "t".into(), &shutdown);
+        let running = run(&job, Vec::new(), patient(), "t".into(), &shutdown);
         let stop = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             shutdown.cancel();
@@ -698,6 +757,7 @@ mod tests {
         let handler = registry.get(&kind).expect("registered");
         let outcome = run(
             &envelope(kind, json!(null), 5_000),
+            Vec::new(),
             handler,
             "t".into(),
             &CancellationToken::new(),
@@ -720,6 +780,7 @@ mod tests {
                 json!({"ms": 5000}),
                 20,
             ),
+            Vec::new(),
             sleep_handler(),
             worker.clone(),
             &shutdown,
@@ -735,6 +796,7 @@ mod tests {
                 json!({"panic": true}),
                 1000,
             ),
+            Vec::new(),
             sleep_handler(),
             worker,
             &shutdown,

@@ -127,6 +127,10 @@ pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
             "application/x-www-form-urlencoded".to_owned(),
             json!({"schema": {"$ref": "#/components/schemas/FormRequest"}}),
         );
+        content.insert(
+            "multipart/form-data".to_owned(),
+            json!({"schema": {"$ref": "#/components/schemas/MultipartRequest"}}),
+        );
     }
     doc
 }
@@ -380,6 +384,36 @@ mod tests {
                 "#/components/schemas/request.resize",
                 "#/components/schemas/request.sleep"
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod input_tests {
+    use super::*;
+
+    #[test]
+    fn the_multipart_body_and_the_jobs_inputs_are_documented() {
+        let doc = document(&Kinds::builtin(), 60);
+        let content = &doc["paths"]["/jobs"]["post"]["requestBody"]["content"];
+        assert_eq!(
+            content["multipart/form-data"]["schema"]["$ref"],
+            "#/components/schemas/MultipartRequest"
+        );
+        let multipart = &doc["components"]["schemas"]["MultipartRequest"];
+        assert!(multipart["properties"]["kind"].is_object(), "{multipart}");
+        assert!(
+            multipart["patternProperties"]["^payload\\..+$"].is_object(),
+            "{multipart}"
+        );
+        let text = doc.to_string();
+        assert!(
+            text.contains("#/components/schemas/InputMeta"),
+            "inputs listed"
+        );
+        assert!(
+            doc["components"]["schemas"]["InputMeta"]["properties"]["sha256"].is_object(),
+            "every $ref to InputMeta resolves"
         );
     }
 }

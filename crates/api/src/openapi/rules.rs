@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use offload_shared::{JobStatus, kinds::MAX_NAME_LEN};
+use offload_shared::{JobStatus, envelope::MAX_INPUT_FILES, kinds::MAX_NAME_LEN};
 
 use crate::{
     routes::jobs::{DEFAULT_PAGE, MAX_PAGE},
@@ -401,6 +401,7 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
         ),
     });
     schemas["FormRequest"] = form_request(max_timeout_s);
+    schemas["MultipartRequest"] = multipart_request(max_timeout_s);
     let jobs = &mut schemas["BatchRequest"]["properties"]["jobs"];
     if let Value::Object(jobs) = jobs {
         jobs.insert("minItems".to_owned(), json!(1));
@@ -452,5 +453,27 @@ fn form_request(max_timeout_s: u64) -> Value {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": max_timeout_s},
         },
+        "patternProperties": {
+            "^payload\\..+$": {
+                "type": "string",
+                "description": "`payload.<key>` sets the payload's top-level key <key>, over \
+                    `payload`: JSON if the text is a JSON number, boolean, null, object or array, \
+                    otherwise the text as a string",
+            },
+        },
     })
+}
+
+/// `multipart/form-data` of `POST /jobs`: the HTML form's text fields, and files.
+fn multipart_request(max_timeout_s: u64) -> Value {
+    let mut schema = form_request(max_timeout_s);
+    schema["description"] = json!(format!(
+        "POST /jobs as multipart/form-data: the text fields of the HTML form, and up to \
+         {MAX_INPUT_FILES} file parts (parts with a filename) that become the job's input files \
+         under their field names; a handler finds each by its field name (name it in the \
+         payload, e.g. payload.file=image). An empty file part with an empty filename (a file \
+         input left empty) is ignored. The whole job message, files in base64, must fit \
+         OFFLOAD_BROKER_MAX_MESSAGE_BYTES (413 otherwise)"
+    ));
+    schema
 }

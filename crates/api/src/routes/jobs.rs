@@ -10,7 +10,9 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use offload_shared::{JobEnvelope, JobId, JobKind, JobStatus, envelope::WIRE_VERSION};
+use offload_shared::{
+    JobEnvelope, JobId, JobKind, JobStatus, broker::BrokerError, envelope::WIRE_VERSION,
+};
 
 use crate::{
     accept::{Fate, OnRefused, Record, Settling, publish_and_settle, publish_one},
@@ -18,7 +20,7 @@ use crate::{
     error::{ApiError, PartialBatch, Problem, rate_limit_headers},
     routes::{pages, prefers_html},
     state::AppState,
-    store::{JobFilter, JobRecord, JobSummary, Write, Written},
+    store::{JobFilter, JobRecord, JobSummary, StoredFile, Write, Written},
     submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key},
 };
 
@@ -33,8 +35,10 @@ pub const DEFAULT_PAGE: u32 = 50;
 #[utoipa::path(post, path = "/jobs", tag = "jobs",
     request_body(content(
         (JsonRequest = "application/json"),
-        (JsonRequest = "application/x-www-form-urlencoded")),
-        description = "The job. From an HTML form, `payload` is JSON text."),
+        (JsonRequest = "application/x-www-form-urlencoded"),
+        (JsonRequest = "multipart/form-data")),
+        description = "The job. From an HTML form, `payload` is JSON text and `payload.<key>` \
+            fields set top-level keys of it; a multipart form's file parts are the job's input files."),
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Makes the submit safe to repeat: the same key and job return the first job")),
     responses(
@@ -43,10 +47,10 @@ pub const DEFAULT_PAGE: u32 = 50;
         (status = 200, description = "A repeat with the same Idempotency-Key: the first job, nothing enqueued", body = JobRecord),
         (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor a form", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message (with its input files in base64) over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor a form (urlencoded or multipart)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A repeat with the same Idempotency-Key while the first job's confirm is still unknown (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind or field, invalid payload, payload nested past 64 levels, key reused for another job, more than 16 input files", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the key's rate limit (`rate-limited`): Retry-After, RateLimit-Policy, RateLimit", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Refused (`queue-unavailable`, `queue-blocked`, `queue-full`: the kind's work queue is at 90 % of OFFLOAD_MAX_QUEUE_LENGTH): nothing was enqueued. Or `confirm-unknown` with `job_id`: the broker did not confirm in time, the job may still run and is `pending` until resolved; repeat with the same Idempotency-Key. Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -57,26 +61,32 @@ pub async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let format = BodyFormat::from_content_type(
-        headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format = BodyFormat::from_content_type(content_type)?;
     let key = idempotency_key(&headers)?;
     // Charged before the body is read: a flood of bad requests is limited too.
     let quota = caller.charge(&state, 1)?;
     let bytes = read_body(&headers, body, &state.settings).await?;
-    let parse = || {
-        NewJob::parse(
-            format,
-            &bytes,
-            &state.kinds,
-            state.settings.max_job_timeout_s,
-        )
+    let parse = || async {
+        let max_timeout_s = state.settings.max_job_timeout_s;
+        match format {
+            BodyFormat::Multipart => {
+                NewJob::parse_multipart(
+                    content_type.unwrap_or(""),
+                    bytes.clone(),
+                    &state.kinds,
+                    max_timeout_s,
+                )
+                .await
+            }
+            _ => NewJob::parse(format, &bytes, &state.kinds, max_timeout_s),
+        }
     };
-    let new = match parse() {
+    let new = match parse().await {
         // Another API replica may have recorded the kind since this one loaded its kinds.
-        Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse()?,
+        Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse().await?,
         parsed => parsed?,
     };
     // Checked before anything is written: while the broker is away or the kind's queue is
@@ -97,6 +107,35 @@ pub async fn submit(
     .owned_by(caller.key_id.clone());
     let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
+    // One copy for the store; the envelope takes the request's.
+    let stored_payload = new.payload.clone();
+    let envelope = JobEnvelope {
+        v: WIRE_VERSION,
+        id,
+        kind: new.kind.clone(),
+        payload: new.payload,
+        attempt: 1,
+        max_attempts: new.max_attempts,
+        timeout_ms,
+        submitted_at,
+        files: new.files.iter().map(StoredFile::to_envelope).collect(),
+    };
+    // With its files in base64 a job can outgrow the broker's message limit although its
+    // body fit OFFLOAD_MAX_BODY_BYTES: refused before anything is recorded.
+    if !envelope.files.is_empty() {
+        let size = envelope.to_bytes().len();
+        let limit = usize::try_from(state.settings.broker_max_message_bytes).unwrap_or(usize::MAX);
+        if size > limit {
+            return Err(ApiError::Broker(BrokerError::MessageTooLarge {
+                size,
+                limit,
+            }));
+        }
+    }
+    let record = JobRecord {
+        inputs: new.files.iter().map(StoredFile::meta).collect(),
+        ..record
+    };
 
     // Recorded (unresolved) before publishing, so the worker's first event always finds its
     // row and a job the broker may hold is never missing from the store.
@@ -105,9 +144,10 @@ pub async fn submit(
         .writer
         .write(Write::Insert {
             job: record.clone(),
-            payload: new.payload.clone(),
+            payload: stored_payload,
             key,
             resolve_at: Some(resolve_at),
+            inputs: new.files,
         })
         .await?;
     if let Written::KeyTaken {
@@ -128,16 +168,6 @@ pub async fn submit(
         ));
     }
 
-    let envelope = JobEnvelope {
-        v: WIRE_VERSION,
-        id,
-        kind: new.kind,
-        payload: new.payload,
-        attempt: 1,
-        max_attempts: new.max_attempts,
-        timeout_ms,
-        submitted_at,
-    };
     // A refusal is a 503 with nothing enqueued (the client may retry, with its key); an unknown
     // outcome a 503 naming the job, which stays pending until resolved.
     let how = Settling {
@@ -262,6 +292,7 @@ pub async fn submit_batch(
             payload: new.payload.clone(),
             key,
             resolve_at: Some(resolve_at),
+            inputs: Vec::new(),
         });
         envelopes.push(JobEnvelope {
             v: WIRE_VERSION,
@@ -272,6 +303,7 @@ pub async fn submit_batch(
             max_attempts: new.max_attempts,
             timeout_ms,
             submitted_at,
+            files: Vec::new(),
         });
         records.push(record);
     }
@@ -533,6 +565,7 @@ pub async fn retry_job(
         max_attempts,
         timeout_ms: job.timeout_ms,
         submitted_at: job.submitted_at,
+        files: input.files.iter().map(StoredFile::to_envelope).collect(),
     };
     // The answer shows the job queued again, so its confirm is recorded first.
     let how = Settling {

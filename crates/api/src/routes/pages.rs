@@ -8,6 +8,18 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margi
 label{display:block;margin-top:1rem}textarea,select,input{font:inherit;width:100%}\
 dt{font-weight:600}dd{margin:0 0 .5rem}pre{background:#f4f4f4;padding:.5rem;overflow:auto}";
 
+/// The home page's second form: an image upload as an `image.thumbnail` job, built from
+/// `payload.<key>` fields so it needs no JSON. Posted like the first form (same origin).
+const THUMBNAIL_FORM: &str = "<h2>Make a thumbnail</h2>\
+<form id=\"thumbnail-form\" method=\"post\" action=\"/jobs\" enctype=\"multipart/form-data\">\
+<input type=\"hidden\" name=\"kind\" value=\"image.thumbnail\">\
+<input type=\"hidden\" name=\"payload.file\" value=\"image\">\
+<label>Image <input type=\"file\" name=\"image\" accept=\"image/*\" required></label>\
+<label>Width (pixels) <input type=\"number\" name=\"payload.width\" value=\"256\" min=\"1\"></label>\
+<label>Format <select name=\"payload.format\"><option value=\"webp\">webp</option>\
+<option value=\"png\">png</option><option value=\"jpeg\">jpeg</option></select></label>\
+<p><button type=\"submit\">Make thumbnail</button></p></form>";
+
 /// `GET /`: a form that posts a job; without a session (or key), a form to sign in with a token.
 #[utoipa::path(get, path = "/", tag = "docs",
     responses((status = 200, description = "An HTML form to submit a job, or to sign in", content_type = "text/html")))]
@@ -31,7 +43,7 @@ pub async fn index(
          <form method=\"post\" action=\"/jobs\">\
          <label>Kind <select name=\"kind\">{options}</select></label>\
          <label>Payload (JSON) <textarea name=\"payload\" rows=\"4\">{{\"ms\": 500}}</textarea></label>\
-         <p><button type=\"submit\">Submit job</button></p></form>{signed_in}</body></html>",
+         <p><button type=\"submit\">Submit job</button></p></form>{THUMBNAIL_FORM}{signed_in}</body></html>",
         signed_in = if caller.key_id.is_some() {
             format!(
                 "<form method=\"post\" action=\"/session/logout\"><p>Signed in as {} \

@@ -54,6 +54,7 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
         error: D::get_text(row, "error")?,
         runs: count::<D>(row, "runs").map_err(corrupt)?,
         owner: D::get_text(row, "owner")?,
+        inputs: Vec::new(),
     })
 }
 
@@ -75,6 +76,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         error,
         runs,
         owner: _,
+        inputs: _,
     } = job::<D>(row)?;
     Ok(JobSummary {
         id,

@@ -108,6 +108,7 @@ pub(super) async fn a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered
             payload: json!({}),
             key: None,
             resolve_at: None,
+            inputs: Vec::new(),
         };
         store.apply(&[insert]).await.expect("insert");
         ids.push(id);

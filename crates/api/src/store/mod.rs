@@ -9,6 +9,7 @@
 
 mod decode;
 mod dialect;
+mod inputs;
 pub mod keys;
 mod migrate;
 mod ops;
@@ -18,6 +19,8 @@ mod sql;
 mod sqlite;
 pub mod writer;
 
+#[cfg(test)]
+mod inputs_tests;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]
@@ -35,6 +38,7 @@ use time::OffsetDateTime;
 
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
+pub use inputs::{InputMeta, StoredFile};
 use keys::KeyRecord;
 use ops::Db;
 use registry::{KindRecord, WorkerRecord};
@@ -315,6 +319,8 @@ pub struct JobRecord {
     #[serde(skip)]
     #[schema(ignore)]
     pub owner: Option<String>,
+    /// The files uploaded with it (a multipart submit), without their bytes.
+    pub inputs: Vec<InputMeta>,
 }
 
 impl JobRecord {
@@ -341,6 +347,7 @@ impl JobRecord {
             error: None,
             runs: 0,
             owner: None,
+            inputs: Vec::new(),
         }
     }
 
@@ -402,6 +409,8 @@ pub struct Unresolved {
     pub job: JobRecord,
     /// Its payload as submitted.
     pub payload: Value,
+    /// Its input files, with their bytes.
+    pub files: Vec<StoredFile>,
 }
 
 /// What one retention batch deleted.
@@ -429,6 +438,8 @@ pub struct StoredInput {
     pub payload: Value,
     /// `max_attempts` as submitted: each redrive grants this many more attempts.
     pub budget: u32,
+    /// Its input files, with their bytes.
+    pub files: Vec<StoredFile>,
 }
 
 /// A filter for listing jobs.
@@ -462,6 +473,8 @@ pub enum Write {
         key: Option<IdempotencyKey>,
         /// When an unresolved job is due to be republished; `None` for a resolved one.
         resolve_at: Option<OffsetDateTime>,
+        /// Its input files (kept for a republish or redrive).
+        inputs: Vec<StoredFile>,
     },
     /// Forget a job (and its key).
     Delete(JobId),

@@ -11,7 +11,7 @@ use super::{
     JobFilter, JobRecord, JobSummary, Purged, StoreError, StoredInput, Unresolved, Write, Written,
     decode::{count, job, json, summary},
     dialect::{Dialect, NewJob, Stmt},
-    sql,
+    inputs, sql,
 };
 
 /// Times a batch is retried after a deadlock or serialization failure with another replica.
@@ -51,7 +51,26 @@ impl<D: Dialect> Db<D> {
     pub(super) async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let row = D::fetch_optional(&mut conn, Stmt::new(sql::GET_JOB).id(id)).await?;
-        row.map(|r| job::<D>(&r)).transpose()
+        let Some(mut job) = row.map(|r| job::<D>(&r)).transpose()? else {
+            return Ok(None);
+        };
+        let rows = D::fetch_all(&mut conn, Stmt::new(sql::GET_INPUT_META).id(id)).await?;
+        job.inputs = rows
+            .iter()
+            .map(|row| {
+                let text = |col: &str| -> Result<String, StoreError> {
+                    Ok(D::get_text(row, col)?.unwrap_or_default())
+                };
+                Ok(super::InputMeta {
+                    field: text("field")?,
+                    filename: D::get_text(row, "filename")?,
+                    content_type: text("content_type")?,
+                    size: u64::try_from(D::get_int(row, "size")?.unwrap_or(0)).unwrap_or(0),
+                    sha256: text("sha256")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(job))
     }
 
     /// The job's payload and attempt budget, for a redrive.
@@ -66,6 +85,7 @@ impl<D: Dialect> Db<D> {
         Ok(Some(StoredInput {
             payload: json::<D>(&row, "payload")?.ok_or_else(|| corrupt("payload: NULL".into()))?,
             budget: count::<D>(&row, "budget").map_err(corrupt)?,
+            files: inputs::load::<D>(&mut conn, id).await?,
         }))
     }
 
@@ -162,9 +182,16 @@ impl<D: Dialect> Db<D> {
                     id: job.id.to_string(),
                     reason: "payload: NULL".into(),
                 })?;
-                Ok(Unresolved { job, payload })
+                Ok(Unresolved {
+                    job,
+                    payload,
+                    files: Vec::new(),
+                })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        for u in &mut claimed {
+            u.files = inputs::load::<D>(&mut conn, u.job.id).await?;
+        }
         // RETURNING has no order; ids sort by submission.
         claimed.sort_unstable_by_key(|u| u.job.id);
         Ok(claimed)
@@ -189,6 +216,7 @@ impl<D: Dialect> Db<D> {
         if !jobs.is_empty() {
             let stmt = Stmt::new(D::PURGE_KEYS_OF_JOBS).ids(&jobs);
             keys += D::execute(&mut tx, stmt).await?;
+            D::execute(&mut tx, Stmt::new(D::PURGE_INPUTS_OF_JOBS).ids(&jobs)).await?;
         }
         let stmt = Stmt::new(D::PURGE_KEYS).time(keys_before).int(limit);
         keys += D::execute(&mut tx, stmt).await?;
@@ -218,7 +246,9 @@ fn stretches(writes: &[Write]) -> Vec<Stretch<'_>> {
             payload,
             key: None,
             resolve_at,
+            inputs,
         } = write
+            && inputs.is_empty()
         {
             let row = NewJob {
                 job,
@@ -276,6 +306,7 @@ async fn apply_one<D: Dialect>(
             payload,
             key,
             resolve_at,
+            inputs,
         } => {
             if let Some(key) = key {
                 // Race-free across replicas: a concurrent claim of the same key waits for the
@@ -302,10 +333,12 @@ async fn apply_one<D: Dialect>(
                 resolve_at: *resolve_at,
             };
             D::insert_jobs(tx, std::slice::from_ref(&row)).await?;
+            inputs::insert::<D>(tx, job.id, inputs).await?;
         }
         Write::Delete(id) => {
             D::execute(tx, Stmt::new(sql::DELETE_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_KEY_OF_JOB).id(*id)).await?;
+            D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
         }
         Write::Event(ev) => {
             let started = ev.start();

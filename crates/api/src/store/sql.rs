@@ -46,6 +46,20 @@ pub(super) const KEY_OWNER: &str =
 
 pub(super) const DELETE_JOB: &str = "DELETE FROM jobs WHERE id = $1";
 
+pub(super) const INSERT_INPUT: &str =
+    "INSERT INTO job_inputs (job_id, position, field, filename, content_type, size, sha256, data)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+pub(super) const GET_INPUTS: &str =
+    "SELECT field, filename, content_type, size, sha256, data FROM job_inputs
+     WHERE job_id = $1 ORDER BY position";
+
+pub(super) const GET_INPUT_META: &str =
+    "SELECT field, filename, content_type, size, sha256 FROM job_inputs
+     WHERE job_id = $1 ORDER BY position";
+
+pub(super) const DELETE_INPUTS_OF_JOB: &str = "DELETE FROM job_inputs WHERE job_id = $1";
+
 pub(super) const DELETE_KEY_OF_JOB: &str = "DELETE FROM idempotency_keys WHERE job_id = $1";
 
 /// One statement (one round trip): every start counts (`$11`), even a duplicate's; the rest
@@ -163,6 +177,13 @@ macro_rules! purge_keys_of_jobs_sql {
     };
 }
 
+/// The input files of the jobs `$1` (matched by `$ids`).
+macro_rules! purge_inputs_of_jobs_sql {
+    ($ids:literal) => {
+        concat!("DELETE FROM job_inputs WHERE job_id ", $ids)
+    };
+}
+
 /// One retention batch of expired keys, picked like [`claim_sql`]'s; the key of an unresolved
 /// job stays whatever its age (a keyed retry must find the job its first request left unresolved).
 macro_rules! purge_keys_sql {
@@ -184,6 +205,6 @@ macro_rules! purge_keys_sql {
 }
 
 pub(super) use {
-    claim_sql, confirm_sql, finished_statuses, job_columns, purge_jobs_sql, purge_keys_of_jobs_sql,
-    purge_keys_sql, unconfirm_sql,
+    claim_sql, confirm_sql, finished_statuses, job_columns, purge_inputs_of_jobs_sql,
+    purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
 };

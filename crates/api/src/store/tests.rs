@@ -57,7 +57,10 @@ on_both_backends!(
     a_job_another_producer_published_is_recorded_from_its_events,
     keys_are_found_by_hash_revoked_by_name_and_end_their_sessions,
     a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered,
+    a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it,
 );
+
+use super::inputs_tests::a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it;
 
 use super::keys_tests::{
     a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered,
@@ -174,6 +177,7 @@ fn insert(job: JobRecord, payload: Value, key: Option<IdempotencyKey>) -> Write 
         payload,
         key,
         resolve_at: None,
+        inputs: Vec::new(),
     }
 }
 
@@ -476,6 +480,7 @@ fn insert_pending(id: JobId, resolve_at: OffsetDateTime, payload: Value) -> Writ
         payload,
         key: None,
         resolve_at: Some(resolve_at),
+        inputs: Vec::new(),
     }
 }
 
@@ -615,6 +620,7 @@ async fn a_queued_job_is_unresolved_until_confirmed_and_pending_once_its_confirm
             fingerprint: "f".into(),
         }),
         resolve_at: Some(t0),
+        inputs: Vec::new(),
     };
     store
         .apply(&[unresolved(a), unresolved(b), unresolved(c)])
@@ -729,6 +735,7 @@ async fn a_keyed_pending_job_keeps_its_key(store: Store) {
         payload: json!({}),
         key: Some(key.clone()),
         resolve_at: Some(t0),
+        inputs: Vec::new(),
     };
     assert_eq!(
         store.apply(&[keyed(a)]).await.expect("first"),

@@ -126,6 +126,7 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         error: None,
         runs: 0,
         owner: None,
+        inputs: Vec::new(),
     };
     let started = |mut job: JobRecord, runs: u32| {
         job.worker = Some("w1".into());
@@ -373,6 +374,7 @@ async fn upgraded_store_keeps_old_jobs_and_takes_new_work(store: &Store, jobs: &
                 payload: json!({"new": true}),
                 key: Some(key("fresh-key")),
                 resolve_at: None,
+                inputs: Vec::new(),
             },
             Write::Insert {
                 job: JobRecord {
@@ -388,6 +390,7 @@ async fn upgraded_store_keeps_old_jobs_and_takes_new_work(store: &Store, jobs: &
                 payload: json!({}),
                 key: None,
                 resolve_at: Some(now),
+                inputs: Vec::new(),
             },
         ])
         .await
@@ -426,6 +429,7 @@ async fn upgraded_store_keeps_old_jobs_and_takes_new_work(store: &Store, jobs: &
                 payload: json!({}),
                 key: Some(key(old.key.expect("key"))),
                 resolve_at: None,
+                inputs: Vec::new(),
             }])
             .await
             .expect("repeat");
@@ -562,6 +566,7 @@ async fn an_up_to_date_sqlite_database_reopens_unchanged() {
             payload: json!({"keep": 1}),
             key: None,
             resolve_at: None,
+            inputs: Vec::new(),
         }])
         .await
         .expect("insert");
@@ -739,6 +744,7 @@ async fn an_up_to_date_postgres_database_reopens_unchanged() {
                 payload: json!({"keep": 1}),
                 key: None,
                 resolve_at: None,
+                inputs: Vec::new(),
             }])
             .await
             .expect("insert");

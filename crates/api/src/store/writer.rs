@@ -120,6 +120,7 @@ impl StoreWriter {
             payload,
             key,
             resolve_at,
+            inputs: Vec::new(),
         })
         .await
     }

@@ -94,6 +94,7 @@ fn keyed(id: JobId, key: Option<IdempotencyKey>) -> Write {
         payload: json!({}),
         key,
         resolve_at: None,
+        inputs: Vec::new(),
     }
 }
 
