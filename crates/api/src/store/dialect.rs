@@ -26,6 +26,8 @@ pub(crate) enum Param<'a> {
     Int(Option<i64>),
     /// Text (or NULL).
     Text(Option<Cow<'a, str>>),
+    /// Bytes (BLOB / BYTEA).
+    Bytes(&'a [u8]),
 }
 
 /// A statement and its parameters, in `$n` order.
@@ -81,6 +83,11 @@ impl<'a> Stmt<'a> {
         self.with(Param::Text(s.into()))
     }
 
+    /// Binds bytes.
+    pub fn bytes(self, b: &'a [u8]) -> Self {
+        self.with(Param::Bytes(b))
+    }
+
     /// Binds borrowed text or NULL.
     pub fn str(self, s: Option<&'a str>) -> Self {
         self.with(Param::Text(s.map(Cow::Borrowed)))
@@ -109,6 +116,8 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     const PURGE_JOBS: &'static str;
     /// Delete the keys of the jobs `$1`.
     const PURGE_KEYS_OF_JOBS: &'static str;
+    /// Delete the artifacts of the jobs `$1`.
+    const PURGE_ARTIFACTS_OF_JOBS: &'static str;
     /// Delete expired keys: `$1` the cut-off, `$2` the limit.
     const PURGE_KEYS: &'static str;
     /// Whether a batch must lock the rows it touches first (several writers share the rows).
@@ -170,4 +179,6 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     fn get_int(row: &Self::Row, col: &str) -> Result<Option<i64>, sqlx::Error>;
     /// A text column.
     fn get_text(row: &Self::Row, col: &str) -> Result<Option<String>, sqlx::Error>;
+    /// A bytes column.
+    fn get_bytes(row: &Self::Row, col: &str) -> Result<Vec<u8>, sqlx::Error>;
 }

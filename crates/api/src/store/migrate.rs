@@ -196,6 +196,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0006_keys_sessions_owners.sql"),
         adds: &[("jobs", "owner")],
     },
+    Step {
+        version: 7,
+        description: "artifacts",
+        sql: include_str!("../../migrations/sqlite/0007_artifacts.sql"),
+        adds: &[("jobs", "artifacts")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -229,6 +235,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "keys sessions owners",
         sql: include_str!("../../migrations/postgres/0005_keys_sessions_owners.sql"),
         adds: &[("jobs", "owner")],
+    },
+    Step {
+        version: 6,
+        description: "artifacts",
+        sql: include_str!("../../migrations/postgres/0006_artifacts.sql"),
+        adds: &[("jobs", "artifacts")],
     },
 ];
 

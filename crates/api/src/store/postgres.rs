@@ -19,8 +19,8 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql,
-        unconfirm_sql,
+        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_jobs_sql,
+        purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
     },
 };
 
@@ -66,6 +66,7 @@ impl Dialect for Postgres {
     const PURGE_JOBS: &'static str = purge_jobs_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_KEYS_OF_JOBS: &'static str = purge_keys_of_jobs_sql!("= ANY($1)");
     const PURGE_KEYS: &'static str = purge_keys_sql!(" FOR UPDATE SKIP LOCKED");
+    const PURGE_ARTIFACTS_OF_JOBS: &'static str = purge_artifacts_of_jobs_sql!("= ANY($1)");
     const LOCKS_ROWS: bool = true;
     const MIGRATIONS: &'static [Step] = migrate::POSTGRES;
 
@@ -164,6 +165,10 @@ impl Dialect for Postgres {
     fn get_text(row: &PgRow, col: &str) -> Result<Option<String>, sqlx::Error> {
         row.try_get(col)
     }
+
+    fn get_bytes(row: &PgRow, col: &str) -> Result<Vec<u8>, sqlx::Error> {
+        row.try_get(col)
+    }
 }
 
 /// `stmt` as a query with its parameters bound the PostgreSQL way.
@@ -175,6 +180,7 @@ fn bind(stmt: Stmt<'_>) -> Query<'static, Postgres, PgArguments> {
             Param::Ids(ids) => query.bind(ids.iter().map(JobId::as_uuid).collect::<Vec<_>>()),
             Param::Time(t) => query.bind(t),
             Param::Int(n) => query.bind(n),
+            Param::Bytes(b) => query.bind(b.to_vec()),
             Param::Text(s) => {
                 let s = s.as_deref().map(text);
                 query.bind(s.as_deref())

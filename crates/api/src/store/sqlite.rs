@@ -21,8 +21,8 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql,
-        unconfirm_sql,
+        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_jobs_sql,
+        purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
     },
 };
 
@@ -64,6 +64,8 @@ impl Dialect for Sqlite {
     const PURGE_KEYS_OF_JOBS: &'static str =
         purge_keys_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const PURGE_KEYS: &'static str = purge_keys_sql!("");
+    const PURGE_ARTIFACTS_OF_JOBS: &'static str =
+        purge_artifacts_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const LOCKS_ROWS: bool = false;
     const MIGRATIONS: &'static [Step] = migrate::SQLITE;
 
@@ -156,6 +158,10 @@ impl Dialect for Sqlite {
     fn get_text(row: &SqliteRow, col: &str) -> Result<Option<String>, sqlx::Error> {
         row.try_get(col)
     }
+
+    fn get_bytes(row: &SqliteRow, col: &str) -> Result<Vec<u8>, sqlx::Error> {
+        row.try_get(col)
+    }
 }
 
 /// `stmt` as a query with its parameters bound the SQLite way.
@@ -168,6 +174,7 @@ fn bind(stmt: Stmt<'_>) -> Query<'static, Sqlite, SqliteArguments> {
             Param::Time(t) => query.bind(t.map(micros)),
             Param::Int(n) => query.bind(n),
             Param::Text(s) => query.bind(s),
+            Param::Bytes(b) => query.bind(b.to_vec()),
         };
     }
     query

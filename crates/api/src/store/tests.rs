@@ -824,7 +824,14 @@ async fn retention_deletes_old_finished_jobs_and_old_keys_only(store: Store) {
         }
     }
     // Three jobs; keys: k-done (its job's), k-fresh-done (1 day < its age 10 days), k-old.
-    assert_eq!(total, Purged { jobs: 3, keys: 3 });
+    assert_eq!(
+        total,
+        Purged {
+            jobs: 3,
+            keys: 3,
+            artifacts: 0
+        }
+    );
     for (id, kept) in [
         (old_done, false),
         (old_failed, false),
