@@ -83,8 +83,14 @@ async fn downloads_with_every_header(env: &TestEnv, api: &ApiProcess) {
         "{job}"
     );
     let listed = api.all_jobs("succeeded").await;
-    let summary = listed.iter().find(|j| j["id"] == id.as_str()).expect("listed");
-    assert_eq!(summary["artifacts"], job["artifacts"], "listings carry them too");
+    let summary = listed
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(
+        summary["artifacts"], job["artifacts"],
+        "listings carry them too"
+    );
 
     // The first by default, the second by the url the job lists. The bytes may trail the
     // event by a moment (503 with Retry-After meanwhile).
@@ -161,7 +167,8 @@ async fn downloads_with_every_header(env: &TestEnv, api: &ApiProcess) {
         json!({"count": 1, "size": 20, "content_type": "text/html", "prefix": "page", "ext": ".html"}),
     )
     .await;
-    api.wait_for_status(&hostile, "succeeded", DONE_WITHIN).await;
+    api.wait_for_status(&hostile, "succeeded", DONE_WITHIN)
+        .await;
     let response = poll(DONE_WITHIN, "the html artifact to be stored", || async {
         let response = get(api, &format!("/jobs/{hostile}/result"), None).await;
         (response.status() != 503).then_some(response)
@@ -216,7 +223,11 @@ async fn artifacts_over_the_limit_end_the_job_dead_naming_the_sizes_and_the_sett
     let api = ApiProcess::start(&env, &[]).await;
     let _files = artifact_worker(&env, &api, &[("OFFLOAD_MAX_ARTIFACT_BYTES", "1000")]).await;
 
-    let id = submit(&api, json!({"count": 2, "size": 600, "content_type": "application/octet-stream"})).await;
+    let id = submit(
+        &api,
+        json!({"count": 2, "size": 600, "content_type": "application/octet-stream"}),
+    )
+    .await;
     let job = api.wait_for_status(&id, "dead", DONE_WITHIN).await;
     let error = job["error"].as_str().expect("error");
     assert!(
@@ -230,7 +241,11 @@ async fn artifacts_over_the_limit_end_the_job_dead_naming_the_sizes_and_the_sett
     assert!(text.contains("dead"), "{text}");
 
     // Exactly at the limit is fine.
-    let id = submit(&api, json!({"count": 2, "size": 500, "content_type": "application/octet-stream"})).await;
+    let id = submit(
+        &api,
+        json!({"count": 2, "size": 500, "content_type": "application/octet-stream"}),
+    )
+    .await;
     api.wait_for_status(&id, "succeeded", DONE_WITHIN).await;
     env.cleanup().await;
 }
@@ -256,13 +271,12 @@ async fn a_running_job_is_409_and_another_keys_job_is_404() {
     let path = api.url(&format!("/jobs/{id}/result"));
     let early = alice.get(&path).send().await.expect("GET");
     assert_eq!(early.status(), 409, "not finished yet");
-    assert_eq!(
-        early.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(early.headers()["content-type"], "application/problem+json");
     let text = early.text().await.expect("body");
     assert!(
-        ["queued", "running", "pending"].iter().any(|s| text.contains(&format!("is {s}"))),
+        ["queued", "running", "pending"]
+            .iter()
+            .any(|s| text.contains(&format!("is {s}"))),
         "{text}"
     );
     let others = bob.get(&path).send().await.expect("GET");
@@ -276,7 +290,11 @@ async fn a_running_job_is_409_and_another_keys_job_is_404() {
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.expect("body").as_ref(), [0u8; 10]);
-    assert_eq!(bob.get(&path).send().await.expect("GET").status(), 404, "still bob's 404");
+    assert_eq!(
+        bob.get(&path).send().await.expect("GET").status(),
+        404,
+        "still bob's 404"
+    );
     let anonymous = api.anonymous().get(&path).send().await.expect("GET");
     assert_eq!(anonymous.status(), 401, "the read scope is needed");
     env.cleanup().await;
@@ -287,12 +305,18 @@ async fn artifact_rows(url: &str) -> i64 {
     let sql = "SELECT COUNT(*) FROM artifacts";
     if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
-        let n = sqlx::query_scalar(sql).fetch_one(&pool).await.expect("count");
+        let n = sqlx::query_scalar(sql)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
         pool.close().await;
         n
     } else {
         let pool = sqlx::PgPool::connect(url).await.expect("postgres");
-        let n = sqlx::query_scalar(sql).fetch_one(&pool).await.expect("count");
+        let n = sqlx::query_scalar(sql)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
         pool.close().await;
         n
     }
@@ -345,19 +369,31 @@ async fn retention_removes_artifacts(env: &TestEnv, database: &str) {
     let api = ApiProcess::start(env, &vars).await;
     let _files = artifact_worker(env, &api, &[]).await;
     // An orphan, and a message with a missing header, which is refused (logged), not stored.
-    publish_artifact(env, &uuid::Uuid::now_v7().to_string(), "orphan.txt", b"lost").await;
+    publish_artifact(
+        env,
+        &uuid::Uuid::now_v7().to_string(),
+        "orphan.txt",
+        b"lost",
+    )
+    .await;
     publish_artifact(env, "not-an-id", "bad.txt", b"bad").await;
 
-    let id = submit(&api, json!({"count": 3, "size": 100, "content_type": "text/plain"})).await;
+    let id = submit(
+        &api,
+        json!({"count": 3, "size": 100, "content_type": "text/plain"}),
+    )
+    .await;
     api.wait_for_status(&id, "succeeded", DONE_WITHIN).await;
     poll(DONE_WITHIN, "the finished job to be deleted", || async {
         let status = get(&api, &format!("/jobs/{id}"), None).await.status();
         (status == 404).then_some(())
     })
     .await;
-    poll(DONE_WITHIN, "its artifacts and the orphan to be deleted", || async {
-        (artifact_rows(database).await == 0).then_some(())
-    })
+    poll(
+        DONE_WITHIN,
+        "its artifacts and the orphan to be deleted",
+        || async { (artifact_rows(database).await == 0).then_some(()) },
+    )
     .await;
     let logs = api.logs().join("\n");
     assert!(
@@ -406,23 +442,31 @@ async fn large_artifacts_do_not_stall_other_jobs_events() {
     }
     let mut small = Vec::new();
     for n in 0..100 {
-        let job = api.submit(json!({"kind": "noop", "payload": {"n": n}})).await;
+        let job = api
+            .submit(json!({"kind": "noop", "payload": {"n": n}}))
+            .await;
         small.push(job["id"].as_str().expect("id").to_owned());
     }
     let submitted = started.elapsed();
     for id in &small {
-        api.wait_for_status(id, "succeeded", Duration::from_secs(60)).await;
+        api.wait_for_status(id, "succeeded", Duration::from_secs(60))
+            .await;
     }
     let noops_done = started.elapsed();
     for id in &large {
-        api.wait_for_status(id, "succeeded", Duration::from_secs(120)).await;
+        api.wait_for_status(id, "succeeded", Duration::from_secs(120))
+            .await;
     }
     let large_done = started.elapsed();
     for id in &large {
-        poll(Duration::from_secs(60), "a large artifact to be stored", || async {
-            let response = get(&api, &format!("/jobs/{id}/result"), Some("\"x\"")).await;
-            (response.status() == 200).then_some(())
-        })
+        poll(
+            Duration::from_secs(60),
+            "a large artifact to be stored",
+            || async {
+                let response = get(&api, &format!("/jobs/{id}/result"), Some("\"x\"")).await;
+                (response.status() == 200).then_some(())
+            },
+        )
         .await;
     }
     let stored = started.elapsed();

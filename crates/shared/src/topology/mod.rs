@@ -238,7 +238,9 @@ mod tests {
         let names = Names::new(&QueuePrefix::parse("t1").expect("valid"), &policy);
         assert_eq!(names.jobs_queue, "t1.jobs");
         assert_eq!(names.retry_queue(2000), Some("t1.delay.2000ms"));
-        assert_eq!(names.queues().len(), 8);
+        assert_eq!(names.queues().len(), 9);
+        assert_eq!(names.artifacts_queue, "t1.artifacts");
+        assert!(!names.is_work_queue("t1.artifacts"));
         assert_eq!(names.workers_queue, "t1.workers");
         let images = QueueName::parse("images").expect("valid");
         assert_eq!(names.work_queue(&QueueName::default_queue()), "t1.jobs");
