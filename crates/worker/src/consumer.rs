@@ -1,5 +1,6 @@
 //! One delivery, start to finish: parse, report `running` (in the background), run the handler under its time
-//! limit, report the outcome (confirmed), and only then acknowledge on the delivery's own
+//! limit, send a success's artifacts (each confirmed, checked against `OFFLOAD_MAX_ARTIFACT_BYTES`
+//! first), report the outcome (confirmed), and only then acknowledge on the delivery's own
 //! channel. Failures become a scheduled retry or a dead letter with the reason. A job whose kind
 //! has no handler here (another version of the worker runs it) goes back through the shortest
 //! delay queue without spending an attempt, and so does one whose handler gave up because the
