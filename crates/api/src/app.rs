@@ -155,6 +155,7 @@ impl Application {
                 metrics.clone(),
             ),
             queue_stats: queue_stats.clone(),
+            store: store.clone(),
         };
         let supervisor = tokio::spawn(broker_link::supervise(session, link, broker_token.clone()));
         // Beside the writer, in small batches; stops with the server.

@@ -1,7 +1,7 @@
 //! The API's link to RabbitMQ, kept up by a supervisor task: it watches the connection and its
 //! channels, and when they are lost it withdraws the publisher (requests get a fast 503),
-//! reconnects with back-off, redeclares the topology, resumes consuming events and worker
-//! announcements, and publishes the new publisher to the handlers.
+//! reconnects with back-off, redeclares the topology, resumes consuming events, artifacts and
+//! worker announcements, and publishes the new publisher to the handlers.
 
 use std::sync::{
     Arc,
@@ -22,12 +22,13 @@ use offload_shared::{
 
 use crate::{
     announcements::{self, Registry},
+    artifacts,
     depth::{self, Management, QueueStats, Watched},
     events,
     kinds::Kinds,
     metrics::ApiMetrics,
     publisher::JobPublisher,
-    store::writer::StoreWriter,
+    store::{Store, writer::StoreWriter},
 };
 
 /// One connection's worth of broker state, dropped as a whole when the connection is lost.
@@ -36,6 +37,8 @@ pub struct Session {
     publisher: JobPublisher,
     events: Channel,
     announcements: Channel,
+    /// Artifact messages, consumed apart so large ones never hold up events.
+    artifacts: Channel,
 }
 
 /// Connects, declares the topology, routes every known kind to its queue, and opens the
@@ -58,6 +61,13 @@ pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names)
     )
     .await
     .map_err(|e: BrokerError| OpenError::unreachable(settings, e))?;
+    let artifacts = broker::with_deadline(
+        settings.broker_timeout(),
+        "open the artifacts channel",
+        opened.connection.create_channel(),
+    )
+    .await
+    .map_err(|e: BrokerError| OpenError::unreachable(settings, e))?;
     let publisher = JobPublisher::new(
         opened.confirms,
         opened.connection.status().clone(),
@@ -71,6 +81,7 @@ pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names)
             publisher,
             events: opened.plain,
             announcements,
+            artifacts,
         },
         opened.names,
     ))
@@ -105,6 +116,8 @@ pub struct Supervised {
     pub registry: Registry,
     /// Where the queues' latest depth is kept.
     pub queue_stats: QueueStats,
+    /// Where consumed artifacts are stored.
+    pub store: Store,
 }
 
 /// Keeps the link up until `token` is cancelled. Returns an error only for what reconnecting
@@ -124,6 +137,7 @@ pub async fn supervise(
         kinds,
         registry,
         queue_stats,
+        store,
     } = link;
     let deadline = settings.broker_timeout();
     let management = Management::from_settings(&settings);
@@ -142,6 +156,7 @@ pub async fn supervise(
             current.publisher.channel(),
             &current.events,
             &current.announcements,
+            &current.artifacts,
         ];
         let lost_because = tokio::select! {
             () = depth::watch(&current.connection, Watched { names: &names, kinds: &kinds, metrics: &metrics, stats: &queue_stats }, management.as_ref(), deadline) => None,
@@ -153,6 +168,11 @@ pub async fn supervise(
             outcome = announcements::consume(current.announcements.clone(), &current.connection, &names.workers_queue, &registry, deadline, token.clone()) => match outcome {
                 Ok(()) if token.is_cancelled() => None,
                 Ok(()) => Some("the broker ended the announcements consumer".to_owned()),
+                Err(e) => Some(e.to_string()),
+            },
+            outcome = artifacts::consume(current.artifacts.clone(), &names.artifacts_queue, &store, deadline, token.clone()) => match outcome {
+                Ok(()) if token.is_cancelled() => None,
+                Ok(()) => Some("the broker ended the artifacts consumer".to_owned()),
                 Err(e) => Some(e.to_string()),
             },
             () = broker::lost(&current.connection, &watched) => Some("the connection or a channel closed".to_owned()),

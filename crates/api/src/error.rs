@@ -105,6 +105,13 @@ pub enum ApiError {
     /// Something on the server side that is neither the broker nor the store.
     #[error("{0}")]
     Internal(String),
+    /// The job has no artifact of the name asked for.
+    #[error("{0}")]
+    NoArtifact(String),
+    /// The job lists the artifact but its bytes have not been stored yet (they are on their way
+    /// through the broker): try again shortly.
+    #[error("{0}")]
+    ArtifactNotStored(String),
 }
 
 /// A batch the broker took only part of.
@@ -174,7 +181,8 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) | ApiError::UnknownKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoArtifact(_) => StatusCode::NOT_FOUND,
+            ApiError::ArtifactNotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::Unresolved(_) => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::InsufficientScope(_) | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
@@ -214,6 +222,8 @@ impl ApiError {
             ApiError::CrossOrigin(_) => "cross-origin",
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Internal(_) => "internal",
+            ApiError::NoArtifact(_) => "artifact-not-found",
+            ApiError::ArtifactNotStored(_) => "artifact-not-stored-yet",
         }
     }
 
@@ -332,9 +342,11 @@ impl IntoResponse for ApiError {
         }
         // A full queue is the back-pressure working, not a failure: counted, not logged (a
         // flood would log every refused request).
+        // An artifact on its way is not a failure either: the client is told to come back.
         let queue_full = matches!(
             self,
             ApiError::Broker(BrokerError::QueueFull(_) | BrokerError::Nacked)
+                | ApiError::ArtifactNotStored(_)
         );
         if server_side && !queue_full {
             response

@@ -6,7 +6,7 @@
 //! - [`auth`]: API keys, scopes, browser sessions, the same-origin rule, per-key rate limits,
 //!   and the `keys` command.
 //! - [`routes`]: the router; [`routes::jobs`] submit and status, [`routes::registry`] kinds and
-//!   workers, [`routes::health`] probes,
+//!   workers, [`routes::result`] results and artifacts, [`routes::health`] probes,
 //!   [`routes::pages`] the browser pages.
 //! - [`kinds`]: the kinds the API accepts and their compiled payload schemas.
 //! - [`submit`]: parsing a `POST /jobs` body (JSON or form) into a checked `NewJob`.
@@ -15,6 +15,7 @@
 //! - [`publisher`]: confirmed, persistent, mandatory publishing of job envelopes.
 //! - [`accept`]: settling each published job by the broker's answer; the reconciler.
 //! - [`events`]: consuming lifecycle events into the store.
+//! - [`artifacts`]: consuming artifact messages (files beside results) into the store.
 //! - [`announcements`]: consuming worker announcements: workers and their kinds.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, and its docs page.
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
@@ -27,6 +28,7 @@
 pub mod accept;
 pub mod announcements;
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod broker_link;
 pub mod depth;

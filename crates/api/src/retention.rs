@@ -1,6 +1,7 @@
 //! Retention: finished jobs are deleted `OFFLOAD_RETENTION_S` after they finished (their ids
 //! then answer 404), idempotency keys `OFFLOAD_IDEMPOTENCY_TTL_S` after their first request
-//! (never the key of a job still pending its publish). A background task of the API deletes
+//! (never the key of a job still pending its publish). A deleted job's artifacts go with it, and
+//! artifacts of no job (their success event never came) once they are as old as the window. A background task of the API deletes
 //! them in batches of [`BATCH`] rows, beside the writer and pausing between batches, so a
 //! backlog never holds the database long enough to delay a submit.
 
@@ -83,6 +84,7 @@ impl Retention {
             self.metrics.retention_deleted(batch.jobs, batch.keys);
             total.jobs += batch.jobs;
             total.keys += batch.keys;
+            total.artifacts += batch.artifacts;
             // Keys counts those of the deleted jobs too: at worst one batch more than needed.
             if batch.jobs < u64::from(BATCH) && batch.keys < u64::from(BATCH) {
                 break;
@@ -96,7 +98,8 @@ impl Retention {
             tracing::info!(
                 jobs = total.jobs,
                 keys = total.keys,
-                "retention deleted finished jobs and expired idempotency keys"
+                artifacts = total.artifacts,
+                "retention deleted finished jobs, expired idempotency keys and their artifacts"
             );
         }
         total
@@ -185,7 +188,8 @@ mod tests {
             total,
             Purged {
                 jobs: 1201,
-                keys: 1201
+                keys: 1201,
+                artifacts: 0
             }
         );
         let text = metrics.encode();

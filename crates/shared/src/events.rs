@@ -11,6 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{
+    artifacts::ArtifactMeta,
     envelope::{JobId, WIRE_VERSION},
     kinds::JobKind,
 };
@@ -155,6 +156,10 @@ pub struct JobEvent {
         with = "time::serde::rfc3339::option"
     )]
     pub started_at: Option<OffsetDateTime>,
+    /// The artifacts of a success, each published (and confirmed) on the artifacts queue
+    /// before this event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactMeta>,
 }
 
 impl JobEvent {
@@ -174,6 +179,7 @@ impl JobEvent {
             submitted_at: None,
             run_ms: None,
             started_at: None,
+            artifacts: Vec::new(),
         }
     }
 

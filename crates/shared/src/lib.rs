@@ -11,6 +11,7 @@
 //! - [`announce`]: the announcements and heartbeats workers send about themselves and their kinds.
 //! - [`build`]: building the workspace's binaries from the tests and the benchmark.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
+//! - [`artifacts`]: artifact messages: their headers, [`artifacts::ArtifactMeta`] and name checks.
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
 //! - [`retry`]: exponential back-off with jitter, carried out by TTL'd delay queues.
 //! - [`topology`]: exchanges, queues and their arguments, declared idempotently by both binaries.
@@ -20,6 +21,7 @@
 //! - [`shutdown`]: the cancellation token that SIGTERM / Ctrl-C trigger.
 
 pub mod announce;
+pub mod artifacts;
 pub mod broker;
 pub mod build;
 pub mod envelope;

@@ -42,6 +42,9 @@ pub const DEFAULT_MAX_QUEUE_LENGTH: u32 = 100_000;
 /// retries dead-lettered back from the delay queues still fit the queue.
 pub const QUEUE_FULL_PERCENT: u32 = 90;
 
+/// Default `OFFLOAD_MAX_ARTIFACT_BYTES`: 8 MiB.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Default of `OFFLOAD_MAX_RESULT_BYTES`: 1 MiB.
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1024 * 1024;
 
@@ -385,6 +388,12 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES, value_parser = clap::value_parser!(u64).range(64..=MAX_RESULT_BYTES_CAP))]
     pub max_result_bytes: u64,
 
+    /// [worker] Largest total of the artifacts (files) one job may return, in bytes; a job whose
+    /// artifacts add up to more ends dead with the reason. Each artifact is one broker message,
+    /// so this must fit in one (below OFFLOAD_BROKER_MAX_MESSAGE_BYTES). Default 8 MiB.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES, value_parser = clap::value_parser!(u64).range(0..=u64::from(u32::MAX)))]
+    pub max_artifact_bytes: u64,
+
     /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
     /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
     #[arg(long, hide_env_values = true, env = "OFFLOAD_MANAGEMENT_URL", default_value = "", value_parser = SecretUrl(check_management_url))]
@@ -490,6 +499,18 @@ impl Settings {
                     self.broker_max_message_bytes.saturating_sub(overhead)
                 ));
             }
+        }
+        let overhead = crate::artifacts::ARTIFACT_OVERHEAD_BYTES;
+        if self.max_artifact_bytes.saturating_add(overhead) > self.broker_max_message_bytes {
+            return Err(format!(
+                "OFFLOAD_MAX_ARTIFACT_BYTES ({}) plus an artifact message's headers ({overhead} bytes) \
+                 is above OFFLOAD_BROKER_MAX_MESSAGE_BYTES ({}): the broker would refuse such an \
+                 artifact. Lower OFFLOAD_MAX_ARTIFACT_BYTES to at most {}, or raise the broker's \
+                 max_message_size and OFFLOAD_BROKER_MAX_MESSAGE_BYTES with it",
+                self.max_artifact_bytes,
+                self.broker_max_message_bytes,
+                self.broker_max_message_bytes.saturating_sub(overhead)
+            ));
         }
         if self.job_timeout_s > self.max_job_timeout_s {
             return Err(format!(
@@ -630,6 +651,11 @@ impl Settings {
     /// `OFFLOAD_MAX_RESULT_BYTES` as a length (it is at most [`MAX_RESULT_BYTES_CAP`]).
     pub fn max_result_bytes(&self) -> usize {
         usize::try_from(self.max_result_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// `OFFLOAD_MAX_ARTIFACT_BYTES` as a length.
+    pub fn max_artifact_bytes(&self) -> usize {
+        usize::try_from(self.max_artifact_bytes).unwrap_or(usize::MAX)
     }
 
     /// The worker's name in job status.
@@ -876,6 +902,21 @@ mod tests {
         let err = s.read_password_files().expect_err("no file");
         assert!(err.contains("OFFLOAD_AMQP_PASSWORD_FILE"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_artifact_limit_the_broker_cannot_carry_is_refused_naming_both_settings() {
+        let s = Settings::try_parse_from(["offload"]).expect("defaults");
+        assert_eq!(s.max_artifact_bytes, 8 * 1024 * 1024);
+        let mut s = s.validate().expect("the default fits");
+        s.max_artifact_bytes = s.broker_max_message_bytes;
+        let err = s.validate().expect_err("no room for the headers");
+        assert!(err.contains("OFFLOAD_MAX_ARTIFACT_BYTES"), "{err}");
+        assert!(err.contains("OFFLOAD_BROKER_MAX_MESSAGE_BYTES"), "{err}");
+        let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
+        s.max_artifact_bytes =
+            s.broker_max_message_bytes - crate::artifacts::ARTIFACT_OVERHEAD_BYTES;
+        assert!(s.validate().is_ok(), "exactly at the bound");
     }
 
     #[test]

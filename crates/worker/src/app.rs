@@ -408,6 +408,7 @@ impl Running<'_> {
             delivery_limit: (settings.queue_type == QueueType::Quorum)
                 .then_some(settings.delivery_limit),
             max_result_bytes: settings.max_result_bytes(),
+            max_artifact_bytes: settings.max_artifact_bytes(),
             shutdown: shutdown.clone(),
             unknown_kinds: self.unknown_kinds.clone(),
         };

@@ -1,5 +1,6 @@
 //! One delivery, start to finish: parse, report `running` (in the background), run the handler under its time
-//! limit, report the outcome (confirmed), and only then acknowledge on the delivery's own
+//! limit, send a success's artifacts (each confirmed, checked against `OFFLOAD_MAX_ARTIFACT_BYTES`
+//! first), report the outcome (confirmed), and only then acknowledge on the delivery's own
 //! channel. Failures become a scheduled retry or a dead letter with the reason. A job whose kind
 //! has no handler here (another version of the worker runs it) goes back through the shortest
 //! delay queue without spending an attempt, and so does one whose handler gave up because the
@@ -15,8 +16,11 @@ use lapin::{message::Delivery, types::AMQPValue};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use sha2::{Digest, Sha256};
+
 use offload_shared::{
     JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
+    artifacts::{self, ArtifactMeta},
     broker::{self, BrokerError, REQUEST_ID_HEADER, Settle},
     envelope::FileError,
     limits::{MAX_JSON_DEPTH, json_depth, json_len},
@@ -24,7 +28,7 @@ use offload_shared::{
 };
 
 use crate::{
-    InputFile, JobContext, JobError,
+    Artifact, InputFile, JobContext, JobError,
     handlers::{Handler, Registry},
     metrics::WorkerMetrics,
     reporter::Reporter,
@@ -46,6 +50,9 @@ pub(crate) struct JobRunner {
     pub delivery_limit: Option<u32>,
     /// `OFFLOAD_MAX_RESULT_BYTES`: a larger result is not sent; the job ends dead instead.
     pub max_result_bytes: usize,
+    /// `OFFLOAD_MAX_ARTIFACT_BYTES`: artifacts adding up to more are not sent; the job ends
+    /// dead instead.
+    pub max_artifact_bytes: usize,
     /// Fired when the shutdown grace period begins: every running job's context is cancelled.
     pub shutdown: CancellationToken,
     /// Kinds without a handler already warned about: one warning per kind, not per message.
@@ -163,7 +170,7 @@ impl JobRunner {
         self.reporter
             .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
-        let (outcome, retry_hint) = run_attempt(
+        let (outcome, retry_hint, attached) = run_attempt(
             &envelope,
             inputs,
             handler,
@@ -178,11 +185,54 @@ impl JobRunner {
             return (kind, self.requeue(delivery, Some(envelope.id), why).await);
         }
         let outcome = bound(outcome, self.max_result_bytes);
+        // Artifacts that cannot be kept fail the attempt for good, before anything is sent.
+        let (outcome, artifacts) = match outcome {
+            Outcome::Succeeded(result) => match check_artifacts(&attached, self.max_artifact_bytes)
+            {
+                Ok(metas) => (Outcome::Succeeded(result), metas),
+                Err(why) => (Outcome::Failed(JobError::Permanent(why)), Vec::new()),
+            },
+            failed => (failed, Vec::new()),
+        };
         let run_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         let settled = match outcome {
             Outcome::Succeeded(result) => {
+                // Every artifact confirmed before the success event: the API never lists one
+                // the broker does not hold. One not confirmed returns the job to the queue, as
+                // an event not confirmed does; one the broker would refuse ends it dead.
+                for (meta, artifact) in artifacts.iter().zip(&attached) {
+                    match self
+                        .reporter
+                        .artifact(envelope.id, envelope.attempt, meta, &artifact.bytes)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(
+                            e @ (BrokerError::MessageTooLarge { .. }
+                            | BrokerError::HeadersTooLarge { .. }),
+                        ) => {
+                            let reason = format!(
+                                "permanent error: artifact {:?} cannot be sent: {e}",
+                                meta.name
+                            );
+                            let mut event = self.dead_event(
+                                envelope.id,
+                                envelope.attempt,
+                                kind.clone(),
+                                &reason,
+                            );
+                            event.run_ms = run_ms;
+                            return (kind, self.finish_dead(delivery, &reason, Some(event)).await);
+                        }
+                        Err(e) => {
+                            let why = format!("artifact {:?} not confirmed: {e}", meta.name);
+                            return (kind, self.requeue(delivery, Some(envelope.id), &why).await);
+                        }
+                    }
+                }
                 let mut event = self.event(&envelope, JobStatus::Succeeded, run_ms);
                 event.result = Some(result);
+                event.artifacts = artifacts;
                 match self.reporter.event(event).await {
                     Ok(()) => {
                         self.ack(delivery, Some(envelope.id), Settled::Succeeded)
@@ -412,6 +462,35 @@ pub fn check_result(result: &Value, max_bytes: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What the success event lists of `attached` (name, media type, size, SHA-256), or why they
+/// cannot be kept: a name or media type that is not usable, or more than `max_bytes`
+/// (`OFFLOAD_MAX_ARTIFACT_BYTES`) in all.
+pub fn check_artifacts(
+    attached: &[Artifact],
+    max_bytes: usize,
+) -> Result<Vec<ArtifactMeta>, String> {
+    let total: usize = attached.iter().map(|a| a.bytes.len()).sum();
+    if total > max_bytes {
+        return Err(format!(
+            "the job's {} artifacts are {total} bytes in all, above OFFLOAD_MAX_ARTIFACT_BYTES ({max_bytes})",
+            attached.len()
+        ));
+    }
+    attached
+        .iter()
+        .map(|a| {
+            artifacts::check_name(&a.name)?;
+            artifacts::check_content_type(&a.content_type)?;
+            Ok(ArtifactMeta {
+                name: a.name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.bytes.len() as u64,
+                sha256: artifacts::hex(&Sha256::digest(&a.bytes)),
+            })
+        })
+        .collect()
+}
+
 /// The outcome as it may be reported: a result over the limits becomes a permanent failure that
 /// says why, and a failure's message is cut to [`MAX_ERROR_BYTES`].
 fn bound(outcome: Outcome, max_result_bytes: usize) -> Outcome {
@@ -496,6 +575,7 @@ pub(crate) fn input_files(envelope: &JobEnvelope) -> Result<Vec<InputFile>, File
 
 /// Runs the handler in its own task (a panic stays there) under the job's time limit. Its
 /// context's cancellation is a child of `shutdown`, and is fired too when the limit is reached.
+/// Returns the outcome and what the handler attached to its context.
 #[cfg(test)]
 pub(crate) async fn run(
     envelope: &JobEnvelope,
@@ -503,17 +583,20 @@ pub(crate) async fn run(
     handler: Arc<dyn Handler>,
     worker: Arc<str>,
     shutdown: &CancellationToken,
-) -> Outcome {
-    run_attempt(envelope, handler, worker, shutdown).await.0
+) -> (Outcome, Vec<Artifact>) {
+    let (outcome, _, attached) = run_attempt(envelope, inputs, handler, worker, shutdown).await;
+    (outcome, attached)
 }
 
-/// [`run`], with the earliest retry the handler asked for ([`JobContext::retry_not_before`]).
+/// [`run`], with the earliest retry the handler asked for ([`JobContext::retry_not_before`])
+/// and what it attached to its context (nothing, if the attempt failed).
 pub(crate) async fn run_attempt(
     envelope: &JobEnvelope,
+    inputs: Vec<InputFile>,
     handler: Arc<dyn Handler>,
     worker: Arc<str>,
     shutdown: &CancellationToken,
-) -> (Outcome, Option<Duration>) {
+) -> (Outcome, Option<Duration>, Vec<Artifact>) {
     let limit = Duration::from_millis(envelope.timeout_ms);
     let cancellation = shutdown.child_token();
     let ctx = JobContext::received(
@@ -527,8 +610,8 @@ pub(crate) async fn run_attempt(
     );
     // Fired when the job ends however it ends, so work the handler spawned with the token stops.
     let _cancel_on_end = cancellation.drop_guard();
-    // Shares the handler's hint slot: a clone of the context sees what the handler set.
-    let seen = ctx.clone();
+    // A clone shares the handler's hint slot and attachments: read once the handler is done.
+    let kept = ctx.clone();
     let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));
     let outcome = match tokio::time::timeout(limit, &mut task.0).await {
         Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
@@ -543,7 +626,12 @@ pub(crate) async fn run_attempt(
             envelope.timeout_ms
         ))),
     };
-    (outcome, seen.retry_hint())
+    // A failed attempt drops what it attached.
+    let attached = match outcome {
+        Outcome::Succeeded(_) => kept.attached(),
+        Outcome::Failed(_) => Vec::new(),
+    };
+    (outcome, kept.retry_hint(), attached)
 }
 
 #[cfg(test)]
@@ -636,6 +724,67 @@ mod tests {
                     "{why}"
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn artifacts_are_listed_with_their_hash_or_refused_naming_why() {
+        let ok = [
+            Artifact::new("a.txt", "text/plain", "abc"),
+            Artifact::new("b.bin", "application/octet-stream", vec![0u8; 5]),
+        ];
+        let metas = check_artifacts(&ok, 8).expect("8 bytes in all fit");
+        assert_eq!(metas.len(), 2);
+        assert_eq!(
+            metas[0].sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "SHA-256 of abc"
+        );
+        assert_eq!(
+            (metas[1].size, metas[1].content_type.as_str()),
+            (5, "application/octet-stream")
+        );
+
+        let over = check_artifacts(&ok, 7).expect_err("one byte over");
+        assert!(
+            over.contains("8 bytes") && over.contains("OFFLOAD_MAX_ARTIFACT_BYTES (7)"),
+            "{over}"
+        );
+        let bad_name = check_artifacts(&[Artifact::new("../etc/passwd", "text/plain", "x")], 8)
+            .expect_err("a path");
+        assert!(bad_name.contains("../etc/passwd"), "{bad_name}");
+        let bad_type = check_artifacts(&[Artifact::new("a", "text/plain\r\nX: 1", "x")], 8);
+        assert!(bad_type.is_err(), "a header injection");
+        assert_eq!(check_artifacts(&[], 0), Ok(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn a_successful_run_returns_what_the_handler_attached_and_a_failed_one_drops_it() {
+        struct Attaching;
+        impl crate::Job for Attaching {
+            const KIND: &'static str = "attaching";
+            type Payload = bool;
+            type Output = Value;
+            async fn run(&self, ctx: JobContext, fail: bool) -> Result<Value, JobError> {
+                ctx.attach(Artifact::new("out.txt", "text/plain", "hi"));
+                if fail {
+                    return Err(JobError::permanent("no"));
+                }
+                Ok(json!(null))
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register(Attaching).expect("valid");
+        let kind = JobKind::parse("attaching").expect("valid");
+        for (fail, expected) in [(false, 1), (true, 0)] {
+            let handler = registry.get(&kind).expect("registered");
+            let (_, attached) = run(
+                &envelope(kind.clone(), json!(fail), 5_000),
+                handler,
+                "t".into(),
+                &CancellationToken::new(),
+            )
+            .await;
+            assert_eq!(attached.len(), expected, "fail = {fail}");
         }
     }
 
@@ -733,7 +882,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             shutdown.cancel();
         };
-        let (outcome, ()) = tokio::join!(running, stop);
+        let ((outcome, _), ()) = tokio::join!(running, stop);
         let Outcome::Failed(JobError::Retryable(message)) = outcome else {
             panic!("the handler gave up: {outcome:?}");
         };
@@ -755,7 +904,7 @@ mod tests {
         registry.register(Deadline).expect("valid");
         let kind = JobKind::parse("deadline").expect("valid");
         let handler = registry.get(&kind).expect("registered");
-        let outcome = run(
+        let (outcome, _) = run(
             &envelope(kind, json!(null), 5_000),
             Vec::new(),
             handler,
@@ -774,7 +923,7 @@ mod tests {
     async fn overrunning_and_panicking_handlers_become_retryable_failures() {
         let worker: Arc<str> = "t".into();
         let shutdown = CancellationToken::new();
-        let slow = run(
+        let (slow, _) = run(
             &envelope(
                 JobKind::parse("sleep").expect("valid"),
                 json!({"ms": 5000}),
@@ -790,7 +939,7 @@ mod tests {
             matches!(slow, Outcome::Failed(JobError::Retryable(ref m)) if m.contains("timed out")),
             "{slow:?}"
         );
-        let panicked = run(
+        let (panicked, _) = run(
             &envelope(
                 JobKind::parse("sleep").expect("valid"),
                 json!({"panic": true}),

@@ -23,6 +23,7 @@ use lapin::{
 use offload_shared::{
     JobEnvelope, JobEvent, JobKind,
     announce::{ANNOUNCEMENT_TYPE, Announcement},
+    artifacts::{self, ArtifactMeta},
     broker::{self, BrokerError},
     frames::MessageLimits,
     retry::RetryDelay,
@@ -132,6 +133,44 @@ impl Reporter {
             Ok(Err(why)) => Err(BrokerError::Batch(why)),
             Err(_) => Err(BrokerError::NotConnected),
         }
+    }
+
+    /// Publishes one artifact of a successful attempt to the artifacts queue (its bytes as the
+    /// body, its media type as the content type, who it belongs to in the headers) and waits for
+    /// the broker's confirm. The job's success event goes out only after every artifact of it
+    /// was confirmed, so the API never lists an artifact the broker does not hold.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, attempt, name = %meta.name))]
+    pub async fn artifact(
+        &self,
+        job_id: offload_shared::JobId,
+        attempt: u32,
+        meta: &ArtifactMeta,
+        bytes: &[u8],
+    ) -> Result<(), BrokerError> {
+        let mut headers = FieldTable::default();
+        put(&mut headers, artifacts::JOB_ID_HEADER, &job_id.to_string());
+        put(
+            &mut headers,
+            artifacts::ATTEMPT_HEADER,
+            &attempt.to_string(),
+        );
+        put(&mut headers, artifacts::NAME_HEADER, &meta.name);
+        put(&mut headers, artifacts::SHA256_HEADER, &meta.sha256);
+        put(&mut headers, artifacts::SIZE_HEADER, &meta.size.to_string());
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(meta.content_type.as_str()))
+            .with_headers(headers);
+        self.limits.check(&properties, bytes.len())?;
+        broker::publish_confirmed(
+            &self.channel,
+            "",
+            &self.names.artifacts_queue,
+            bytes,
+            properties,
+            self.deadline,
+        )
+        .await
     }
 
     /// Publishes `running` without holding up the job; if the job ends before the batch goes

@@ -140,7 +140,7 @@ pub fn access(method: &Method, path: &str) -> Access {
         (_, "/" | "/session" | "/session/logout")
         | (_, "/health/live" | "/health/ready" | "/openapi.json" | "/docs") => Access::Open,
         ("POST", "/jobs" | "/jobs/batch") => Access::Needs(Scope::Submit),
-        ("GET" | "HEAD", "/jobs" | "/jobs/{id}" | "/kinds" | "/workers") => {
+        ("GET" | "HEAD", "/jobs" | "/jobs/{id}" | "/jobs/{id}/result" | "/kinds" | "/workers") => {
             Access::Needs(Scope::Read)
         }
         ("GET" | "HEAD", "/metrics") => Access::Needs(Scope::Metrics),

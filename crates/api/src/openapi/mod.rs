@@ -41,6 +41,7 @@ use crate::{
         routes::jobs::list_jobs,
         routes::jobs::get_job,
         routes::jobs::retry_job,
+        routes::result::get_result,
         routes::registry::list_kinds,
         routes::registry::list_workers,
         routes::health::live,
@@ -52,6 +53,7 @@ use crate::{
     components(schemas(
         JobRecord,
         JobSummary,
+        crate::store::ArtifactLink,
         JsonRequest,
         BatchRequest,
         Problem,

@@ -73,6 +73,12 @@ pub const OPERATIONS: &[Operation] = &[
     op("get", "/jobs", Access::Scope("read"), &[422, 431, 503]),
     op("get", "/jobs/{id}", Access::Scope("read"), &[404, 431, 503]),
     op(
+        "get",
+        "/jobs/{id}/result",
+        Access::Scope("read"),
+        &[404, 409, 422, 431, 503],
+    ),
+    op(
         "post",
         "/jobs/{id}/retry",
         Access::Admin,

@@ -588,7 +588,7 @@ async fn find(state: &AppState, raw: &str) -> Result<JobRecord, ApiError> {
 }
 
 /// The job `raw` names if `owner` submitted it (`None`: anyone did).
-async fn find_owned(
+pub(crate) async fn find_owned(
     state: &AppState,
     raw: &str,
     owner: Option<&str>,

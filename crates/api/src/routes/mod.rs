@@ -4,6 +4,7 @@ pub mod health;
 pub mod jobs;
 pub mod pages;
 pub mod registry;
+pub mod result;
 
 use axum::{
     Router,
@@ -21,7 +22,7 @@ use tower_http::{
 use crate::{auth, error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 15] = [
     "/",
     "/session",
     "/session/logout",
@@ -31,6 +32,7 @@ pub const ROUTES: [&str; 14] = [
     "/jobs/batch",
     "/jobs/{id}",
     "/jobs/{id}/retry",
+    "/jobs/{id}/result",
     "/health/live",
     "/health/ready",
     "/metrics",
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/batch", post(jobs::submit_batch))
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
+        .route("/jobs/{id}/result", get(result::get_result))
         .route("/kinds", get(registry::list_kinds))
         .route("/workers", get(registry::list_workers))
         .route("/health/live", get(health::live))

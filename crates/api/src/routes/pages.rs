@@ -81,12 +81,13 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
     };
     let field = |v: Option<String>| escape(&v.unwrap_or_else(|| "–".to_owned()));
     let json = serde_json::to_string_pretty(job).unwrap_or_default();
+    let artifacts = artifact_list(job);
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>Job {id}</title>\
          <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
          <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd>\
          <dt>Attempt</dt><dd>{attempt} of {max}</dd><dt>Worker</dt><dd>{worker}</dd>\
-         <dt>Error</dt><dd>{error}</dd></dl><pre>{json}</pre><p><a href=\"/\">Submit another job</a></p></body></html>",
+         <dt>Error</dt><dd>{error}</dd></dl>{artifacts}<pre>{json}</pre><p><a href=\"/\">Submit another job</a></p></body></html>",
         id = job.id,
         status = job.status,
         kind = job.kind,
@@ -96,6 +97,36 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
         error = field(job.error.clone()),
         json = escape(&json),
     ))
+}
+
+/// The job's artifacts as download links, images shown; nothing until the job succeeded.
+fn artifact_list(job: &JobRecord) -> String {
+    if job.status != offload_shared::JobStatus::Succeeded || job.artifacts.is_empty() {
+        return String::new();
+    }
+    let items: String = job
+        .artifacts
+        .iter()
+        .map(|a| {
+            let image = if a.content_type.to_ascii_lowercase().starts_with("image/") {
+                format!(
+                    "<br><img class=\"artifact\" alt=\"{name}\" src=\"{url}\">",
+                    name = escape(&a.name),
+                    url = escape(&a.url)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "<li><a href=\"{url}\" download=\"{name}\">{name}</a> ({ct}, {size} bytes){image}</li>",
+                url = escape(&a.url),
+                name = escape(&a.name),
+                ct = escape(&a.content_type),
+                size = a.size,
+            )
+        })
+        .collect();
+    format!("<h2>Artifacts</h2><ul id=\"artifacts\">{items}</ul>")
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -117,6 +148,47 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifacts_are_listed_escaped_and_images_shown_once_the_job_succeeded() {
+        use offload_shared::{JobId, JobKind, JobStatus, artifacts::ArtifactMeta};
+        let id = JobId::new();
+        let meta = |name: &str, ct: &str| ArtifactMeta {
+            name: name.into(),
+            content_type: ct.into(),
+            size: 3,
+            sha256: "00".into(),
+        };
+        let mut job = JobRecord::queued(
+            id,
+            JobKind::parse("k").expect("valid"),
+            1,
+            1000,
+            time::OffsetDateTime::now_utc(),
+        );
+        job.artifacts = vec![
+            crate::store::ArtifactLink::new(id, meta("<b>x\".png", "image/png")),
+            crate::store::ArtifactLink::new(id, meta("r.txt", "text/plain")),
+        ];
+        assert!(
+            !job_page(&job).0.contains("<img"),
+            "not before it succeeded"
+        );
+        job.status = JobStatus::Succeeded;
+        let page = job_page(&job).0;
+        assert!(
+            page.contains(&format!(
+                "<img class=\"artifact\" alt=\"&lt;b&gt;x&quot;.png\" src=\"/jobs/{id}/result?name=%3Cb%3Ex%22.png\">"
+            )),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!("href=\"/jobs/{id}/result?name=r.txt\"")),
+            "{page}"
+        );
+        assert_eq!(page.matches("<img").count(), 1, "only the image is shown");
+        assert!(!page.contains("<b>x"), "the name is escaped everywhere");
+    }
 
     #[test]
     fn markup_in_results_is_escaped() {

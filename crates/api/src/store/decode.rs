@@ -2,7 +2,11 @@
 
 use serde_json::Value;
 
-use super::{JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError, dialect::Dialect};
+use offload_shared::artifacts::ArtifactMeta;
+
+use super::{
+    ArtifactLink, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError, dialect::Dialect,
+};
 
 /// A JSON text column.
 pub(super) fn json<D: Dialect>(row: &D::Row, col: &str) -> Result<Option<Value>, StoreError> {
@@ -53,6 +57,14 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
         result: json::<D>(row, "result")?,
         error: D::get_text(row, "error")?,
         runs: count::<D>(row, "runs").map_err(corrupt)?,
+        artifacts: match json::<D>(row, "artifacts")? {
+            None => Vec::new(),
+            Some(listed) => serde_json::from_value::<Vec<ArtifactMeta>>(listed)
+                .map_err(|e| corrupt(format!("artifacts: {e}")))?
+                .into_iter()
+                .map(|meta| ArtifactLink::new(id, meta))
+                .collect(),
+        },
         owner: D::get_text(row, "owner")?,
         inputs: Vec::new(),
     })
@@ -75,6 +87,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         result: _,
         error,
         runs,
+        artifacts,
         owner: _,
         inputs: _,
     } = job::<D>(row)?;
@@ -92,6 +105,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         has_result,
         error: error.map(shorten),
         runs,
+        artifacts,
     })
 }
 

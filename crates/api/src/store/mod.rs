@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
+use offload_shared::{JobEvent, JobId, JobKind, JobStatus, artifacts::ArtifactMeta};
 
 pub use inputs::{InputMeta, StoredFile};
 use keys::KeyRecord;
@@ -150,6 +150,21 @@ impl Store {
         limit: u32,
     ) -> Result<Purged, StoreError> {
         on_backend!(self, db => db.purge(finished_before, keys_before, limit).await)
+    }
+
+    /// Stores an artifact (replacing one of the same job and name), beside the writer: one
+    /// statement, so a large artifact never holds up a batch of events.
+    pub async fn put_artifact(&self, artifact: &NewArtifact<'_>) -> Result<(), StoreError> {
+        on_backend!(self, db => db.put_artifact(artifact).await)
+    }
+
+    /// The stored artifact `name` of job `job_id`, if it arrived.
+    pub async fn artifact(
+        &self,
+        job_id: JobId,
+        name: &str,
+    ) -> Result<Option<StoredArtifact>, StoreError> {
+        on_backend!(self, db => db.artifact(job_id, name).await)
     }
 }
 
@@ -314,6 +329,9 @@ pub struct JobRecord {
     /// How many times a worker started it: above `attempt` when the broker redelivered it
     /// (its worker died, or lost its connection, mid-job).
     pub runs: u32,
+    /// Files it returned beside its result, on success (download each at its `url`).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactLink>,
     /// The id of the API key that submitted it; `None` for jobs from before keys, from
     /// `OFFLOAD_AUTH=off`, or first heard of through their events. Not shown to clients.
     #[serde(skip)]
@@ -346,6 +364,7 @@ impl JobRecord {
             result: None,
             error: None,
             runs: 0,
+            artifacts: Vec::new(),
             owner: None,
             inputs: Vec::new(),
         }
@@ -400,6 +419,8 @@ pub struct JobSummary {
     pub error: Option<String>,
     /// How many times a worker started it.
     pub runs: u32,
+    /// Files it returned beside its result, on success.
+    pub artifacts: Vec<ArtifactLink>,
 }
 
 /// A pending job whose publish is still unresolved, with what republishing it needs.
@@ -420,6 +441,79 @@ pub struct Purged {
     pub jobs: u64,
     /// Idempotency keys deleted: expired ones and those of the deleted jobs.
     pub keys: u64,
+    /// Artifacts deleted: those of the deleted jobs and old orphans.
+    pub artifacts: u64,
+}
+
+/// An artifact as the artifacts consumer stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewArtifact<'a> {
+    /// Its job (which the store may not know yet).
+    pub job_id: JobId,
+    /// Its name.
+    pub name: &'a str,
+    /// Its media type.
+    pub content_type: &'a str,
+    /// Lowercase hex SHA-256 of `data`.
+    pub sha256: &'a str,
+    /// Its bytes.
+    pub data: &'a [u8],
+    /// The attempt that produced it.
+    pub attempt: u32,
+    /// When it was stored.
+    pub stored_at: OffsetDateTime,
+}
+
+/// A stored artifact, as `GET /jobs/{id}/result` serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredArtifact {
+    /// Its media type.
+    pub content_type: String,
+    /// Lowercase hex SHA-256 of `data`.
+    pub sha256: String,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// An artifact as a job lists it: what its success event said, and where to download it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ArtifactLink {
+    /// Its file name, unique within the job.
+    pub name: String,
+    /// Its media type.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of its bytes (its download's `ETag`).
+    pub sha256: String,
+    /// Where to download it: `/jobs/{id}/result?name=<name, percent-encoded>`.
+    pub url: String,
+}
+
+impl ArtifactLink {
+    /// The link to `meta`, an artifact of job `id`.
+    pub fn new(id: JobId, meta: ArtifactMeta) -> Self {
+        ArtifactLink {
+            url: format!("/jobs/{id}/result?name={}", percent_encode(&meta.name)),
+            name: meta.name,
+            content_type: meta.content_type,
+            size: meta.size,
+            sha256: meta.sha256,
+        }
+    }
+}
+
+/// `text` with every byte but RFC 3986's unreserved characters percent-encoded (UTF-8).
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// An `Idempotency-Key` and the fingerprint of the request that first used it.

@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 use offload_shared::{JobEvent, JobId, JobStatus};
 
 use super::{
-    JobFilter, JobRecord, JobSummary, Purged, StoreError, StoredInput, Unresolved, Write, Written,
+    JobFilter, JobRecord, JobSummary, NewArtifact, Purged, StoreError, StoredArtifact, StoredInput,
+    Unresolved, Write, Written,
     decode::{count, job, json, summary},
     dialect::{Dialect, NewJob, Stmt},
     inputs, sql,
@@ -213,18 +214,60 @@ impl<D: Dialect> Db<D> {
             .map(|row| D::get_id(row, "id"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut keys = 0;
+        let mut artifacts = 0;
         if !jobs.is_empty() {
             let stmt = Stmt::new(D::PURGE_KEYS_OF_JOBS).ids(&jobs);
             keys += D::execute(&mut tx, stmt).await?;
             D::execute(&mut tx, Stmt::new(D::PURGE_INPUTS_OF_JOBS).ids(&jobs)).await?;
+            let stmt = Stmt::new(D::PURGE_ARTIFACTS_OF_JOBS).ids(&jobs);
+            artifacts += D::execute(&mut tx, stmt).await?;
         }
+        // Orphans as old as a finished job kept: the event that would have listed them never
+        // came, or their job is gone.
+        let stmt = Stmt::new(sql::PURGE_ORPHAN_ARTIFACTS).time(finished_before);
+        artifacts += D::execute(&mut tx, stmt).await?;
         let stmt = Stmt::new(D::PURGE_KEYS).time(keys_before).int(limit);
         keys += D::execute(&mut tx, stmt).await?;
         tx.commit().await?;
         Ok(Purged {
             jobs: jobs.len() as u64,
             keys,
+            artifacts,
         })
+    }
+
+    /// See [`super::Store::put_artifact`].
+    pub(super) async fn put_artifact(&self, a: &NewArtifact<'_>) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let stmt = Stmt::new(sql::PUT_ARTIFACT)
+            .id(a.job_id)
+            .str(Some(a.name))
+            .str(Some(a.content_type))
+            .int(i64::try_from(a.data.len()).unwrap_or(i64::MAX))
+            .str(Some(a.sha256))
+            .bytes(a.data)
+            .int(i64::from(a.attempt))
+            .time(a.stored_at);
+        D::execute(&mut conn, stmt).await?;
+        Ok(())
+    }
+
+    /// See [`super::Store::artifact`].
+    pub(super) async fn artifact(
+        &self,
+        job_id: JobId,
+        name: &str,
+    ) -> Result<Option<StoredArtifact>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let stmt = Stmt::new(sql::GET_ARTIFACT).id(job_id).str(Some(name));
+        let Some(row) = D::fetch_optional(&mut conn, stmt).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredArtifact {
+            content_type: D::get_text(&row, "content_type")?.unwrap_or_default(),
+            sha256: D::get_text(&row, "sha256")?.unwrap_or_default(),
+            data: D::get_bytes(&row, "data")?.unwrap_or_default(),
+        }))
     }
 }
 
@@ -339,21 +382,26 @@ async fn apply_one<D: Dialect>(
             D::execute(tx, Stmt::new(sql::DELETE_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_KEY_OF_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
+            D::execute(tx, Stmt::new(sql::DELETE_ARTIFACTS_OF_JOB).id(*id)).await?;
         }
         Write::Event(ev) => {
             let started = ev.start();
-            let stmt = Stmt::new(sql::EVENT)
-                .id(ev.job_id)
-                .str(Some(ev.status.as_str()))
-                .int(ev.status.progress(ev.attempt))
-                .int(i64::from(ev.attempt))
-                .str(Some(&ev.worker))
-                .time(started)
-                .time(ev.at)
-                .time(ev.status.is_terminal().then_some(ev.at))
-                .text(ev.result.as_ref().map(|r| Cow::Owned(r.to_string())))
-                .str(ev.error.as_deref())
-                .int(i64::from(started.is_some()));
+            let stmt =
+                Stmt::new(sql::EVENT)
+                    .id(ev.job_id)
+                    .str(Some(ev.status.as_str()))
+                    .int(ev.status.progress(ev.attempt))
+                    .int(i64::from(ev.attempt))
+                    .str(Some(&ev.worker))
+                    .time(started)
+                    .time(ev.at)
+                    .time(ev.status.is_terminal().then_some(ev.at))
+                    .text(ev.result.as_ref().map(|r| Cow::Owned(r.to_string())))
+                    .str(ev.error.as_deref())
+                    .int(i64::from(started.is_some()))
+                    .text((!ev.artifacts.is_empty()).then(|| {
+                        Cow::Owned(serde_json::to_string(&ev.artifacts).unwrap_or_default())
+                    }));
             if D::execute(tx, stmt.clone()).await? == 0 && adopt::<D>(tx, ev).await? {
                 D::execute(tx, stmt).await?;
             }

@@ -19,7 +19,7 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
+        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
         purge_keys_sql, unconfirm_sql,
     },
 };
@@ -67,6 +67,7 @@ impl Dialect for Postgres {
     const PURGE_KEYS_OF_JOBS: &'static str = purge_keys_of_jobs_sql!("= ANY($1)");
     const PURGE_INPUTS_OF_JOBS: &'static str = purge_inputs_of_jobs_sql!("= ANY($1)");
     const PURGE_KEYS: &'static str = purge_keys_sql!(" FOR UPDATE SKIP LOCKED");
+    const PURGE_ARTIFACTS_OF_JOBS: &'static str = purge_artifacts_of_jobs_sql!("= ANY($1)");
     const LOCKS_ROWS: bool = true;
     const MIGRATIONS: &'static [Step] = migrate::POSTGRES;
 

@@ -6,7 +6,7 @@
 macro_rules! job_columns {
     () => {
         "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
-         finished_at, result, error, runs, owner"
+         finished_at, result, error, runs, owner, artifacts"
     };
 }
 
@@ -26,7 +26,7 @@ pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = 
 /// long one never leaves it; one character more than the summary keeps says it was cut.
 pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
-     submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, \
+     submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, artifacts, \
      CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs
@@ -62,6 +62,23 @@ pub(super) const DELETE_INPUTS_OF_JOB: &str = "DELETE FROM job_inputs WHERE job_
 
 pub(super) const DELETE_KEY_OF_JOB: &str = "DELETE FROM idempotency_keys WHERE job_id = $1";
 
+pub(super) const DELETE_ARTIFACTS_OF_JOB: &str = "DELETE FROM artifacts WHERE job_id = $1";
+
+/// Stores an artifact; a redelivery (or a later attempt's artifact of the same name) replaces it.
+pub(super) const PUT_ARTIFACT: &str =
+    "INSERT INTO artifacts (job_id, name, content_type, size, sha256, data, attempt, stored_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (job_id, name) DO UPDATE SET content_type = excluded.content_type,
+         size = excluded.size, sha256 = excluded.sha256, data = excluded.data,
+         attempt = excluded.attempt, stored_at = excluded.stored_at";
+
+pub(super) const GET_ARTIFACT: &str =
+    "SELECT content_type, sha256, data FROM artifacts WHERE job_id = $1 AND name = $2";
+
+/// Artifacts of no job (the job was deleted, or its events never came) stored before `$1`.
+pub(super) const PURGE_ORPHAN_ARTIFACTS: &str = "DELETE FROM artifacts
+     WHERE stored_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = artifacts.job_id)";
+
 /// One statement (one round trip): every start counts (`$11`), even a duplicate's; the rest
 /// applies only if it moves the job forward (`$3`, its progress), so duplicates and late
 /// events change nothing else. SET reads the row as it was, so each CASE sees the old
@@ -76,6 +93,7 @@ pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
          finished_at = CASE WHEN progress < $3 THEN $8 ELSE finished_at END,
          result = CASE WHEN progress < $3 THEN $9 ELSE result END,
          error = CASE WHEN progress < $3 THEN $10 ELSE error END,
+         artifacts = CASE WHEN progress < $3 THEN $12 ELSE artifacts END,
          resolve_at = CASE WHEN progress < $3 THEN NULL ELSE resolve_at END,
          progress = CASE WHEN progress < $3 THEN $3 ELSE progress END
      WHERE id = $1 AND (progress < $3 OR $11 > 0)";
@@ -91,7 +109,8 @@ pub(super) const ADOPT: &str =
 pub(super) const REDRIVE: &str =
     "UPDATE jobs SET status = 'pending', progress = $2, attempt = $3, \
          max_attempts = $4, resolve_at = $5,
-         worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL
+         worker = NULL, started_at = NULL, finished_at = NULL, result = NULL, error = NULL,
+         artifacts = NULL
      WHERE id = $1 AND status = 'dead'";
 
 pub(super) const MARK_DEAD: &str = "UPDATE jobs SET status = 'dead', progress = $2, attempt = $3, \
@@ -184,6 +203,13 @@ macro_rules! purge_inputs_of_jobs_sql {
     };
 }
 
+/// The artifacts of the jobs `$1` (matched by `$ids`).
+macro_rules! purge_artifacts_of_jobs_sql {
+    ($ids:literal) => {
+        concat!("DELETE FROM artifacts WHERE job_id ", $ids)
+    };
+}
+
 /// One retention batch of expired keys, picked like [`claim_sql`]'s; the key of an unresolved
 /// job stays whatever its age (a keyed retry must find the job its first request left unresolved).
 macro_rules! purge_keys_sql {
@@ -205,6 +231,6 @@ macro_rules! purge_keys_sql {
 }
 
 pub(super) use {
-    claim_sql, confirm_sql, finished_statuses, job_columns, purge_inputs_of_jobs_sql,
+    claim_sql, confirm_sql, finished_statuses, job_columns, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
     purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
 };

@@ -21,7 +21,7 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
+        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
         purge_keys_sql, unconfirm_sql,
     },
 };
@@ -66,6 +66,8 @@ impl Dialect for Sqlite {
     const PURGE_INPUTS_OF_JOBS: &'static str =
         purge_inputs_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const PURGE_KEYS: &'static str = purge_keys_sql!("");
+    const PURGE_ARTIFACTS_OF_JOBS: &'static str =
+        purge_artifacts_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const LOCKS_ROWS: bool = false;
     const MIGRATIONS: &'static [Step] = migrate::SQLITE;
 
@@ -173,8 +175,8 @@ fn bind(stmt: Stmt<'_>) -> Query<'static, Sqlite, SqliteArguments> {
             Param::Ids(ids) => query.bind(json_array(ids)),
             Param::Time(t) => query.bind(t.map(micros)),
             Param::Int(n) => query.bind(n),
-            Param::Bytes(b) => query.bind(b.to_vec()),
             Param::Text(s) => query.bind(s),
+            Param::Bytes(b) => query.bind(b.to_vec()),
         };
     }
     query

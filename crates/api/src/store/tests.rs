@@ -58,6 +58,7 @@ on_both_backends!(
     keys_are_found_by_hash_revoked_by_name_and_end_their_sessions,
     a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered,
     a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it,
+    artifacts_are_stored_replaced_listed_and_purged_with_their_job,
 );
 
 use super::inputs_tests::a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it;
@@ -831,7 +832,14 @@ async fn retention_deletes_old_finished_jobs_and_old_keys_only(store: Store) {
         }
     }
     // Three jobs; keys: k-done (its job's), k-fresh-done (1 day < its age 10 days), k-old.
-    assert_eq!(total, Purged { jobs: 3, keys: 3 });
+    assert_eq!(
+        total,
+        Purged {
+            jobs: 3,
+            keys: 3,
+            artifacts: 0
+        }
+    );
     for (id, kept) in [
         (old_done, false),
         (old_failed, false),
@@ -858,6 +866,93 @@ async fn retention_deletes_old_finished_jobs_and_old_keys_only(store: Store) {
     assert!(
         matches!(&written[2], Written::KeyTaken { job_id, .. } if *job_id == fresh_key_job),
         "{written:?}"
+    );
+}
+
+async fn artifacts_are_stored_replaced_listed_and_purged_with_their_job(store: Store) {
+    use offload_shared::artifacts::ArtifactMeta;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("ns");
+    let (job, orphan, fresh_orphan) = (JobId::new(), JobId::new(), JobId::new());
+    let put = |id: JobId, name: &'static str, data: &'static [u8], at: OffsetDateTime| {
+        let store = store.clone();
+        async move {
+            store
+                .put_artifact(&NewArtifact {
+                    job_id: id,
+                    name,
+                    content_type: "image/png",
+                    sha256: "ab",
+                    data,
+                    attempt: 1,
+                    stored_at: at,
+                })
+                .await
+                .expect("put");
+        }
+    };
+    let old = now - time::Duration::days(8);
+    // Before its job is known, and again (a redelivery, another attempt): the last one stays.
+    put(job, "a.png", b"first", old).await;
+    put(job, "a.png", b"\0\xffbytes", old).await;
+    put(orphan, "o.png", b"o", old).await;
+    put(fresh_orphan, "o.png", b"o", now).await;
+    let got = store
+        .artifact(job, "a.png")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.data, b"\0\xffbytes", "binary bytes survive, replaced");
+    assert_eq!(store.artifact(job, "b.png").await.expect("get"), None);
+
+    let mut done = JobEvent::now(job, 1, JobStatus::Succeeded, "w");
+    done.at = old;
+    done.artifacts = vec![ArtifactMeta {
+        name: "a b.png".into(),
+        content_type: "image/png".into(),
+        size: 7,
+        sha256: "ab".into(),
+    }];
+    store
+        .apply(&[insert(queued(job), json!({}), None), Write::Event(done)])
+        .await
+        .expect("apply");
+    let record = store.get(job).await.expect("get").expect("job");
+    assert_eq!(record.artifacts.len(), 1);
+    assert_eq!(
+        record.artifacts[0].url,
+        format!("/jobs/{job}/result?name=a%20b.png")
+    );
+    let listed = store
+        .list(&JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed[0].artifacts, record.artifacts, "listings carry them");
+
+    let purged = store
+        .purge(
+            now - time::Duration::days(7),
+            now - time::Duration::days(1),
+            10,
+        )
+        .await
+        .expect("purge");
+    assert_eq!(
+        (purged.jobs, purged.artifacts),
+        (1, 2),
+        "the job's, and the old orphan"
+    );
+    assert_eq!(store.artifact(job, "a.png").await.expect("get"), None);
+    assert_eq!(store.artifact(orphan, "o.png").await.expect("get"), None);
+    assert!(
+        store
+            .artifact(fresh_orphan, "o.png")
+            .await
+            .expect("get")
+            .is_some(),
+        "a young orphan may still be claimed by its event"
     );
 }
 

@@ -125,6 +125,7 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         result: None,
         error: None,
         runs: 0,
+        artifacts: Vec::new(),
         owner: None,
         inputs: Vec::new(),
     };

@@ -77,7 +77,7 @@ pub fn workers_queue_arguments(settings: &Settings) -> FieldTable {
     args
 }
 
-/// Arguments of the dead-letter, events and parked-events queues: same type as the work queue, nothing else.
+/// Arguments of the dead-letter, events, parked-events and artifacts queues: same type as the work queue, nothing else.
 pub fn plain_queue_arguments(settings: &Settings) -> FieldTable {
     let mut args = FieldTable::default();
     // Same durability and replication as the jobs these queues describe.

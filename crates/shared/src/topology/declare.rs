@@ -178,6 +178,7 @@ async fn declare_on(
         (&names.dead_queue, plain_queue_arguments(settings)),
         (&names.events_queue, plain_queue_arguments(settings)),
         (&names.parked_events_queue, plain_queue_arguments(settings)),
+        (&names.artifacts_queue, plain_queue_arguments(settings)),
         (&names.workers_queue, workers_queue_arguments(settings)),
     ];
     for (ms, name) in &names.retry_queues {

@@ -12,6 +12,7 @@
 //!     --TTL, dead-letter with the message's own routing key (its kind)--> exchange <p>.jobs
 //! default exchange --"<p>.events"--> queue <p>.events   (lifecycle events, consumed by the API)
 //! default exchange --"<p>.events.parked"--> queue <p>.events.parked   (events that did not parse, with the reason)
+//! default exchange --"<p>.artifacts"--> queue <p>.artifacts   (artifact bytes of successes, consumed by the API)
 //! default exchange --"<p>.workers"--> queue <p>.workers   (worker announcements and heartbeats, consumed by the API)
 //! ```
 //!
@@ -100,6 +101,8 @@ pub struct Names {
     /// Event messages (or single events of a batch) the API could not read, kept with the
     /// reason in the `x-offload-reason` header for an operator.
     pub parked_events_queue: String,
+    /// Artifacts (files returned beside results), one a message, from workers to the API.
+    pub artifacts_queue: String,
     /// Delay queues for retries, `(delay in ms, queue name)`, shortest first.
     pub retry_queues: Vec<(u64, String)>,
     prefix: String,
@@ -123,6 +126,7 @@ impl Names {
             dead_queue: format!("{prefix}.dead"),
             events_queue: format!("{prefix}.events"),
             parked_events_queue: format!("{prefix}.events.parked"),
+            artifacts_queue: format!("{prefix}.artifacts"),
         }
     }
 
@@ -165,6 +169,7 @@ impl Names {
             self.dead_queue.as_str(),
             self.events_queue.as_str(),
             self.parked_events_queue.as_str(),
+            self.artifacts_queue.as_str(),
             self.workers_queue.as_str(),
         ];
         all.extend(self.retry_queues.iter().map(|(_, q)| q.as_str()));
@@ -233,7 +238,9 @@ mod tests {
         let names = Names::new(&QueuePrefix::parse("t1").expect("valid"), &policy);
         assert_eq!(names.jobs_queue, "t1.jobs");
         assert_eq!(names.retry_queue(2000), Some("t1.delay.2000ms"));
-        assert_eq!(names.queues().len(), 8);
+        assert_eq!(names.queues().len(), 9);
+        assert_eq!(names.artifacts_queue, "t1.artifacts");
+        assert!(!names.is_work_queue("t1.artifacts"));
         assert_eq!(names.workers_queue, "t1.workers");
         let images = QueueName::parse("images").expect("valid");
         assert_eq!(names.work_queue(&QueueName::default_queue()), "t1.jobs");
