@@ -214,7 +214,14 @@ async fn unreadable_announcements_and_invalid_specs_are_refused_and_the_api_keep
         .collect();
     assert_eq!(
         names,
-        ["fine", "http.request", "image.thumbnail", "noop", "pdf.render", "sleep"],
+        [
+            "fine",
+            "http.request",
+            "image.thumbnail",
+            "noop",
+            "pdf.render",
+            "sleep"
+        ],
         "{listed}"
     );
     assert_eq!(

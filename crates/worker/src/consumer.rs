@@ -779,6 +779,7 @@ mod tests {
             let handler = registry.get(&kind).expect("registered");
             let (_, attached) = run(
                 &envelope(kind.clone(), json!(fail), 5_000),
+                Vec::new(),
                 handler,
                 "t".into(),
                 &CancellationToken::new(),
@@ -855,12 +856,19 @@ mod tests {
         let kind = JobKind::parse("busy").expect("valid");
         let handler = registry.get(&kind).expect("registered");
         let job = envelope(kind, json!(null), 5_000);
-        let (outcome, hint) =
-            run_attempt(&job, handler, "t".into(), &CancellationToken::new()).await;
+        let (outcome, hint, _) = run_attempt(
+            &job,
+            Vec::new(),
+            handler,
+            "t".into(),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(outcome, Outcome::Failed(JobError::retryable("busy")));
         assert_eq!(hint, Some(Duration::from_millis(1500)));
-        let (_, none) = run_attempt(
+        let (_, none, _) = run_attempt(
             &envelope(JobKind::parse("sleep").expect("valid"), json!({}), 5_000),
+            Vec::new(),
             sleep_handler(),
             "t".into(),
             &CancellationToken::new(),

@@ -231,6 +231,7 @@ macro_rules! purge_keys_sql {
 }
 
 pub(super) use {
-    claim_sql, confirm_sql, finished_statuses, job_columns, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
-    purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
+    claim_sql, confirm_sql, finished_statuses, job_columns, purge_artifacts_of_jobs_sql,
+    purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql,
+    unconfirm_sql,
 };

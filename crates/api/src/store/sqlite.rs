@@ -21,8 +21,8 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
-        purge_keys_sql, unconfirm_sql,
+        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
+        purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
     },
 };
 

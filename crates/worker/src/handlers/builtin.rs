@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use offload_shared::{Settings, kinds::KindSpec, settings::QueueList};
 
 use super::Registry;
-#[cfg(feature = "documents")]
-use super::pdf::PdfRender;
 #[cfg(feature = "webhooks")]
 use super::http_request::HttpRequest;
+#[cfg(feature = "documents")]
+use super::pdf::PdfRender;
 #[cfg(feature = "thumbnails")]
 use super::thumbnail::ImageThumbnail;
 use crate::{Job, JobContext, JobError, WorkerBuilder, WorkerError};
@@ -128,7 +128,9 @@ fn by_queue<B: AddJob>() -> Vec<QueueKinds<B>> {
     vec![
         ("default", |b, _| Ok(b.add(Noop).add(Sleep))),
         #[cfg(feature = "thumbnails")]
-        ("thumbnails", |b, s| Ok(b.add(ImageThumbnail::from_settings(s)))),
+        ("thumbnails", |b, s| {
+            Ok(b.add(ImageThumbnail::from_settings(s)))
+        }),
         #[cfg(feature = "documents")]
         ("documents", |b, _| Ok(b.add(PdfRender))),
         #[cfg(feature = "webhooks")]

@@ -4,16 +4,16 @@
 //! `http.request` in [`http_request`], sending through [`outbound`] (feature `webhooks`).
 
 pub mod builtin;
-#[cfg(feature = "documents")]
-pub mod pdf;
-#[cfg(feature = "thumbnails")]
-pub mod thumbnail;
 #[cfg(feature = "webhooks")]
 pub mod http_request;
 #[cfg(feature = "webhooks")]
 pub mod outbound;
+#[cfg(feature = "documents")]
+pub mod pdf;
 #[cfg(feature = "webhooks")]
 pub mod signing;
+#[cfg(feature = "thumbnails")]
+pub mod thumbnail;
 
 use std::{collections::BTreeMap, sync::Arc};
 
