@@ -129,7 +129,12 @@ fn by_queue<B: AddJob>() -> Vec<QueueKinds<B>> {
         ("default", |b, _| Ok(b.add(Noop).add(Sleep))),
         #[cfg(feature = "thumbnails")]
         ("thumbnails", |b, s| {
-            Ok(b.add(ImageThumbnail::from_settings(s)))
+            let kind =
+                ImageThumbnail::from_settings(s).map_err(|reason| WorkerError::InvalidJob {
+                    kind: ImageThumbnail::KIND.to_owned(),
+                    reason,
+                })?;
+            Ok(b.add(kind))
         }),
         #[cfg(feature = "documents")]
         ("documents", |b, _| Ok(b.add(PdfRender))),

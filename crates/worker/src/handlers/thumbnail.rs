@@ -553,10 +553,19 @@ pub struct ThumbnailResult {
 /// let thumbnails = offload_worker::handlers::thumbnail::ImageThumbnail::from_settings(&settings);
 /// let worker = offload_worker::Worker::builder(settings).job(thumbnails);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ImageThumbnail {
     max_pixels: u64,
+    /// Where `url` sources may be fetched from (`OFFLOAD_FETCH_ALLOW`); `None`: nowhere.
+    #[cfg(feature = "webhooks")]
+    fetch: Option<std::sync::Arc<crate::handlers::outbound::Outbound>>,
 }
+
+/// Largest image a `url` source may download, in bytes.
+pub const MAX_FETCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Longest a `url` source's download may take (less if the attempt's deadline is nearer).
+pub const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for ImageThumbnail {
     fn default() -> Self {
@@ -572,18 +581,33 @@ impl ImageThumbnail {
     /// assert_eq!(small.max_pixels(), 1_000_000);
     /// ```
     pub fn new(max_pixels: u64) -> Self {
-        ImageThumbnail { max_pixels }
+        ImageThumbnail {
+            max_pixels,
+            #[cfg(feature = "webhooks")]
+            fetch: None,
+        }
     }
 
-    /// Configured by `OFFLOAD_THUMBNAIL_MAX_PIXELS`.
+    /// Configured by `OFFLOAD_THUMBNAIL_MAX_PIXELS` and, for `url` sources, `OFFLOAD_FETCH_ALLOW`
+    /// (empty: every URL refused); an invalid allow-list is refused, naming the entry.
     ///
     /// ```
     /// let settings = offload_worker::Settings::from_env().unwrap();
-    /// let job = offload_worker::handlers::thumbnail::ImageThumbnail::from_settings(&settings);
+    /// let job = offload_worker::handlers::thumbnail::ImageThumbnail::from_settings(&settings).unwrap();
     /// assert_eq!(job.max_pixels(), settings.thumbnail_max_pixels);
     /// ```
-    pub fn from_settings(settings: &Settings) -> Self {
-        ImageThumbnail::new(settings.thumbnail_max_pixels)
+    pub fn from_settings(settings: &Settings) -> Result<Self, String> {
+        #[cfg_attr(not(feature = "webhooks"), allow(unused_mut))]
+        let mut job = ImageThumbnail::new(settings.thumbnail_max_pixels);
+        #[cfg(feature = "webhooks")]
+        {
+            let outbound = crate::handlers::outbound::Outbound::from_setting(
+                "OFFLOAD_FETCH_ALLOW",
+                &settings.fetch_allow,
+            )?;
+            job.fetch = Some(std::sync::Arc::new(outbound));
+        }
+        Ok(job)
     }
 
     /// The largest image accepted, in pixels.
@@ -609,7 +633,7 @@ impl Job for ImageThumbnail {
         let opts = ThumbnailOptions::of(&p).map_err(JobError::permanent)?;
         let data = match (&p.file, &p.url) {
             (Some(field), None) => uploaded(&ctx, field)?,
-            (None, Some(url)) => fetch_source(url).await?,
+            (None, Some(url)) => self.fetch_source(&ctx, url).await?,
             (Some(_), Some(_)) => {
                 return Err(JobError::permanent(
                     "give exactly one of file and url, not both",
@@ -666,12 +690,30 @@ fn uploaded(ctx: &JobContext, field: &str) -> Result<Bytes, JobError> {
     }
 }
 
-/// The image at `url`. The one seam for the outbound client (its allow-list is
-/// OFFLOAD_FETCH_ALLOW): until it is wired, every `url` source fails permanently.
-async fn fetch_source(_url: &str) -> Result<Bytes, JobError> {
-    Err(JobError::permanent(
-        "url sources need OFFLOAD_FETCH_ALLOW (not wired yet)",
-    ))
+impl ImageThumbnail {
+    /// The image at `url`, fetched through the outbound policy of `OFFLOAD_FETCH_ALLOW` (the
+    /// same checks as `http.request`: allow-list, every resolved address, no redirects).
+    #[cfg(feature = "webhooks")]
+    async fn fetch_source(&self, ctx: &JobContext, url: &str) -> Result<Bytes, JobError> {
+        let Some(outbound) = &self.fetch else {
+            return Err(JobError::permanent(
+                "url sources are refused: set OFFLOAD_FETCH_ALLOW to the hosts images may come from",
+            ));
+        };
+        let timeout = FETCH_TIMEOUT.min(ctx.remaining());
+        outbound
+            .fetch(url, MAX_FETCH_BYTES, timeout)
+            .await
+            .map_err(|e| e.into_job_error(ctx))
+    }
+
+    /// Without the `webhooks` feature there is no outbound client: `url` sources fail.
+    #[cfg(not(feature = "webhooks"))]
+    async fn fetch_source(&self, _ctx: &JobContext, _url: &str) -> Result<Bytes, JobError> {
+        Err(JobError::permanent(
+            "url sources need offload-worker's `webhooks` feature (its outbound client)",
+        ))
+    }
 }
 
 #[cfg(test)]

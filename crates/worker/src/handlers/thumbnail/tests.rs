@@ -363,7 +363,7 @@ async fn a_handler_without_its_image_fails_permanently_saying_why() {
         (json!({"width": 64}), "give exactly one of file"),
         (
             json!({"url": "https://example.com/a.jpg", "width": 64}),
-            "url sources need OFFLOAD_FETCH_ALLOW (not wired yet)",
+            "url sources are refused: set OFFLOAD_FETCH_ALLOW",
         ),
         (
             json!({"file": "image", "width": 5000}),
