@@ -315,7 +315,9 @@ async fn a_bad_allow_list_or_secrets_file_stops_the_worker_at_start_up() {
     let bad_secrets = dir.0.join("secrets");
     std::fs::write(&bad_secrets, "# keys\nacme=not-a-whsec-hunter2\n").expect("write");
     let bad_secrets = bad_secrets.display().to_string();
-    let cases: HashMap<&str, (Vec<(&str, &str)>, Vec<&str>)> = HashMap::from([
+    // Each case: the worker's extra settings, and what its start-up error must name.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: HashMap<&str, Case> = HashMap::from([
         (
             "an allow-list entry that is a URL",
             (
