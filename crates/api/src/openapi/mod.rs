@@ -381,6 +381,8 @@ mod tests {
         assert_eq!(
             refs,
             [
+                "#/components/schemas/request.http.request",
+                "#/components/schemas/request.image.thumbnail",
                 "#/components/schemas/request.noop",
                 "#/components/schemas/request.pdf.render",
                 "#/components/schemas/request.resize",
