@@ -76,7 +76,7 @@ async fn a_queue_no_builtin_kind_uses_stops_the_worker_naming_the_known_queues()
     assert!(!status.success(), "an unknown queue is refused:\n{logs}");
     assert!(
         logs.contains("OFFLOAD_QUEUES lists videos")
-            && logs.contains("queues are default, documents"),
+            && logs.contains("queues are default, thumbnails, documents, webhooks"),
         "{logs}"
     );
     env.cleanup().await;

@@ -390,9 +390,10 @@ pub struct Settings {
 
     /// [worker] Largest total of the artifacts (files) one job may return, in bytes; a job whose
     /// artifacts add up to more ends dead with the reason. Each artifact is one broker message,
-    /// so this must fit in one (below OFFLOAD_BROKER_MAX_MESSAGE_BYTES). Default 8 MiB.
-    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES, value_parser = clap::value_parser!(u64).range(0..=u64::from(u32::MAX)))]
-    pub max_artifact_bytes: u64,
+    /// so this must fit in one (below OFFLOAD_BROKER_MAX_MESSAGE_BYTES). Default 8 MiB, or less
+    /// when the broker's message limit is lower (what one message can carry).
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_MAX_ARTIFACT_BYTES", value_parser = clap::value_parser!(u64).range(0..=u64::from(u32::MAX)))]
+    pub max_artifact_bytes: Option<u64>,
 
     /// [api] RabbitMQ management API (e.g. `http://guest:guest@127.0.0.1:15672`), read for the
     /// unacked count of the queues; empty: only what AMQP tells (ready messages and consumers).
@@ -501,13 +502,14 @@ impl Settings {
             }
         }
         let overhead = crate::artifacts::ARTIFACT_OVERHEAD_BYTES;
-        if self.max_artifact_bytes.saturating_add(overhead) > self.broker_max_message_bytes {
+        let explicit = self.max_artifact_bytes.unwrap_or(0);
+        if explicit.saturating_add(overhead) > self.broker_max_message_bytes {
             return Err(format!(
                 "OFFLOAD_MAX_ARTIFACT_BYTES ({}) plus an artifact message's headers ({overhead} bytes) \
                  is above OFFLOAD_BROKER_MAX_MESSAGE_BYTES ({}): the broker would refuse such an \
                  artifact. Lower OFFLOAD_MAX_ARTIFACT_BYTES to at most {}, or raise the broker's \
                  max_message_size and OFFLOAD_BROKER_MAX_MESSAGE_BYTES with it",
-                self.max_artifact_bytes,
+                explicit,
                 self.broker_max_message_bytes,
                 self.broker_max_message_bytes.saturating_sub(overhead)
             ));
@@ -653,9 +655,16 @@ impl Settings {
         usize::try_from(self.max_result_bytes).unwrap_or(usize::MAX)
     }
 
-    /// `OFFLOAD_MAX_ARTIFACT_BYTES` as a length.
+    /// `OFFLOAD_MAX_ARTIFACT_BYTES` as a length; unset, 8 MiB or what one broker message can
+    /// carry if that is less.
     pub fn max_artifact_bytes(&self) -> usize {
-        usize::try_from(self.max_artifact_bytes).unwrap_or(usize::MAX)
+        let bytes = self.max_artifact_bytes.unwrap_or_else(|| {
+            DEFAULT_MAX_ARTIFACT_BYTES.min(
+                self.broker_max_message_bytes
+                    .saturating_sub(crate::artifacts::ARTIFACT_OVERHEAD_BYTES),
+            )
+        });
+        usize::try_from(bytes).unwrap_or(usize::MAX)
     }
 
     /// The worker's name in job status.
@@ -907,15 +916,22 @@ mod tests {
     #[test]
     fn an_artifact_limit_the_broker_cannot_carry_is_refused_naming_both_settings() {
         let s = Settings::try_parse_from(["offload"]).expect("defaults");
-        assert_eq!(s.max_artifact_bytes, 8 * 1024 * 1024);
+        assert_eq!(s.max_artifact_bytes(), 8 * 1024 * 1024);
         let mut s = s.validate().expect("the default fits");
-        s.max_artifact_bytes = s.broker_max_message_bytes;
+        s.broker_max_message_bytes = 65536;
+        assert_eq!(
+            s.max_artifact_bytes(),
+            65536 - 4096,
+            "unset, it fits the broker's limit"
+        );
+        let mut s = s.validate().expect("unset, it always fits");
+        s.max_artifact_bytes = Some(s.broker_max_message_bytes);
         let err = s.validate().expect_err("no room for the headers");
         assert!(err.contains("OFFLOAD_MAX_ARTIFACT_BYTES"), "{err}");
         assert!(err.contains("OFFLOAD_BROKER_MAX_MESSAGE_BYTES"), "{err}");
         let mut s = Settings::try_parse_from(["offload"]).expect("defaults");
         s.max_artifact_bytes =
-            s.broker_max_message_bytes - crate::artifacts::ARTIFACT_OVERHEAD_BYTES;
+            Some(s.broker_max_message_bytes - crate::artifacts::ARTIFACT_OVERHEAD_BYTES);
         assert!(s.validate().is_ok(), "exactly at the bound");
     }
 
