@@ -304,6 +304,14 @@ async fn the_readme_invoice_renders_a_one_page_pdf_with_the_customer_and_amounts
     let api = ApiProcess::start(&env, &[]).await;
     let _worker = stock_worker(&env, &api, "pdf.render", &[]).await;
 
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .expect("README.md is readable");
+    assert!(
+        readme.contains(&format!("-d '{README_INVOICE}'")),
+        "README.md's pdf.render curl no longer sends README_INVOICE: copy it here again"
+    );
     let body: Value = serde_json::from_str(README_INVOICE).expect("the README's JSON parses");
     let (status, job) = api.post_job(&body).await;
     assert_eq!(status, 202, "{job}");
@@ -339,8 +347,10 @@ async fn the_readme_invoice_renders_a_one_page_pdf_with_the_customer_and_amounts
         "Offload GmbH",
         "Hauptstraße 1",
         "Consulting day",
-        // 2 × 612.50 = 1,225.00 (the exact thousands separator is the template's).
-        "225.00",
+        // 2 × 612.50 = 1,225.00; 19 % tax 232.75; total 1,457.75.
+        "1,225.00 EUR",
+        "232.75 EUR",
+        "1,457.75 EUR",
         "Page 1 of 1",
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
