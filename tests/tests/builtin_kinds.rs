@@ -149,7 +149,9 @@ async fn an_uploaded_phone_photo_becomes_an_upright_png_thumbnail_served_with_it
         "{:?}",
         response.headers()
     );
-    let length: usize = header(&response, "content-length").parse().expect("a length");
+    let length: usize = header(&response, "content-length")
+        .parse()
+        .expect("a length");
     let bytes = response.bytes().await.expect("the thumbnail");
     assert_eq!(bytes.len(), length);
     assert_eq!(etag, format!("\"{}\"", sha256(&bytes)));
@@ -249,7 +251,10 @@ async fn a_non_image_and_an_over_the_limit_image_are_dead_saying_why() {
     let job = api.wait_for_status(&id, "dead", WITHIN).await;
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("OFFLOAD_THUMBNAIL_MAX_PIXELS"), "{error}");
-    assert_eq!(job["attempt"], 1, "a permanent failure is not retried: {job}");
+    assert_eq!(
+        job["attempt"], 1,
+        "a permanent failure is not retried: {job}"
+    );
 
     env.cleanup().await;
 }
@@ -265,9 +270,11 @@ async fn a_thumbnail_payload_outside_its_schema_is_a_422() {
         json!({"file": "image", "width": 128, "fit": "stretch"}),
         json!({"file": "image", "width": 128, "colour": "red"}),
     ] {
-        let detail =
-            assert_unprocessable(&api, &json!({"kind": "image.thumbnail", "payload": payload}))
-                .await;
+        let detail = assert_unprocessable(
+            &api,
+            &json!({"kind": "image.thumbnail", "payload": payload}),
+        )
+        .await;
         assert!(!detail.is_empty(), "{payload}");
     }
 
