@@ -4,7 +4,8 @@
 // session cookie) and decode it: it must be an image of the requested width and format.
 // Inputs as upload.mjs, plus OFFLOAD_BROWSER_PHOTO (a photo to upload; without it the script
 // draws a 320×240 JPEG in the page and keeps it as <screenshots>/photo.jpg),
-// OFFLOAD_BROWSER_THUMB_WIDTH (default 64) and OFFLOAD_BROWSER_THUMB_FORMAT (default: png if the
+// OFFLOAD_BROWSER_THUMB_WIDTH (default 64), OFFLOAD_BROWSER_THUMB_HEIGHT (the height to expect;
+// unchecked without it) and OFFLOAD_BROWSER_THUMB_FORMAT (default: png if the
 // form offers it, else its first format).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -107,6 +108,10 @@ await run('thumbnail', async (s, page) => {
   check(got.status === 200, `GET ${artifact.src} answered ${got.status}: ${got.error}`);
   check(got.width === width, `the thumbnail is ${got.width} px wide, not the requested ${width}`);
   check(got.height > 0, `the thumbnail has height ${got.height}`);
+  if (process.env.OFFLOAD_BROWSER_THUMB_HEIGHT) {
+    const height = Number(process.env.OFFLOAD_BROWSER_THUMB_HEIGHT);
+    check(got.height === height, `the thumbnail is ${got.height} px high, not the expected ${height}`);
+  }
   if (MIME[format]) {
     check(got.type.startsWith(MIME[format]), `the thumbnail is ${got.type}, not ${MIME[format]} (format ${format})`);
   }

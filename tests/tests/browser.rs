@@ -17,6 +17,10 @@ use tokio::{io::AsyncReadExt, process::Command};
 
 use offload_tests::{ApiProcess, TestEnv, WorkerProcess, poll};
 
+mod support {
+    pub mod photo;
+}
+
 /// The hard bound on one script, Chromium's launch included.
 const SCRIPT_BOUND: Duration = Duration::from_secs(120);
 
@@ -183,28 +187,36 @@ async fn a_browser_signs_in_submits_a_noop_job_from_the_form_and_sees_it_succeed
     env.cleanup().await;
 }
 
-/// Switch on (remove the `ignore`) once the `thumbnail` kind and the home page's
-/// `#thumbnail-form` are merged. `OFFLOAD_BROWSER_PHOTO` (inherited) picks the photo to upload;
-/// without it the script draws a 320×240 JPEG in the page.
+/// A phone photo uploaded through the home page's `#thumbnail-form`: a 300×400 JPEG whose
+/// EXIF Orientation (6) turns it into a 400×300 landscape, so a 64 px wide thumbnail (64×48)
+/// is only what the script sees if the worker applied the orientation (else it is 48×64).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the thumbnail kind and the home page's #thumbnail-form (not merged yet)"]
 async fn a_browser_uploads_a_photo_and_sees_its_thumbnail_of_the_requested_width() {
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
     let worker = WorkerProcess::start(&env, "browser-1", 1, &[]).await;
-    poll(WITHIN, "the API to list thumbnail", || async {
-        api.kind("thumbnail").await.map(|_| ())
+    poll(WITHIN, "the API to list image.thumbnail", || async {
+        api.kind("image.thumbnail").await.map(|_| ())
     })
     .await;
+    let shots = screenshot_dir("thumbnail");
+    let photo = shots.join("photo.jpg");
+    std::fs::write(
+        &photo,
+        support::photo::with_exif_orientation(&support::photo::jpeg(300, 400), 6),
+    )
+    .expect("the photo is written");
     let token = api.create_key("browser-user", &["submit", "read"], &[]);
 
     run_script(
         "thumbnail.mjs",
-        &screenshot_dir("thumbnail"),
+        &shots,
         &[
+            ("OFFLOAD_BROWSER_PHOTO", photo.display().to_string()),
             ("OFFLOAD_BROWSER_BASE", api.base.clone()),
             ("OFFLOAD_BROWSER_TOKEN", token),
             ("OFFLOAD_BROWSER_THUMB_WIDTH", "64".to_owned()),
+            ("OFFLOAD_BROWSER_THUMB_HEIGHT", "48".to_owned()),
         ],
     )
     .await;

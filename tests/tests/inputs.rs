@@ -271,6 +271,8 @@ async fn multipart_submits_answer_like_forms_and_keep_to_the_limits() {
             ("OFFLOAD_BROKER_MAX_MESSAGE_BYTES", "65536"),
             ("OFFLOAD_MAX_BODY_BYTES", "61440"),
             ("OFFLOAD_MAX_RESULT_BYTES", "32768"),
+            // The API refuses to start with artifacts the broker limit cannot carry.
+            ("OFFLOAD_MAX_ARTIFACT_BYTES", "32768"),
         ],
     )
     .await;

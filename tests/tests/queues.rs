@@ -73,7 +73,11 @@ async fn a_queue_no_builtin_kind_uses_stops_the_worker_naming_the_known_queues()
     let (status, logs) =
         WorkerProcess::start_failing(&env, &[("OFFLOAD_QUEUES", "default,videos")]).await;
 
-    assert!(!status.success(), "an unknown queue is refused:\n{logs}");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "an unknown queue is a configuration error:\n{logs}"
+    );
     assert!(
         logs.contains("OFFLOAD_QUEUES lists videos")
             && logs.contains("queues are default, thumbnails, documents, webhooks"),

@@ -306,6 +306,9 @@ async fn http_request_delivers_signs_retries_and_refuses() {
     s.finish().await;
 }
 
+/// A start-up case: the worker's extra variables, and the words its error must contain.
+type StartUpCase<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
 #[tokio::test]
 async fn a_bad_allow_list_or_secrets_file_stops_the_worker_at_start_up() {
     let env = TestEnv::new().await;
@@ -315,9 +318,7 @@ async fn a_bad_allow_list_or_secrets_file_stops_the_worker_at_start_up() {
     let bad_secrets = dir.0.join("secrets");
     std::fs::write(&bad_secrets, "# keys\nacme=not-a-whsec-hunter2\n").expect("write");
     let bad_secrets = bad_secrets.display().to_string();
-    // Each case: the worker's extra settings, and what its start-up error must name.
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
-    let cases: HashMap<&str, Case> = HashMap::from([
+    let cases: HashMap<&str, StartUpCase> = HashMap::from([
         (
             "an allow-list entry that is a URL",
             (

@@ -25,12 +25,19 @@ async fn main() {
             "file-descriptor limit (RLIMIT_NOFILE) raised to the hard limit"
         );
     }
+    // A built-in kind's settings (OFFLOAD_QUEUES, allow-lists, secrets file, limits) that
+    // cannot work are a configuration error: exit status 2, like a bad command line.
+    let builder = match builtin::stock(Worker::builder(settings.clone()), &settings) {
+        Ok(builder) => builder,
+        Err(e) => {
+            tracing::error!(error = %e, "offload-worker cannot run: bad configuration");
+            eprintln!("offload-worker: {e}");
+            std::process::exit(2);
+        }
+    };
     let token = shutdown::on_signal();
-    let outcome = match builtin::stock(Worker::builder(settings.clone()), &settings) {
-        Ok(builder) => match builder.build().await {
-            Ok(worker) => worker.run_until_stopped(token).await,
-            Err(e) => Err(e),
-        },
+    let outcome = match builder.build().await {
+        Ok(worker) => worker.run_until_stopped(token).await,
         Err(e) => Err(e),
     };
     if let Err(e) = outcome {
