@@ -30,12 +30,20 @@ pub async fn index(
     let Some(Extension(caller)) = caller else {
         return crate::auth::session::sign_in_form();
     };
-    // Kind names are `[a-z][a-z0-9_.-]*`: nothing in them needs escaping.
+    // Kind names are `[a-z][a-z0-9_.-]*`: nothing in them needs escaping. `sleep` is chosen
+    // first: the example payload is one of its.
     let options: String = state
         .kinds
         .all()
         .iter()
-        .map(|k| format!("<option value=\"{0}\">{0}</option>", k.spec.name))
+        .map(|k| {
+            let selected = if k.spec.name.as_str() == "sleep" {
+                " selected"
+            } else {
+                ""
+            };
+            format!("<option value=\"{0}\"{selected}>{0}</option>", k.spec.name)
+        })
         .collect();
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Offload</title>\
