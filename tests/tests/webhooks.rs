@@ -2,7 +2,6 @@
 //! server this test runs, which records every request (and verifies signatures itself).
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -315,7 +314,7 @@ async fn a_bad_allow_list_or_secrets_file_stops_the_worker_at_start_up() {
     let bad_secrets = dir.0.join("secrets");
     std::fs::write(&bad_secrets, "# keys\nacme=not-a-whsec-hunter2\n").expect("write");
     let bad_secrets = bad_secrets.display().to_string();
-    let cases: HashMap<&str, (Vec<(&str, &str)>, Vec<&str>)> = HashMap::from([
+    let cases = [
         (
             "an allow-list entry that is a URL",
             (
@@ -351,7 +350,7 @@ async fn a_bad_allow_list_or_secrets_file_stops_the_worker_at_start_up() {
                 vec!["OFFLOAD_WEBHOOK_SECRETS_FILE", "cannot read"],
             ),
         ),
-    ]);
+    ];
     for (case, (vars, expected)) in cases {
         let (status, logs) = WorkerProcess::start_failing(&env, &vars).await;
         assert_eq!(status.code(), Some(2), "{case}: {logs}");
