@@ -73,6 +73,7 @@ pub struct OutboundResponse {
     pub remote: SocketAddr,
     body: Incoming,
     deadline: Instant,
+    timeout_ms: u128,
     url: String,
 }
 
@@ -427,6 +428,7 @@ impl Outbound {
             remote,
             body,
             deadline,
+            timeout_ms: request.timeout.as_millis(),
             url: target.shown,
         })
     }
@@ -522,7 +524,7 @@ impl OutboundResponse {
             .await
             .map_err(|_| OutboundError::Timeout {
                 url: url.clone(),
-                ms: 0,
+                ms: self.timeout_ms,
             })??;
         Ok((out.freeze(), cut))
     }
@@ -624,6 +626,81 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(e.to_string().contains("loopback"), "{e}");
+    }
+
+    /// Answers one connection with `response` (raw HTTP/1.1) after reading the request head.
+    async fn one_shot(response: Vec<u8>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    return;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let _ = socket.write_all(&response).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_listed_address_is_reached_and_long_bodies_are_cut_or_refused() {
+        let big = vec![b'x'; 100_000];
+        let mut response =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", big.len()).into_bytes();
+        response.extend_from_slice(&big);
+        let outbound = Outbound::from_setting("OFFLOAD_FETCH_ALLOW", "127.0.0.1").expect("valid");
+        let port = one_shot(response.clone()).await;
+        let answer = outbound
+            .send(OutboundRequest {
+                method: Method::POST,
+                url: format!("http://127.0.0.1:{port}/hook"),
+                headers: HeaderMap::new(),
+                body: Bytes::from_static(b"{}"),
+                timeout: Duration::from_secs(5),
+            })
+            .await
+            .expect("sent");
+        assert_eq!(answer.status, StatusCode::OK);
+        let (body, cut) = answer.body(65_536).await.expect("body");
+        assert_eq!((body.len(), cut), (65_536, true));
+        let port = one_shot(response).await;
+        let e = outbound
+            .fetch(
+                &format!("http://127.0.0.1:{port}/img"),
+                1000,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(e, OutboundError::TooLarge { max: 1000, .. }) && e.is_permanent(),
+            "{e}"
+        );
+        let port =
+            one_shot(b"HTTP/1.1 503 Busy\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n".to_vec())
+                .await;
+        let e = outbound
+            .fetch(
+                &format!("http://127.0.0.1:{port}/img"),
+                1000,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("503");
+        assert!(!e.is_permanent(), "{e}");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        let ctx = JobContext::standalone("k", Duration::from_secs(1));
+        assert!(!e.into_job_error(&ctx).is_permanent());
+        assert_eq!(ctx.retry_hint(), Some(Duration::from_secs(7)));
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl SigningKeys {
     ///
     /// ```
     /// use offload_worker::handlers::signing::SigningKeys;
-    /// let keys = SigningKeys::parse("# ours\nacme=whsec_c2VjcmV0\n").unwrap();
+    /// let keys = SigningKeys::parse("# ours\nacme=whsec_MDEyMzQ1Njc4OWFiY2RlZg==\n").unwrap();
     /// assert!(keys.contains("acme"));
     /// assert!(SigningKeys::parse("acme=secret").unwrap_err().contains("line 1"));
     /// ```
