@@ -546,11 +546,13 @@ pub struct ThumbnailResult {
 }
 
 /// The stock kind `image.thumbnail` on the queue `thumbnails`: makes a thumbnail of an uploaded
-/// image (`file`: its form field) and attaches it as `thumbnail.<webp|png|jpg>`.
+/// image (`file`: its form field) or of one fetched from an allowed `url`, and attaches it as
+/// `thumbnail.<webp|png|jpg>`.
 ///
 /// ```
 /// let settings = offload_worker::Settings::from_env().unwrap();
-/// let thumbnails = offload_worker::handlers::thumbnail::ImageThumbnail::from_settings(&settings);
+/// let thumbnails =
+///     offload_worker::handlers::thumbnail::ImageThumbnail::from_settings(&settings).unwrap();
 /// let worker = offload_worker::Worker::builder(settings).job(thumbnails);
 /// ```
 #[derive(Debug, Clone)]
