@@ -15,4 +15,7 @@ ensure_peer_python
 ensure_pdftotext
 ensure_chromium
 ensure_browser_driver
+# The run-script test (tests/tests/run_script.rs) runs scripts/run.sh, which builds the release
+# binaries: built here first, so the test's time bound covers starting them, not compiling.
+cargo build --release --locked --bins -p offload-api -p offload-worker
 cargo test --workspace "$@"
