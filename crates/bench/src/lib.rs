@@ -6,8 +6,11 @@
 //! - [`procs`]: the `offload-api` / `offload-worker` child processes, their logs, CPU and RSS.
 //! - [`raw`]: lapin publisher and consumer against a bare durable queue (the ceiling).
 //! - [`phases`]: the HTTP phases: enqueue (closed loop), end-to-end (open loop), drain.
+//! - [`kinds`]: the built-in kinds (thumbnails, PDFs, webhooks), each drained by one stock worker,
+//!   thumbnails against a plain-loop ceiling.
 //! - [`report`]: the table and `docs/benchmarks.md`.
 
+pub mod kinds;
 pub mod phases;
 pub mod procs;
 pub mod raw;
@@ -92,6 +95,15 @@ pub struct Args {
     /// Jobs per `POST /jobs/batch` request in the batch phase.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// `image.thumbnail` jobs (and ceiling loop runs) of the kinds phase (default 40, quick 2).
+    #[arg(long)]
+    pub thumbnail_jobs: Option<u64>,
+    /// `pdf.render` jobs of the kinds phase (default 500, quick 5).
+    #[arg(long)]
+    pub pdf_jobs: Option<u64>,
+    /// `http.request` jobs of the kinds phase (default 5000, quick 50).
+    #[arg(long)]
+    pub webhook_jobs: Option<u64>,
     /// Phases to run, comma-separated (default all). A partial run prints its table but
     /// never writes the report.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -111,6 +123,8 @@ pub enum Phase {
     E2e,
     /// Draining a backlog.
     Drain,
+    /// The built-in kinds: thumbnails (against a plain-loop ceiling), PDFs, webhooks.
+    Kinds,
 }
 
 /// Counts of one run, after the mode's defaults are applied.
@@ -140,6 +154,8 @@ pub struct Plan {
     pub batch_size: usize,
     /// Batch phase concurrency levels.
     pub batch_concurrency: Vec<usize>,
+    /// Job counts of the kinds phase.
+    pub kinds: kinds::KindsPlan,
     /// Phases to run.
     pub phases: Vec<Phase>,
 }
@@ -172,6 +188,14 @@ impl Plan {
             drain_prefetch: args.drain_prefetch.max(1),
             batch_size: args.batch_size.clamp(1, if q { 100 } else { 1000 }),
             batch_concurrency: if q { vec![2] } else { vec![1, 2, 4] },
+            kinds: kinds::KindsPlan {
+                thumbnails: args.thumbnail_jobs.unwrap_or(if q { 2 } else { 40 }).max(1),
+                pdfs: args.pdf_jobs.unwrap_or(if q { 5 } else { 500 }).max(1),
+                webhooks: args
+                    .webhook_jobs
+                    .unwrap_or(if q { 50 } else { 5_000 })
+                    .max(1),
+            },
             phases: args.only.clone().unwrap_or_else(|| {
                 vec![
                     Phase::Raw,
@@ -179,6 +203,7 @@ impl Plan {
                     Phase::Batch,
                     Phase::E2e,
                     Phase::Drain,
+                    Phase::Kinds,
                 ]
             }),
         }
@@ -276,6 +301,13 @@ pub async fn run(args: Args) -> Result<()> {
         results
             .drain
             .push(phases::drain(&ctx, plan.drain_jobs, 2, 1, plan.drain_prefetch).await?);
+    }
+    if runs(Phase::Kinds) {
+        eprintln!(
+            "== built-in kinds ({} thumbnails, {} PDFs, {} webhooks; one worker each)",
+            plan.kinds.thumbnails, plan.kinds.pdfs, plan.kinds.webhooks
+        );
+        results.kinds = Some(kinds::run(&ctx, plan.kinds).await?);
     }
 
     let table = report::table(&results);

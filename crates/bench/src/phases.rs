@@ -134,7 +134,7 @@ pub struct DrainResult {
 }
 
 /// A client sending the slice's token.
-fn client(slice: &Slice) -> Result<reqwest::Client> {
+pub(crate) fn client(slice: &Slice) -> Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Ok(value) = format!("Bearer {}", slice.token()).parse() {
         headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -182,7 +182,7 @@ fn drain_kinds(queues: usize) -> &'static [&'static str] {
 }
 
 /// POSTs a batch; the ids on 202 (all of them: a short list is a failure), `None` otherwise.
-async fn post_batch(
+pub(crate) async fn post_batch(
     http: &reqwest::Client,
     base: &str,
     body: String,
@@ -293,7 +293,7 @@ async fn enqueue_level(
     })
 }
 
-fn per_1000(cpu: f64, jobs: u64) -> f64 {
+pub(crate) fn per_1000(cpu: f64, jobs: u64) -> f64 {
     if jobs == 0 {
         0.0
     } else {
@@ -536,7 +536,11 @@ async fn drain_in(
 }
 
 /// Polls until no job is queued, running or retrying; false if `within` passed first.
-async fn wait_settled(http: &reqwest::Client, base: &str, within: Duration) -> Result<bool> {
+pub(crate) async fn wait_settled(
+    http: &reqwest::Client,
+    base: &str,
+    within: Duration,
+) -> Result<bool> {
     let start = Instant::now();
     loop {
         let mut busy = false;
@@ -557,7 +561,7 @@ async fn wait_settled(http: &reqwest::Client, base: &str, within: Duration) -> R
     }
 }
 
-async fn get_page(http: &reqwest::Client, url: &str) -> Result<Value> {
+pub(crate) async fn get_page(http: &reqwest::Client, url: &str) -> Result<Value> {
     let response = http
         .get(url)
         .send()
@@ -576,7 +580,7 @@ async fn get_page(http: &reqwest::Client, url: &str) -> Result<Value> {
 }
 
 /// Every succeeded job's `finished_at`, by id, following `next_cursor`.
-async fn finished_times(
+pub(crate) async fn finished_times(
     http: &reqwest::Client,
     base: &str,
 ) -> Result<HashMap<String, OffsetDateTime>> {

@@ -297,8 +297,17 @@ impl Proc {
 
 /// Starts the API; returns it and its base URL once it listens.
 pub async fn start_api(bins: &Binaries, slice: &Slice) -> Result<(Proc, String)> {
+    start_api_with(bins, slice, &[]).await
+}
+
+/// [`start_api`] with extra variables (e.g. a larger `OFFLOAD_MAX_BODY_BYTES`).
+pub async fn start_api_with(
+    bins: &Binaries,
+    slice: &Slice,
+    extra_env: &[(&str, String)],
+) -> Result<(Proc, String)> {
     slice.create_key(&bins.api)?;
-    let mut proc = Proc::spawn("offload-api", &bins.api, slice, &[])?;
+    let mut proc = Proc::spawn("offload-api", &bins.api, slice, extra_env)?;
     let line = proc
         .wait_for_log("listening", Duration::from_secs(30))
         .await?;
@@ -325,10 +334,22 @@ pub async fn start_program(
     name: &str,
     prefetch: u16,
 ) -> Result<Proc> {
-    let extra = [
+    start_program_with(program, slice, name, prefetch, &[]).await
+}
+
+/// [`start_program`] with extra variables (e.g. `OFFLOAD_QUEUES`); returns once it consumes.
+pub async fn start_program_with(
+    program: &Path,
+    slice: &Slice,
+    name: &str,
+    prefetch: u16,
+    extra_env: &[(&str, String)],
+) -> Result<Proc> {
+    let mut extra = vec![
         ("OFFLOAD_WORKER_NAME", name.to_owned()),
         ("OFFLOAD_PREFETCH", prefetch.to_string()),
     ];
+    extra.extend(extra_env.iter().cloned());
     let mut proc = Proc::spawn(
         &format!("{} {name}", program.display()),
         program,
