@@ -918,7 +918,10 @@ mod tests {
         let s = Settings::try_parse_from(["offload"]).expect("defaults");
         assert_eq!(s.max_artifact_bytes(), 8 * 1024 * 1024);
         let mut s = s.validate().expect("the default fits");
+        // A small broker limit (with the body and result limits under it, which it also bounds).
         s.broker_max_message_bytes = 65536;
+        s.max_body_bytes = 1024;
+        s.max_result_bytes = 1024;
         assert_eq!(
             s.max_artifact_bytes(),
             65536 - 4096,
