@@ -338,7 +338,10 @@ mod tests {
             [pair("noop", "default"), pair("sleep", "default")]
         );
         assert_eq!(
-            names(&registry_for(&list(&["documents", "default"])).expect("known")),
+            names(
+                &registry_for(&list(&["documents", "default", "thumbnails", "webhooks"]))
+                    .expect("known")
+            ),
             names(&registry())
         );
         assert_eq!(
