@@ -127,14 +127,21 @@ json.dump(doc, open(sys.argv[2], "w"))
 PY
 
 echo "== schemathesis against $base (prefix $prefix)"
+# The coverage phase is left out: schemathesis 4.32.5 fails inside its own generator (a
+# hypothesis FlakyFailure) on the negative cases of the kinds' nested oneOf payload schemas
+# (pdf.render's templates, image.thumbnail's file-or-url), before any request is sent.
 st="$(dirname "$OFFLOAD_CONTRACT_PYTHON")/schemathesis"
 started=$(date +%s)
 # Run from the temporary directory: nothing (hypothesis' files) is left in the clone.
+# No coverage phase: schemathesis 4.32.5 fails inside its own generator (a hypothesis
+# FlakyFailure) on the negative cases of the kinds' nested oneOf payload schemas (pdf.render's
+# templates, image.thumbnail's file or url) before sending anything; the other phases run.
 hooks="$PWD/scripts/contract_hooks.py"
 (cd "$work" && SCHEMATHESIS_HOOKS="$hooks" timeout "${CONTRACT_TIMEOUT_S:-180}" "$st" --no-color run "$work/openapi.json" \
   --url "$base" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,positive_data_acceptance \
   --max-examples "${CONTRACT_MAX_EXAMPLES:-100}" \
+  --phases examples,fuzzing,stateful \
   --seed "${CONTRACT_SEED:-1}" \
   --request-timeout 10 \
   --workers 2 \

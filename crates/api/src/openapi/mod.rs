@@ -92,6 +92,19 @@ pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
         for (name, def) in defs {
             schemas[name] = def;
         }
+        // A payload is required when `{}` cannot be one: its schema requires properties or
+        // picks among alternatives.
+        let spec_schema = &known.spec.payload_schema;
+        let needs_payload = spec_schema["required"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+            || spec_schema.get("oneOf").is_some()
+            || spec_schema.get("anyOf").is_some();
+        let required = if needs_payload {
+            json!(["kind", "payload"])
+        } else {
+            json!(["kind"])
+        };
         schemas[&payload] = schema;
         schemas[&request] = json!({
             "description": format!("A job of kind {kind}"),
@@ -99,7 +112,7 @@ pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
                 {"$ref": "#/components/schemas/JsonRequest"},
                 {
                     "type": "object",
-                    "required": ["kind"],
+                    "required": required,
                     "properties": {
                         "kind": {"const": kind},
                         "payload": {"$ref": format!("#/components/schemas/{payload}")},
@@ -118,6 +131,13 @@ pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
         "discriminator": {"propertyName": "kind", "mapping": mapping},
     });
     rules::apply(&mut doc, max_timeout_s);
+    // A job without artifacts answers its result as JSON.
+    if let Some(content) = doc
+        .pointer_mut("/paths/~1jobs~1{id}~1result/get/responses/200/content")
+        .and_then(Value::as_object_mut)
+    {
+        content.insert("application/json".to_owned(), json!({"schema": {}}));
+    }
     // A batch's jobs are the same requests, one per kind.
     doc["components"]["schemas"]["BatchRequest"]["properties"]["jobs"]["items"] = body.clone();
     if let Some(content) = doc
