@@ -137,6 +137,11 @@ pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
         .and_then(Value::as_object_mut)
     {
         content.insert("application/json".to_owned(), json!({"schema": {}}));
+        // An artifact carries its own media type (image/webp, application/pdf, ...).
+        content.insert(
+            "*/*".to_owned(),
+            json!({"schema": {"type": "string", "format": "binary"}}),
+        );
     }
     // A batch's jobs are the same requests, one per kind.
     doc["components"]["schemas"]["BatchRequest"]["properties"]["jobs"]["items"] = body.clone();
