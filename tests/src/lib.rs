@@ -307,6 +307,9 @@ struct Proc {
     label: String,
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The task copying stderr into `logs`: done once the process closed stderr, so after an
+    /// exit its last lines (a start-up error) are in `logs` only when it has finished.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -320,19 +323,20 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
+        let reader = child.stderr.take().map(|stderr| {
             let sink = logs.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     sink.lock().expect("log lock").push(line);
                 }
-            });
-        }
+            })
+        });
         Proc {
             label: label.to_owned(),
             child,
             logs,
+            reader,
         }
     }
 
@@ -371,7 +375,14 @@ impl Proc {
 
     async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         match tokio::time::timeout(within, self.child.wait()).await {
-            Ok(Ok(status)) => status,
+            Ok(Ok(status)) => {
+                // The exit can be seen before the last lines were read: read to the end of
+                // stderr (a child the process left behind may hold it open: bounded).
+                if let Some(reader) = self.reader.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+                }
+                status
+            }
             Ok(Err(e)) => panic!("waiting for {} failed: {e}", self.label),
             Err(_) => panic!(
                 "{} did not exit within {within:?}:\n{}",
