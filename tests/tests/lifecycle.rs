@@ -123,10 +123,15 @@ async fn exhausted_attempts_end_dead_in_the_dead_letter_queue_and_can_be_redrive
         .await
         .expect("retry");
     assert_eq!(response.status(), 202);
+    // The answer shows the job as the store has it once the publish was confirmed: a worker
+    // may already have started (or finished) the new attempt by then.
     let queued: Value = response.json().await.expect("JSON");
-    assert_eq!(
-        (queued["status"].as_str(), queued["attempt"].as_u64()),
-        (Some("queued"), Some(4)),
+    assert_eq!(queued["attempt"].as_u64(), Some(4), "{queued}");
+    assert!(
+        matches!(
+            queued["status"].as_str(),
+            Some("queued" | "running" | "succeeded")
+        ),
         "{queued}"
     );
     let done = api.wait_for_status(&id, "succeeded", DONE_WITHIN).await;
