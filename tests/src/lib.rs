@@ -357,6 +357,7 @@ impl Proc {
                 return v;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.read_to_end().await;
                 panic!(
                     "{} exited ({status}) before logging {message:?}:\n{}",
                     self.label,
@@ -373,14 +374,19 @@ impl Proc {
         }
     }
 
+    /// Once the process has exited: waits until its last log lines are in `logs` (its exit
+    /// can be seen before they were read). Bounded, since a child the process left behind
+    /// may hold stderr open.
+    async fn read_to_end(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+    }
+
     async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         match tokio::time::timeout(within, self.child.wait()).await {
             Ok(Ok(status)) => {
-                // The exit can be seen before the last lines were read: read to the end of
-                // stderr (a child the process left behind may hold it open: bounded).
-                if let Some(reader) = self.reader.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-                }
+                self.read_to_end().await;
                 status
             }
             Ok(Err(e)) => panic!("waiting for {} failed: {e}", self.label),
