@@ -20,6 +20,10 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// Recorded by the API to run later (`run_at`, `delay_s`, or a schedule's tick still to be
+    /// published): it waits in the store, not in the broker, until its time; the API publishes it
+    /// then. Workers never report it.
+    Scheduled,
     /// Recorded by the API, whose publish the broker has not confirmed yet: the job may or may
     /// not be in the queue. The API resolves it (the confirm arrives late, the job's own events
     /// arrive, or it republishes the job under the same id); workers never report it.
@@ -36,11 +40,16 @@ pub enum JobStatus {
     Failed,
     /// Gave up: in the dead-letter queue, with the reason.
     Dead,
+    /// Cancelled by a client before it finished: it never runs (or runs no further). Set by the
+    /// API first; a worker that meets the job later acks it without running it and reports
+    /// `cancelled` too.
+    Cancelled,
 }
 
 impl JobStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 9] = [
+        JobStatus::Scheduled,
         JobStatus::Pending,
         JobStatus::Queued,
         JobStatus::Running,
@@ -48,11 +57,13 @@ impl JobStatus {
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Dead,
+        JobStatus::Cancelled,
     ];
 
     /// The status's name on the wire and in the store.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Scheduled => "scheduled",
             JobStatus::Pending => "pending",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
@@ -60,6 +71,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Dead => "dead",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -67,16 +79,25 @@ impl JobStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Dead | JobStatus::Cancelled
         )
+    }
+
+    /// True while a cancel still changes something: the job has not finished.
+    pub fn is_cancellable(self) -> bool {
+        !self.is_terminal()
     }
 
     /// Position of `(attempt, status)` in the job's life; an event applies only if its progress
     /// is greater than the stored one. A terminal status outranks every other status of the same
     /// attempt, so a late `running` never overwrites `succeeded`. `pending` ranks below
-    /// `queued` of its attempt, so any event of the job settles it.
+    /// `queued` of its attempt, so any event of the job settles it, and `scheduled` below
+    /// `pending`. `cancelled` outranks everything of every attempt ([`CANCELLED_PROGRESS`]):
+    /// nothing a worker reports later revives a cancelled job.
     pub fn progress(self, attempt: u32) -> i64 {
         let rank = match self {
+            JobStatus::Cancelled => return CANCELLED_PROGRESS,
+            JobStatus::Scheduled => -2,
             JobStatus::Pending => -1,
             JobStatus::Queued => 0,
             JobStatus::Running => 1,
@@ -86,6 +107,9 @@ impl JobStatus {
         i64::from(attempt) * 4 + rank
     }
 }
+
+/// The progress of a cancelled job: above any `(attempt, status)`, so no event moves it on.
+pub const CANCELLED_PROGRESS: i64 = i64::MAX;
 
 impl fmt::Display for JobStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -308,6 +332,22 @@ mod tests {
         // ...but a later attempt moves past an earlier attempt's retry.
         assert!(Running.progress(2) > Retrying.progress(1));
         assert!(Queued.progress(2) > Dead.progress(1));
+        // A scheduled job waits below pending: its publish settles it like a pending one's.
+        assert!(Scheduled.progress(1) < Pending.progress(1));
+        assert!(Scheduled.progress(1) > 0, "above a job adopted from its events");
+    }
+
+    #[test]
+    fn nothing_a_worker_reports_revives_a_cancelled_job() {
+        use JobStatus::*;
+        for status in JobStatus::ALL {
+            for attempt in [1, 2, 1000, u32::MAX] {
+                assert!(status.progress(attempt) <= Cancelled.progress(1), "{status} {attempt}");
+            }
+        }
+        assert!(Cancelled.is_terminal() && !Cancelled.is_cancellable());
+        assert!(Scheduled.is_cancellable() && Running.is_cancellable());
+        assert!(!Succeeded.is_cancellable());
     }
 
     #[test]
