@@ -186,6 +186,7 @@ impl Application {
         };
 
         let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));
+        let repeater = tokio::spawn(crate::routes::cancel::run_repeater(state.clone()));
 
         // A link failure that reconnecting cannot fix stops the server too.
         let stop = token.clone();
@@ -208,6 +209,7 @@ impl Application {
         broker_token.cancel();
         let remaining = grace.saturating_sub(stopped.since.elapsed());
         let _ = tokio::time::timeout(remaining, reconciler).await;
+        let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), repeater).await;
         let remaining = grace.saturating_sub(stopped.since.elapsed());
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.

@@ -11,6 +11,7 @@ use lapin::{
 use offload_shared::{
     JobEnvelope,
     broker::{self, BrokerError, Confirm, REASON_HEADER, REQUEST_ID_HEADER},
+    control::{CONTROL_TYPE, ControlMessage},
     frames::MessageLimits,
     topology::Names,
 };
@@ -106,6 +107,24 @@ impl JobPublisher {
             "",
             &self.parked_queue,
             body,
+            properties,
+            self.deadline,
+        )
+        .await
+    }
+
+    /// Sends `message` to every worker (the control exchange); returns once the broker
+    /// confirmed it. Transient: a worker not connected now hears a cancel when it is repeated.
+    pub async fn broadcast(&self, message: &ControlMessage) -> Result<(), BrokerError> {
+        let properties = lapin::BasicProperties::default()
+            .with_content_type(ShortString::from("application/json"))
+            .with_type(ShortString::from(CONTROL_TYPE));
+        let body = message.to_bytes();
+        self.limits.check(&properties, body.len())?;
+        broker::publish_broadcast(
+            &self.channel,
+            &self.names.control_exchange,
+            &body,
             properties,
             self.deadline,
         )

@@ -316,7 +316,7 @@ impl NewJob {
 }
 
 /// Syntax errors are 400; well-formed JSON of the wrong shape is 422.
-fn json_error(e: serde_json::Error) -> ApiError {
+pub(crate) fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => ApiError::Invalid(e.to_string()),

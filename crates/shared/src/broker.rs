@@ -379,6 +379,34 @@ pub async fn publish_tracked(
         ))
 }
 
+/// Publishes a message that may reach no queue (`mandatory` off: a broadcast to a fanout
+/// exchange nobody is bound to is not an error, and is not returned) and waits for the
+/// broker's confirm, under `deadline`.
+pub async fn publish_broadcast(
+    channel: &Channel,
+    exchange: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    deadline: Duration,
+) -> Result<(), BrokerError> {
+    let publish = channel.basic_publish(
+        ShortString::from(exchange),
+        ShortString::from(""),
+        BasicPublishOptions::default(),
+        body,
+        properties,
+    );
+    let confirm = match tokio::time::timeout(deadline, publish).await {
+        Ok(Ok(confirm)) => confirm,
+        Ok(Err(e)) => return Err(BrokerError::Amqp(e, "publish")),
+        Err(_) => return Err(BrokerError::Timeout(deadline, "publish")),
+    };
+    match LateConfirm(confirm).wait(deadline).await {
+        Confirm::Acked => Ok(()),
+        Confirm::Refused(e) | Confirm::Unknown { why: e, .. } => Err(e),
+    }
+}
+
 impl Confirm {
     /// An unknown outcome's reason replaced by `why` (a timeout stated for the whole publish).
     fn with_why(self, why: BrokerError) -> Self {

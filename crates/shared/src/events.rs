@@ -334,7 +334,10 @@ mod tests {
         assert!(Queued.progress(2) > Dead.progress(1));
         // A scheduled job waits below pending: its publish settles it like a pending one's.
         assert!(Scheduled.progress(1) < Pending.progress(1));
-        assert!(Scheduled.progress(1) > 0, "above a job adopted from its events");
+        assert!(
+            Scheduled.progress(1) > 0,
+            "above a job adopted from its events"
+        );
     }
 
     #[test]
@@ -342,7 +345,10 @@ mod tests {
         use JobStatus::*;
         for status in JobStatus::ALL {
             for attempt in [1, 2, 1000, u32::MAX] {
-                assert!(status.progress(attempt) <= Cancelled.progress(1), "{status} {attempt}");
+                assert!(
+                    status.progress(attempt) <= Cancelled.progress(1),
+                    "{status} {attempt}"
+                );
             }
         }
         assert!(Cancelled.is_terminal() && !Cancelled.is_cancellable());

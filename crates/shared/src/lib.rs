@@ -12,6 +12,7 @@
 //! - [`build`]: building the workspace's binaries from the tests and the benchmark.
 //! - [`envelope`]: the versioned job envelope (wire contract v1) and [`envelope::JobId`].
 //! - [`artifacts`]: artifact messages: their headers, [`artifacts::ArtifactMeta`] and name checks.
+//! - [`control`]: control messages the API sends every worker (cancels).
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
 //! - [`retry`]: exponential back-off with jitter, carried out by TTL'd delay queues.
 //! - [`topology`]: exchanges, queues and their arguments, declared idempotently by both binaries.
@@ -24,6 +25,7 @@ pub mod announce;
 pub mod artifacts;
 pub mod broker;
 pub mod build;
+pub mod control;
 pub mod envelope;
 pub mod events;
 pub mod frames;

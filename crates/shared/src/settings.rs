@@ -280,6 +280,11 @@ pub struct Settings {
     )]
     pub shutdown_grace_s: u64,
 
+    /// Milliseconds a running job's handler has to stop once its job is cancelled (its
+    /// context's cancellation fires at once); then the worker drops it and acks the job.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_CANCEL_GRACE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub cancel_grace_ms: u64,
+
     /// Milliseconds a client has to send a request's line and headers (also the longest wait for
     /// the next request on a kept-alive connection); then the connection is closed. Both HTTP
     /// listeners (the API's and the worker's metrics endpoint).
@@ -637,6 +642,11 @@ impl Settings {
     /// Time between two retention passes.
     pub fn retention_interval(&self) -> Duration {
         Duration::from_millis(self.retention_interval_ms)
+    }
+
+    /// How long a cancelled job's handler has to stop (`OFFLOAD_CANCEL_GRACE_MS`).
+    pub fn cancel_grace(&self) -> Duration {
+        Duration::from_millis(self.cancel_grace_ms)
     }
 
     /// How long a stopping process waits for in-flight work.

@@ -26,6 +26,7 @@ use offload_shared::{
     QueueType, Settings,
     announce::WorkerState,
     broker,
+    control::{ControlMessage, ControlType},
     http_server::{self, HttpLimits},
     kinds::QueueName,
     session::{self, OpenError, Opened},
@@ -36,6 +37,7 @@ use offload_shared::{
 use crate::{
     Job, WorkerError,
     announcer::Announcer,
+    cancels::Cancels,
     consumer::JobRunner,
     handlers::Registry,
     http::{self, Probe},
@@ -51,6 +53,8 @@ struct Session {
     reporter: Reporter,
     /// The work queues consumed, by queue name.
     work_queues: Vec<String>,
+    /// Control messages (cancels) from the API, on this connection's own control queue.
+    control: lapin::Consumer,
 }
 
 /// How a session ended.
@@ -241,6 +245,7 @@ impl Worker {
             probe: &probe,
             announcer: &announcer,
             unknown_kinds: Arc::default(),
+            cancels: Arc::default(),
         };
         let mut session = Some(session);
         loop {
@@ -326,13 +331,81 @@ async fn open_session(
         .await
         .map_err(OpenError::from)?;
     let limits = offload_shared::frames::MessageLimits::of(&connection, settings);
+    let control = listen_for_control(&jobs, &names, worker, settings.broker_timeout())
+        .await
+        .map_err(|e| WorkerError::Open(OpenError::unreachable(settings, e)))?;
     let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline, limits);
     Ok(Session {
         connection,
         jobs,
         reporter,
         work_queues,
+        control,
     })
+}
+
+/// How long a session waits for the API's first repeat of its cancels before it consumes jobs
+/// (the API sends one every second).
+const CONTROL_SYNC_WAIT: Duration = Duration::from_millis(2500);
+
+/// Declares this connection's control queue (exclusive: deleted with the connection), binds
+/// it to the control exchange and consumes it without acks (a control message lost with the
+/// connection is repeated by the API). Done before any job is consumed, so a cancel sent from
+/// now on is heard before a job it names could be delivered.
+async fn listen_for_control(
+    channel: &Channel,
+    names: &topology::Names,
+    worker: &str,
+    deadline: Duration,
+) -> Result<lapin::Consumer, broker::BrokerError> {
+    use lapin::{
+        options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+        types::FieldTable,
+    };
+    let tag = format!("{:08x}", fastrand::u32(..));
+    let queue = names.control_queue(worker, &tag);
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    broker::with_deadline(
+        deadline,
+        "declare the control queue",
+        channel.queue_declare(
+            ShortString::from(queue.as_str()),
+            exclusive,
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    broker::with_deadline(
+        deadline,
+        "bind the control queue",
+        channel.queue_bind(
+            ShortString::from(queue.as_str()),
+            ShortString::from(names.control_exchange.as_str()),
+            ShortString::from(""),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    broker::with_deadline(
+        deadline,
+        "consume the control queue",
+        channel.basic_consume(
+            ShortString::from(queue.as_str()),
+            ShortString::from(format!("{worker}.control")),
+            no_ack,
+            FieldTable::default(),
+        ),
+    )
+    .await
 }
 
 /// Reconnects with back-off until it works, `token` is cancelled (`None`), or the topology no
@@ -362,6 +435,8 @@ struct Running<'a> {
     announcer: &'a Announcer,
     /// Kinds without a handler warned about, across reconnections.
     unknown_kinds: Arc<Mutex<HashSet<offload_shared::JobKind>>>,
+    /// Cancels heard, across reconnections.
+    cancels: Arc<Cancels>,
 }
 
 impl Running<'_> {
@@ -372,11 +447,24 @@ impl Running<'_> {
             jobs,
             reporter,
             work_queues,
+            mut control,
         } = session;
         let settings = self.settings;
         let deadline = settings.broker_timeout();
         // Announced before consuming: the API binds this worker's kinds when it reads this.
         self.announcer.send(&reporter, WorkerState::Alive).await;
+        // The API repeats the unsettled cancels every second: the first repeat heard tells this
+        // worker of every job cancelled while it was away, before it can be delivered one.
+        match tokio::time::timeout(CONTROL_SYNC_WAIT, control.next()).await {
+            Ok(Some(Ok(delivery))) => self.control(&delivery.data),
+            Ok(Some(Err(e))) => return SessionEnd::Lost(e.to_string()),
+            Ok(None) => {
+                return SessionEnd::Lost("the broker ended the control consumer".to_owned());
+            }
+            Err(_) => tracing::info!(
+                "no API repeated its cancels within {CONTROL_SYNC_WAIT:?} (is one running?); consuming anyway"
+            ),
+        }
         let mut consumers = Vec::with_capacity(work_queues.len());
         let mut tags = Vec::with_capacity(work_queues.len());
         for queue in &work_queues {
@@ -411,6 +499,8 @@ impl Running<'_> {
             max_artifact_bytes: settings.max_artifact_bytes(),
             shutdown: shutdown.clone(),
             unknown_kinds: self.unknown_kinds.clone(),
+            cancels: self.cancels.clone(),
+            cancel_grace: settings.cancel_grace(),
         };
 
         // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
@@ -430,6 +520,11 @@ impl Running<'_> {
                 () = token.cancelled() => break None,
                 () = &mut lost => break Some("the connection or a channel closed".to_owned()),
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                message = control.next() => match message {
+                    Some(Ok(delivery)) => self.control(&delivery.data),
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => break Some("the broker ended the control consumer".to_owned()),
+                },
                 _ = heartbeat.tick() => {
                     // In its own task: a slow confirm must not hold up deliveries.
                     while beats.try_join_next().is_some() {}
@@ -480,6 +575,27 @@ impl Running<'_> {
         )
         .await;
         SessionEnd::Stopped
+    }
+}
+
+impl Running<'_> {
+    /// Acts on one control message from the API; one that does not parse is logged and dropped.
+    fn control(&self, body: &[u8]) {
+        match ControlMessage::from_bytes(body) {
+            Ok(message) => match message.kind {
+                ControlType::Cancel if message.job_ids.is_empty() => {}
+                ControlType::Cancel => {
+                    let stopping = self.cancels.heard(&message.job_ids);
+                    tracing::info!(
+                        jobs = message.job_ids.len(),
+                        running_here = stopping,
+                        by = %message.by,
+                        "heard a cancel"
+                    );
+                }
+            },
+            Err(why) => tracing::warn!(%why, "dropping a control message that does not parse"),
+        }
     }
 }
 

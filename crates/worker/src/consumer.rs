@@ -29,6 +29,7 @@ use offload_shared::{
 
 use crate::{
     Artifact, InputFile, JobContext, JobError,
+    cancels::Cancels,
     handlers::{Handler, Registry},
     metrics::WorkerMetrics,
     reporter::Reporter,
@@ -57,7 +58,16 @@ pub(crate) struct JobRunner {
     pub shutdown: CancellationToken,
     /// Kinds without a handler already warned about: one warning per kind, not per message.
     pub unknown_kinds: Arc<Mutex<HashSet<JobKind>>>,
+    /// The cancels heard from the API, and the running jobs they stop.
+    pub cancels: Arc<Cancels>,
+    /// `OFFLOAD_CANCEL_GRACE_MS`: how long a cancelled job's handler has to stop.
+    pub cancel_grace: Duration,
 }
+
+/// How long a redelivered job waits before it starts: a job redelivered because its worker
+/// died while it was being cancelled is often redelivered before the cancel reaches this worker;
+/// the wait lets the cancel arrive first, so the job is not started a second time.
+pub const REDELIVERY_HOLD: Duration = Duration::from_millis(500);
 
 /// Longest error text a handler's failure carries on, in bytes: the reason travels in an AMQP
 /// header of the dead letter (a header must fit in one frame, 128 KiB by default) and in an event,
@@ -71,6 +81,8 @@ pub enum Outcome {
     Succeeded(Value),
     /// It failed, overran its time limit, or panicked.
     Failed(JobError),
+    /// Its job was cancelled while it ran: it stopped, or was dropped after the grace period.
+    Cancelled,
 }
 
 /// How a delivery was settled, for the worker's metrics.
@@ -88,6 +100,8 @@ pub enum Settled {
     /// Sent back through the shortest delay queue because this worker has no handler for its
     /// kind, without spending an attempt.
     Returned,
+    /// Acked without running (or after stopping it) because its job was cancelled.
+    Cancelled,
 }
 
 impl Settled {
@@ -99,6 +113,7 @@ impl Settled {
             Settled::Dead => "dead",
             Settled::Requeued => "requeued",
             Settled::Returned => "returned",
+            Settled::Cancelled => "cancelled",
         }
     }
 }
@@ -141,6 +156,13 @@ impl JobRunner {
         };
         tracing::Span::current().record("job_id", tracing::field::display(envelope.id));
         let kind = Some(envelope.kind.clone());
+        if delivery.redelivered && !self.cancels.is_cancelled(envelope.id) {
+            tokio::time::sleep(REDELIVERY_HOLD).await;
+        }
+        if self.cancels.is_cancelled(envelope.id) {
+            tracing::info!("the job was cancelled; acknowledging it without running it");
+            return (kind, self.finish_cancelled(delivery, &envelope, None).await);
+        }
 
         if let (Some(limit), Some(count)) = (self.delivery_limit, delivery_count(delivery))
             && count >= u64::from(limit)
@@ -170,14 +192,32 @@ impl JobRunner {
         self.reporter
             .started(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
+        let registration = self.cancels.running(envelope.id);
         let (outcome, retry_hint, attached) = run_attempt(
             &envelope,
             inputs,
             handler,
             self.reporter.worker().clone(),
             &self.shutdown,
+            (&registration.token, self.cancel_grace),
         )
         .await;
+        drop(registration);
+        if self.cancels.is_cancelled(envelope.id) {
+            // Whatever the handler came to: the job is cancelled, so nothing of it is kept
+            // and no retry is scheduled.
+            let run_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            tracing::info!(
+                run_ms,
+                stopped = outcome == Outcome::Cancelled,
+                "the job was cancelled while running"
+            );
+            return (
+                kind,
+                self.finish_cancelled(delivery, &envelope, Some(run_ms))
+                    .await,
+            );
+        }
         if matches!(outcome, Outcome::Failed(_)) && self.shutdown.is_cancelled() {
             // The handler gave up because the worker is stopping: not the job's fault, so the
             // attempt is not spent; another worker (or this one, restarted) runs it again.
@@ -257,6 +297,8 @@ impl JobRunner {
                 self.retry_later(delivery, envelope, message, run_ms, retry_hint)
                     .await
             }
+            // Only with the job cancelled, which is settled above.
+            Outcome::Cancelled => self.finish_cancelled(delivery, &envelope, run_ms).await,
             Outcome::Failed(error) => {
                 let reason = match &error {
                     JobError::Permanent(m) => format!("permanent error: {m}"),
@@ -426,6 +468,23 @@ impl JobRunner {
         self.ack(delivery, id, Settled::Dead).await
     }
 
+    /// Reports the cancelled job `cancelled` (after `run_ms` of running, if it ran) and acks
+    /// it. The API recorded the cancel before it was sent, so the event only tells it that a
+    /// worker settled it; an event not confirmed is logged, and the job acked all the same.
+    async fn finish_cancelled(
+        &self,
+        delivery: &Delivery,
+        envelope: &JobEnvelope,
+        run_ms: Option<u64>,
+    ) -> Settled {
+        let event = self.event(envelope, JobStatus::Cancelled, run_ms);
+        if let Err(e) = self.reporter.event(event).await {
+            tracing::warn!(job_id = %envelope.id, error = %e, "cancelled event not confirmed");
+        }
+        self.ack(delivery, Some(envelope.id), Settled::Cancelled)
+            .await
+    }
+
     async fn ack(&self, delivery: &Delivery, id: Option<JobId>, settled: Settled) -> Settled {
         let deadline = self.reporter.deadline();
         if let Err(e) = broker::settle(&delivery.acker, Settle::Ack, false, deadline).await {
@@ -505,6 +564,7 @@ fn bound(outcome: Outcome, max_result_bytes: usize) -> Outcome {
         Outcome::Failed(JobError::Retryable(m)) => {
             Outcome::Failed(JobError::Retryable(truncate(m, MAX_ERROR_BYTES)))
         }
+        Outcome::Cancelled => Outcome::Cancelled,
     }
 }
 
@@ -584,18 +644,30 @@ pub(crate) async fn run(
     worker: Arc<str>,
     shutdown: &CancellationToken,
 ) -> (Outcome, Vec<Artifact>) {
-    let (outcome, _, attached) = run_attempt(envelope, inputs, handler, worker, shutdown).await;
+    let never = CancellationToken::new();
+    let (outcome, _, attached) = run_attempt(
+        envelope,
+        inputs,
+        handler,
+        worker,
+        shutdown,
+        (&never, Duration::ZERO),
+    )
+    .await;
     (outcome, attached)
 }
 
 /// [`run`], with the earliest retry the handler asked for ([`JobContext::retry_not_before`])
-/// and what it attached to its context (nothing, if the attempt failed).
+/// and what it attached to its context (nothing, if the attempt failed). When `cancel.0` fires
+/// (the job was cancelled) the handler's context is cancelled too, and the handler gets
+/// `cancel.1` to stop before it is dropped: the outcome is then [`Outcome::Cancelled`].
 pub(crate) async fn run_attempt(
     envelope: &JobEnvelope,
     inputs: Vec<InputFile>,
     handler: Arc<dyn Handler>,
     worker: Arc<str>,
     shutdown: &CancellationToken,
+    cancel: (&CancellationToken, Duration),
 ) -> (Outcome, Option<Duration>, Vec<Artifact>) {
     let limit = Duration::from_millis(envelope.timeout_ms);
     let cancellation = shutdown.child_token();
@@ -609,11 +681,23 @@ pub(crate) async fn run_attempt(
         inputs,
     );
     // Fired when the job ends however it ends, so work the handler spawned with the token stops.
-    let _cancel_on_end = cancellation.drop_guard();
+    let _cancel_on_end = cancellation.clone().drop_guard();
     // A clone shares the handler's hint slot and attachments: read once the handler is done.
     let kept = ctx.clone();
     let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));
-    let outcome = match tokio::time::timeout(limit, &mut task.0).await {
+    let (job_cancelled, grace) = cancel;
+    let ran = tokio::select! {
+        ran = tokio::time::timeout(limit, &mut task.0) => Some(ran),
+        () = job_cancelled.cancelled() => None,
+    };
+    let Some(ran) = ran else {
+        // Cancelled: the handler sees its context fire and has the grace period to stop; then
+        // it is dropped (aborted with its task).
+        cancellation.cancel();
+        let _ = tokio::time::timeout(grace, &mut task.0).await;
+        return (Outcome::Cancelled, None, Vec::new());
+    };
+    let outcome = match ran {
         Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
         Ok(Ok(Err(error))) => Outcome::Failed(error),
         Ok(Err(join)) => Outcome::Failed(JobError::Retryable(if join.is_panic() {
@@ -629,7 +713,7 @@ pub(crate) async fn run_attempt(
     // A failed attempt drops what it attached.
     let attached = match outcome {
         Outcome::Succeeded(_) => kept.attached(),
-        Outcome::Failed(_) => Vec::new(),
+        Outcome::Failed(_) | Outcome::Cancelled => Vec::new(),
     };
     (outcome, kept.retry_hint(), attached)
 }
@@ -862,6 +946,7 @@ mod tests {
             handler,
             "t".into(),
             &CancellationToken::new(),
+            (&CancellationToken::new(), Duration::ZERO),
         )
         .await;
         assert_eq!(outcome, Outcome::Failed(JobError::retryable("busy")));
@@ -872,6 +957,7 @@ mod tests {
             sleep_handler(),
             "t".into(),
             &CancellationToken::new(),
+            (&CancellationToken::new(), Duration::ZERO),
         )
         .await;
         assert_eq!(none, None, "no hint unless asked");
@@ -895,6 +981,64 @@ mod tests {
             panic!("the handler gave up: {outcome:?}");
         };
         assert!(message.starts_with("cancelled with 59"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_cancel_fires_the_context_and_a_handler_that_ignores_it_is_dropped_after_the_grace() {
+        // One that watches its context stops at once.
+        let cancel = CancellationToken::new();
+        let shutdown = CancellationToken::new();
+        let job = envelope(
+            JobKind::parse("patient").expect("valid"),
+            json!(null),
+            60_000,
+        );
+        let started = Instant::now();
+        let running = run_attempt(
+            &job,
+            Vec::new(),
+            patient(),
+            "t".into(),
+            &shutdown,
+            (&cancel, Duration::from_secs(30)),
+        );
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cancel.cancel();
+        };
+        let ((outcome, _, _), ()) = tokio::join!(running, stop);
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // `sleep` ignores it: dropped once the grace period is over, long before its 60 s.
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let job = envelope(
+            JobKind::parse("sleep").expect("valid"),
+            json!({"ms": 60_000}),
+            120_000,
+        );
+        let started = Instant::now();
+        let (outcome, _, attached) = run_attempt(
+            &job,
+            Vec::new(),
+            sleep_handler(),
+            "t".into(),
+            &CancellationToken::new(),
+            (&cancel, Duration::from_millis(200)),
+        )
+        .await;
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert!(attached.is_empty());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
 
     #[tokio::test]

@@ -87,6 +87,7 @@ pub mod job;
 pub mod job_error;
 
 mod announcer;
+mod cancels;
 mod consumer;
 mod http;
 mod metrics;

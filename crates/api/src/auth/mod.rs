@@ -139,7 +139,8 @@ pub fn access(method: &Method, path: &str) -> Access {
     match (method.as_str(), path) {
         (_, "/" | "/session" | "/session/logout")
         | (_, "/health/live" | "/health/ready" | "/openapi.json" | "/docs") => Access::Open,
-        ("POST", "/jobs" | "/jobs/batch") => Access::Needs(Scope::Submit),
+        // A submit key cancels its own jobs; a bulk cancel (`/jobs/cancel`) needs admin.
+        ("POST", "/jobs" | "/jobs/batch" | "/jobs/{id}/cancel") => Access::Needs(Scope::Submit),
         ("GET" | "HEAD", "/jobs" | "/jobs/{id}" | "/jobs/{id}/result" | "/kinds" | "/workers") => {
             Access::Needs(Scope::Read)
         }
@@ -323,6 +324,12 @@ mod tests {
         let cases = [
             (Method::POST, "/jobs", Access::Needs(Scope::Submit)),
             (Method::POST, "/jobs/batch", Access::Needs(Scope::Submit)),
+            (
+                Method::POST,
+                "/jobs/{id}/cancel",
+                Access::Needs(Scope::Submit),
+            ),
+            (Method::POST, "/jobs/cancel", Access::Needs(Scope::Admin)),
             (Method::GET, "/jobs", Access::Needs(Scope::Read)),
             (Method::GET, "/jobs/{id}", Access::Needs(Scope::Read)),
             (Method::GET, "/kinds", Access::Needs(Scope::Read)),

@@ -436,7 +436,8 @@ pub async fn get_job(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs with this status: pending, queued, running, retrying, succeeded, failed, dead.
+    /// Only jobs with this status: scheduled, pending, queued, running, retrying, succeeded,
+    /// failed, dead, cancelled.
     status: Option<String>,
     /// Only jobs of this kind.
     kind: Option<String>,
@@ -605,7 +606,7 @@ pub(crate) async fn find_owned(
 }
 
 /// The job with `Location`, or a 303 to its page for a browser.
-fn job_response(headers: &HeaderMap, job: &JobRecord, status: StatusCode) -> Response {
+pub(crate) fn job_response(headers: &HeaderMap, job: &JobRecord, status: StatusCode) -> Response {
     let location = format!("/jobs/{}", job.id);
     if prefers_html(headers) {
         return Redirect::to(&location).into_response();
@@ -623,7 +624,7 @@ const DRAIN_FACTOR: u64 = 4;
 
 /// Reads the body within `OFFLOAD_MAX_BODY_BYTES` and `OFFLOAD_HTTP_BODY_TIMEOUT_MS`: a client
 /// that trickles its body gets 408 instead of holding the request (and its connection) open.
-async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     settings: &offload_shared::Settings,

@@ -1,5 +1,6 @@
 //! The HTTP routes and the middleware around them.
 
+pub mod cancel;
 pub mod health;
 pub mod jobs;
 pub mod pages;
@@ -22,7 +23,7 @@ use tower_http::{
 use crate::{auth, error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 17] = [
     "/",
     "/session",
     "/session/logout",
@@ -30,7 +31,9 @@ pub const ROUTES: [&str; 15] = [
     "/workers",
     "/jobs",
     "/jobs/batch",
+    "/jobs/cancel",
     "/jobs/{id}",
+    "/jobs/{id}/cancel",
     "/jobs/{id}/retry",
     "/jobs/{id}/result",
     "/health/live",
@@ -49,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/jobs/batch", post(jobs::submit_batch))
         .route("/jobs/{id}", get(jobs::get_job))
+        .route("/jobs/cancel", post(cancel::cancel_jobs))
+        .route("/jobs/{id}/cancel", post(cancel::cancel_job))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/jobs/{id}/result", get(result::get_result))
         .route("/kinds", get(registry::list_kinds))

@@ -112,6 +112,8 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     const UNCONFIRM: &'static str;
     /// Claim unresolved jobs: `$1` now, `$2` the new `resolve_at`, `$3` the limit.
     const CLAIM: &'static str;
+    /// [`super::sql::cancel_sql`] with its row lock.
+    const CANCEL: &'static str;
     /// Delete finished jobs: `$1` the cut-off, `$2` the limit; returns their ids.
     const PURGE_JOBS: &'static str;
     /// Delete the keys of the jobs `$1`.

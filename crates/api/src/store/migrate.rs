@@ -208,6 +208,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0008_job_inputs.sql"),
         adds: &[("job_inputs", "job_id")],
     },
+    Step {
+        version: 9,
+        description: "cancel",
+        sql: include_str!("../../migrations/sqlite/0010_cancel.sql"),
+        adds: &[("jobs", "cancel_settled_at")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -253,6 +259,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "job inputs",
         sql: include_str!("../../migrations/postgres/0007_job_inputs.sql"),
         adds: &[("job_inputs", "job_id")],
+    },
+    Step {
+        version: 8,
+        description: "cancel",
+        sql: include_str!("../../migrations/postgres/0009_cancel.sql"),
+        adds: &[("jobs", "cancel_settled_at")],
     },
 ];
 

@@ -152,6 +152,30 @@ impl Store {
         on_backend!(self, db => db.purge(finished_before, keys_before, limit).await)
     }
 
+    /// Cancels up to `limit` unfinished jobs matching `filter` (its `before` is ignored): each
+    /// becomes `cancelled` at `at`, its `error` saying `by` whom, and is never published again.
+    /// Returns the ids it cancelled (none: nothing matched, or all had finished). One statement
+    /// beside the writer, like [`Store::claim_unresolved`]; replicas cancelling at once never
+    /// cancel one job twice.
+    pub async fn cancel(
+        &self,
+        filter: &CancelFilter,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<Vec<JobId>, StoreError> {
+        on_backend!(self, db => db.cancel(filter, by, at).await)
+    }
+
+    /// Up to `limit` cancelled jobs, finished at `since` or later, that no worker has reported
+    /// settled yet: their cancel is repeated to the workers.
+    pub async fn unsettled_cancels(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        on_backend!(self, db => db.unsettled_cancels(since, limit).await)
+    }
+
     /// Stores an artifact (replacing one of the same job and name), beside the writer: one
     /// statement, so a large artifact never holds up a batch of events.
     pub async fn put_artifact(&self, artifact: &NewArtifact<'_>) -> Result<(), StoreError> {
@@ -549,6 +573,21 @@ pub struct JobFilter {
     pub limit: u32,
     /// Only jobs this key submitted (`None`: every job, for an admin).
     pub owner: Option<String>,
+}
+
+/// Which jobs [`Store::cancel`] cancels: those matching every field set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CancelFilter {
+    /// Only this job.
+    pub id: Option<JobId>,
+    /// Only jobs with this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this kind.
+    pub kind: Option<JobKind>,
+    /// Only jobs this key submitted (`None`: every job, for an admin).
+    pub owner: Option<String>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// One write, as the writer task applies it.

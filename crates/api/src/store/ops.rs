@@ -5,11 +5,11 @@ use std::{borrow::Cow, time::Duration};
 use sqlx::Pool;
 use time::OffsetDateTime;
 
-use offload_shared::{JobEvent, JobId, JobStatus};
+use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
 use super::{
-    JobFilter, JobRecord, JobSummary, NewArtifact, Purged, StoreError, StoredArtifact, StoredInput,
-    Unresolved, Write, Written,
+    CancelFilter, JobFilter, JobRecord, JobSummary, NewArtifact, Purged, StoreError,
+    StoredArtifact, StoredInput, Unresolved, Write, Written,
     decode::{count, job, json, summary},
     dialect::{Dialect, NewJob, Stmt},
     inputs, sql,
@@ -196,6 +196,50 @@ impl<D: Dialect> Db<D> {
         // RETURNING has no order; ids sort by submission.
         claimed.sort_unstable_by_key(|u| u.job.id);
         Ok(claimed)
+    }
+
+    /// See [`super::Store::cancel`].
+    pub(super) async fn cancel(
+        &self,
+        filter: &CancelFilter,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let reason = format!("cancelled by {by}");
+        let stmt = Stmt::new(D::CANCEL)
+            .maybe_id(filter.id)
+            .str(filter.status.map(JobStatus::as_str))
+            .str(filter.kind.as_ref().map(JobKind::as_str))
+            .int(i64::from(filter.limit))
+            .int(JobStatus::Cancelled.progress(1))
+            .str(filter.owner.as_deref())
+            .str(Some(&reason))
+            .time(at);
+        let mut ids = D::fetch_all(&mut conn, stmt)
+            .await?
+            .iter()
+            .map(|row| D::get_id(row, "id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// See [`super::Store::unsettled_cancels`].
+    pub(super) async fn unsettled_cancels(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let stmt = Stmt::new(sql::UNSETTLED_CANCELS)
+            .time(since)
+            .int(i64::from(limit));
+        D::fetch_all(&mut conn, stmt)
+            .await?
+            .iter()
+            .map(|row| D::get_id(row, "id"))
+            .collect()
     }
 
     /// See [`super::Store::purge`].
@@ -404,6 +448,10 @@ async fn apply_one<D: Dialect>(
                     }));
             if D::execute(tx, stmt.clone()).await? == 0 && adopt::<D>(tx, ev).await? {
                 D::execute(tx, stmt).await?;
+            }
+            if ev.status == JobStatus::Cancelled {
+                let settle = Stmt::new(sql::SETTLE_CANCEL).id(ev.job_id).time(ev.at);
+                D::execute(tx, settle).await?;
             }
         }
         Write::Confirmed(ids) => {

@@ -19,7 +19,7 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
+        cancel_sql, claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
         purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
     },
 };
@@ -62,6 +62,7 @@ async fn migrate_schema(conn: &mut PgConnection) -> Result<(), StoreError> {
 impl Dialect for Postgres {
     const CONFIRM: &'static str = confirm_sql!("= ANY($2)");
     const UNCONFIRM: &'static str = unconfirm_sql!("= ANY($2)");
+    const CANCEL: &'static str = cancel_sql!(" FOR UPDATE SKIP LOCKED");
     const CLAIM: &'static str = claim_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_JOBS: &'static str = purge_jobs_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_KEYS_OF_JOBS: &'static str = purge_keys_of_jobs_sql!("= ANY($1)");

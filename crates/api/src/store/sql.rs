@@ -10,8 +10,7 @@ macro_rules! job_columns {
     };
 }
 
-/// Statuses after which nothing happens to a job; retention deletes these (`cancelled` is
-/// listed for when jobs can be cancelled).
+/// Statuses after which nothing happens to a job; retention deletes these.
 macro_rules! finished_statuses {
     () => {
         "('succeeded', 'failed', 'dead', 'cancelled')"
@@ -115,7 +114,43 @@ pub(super) const REDRIVE: &str =
 
 pub(super) const MARK_DEAD: &str = "UPDATE jobs SET status = 'dead', progress = $2, attempt = $3, \
          error = $4, finished_at = $5, resolve_at = NULL
-     WHERE id = $1";
+     WHERE id = $1 AND status <> 'cancelled'";
+
+/// A worker reported job `$1` cancelled (acked without running, or stopped): its cancel need
+/// not be repeated to the workers any more.
+pub(super) const SETTLE_CANCEL: &str = "UPDATE jobs SET cancel_settled_at = $2
+     WHERE id = $1 AND status = 'cancelled' AND cancel_settled_at IS NULL";
+
+/// Cancelled jobs, finished at `$1` or later, that no worker has reported settled; newest first.
+pub(super) const UNSETTLED_CANCELS: &str = "SELECT id FROM jobs
+     WHERE status = 'cancelled' AND cancel_settled_at IS NULL AND finished_at >= $1
+     ORDER BY finished_at DESC LIMIT $2";
+
+/// [`super::Store::cancel`]: up to `$4` unfinished jobs matching the filter (`$1` id, `$2`
+/// status, `$3` kind, `$6` owner; NULL matches all) become `cancelled` (progress `$5`, so no
+/// event moves them on), with `$7` saying who cancelled them and `$8` when; `resolve_at` is
+/// cleared so an unpublished or scheduled one is never published. Picked like [`claim_sql`]'s;
+/// conditions checked again on the row as it is when updated.
+macro_rules! cancel_sql {
+    ($lock:literal) => {
+        concat!(
+            "WITH target AS MATERIALIZED (
+                 SELECT id FROM jobs
+                 WHERE status NOT IN ",
+            $crate::store::sql::finished_statuses!(),
+            " AND ($1 IS NULL OR id = $1) AND ($2 IS NULL OR status = $2)
+                   AND ($3 IS NULL OR kind = $3) AND ($6 IS NULL OR owner = $6)
+                 ORDER BY id LIMIT $4",
+            $lock,
+            ")
+             UPDATE jobs SET status = 'cancelled', progress = $5, error = $7, finished_at = $8,
+                 resolve_at = NULL
+             WHERE id IN (SELECT id FROM target) AND status NOT IN ",
+            $crate::store::sql::finished_statuses!(),
+            " RETURNING id"
+        )
+    };
+}
 
 /// [`super::Write::Confirmed`]: `$1` the progress step from pending to queued, `$2` the ids
 /// (matched by `$ids`, e.g. `IN (…)`). An unconfirmed job (`resolve_at` set) is resolved: a
@@ -231,7 +266,7 @@ macro_rules! purge_keys_sql {
 }
 
 pub(super) use {
-    claim_sql, confirm_sql, finished_statuses, job_columns, purge_artifacts_of_jobs_sql,
-    purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql,
-    unconfirm_sql,
+    cancel_sql, claim_sql, confirm_sql, finished_statuses, job_columns,
+    purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
+    purge_keys_sql, unconfirm_sql,
 };

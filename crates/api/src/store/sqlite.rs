@@ -21,7 +21,7 @@ use super::{
     migrate::{self, Step},
     ops::Db,
     sql::{
-        claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
+        cancel_sql, claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
         purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
     },
 };
@@ -59,6 +59,7 @@ pub(super) async fn connect(url: &str) -> Result<Db<Sqlite>, StoreError> {
 impl Dialect for Sqlite {
     const CONFIRM: &'static str = confirm_sql!("IN (SELECT value FROM json_each($2))");
     const UNCONFIRM: &'static str = unconfirm_sql!("IN (SELECT value FROM json_each($2))");
+    const CANCEL: &'static str = cancel_sql!("");
     const CLAIM: &'static str = claim_sql!("");
     const PURGE_JOBS: &'static str = purge_jobs_sql!("");
     const PURGE_KEYS_OF_JOBS: &'static str =

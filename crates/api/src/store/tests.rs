@@ -59,6 +59,7 @@ on_both_backends!(
     a_job_is_seen_and_listed_only_by_its_owner_unless_unfiltered,
     a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it,
     artifacts_are_stored_replaced_listed_and_purged_with_their_job,
+    a_cancel_takes_unfinished_jobs_once_and_nothing_revives_them,
 );
 
 use super::inputs_tests::a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it;
@@ -189,6 +190,129 @@ fn event(id: JobId, attempt: u32, status: JobStatus, at: OffsetDateTime) -> JobE
 }
 
 // ---- behaviour, on both backends -----------------------------------------------------------
+
+async fn a_cancel_takes_unfinished_jobs_once_and_nothing_revives_them(store: Store) {
+    let t0 = datetime!(2031-05-06 07:08:09 UTC);
+    let (queued_id, running_id, done_id, pending_id) =
+        (JobId::new(), JobId::new(), JobId::new(), JobId::new());
+    store
+        .apply(&[
+            insert(queued(queued_id), json!({}), None),
+            insert(queued(running_id), json!({}), None),
+            insert(queued(done_id), json!({}), None),
+            insert_pending(pending_id, t0, json!({})),
+            Write::Event(event(running_id, 1, JobStatus::Running, t0)),
+            Write::Event(event(done_id, 1, JobStatus::Succeeded, t0)),
+        ])
+        .await
+        .expect("insert");
+    let one = |id| CancelFilter {
+        id: Some(id),
+        limit: 1,
+        ..CancelFilter::default()
+    };
+    assert_eq!(
+        store
+            .cancel(&one(done_id), "ops", t0)
+            .await
+            .expect("cancel"),
+        Vec::<JobId>::new(),
+        "a finished job stays as it is"
+    );
+    for id in [queued_id, running_id, pending_id] {
+        assert_eq!(
+            store.cancel(&one(id), "ops", t0).await.expect("cancel"),
+            [id]
+        );
+        let job = store.get(id).await.expect("get").expect("stored");
+        assert_eq!(job.status, JobStatus::Cancelled);
+        assert_eq!(job.error.as_deref(), Some("cancelled by ops"));
+        assert_eq!(job.finished_at, Some(t0));
+    }
+    assert!(
+        store
+            .cancel(&one(queued_id), "ops", t0)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    // An unpublished job cancelled is never claimed for a republish.
+    let later = t0 + time::Duration::hours(1);
+    assert!(
+        store
+            .claim_unresolved(later, Duration::from_secs(30), 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // Late events of any attempt change nothing but the count of starts.
+    let t1 = t0 + time::Duration::seconds(5);
+    store
+        .apply(&[
+            Write::Event(event(running_id, 1, JobStatus::Succeeded, t1)),
+            Write::Event(event(queued_id, 3, JobStatus::Running, t1)),
+            Write::MarkDead {
+                id: queued_id,
+                attempt: 2,
+                error: "x".into(),
+            },
+        ])
+        .await
+        .expect("late events");
+    for id in [queued_id, running_id] {
+        let job = store.get(id).await.expect("get").expect("stored");
+        assert_eq!(job.status, JobStatus::Cancelled, "{job:?}");
+        assert!(job.result.is_none());
+    }
+    // Unsettled until a worker reports the cancel.
+    let mut unsettled = store.unsettled_cancels(t0, 100).await.expect("unsettled");
+    unsettled.sort_unstable();
+    let mut expected = vec![queued_id, running_id, pending_id];
+    expected.sort_unstable();
+    assert_eq!(unsettled, expected);
+    assert!(
+        store
+            .unsettled_cancels(t1, 100)
+            .await
+            .expect("since")
+            .is_empty()
+    );
+    store
+        .apply(&[Write::Event(event(queued_id, 1, JobStatus::Cancelled, t1))])
+        .await
+        .expect("settled");
+    assert!(
+        !store
+            .unsettled_cancels(t0, 100)
+            .await
+            .expect("unsettled")
+            .contains(&queued_id)
+    );
+    // By kind and status: the filter matches only what it names.
+    let (a, b) = (JobId::new(), JobId::new());
+    store
+        .apply(&[
+            insert(queued(a), json!({}), None),
+            insert(queued(b), json!({}), None),
+            Write::Event(event(b, 1, JobStatus::Running, t0)),
+        ])
+        .await
+        .expect("insert");
+    let by_status = CancelFilter {
+        status: Some(JobStatus::Queued),
+        kind: Some(JobKind::parse("noop").expect("valid")),
+        limit: 100,
+        ..CancelFilter::default()
+    };
+    assert_eq!(
+        store.cancel(&by_status, "ops", t0).await.expect("bulk"),
+        [a]
+    );
+    assert_eq!(
+        store.get(b).await.expect("get").expect("b").status,
+        JobStatus::Running
+    );
+}
 
 async fn events_only_move_jobs_forward_and_count_runs(store: Store) {
     let id = JobId::new();

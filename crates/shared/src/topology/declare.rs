@@ -162,6 +162,7 @@ async fn declare_on(
         (&names.jobs_exchange, ExchangeKind::Direct),
         (&names.dead_exchange, ExchangeKind::Fanout),
         (&names.delay_exchange, ExchangeKind::Headers),
+        (&names.control_exchange, ExchangeKind::Fanout),
     ] {
         channel
             .exchange_declare(

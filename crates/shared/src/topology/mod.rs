@@ -14,6 +14,8 @@
 //! default exchange --"<p>.events.parked"--> queue <p>.events.parked   (events that did not parse, with the reason)
 //! default exchange --"<p>.artifacts"--> queue <p>.artifacts   (artifact bytes of successes, consumed by the API)
 //! default exchange --"<p>.workers"--> queue <p>.workers   (worker announcements and heartbeats, consumed by the API)
+//! exchange <p>.control (fanout) --> queue <p>.control.<worker>.<random> per worker   (cancels, from the API;
+//!     exclusive: declared by each worker for its connection)
 //! ```
 //!
 //! The common part is declared by [`declare`]; a work queue by [`declare_work_queues`] (the
@@ -92,6 +94,9 @@ pub struct Names {
     pub delay_exchange: String,
     /// Worker announcements and heartbeats, consumed by the API.
     pub workers_queue: String,
+    /// Exchange the API broadcasts control messages (cancels) to; every worker binds a queue of
+    /// its own ([`Names::control_queue`]).
+    pub control_exchange: String,
     /// Exchange dead jobs are sent to.
     pub dead_exchange: String,
     /// Where dead jobs rest, with their reason, for an operator to inspect or redrive.
@@ -121,6 +126,7 @@ impl Names {
             jobs_queue: format!("{prefix}.jobs"),
             delay_exchange: format!("{prefix}.delay"),
             workers_queue: format!("{prefix}.workers"),
+            control_exchange: format!("{prefix}.control"),
             prefix: prefix.to_string(),
             dead_exchange: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.dead"),
@@ -154,6 +160,19 @@ impl Names {
                 .is_some_and(|queue| QueueName::parse(queue).is_ok())
     }
 
+    /// The control queue of one connection of worker `worker`: `<p>.control.<worker>.<tag>`,
+    /// where `tag` tells two workers of one name apart and the name keeps only its first 64
+    /// characters of `A-Z a-z 0-9 . _ -` (a queue name is at most 255 bytes). Under the prefix,
+    /// so the least-privilege users of `docs/operations.md` may declare it.
+    pub fn control_queue(&self, worker: &str, tag: &str) -> String {
+        let worker: String = worker
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(64)
+            .collect();
+        format!("{}.{worker}.{tag}", self.control_exchange)
+    }
+
     /// The delay queue holding retries that wait `tier_ms`.
     pub fn retry_queue(&self, tier_ms: u64) -> Option<&str> {
         self.retry_queues
@@ -177,11 +196,12 @@ impl Names {
     }
 
     /// Every exchange, for tests and clean-up.
-    pub fn exchanges(&self) -> [&str; 3] {
+    pub fn exchanges(&self) -> [&str; 4] {
         [
             &self.jobs_exchange,
             &self.dead_exchange,
             &self.delay_exchange,
+            &self.control_exchange,
         ]
     }
 }

@@ -1,0 +1,292 @@
+//! Cancelling jobs: `POST /jobs/{id}/cancel` and the bulk `POST /jobs/cancel`.
+//!
+//! The store decides: a cancel is recorded there first (the job becomes `cancelled`, its
+//! `error` says by whom, and it is never published again), then told to every worker through
+//! the control exchange. A worker running the job fires its cancellation token and stops it
+//! after `OFFLOAD_CANCEL_GRACE_MS`; a worker that receives it later acks it without running it.
+//! Broadcasts are transient, so [`run_repeater`] repeats the cancels no worker has settled yet:
+//! a worker that was away hears them within [`REPEAT_EVERY`]. A cancel never fails because the
+//! broker is away: it is recorded, and repeated once the broker is back.
+
+use std::time::Duration;
+
+use axum::{
+    Extension, Json,
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use offload_shared::{
+    JobId, JobKind, JobStatus, broker::BrokerError, control::ControlMessage, kinds::QueueName,
+};
+
+use crate::{
+    auth::Caller,
+    error::{ApiError, Problem},
+    routes::jobs::{find_owned, job_response, read_body},
+    state::AppState,
+    store::{CancelFilter, JobRecord},
+    submit::json_error,
+};
+
+/// Most jobs one bulk cancel cancels; `more` in its answer says to send it again.
+pub const MAX_BULK_CANCEL: u32 = 10_000;
+
+/// How often the cancels no worker has settled are repeated to the workers (an empty message
+/// when there are none: a worker that has just connected waits for the first one before it
+/// takes jobs, so it knows every cancel still unsettled before its first delivery).
+pub const REPEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long an unsettled cancel is repeated: a job still in a queue after this (its message
+/// lost, or a queue nobody consumes) is no longer announced; a worker meeting it then runs it.
+pub const REPEAT_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// `POST /jobs/{id}/cancel`: the job becomes `cancelled` at once and never runs (or stops).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancelled: the job shows `cancelled`, its `error` says by whom; a running one is stopped", body = JobRecord),
+        (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has finished (succeeded, failed, dead or cancelled)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(job_id = %raw))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let owner = caller.visible_owner();
+    let job = find_owned(&state, &raw, owner).await?;
+    let filter = CancelFilter {
+        id: Some(job.id),
+        owner: owner.map(str::to_owned),
+        limit: 1,
+        ..CancelFilter::default()
+    };
+    let cancelled = state
+        .store
+        .cancel(&filter, &caller.name, OffsetDateTime::now_utc())
+        .await?;
+    if cancelled.is_empty() {
+        let now = find_owned(&state, &raw, owner).await?;
+        return Err(ApiError::Conflict(format!(
+            "job {} is {}; only a job that has not finished can be cancelled",
+            now.id, now.status
+        )));
+    }
+    tracing::info!(by = %caller.name, "job cancelled");
+    tell_workers(&state, &cancelled, &caller.name).await;
+    let job = find_owned(&state, &raw, owner).await?;
+    Ok(job_response(&headers, &job, StatusCode::OK))
+}
+
+/// The body of `POST /jobs/cancel`: which jobs to cancel (every field given must match; at
+/// least one is needed).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Only jobs of this kind.
+    #[schema(example = "sleep")]
+    kind: Option<String>,
+    /// Only jobs with this status: scheduled, pending, queued, running or retrying.
+    #[schema(example = "queued")]
+    status: Option<String>,
+    /// Only jobs of the kinds of this queue.
+    #[schema(example = "default")]
+    queue: Option<String>,
+}
+
+/// What `POST /jobs/cancel` did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cancelled {
+    /// How many jobs it cancelled.
+    cancelled: usize,
+    /// Their ids.
+    #[schema(value_type = Vec<String>)]
+    job_ids: Vec<JobId>,
+    /// True if more jobs matched than one request cancels (10,000): send it again.
+    more: bool,
+}
+
+/// `POST /jobs/cancel`: cancels every unfinished job matching the filter (up to 10,000 a call).
+#[utoipa::path(post, path = "/jobs/cancel", tag = "jobs",
+    request_body(content = CancelRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The jobs cancelled (maybe none)", body = Cancelled),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No filter, an unknown field, kind, queue or status, or a finished status", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_jobs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let sent = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = sent
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" && !essence.ends_with("+json") {
+        return Err(ApiError::UnsupportedMediaType(
+            sent.chars().take(100).collect(),
+            "application/json",
+        ));
+    }
+    let bytes = read_body(&headers, body, &state.settings).await?;
+    let request: CancelRequest = serde_json::from_slice(&bytes).map_err(json_error)?;
+    let (kinds, status) = filter_of(&state, request)?;
+    let owner = caller.visible_owner().map(str::to_owned);
+    let now = OffsetDateTime::now_utc();
+    let mut cancelled = Vec::new();
+    let mut more = false;
+    for kind in kinds {
+        let limit = MAX_BULK_CANCEL - u32::try_from(cancelled.len()).unwrap_or(MAX_BULK_CANCEL);
+        if limit == 0 {
+            more = true;
+            break;
+        }
+        let filter = CancelFilter {
+            id: None,
+            status,
+            kind,
+            owner: owner.clone(),
+            limit,
+        };
+        let ids = state.store.cancel(&filter, &caller.name, now).await?;
+        more |= ids.len() == limit as usize;
+        cancelled.extend(ids);
+    }
+    tracing::info!(by = %caller.name, jobs = cancelled.len(), "jobs cancelled");
+    tell_workers(&state, &cancelled, &caller.name).await;
+    Ok(Json(Cancelled {
+        cancelled: cancelled.len(),
+        job_ids: cancelled,
+        more,
+    })
+    .into_response())
+}
+
+/// The kinds (one `None`: any kind) and status a bulk cancel matches.
+fn filter_of(
+    state: &AppState,
+    request: CancelRequest,
+) -> Result<(Vec<Option<JobKind>>, Option<JobStatus>), ApiError> {
+    if request.kind.is_none() && request.status.is_none() && request.queue.is_none() {
+        return Err(ApiError::Invalid(
+            "name at least one of kind, status and queue: a bulk cancel of every job is refused"
+                .into(),
+        ));
+    }
+    let status = request
+        .status
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if let Some(s) = status
+        && !s.is_cancellable()
+    {
+        return Err(ApiError::Invalid(format!(
+            "status {s} is final: only scheduled, pending, queued, running and retrying jobs can be cancelled"
+        )));
+    }
+    let kind = request
+        .kind
+        .map(|k| k.parse::<JobKind>())
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let Some(queue) = request.queue else {
+        return Ok((vec![kind], status));
+    };
+    let queue = QueueName::parse(&queue).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let of_queue: Vec<Option<JobKind>> = state
+        .kinds
+        .all()
+        .into_iter()
+        .filter(|k| k.spec.queue == queue)
+        .map(|k| k.spec.name.clone())
+        .filter(|name| kind.as_ref().is_none_or(|wanted| wanted == name))
+        .map(Some)
+        .collect();
+    if of_queue.is_empty() {
+        return Err(ApiError::Invalid(format!(
+            "no known kind runs on queue {queue}{}",
+            kind.map(|k| format!(" under the name {k}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok((of_queue, status))
+}
+
+/// Tells every worker that `ids` are cancelled. A failure is only logged: the cancels are
+/// recorded, and [`run_repeater`] repeats them.
+async fn tell_workers(state: &AppState, ids: &[JobId], by: &str) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = broadcast(state, ids, by).await {
+        tracing::warn!(error = %e, jobs = ids.len(), "could not tell the workers of a cancel yet; it is repeated every {} s", REPEAT_EVERY.as_secs().max(1));
+    }
+}
+
+async fn broadcast(state: &AppState, ids: &[JobId], by: &str) -> Result<(), BrokerError> {
+    let publisher = state.publisher()?;
+    for message in ControlMessage::cancels(ids, by) {
+        match publisher.broadcast(&message).await {
+            // No worker is connected: none runs the job now, and the repeat reaches the next.
+            Ok(()) | Err(BrokerError::Returned(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Repeats to the workers, every [`REPEAT_EVERY`], the cancels of the last [`REPEAT_FOR`] that
+/// no worker has reported settled (acked without running, or stopped): a worker that was not
+/// connected when a cancel was first sent (restarted, reconnecting) learns of it before long.
+/// Runs until the server stops.
+pub async fn run_repeater(state: AppState) {
+    loop {
+        tokio::select! {
+            () = state.stopping.cancelled() => return,
+            () = tokio::time::sleep(REPEAT_EVERY) => {}
+        }
+        if state.publisher().is_err() {
+            continue;
+        }
+        let since = OffsetDateTime::now_utc() - REPEAT_FOR;
+        match state.store.unsettled_cancels(since, MAX_BULK_CANCEL).await {
+            Ok(ids) if ids.is_empty() => {
+                if let Ok(publisher) = state.publisher() {
+                    let tick = ControlMessage::tick("offload-api (repeated)");
+                    let _ = publisher.broadcast(&tick).await;
+                }
+            }
+            Ok(ids) => {
+                tracing::debug!(
+                    jobs = ids.len(),
+                    "repeating unsettled cancels to the workers"
+                );
+                if let Err(e) = broadcast(&state, &ids, "offload-api (repeated)").await {
+                    tracing::debug!(error = %e, "could not repeat cancels");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for unsettled cancels"),
+        }
+    }
+}

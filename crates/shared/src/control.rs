@@ -1,0 +1,133 @@
+//! Control messages (wire contract v1): what the API tells every worker at once. Today: which
+//! jobs are cancelled.
+//!
+//! The API publishes them to the fanout exchange `<prefix>.control`; each worker binds a queue
+//! of its own (exclusive, deleted with its connection, `<prefix>.control.<worker>.<random>`)
+//! before it consumes jobs, so a cancel reaches every worker alive, whichever API replica took
+//! the request. A worker that was not connected when a cancel was sent hears it again: the API
+//! repeats the cancels no worker has settled yet (see `docs/protocol.md`).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::envelope::{JobId, WIRE_VERSION};
+
+/// AMQP `type` of a control message.
+pub const CONTROL_TYPE: &str = "offload.control";
+
+/// Most job ids one control message carries: a bulk cancel is sent as several messages, each
+/// well inside one frame (36 bytes an id).
+pub const MAX_IDS_PER_MESSAGE: usize = 1000;
+
+/// What a control message asks of the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlType {
+    /// The jobs `job_ids` are cancelled: a worker running one fires its cancellation token and
+    /// stops it after the grace period; a worker that receives one later acks it without
+    /// running it.
+    Cancel,
+}
+
+/// One control message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlMessage {
+    /// Wire version; see [`WIRE_VERSION`].
+    pub v: u32,
+    /// What it asks.
+    #[serde(rename = "type")]
+    pub kind: ControlType,
+    /// The jobs it is about.
+    pub job_ids: Vec<JobId>,
+    /// Who asked (an API key's name, or `anonymous`).
+    pub by: String,
+    /// When it was sent.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl ControlMessage {
+    /// Cancel messages for `ids`, [`MAX_IDS_PER_MESSAGE`] ids each, stamped now.
+    pub fn cancels(ids: &[JobId], by: &str) -> Vec<ControlMessage> {
+        let at = OffsetDateTime::now_utc();
+        ids.chunks(MAX_IDS_PER_MESSAGE)
+            .map(|chunk| ControlMessage {
+                v: WIRE_VERSION,
+                kind: ControlType::Cancel,
+                job_ids: chunk.to_vec(),
+                by: by.to_owned(),
+                at,
+            })
+            .collect()
+    }
+
+    /// A cancel of no job, stamped now: the API sends one every repeat when no cancel is
+    /// unsettled, so a worker that has just connected knows it has heard them all.
+    pub fn tick(by: &str) -> ControlMessage {
+        ControlMessage {
+            v: WIRE_VERSION,
+            kind: ControlType::Cancel,
+            job_ids: Vec::new(),
+            by: by.to_owned(),
+            at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// Serialises the message for publishing.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Plain fields: serialising cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a control message; a version this build does not read is an error.
+    pub fn from_bytes(body: &[u8]) -> Result<Self, String> {
+        let parsed: ControlMessage =
+            serde_json::from_slice(body).map_err(|e| format!("not a control message: {e}"))?;
+        if parsed.v != WIRE_VERSION {
+            return Err(format!(
+                "control message version {} is not supported (this build reads version {WIRE_VERSION})",
+                parsed.v
+            ));
+        }
+        Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancels_round_trip_in_bounded_messages() {
+        let ids: Vec<JobId> = (0..2500).map(|_| JobId::new()).collect();
+        let messages = ControlMessage::cancels(&ids, "ops");
+        assert_eq!(
+            messages.iter().map(|m| m.job_ids.len()).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        let back = ControlMessage::from_bytes(&messages[2].to_bytes()).expect("parses");
+        assert_eq!(back, messages[2]);
+        assert!(
+            messages[0].to_bytes().len() < 64 * 1024,
+            "well inside a frame"
+        );
+        let text = String::from_utf8(messages[2].to_bytes()).expect("utf-8");
+        assert!(text.contains(r#""type":"cancel""#), "{text}");
+    }
+
+    #[test]
+    fn other_versions_and_nonsense_are_refused_with_a_reason() {
+        let mut m = ControlMessage::cancels(&[JobId::new()], "ops").remove(0);
+        m.v = 2;
+        let why = ControlMessage::from_bytes(&m.to_bytes()).expect_err("v2");
+        assert!(why.contains("version 2"), "{why}");
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"[1]",
+            br#"{"v":1,"type":"explode","job_ids":[],"by":"x","at":"2026-01-01T00:00:00Z"}"#,
+        ] {
+            assert!(ControlMessage::from_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
+}
