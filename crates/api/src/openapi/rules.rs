@@ -80,6 +80,18 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "post",
+        "/jobs/cancel",
+        Access::Admin,
+        &[400, 408, 413, 415, 422, 431, 503],
+    ),
+    op(
+        "post",
+        "/jobs/{id}/cancel",
+        Access::Scope("submit"),
+        &[404, 409, 431, 503],
+    ),
+    op(
+        "post",
         "/jobs/{id}/retry",
         Access::Admin,
         &[404, 409, 431, 503],

@@ -121,6 +121,7 @@ pub struct Cancelled {
     responses(
         (status = 200, description = "The jobs cancelled (maybe none)", body = Cancelled),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within OFFLOAD_HTTP_BODY_TIMEOUT_MS", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No filter, an unknown field, kind, queue or status, or a finished status", body = Problem, content_type = "application/problem+json"),
