@@ -348,12 +348,34 @@ pub async fn publish_tracked(
     properties: BasicProperties,
     deadline: Duration,
 ) -> Confirm {
+    publish_with(
+        channel,
+        exchange,
+        routing_key,
+        body,
+        properties,
+        deadline,
+        true,
+    )
+    .await
+}
+
+/// [`publish_tracked`], `mandatory` or not.
+async fn publish_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    deadline: Duration,
+    mandatory: bool,
+) -> Confirm {
     let started = Instant::now();
     let publish = channel.basic_publish(
         ShortString::from(exchange),
         ShortString::from(routing_key),
         BasicPublishOptions {
-            mandatory: true,
+            mandatory,
             ..Default::default()
         },
         body,
@@ -389,19 +411,7 @@ pub async fn publish_broadcast(
     properties: BasicProperties,
     deadline: Duration,
 ) -> Result<(), BrokerError> {
-    let publish = channel.basic_publish(
-        ShortString::from(exchange),
-        ShortString::from(""),
-        BasicPublishOptions::default(),
-        body,
-        properties,
-    );
-    let confirm = match tokio::time::timeout(deadline, publish).await {
-        Ok(Ok(confirm)) => confirm,
-        Ok(Err(e)) => return Err(BrokerError::Amqp(e, "publish")),
-        Err(_) => return Err(BrokerError::Timeout(deadline, "publish")),
-    };
-    match LateConfirm(confirm).wait(deadline).await {
+    match publish_with(channel, exchange, "", body, properties, deadline, false).await {
         Confirm::Acked => Ok(()),
         Confirm::Refused(e) | Confirm::Unknown { why: e, .. } => Err(e),
     }
