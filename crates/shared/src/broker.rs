@@ -292,10 +292,9 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     deadline: Duration,
 ) -> Result<(), BrokerError> {
-    match publish_tracked(channel, exchange, routing_key, body, properties, deadline).await {
-        Confirm::Acked => Ok(()),
-        Confirm::Refused(e) | Confirm::Unknown { why: e, .. } => Err(e),
-    }
+    publish_tracked(channel, exchange, routing_key, body, properties, deadline)
+        .await
+        .into_result()
 }
 
 /// How a confirmed publish ended.
@@ -411,13 +410,20 @@ pub async fn publish_broadcast(
     properties: BasicProperties,
     deadline: Duration,
 ) -> Result<(), BrokerError> {
-    match publish_with(channel, exchange, "", body, properties, deadline, false).await {
-        Confirm::Acked => Ok(()),
-        Confirm::Refused(e) | Confirm::Unknown { why: e, .. } => Err(e),
-    }
+    publish_with(channel, exchange, "", body, properties, deadline, false)
+        .await
+        .into_result()
 }
 
 impl Confirm {
+    /// `Ok` once acked; a refusal or an unknown outcome is the error it carries.
+    pub fn into_result(self) -> Result<(), BrokerError> {
+        match self {
+            Confirm::Acked => Ok(()),
+            Confirm::Refused(e) | Confirm::Unknown { why: e, .. } => Err(e),
+        }
+    }
+
     /// An unknown outcome's reason replaced by `why` (a timeout stated for the whole publish).
     fn with_why(self, why: BrokerError) -> Self {
         match self {

@@ -47,30 +47,22 @@ pub struct ControlMessage {
 }
 
 impl ControlMessage {
-    /// Cancel messages for `ids`, [`MAX_IDS_PER_MESSAGE`] ids each, stamped now.
+    /// Cancel messages for `ids`, [`MAX_IDS_PER_MESSAGE`] ids each, stamped now; one message
+    /// of no ids when `ids` is empty (the API's repeat with nothing unsettled, which tells a
+    /// worker that has just connected that it has heard every cancel).
     pub fn cancels(ids: &[JobId], by: &str) -> Vec<ControlMessage> {
         let at = OffsetDateTime::now_utc();
-        ids.chunks(MAX_IDS_PER_MESSAGE)
-            .map(|chunk| ControlMessage {
-                v: WIRE_VERSION,
-                kind: ControlType::Cancel,
-                job_ids: chunk.to_vec(),
-                by: by.to_owned(),
-                at,
-            })
-            .collect()
-    }
-
-    /// A cancel of no job, stamped now: the API sends one every repeat when no cancel is
-    /// unsettled, so a worker that has just connected knows it has heard them all.
-    pub fn tick(by: &str) -> ControlMessage {
-        ControlMessage {
+        let message = |chunk: &[JobId]| ControlMessage {
             v: WIRE_VERSION,
             kind: ControlType::Cancel,
-            job_ids: Vec::new(),
+            job_ids: chunk.to_vec(),
             by: by.to_owned(),
-            at: OffsetDateTime::now_utc(),
+            at,
+        };
+        if ids.is_empty() {
+            return vec![message(&[])];
         }
+        ids.chunks(MAX_IDS_PER_MESSAGE).map(message).collect()
     }
 
     /// Serialises the message for publishing.
@@ -113,6 +105,9 @@ mod tests {
         );
         let text = String::from_utf8(messages[2].to_bytes()).expect("utf-8");
         assert!(text.contains(r#""type":"cancel""#), "{text}");
+        let none = ControlMessage::cancels(&[], "ops");
+        assert_eq!(none.len(), 1);
+        assert!(none[0].job_ids.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::{
     routes::jobs::{find_owned, job_response, read_body},
     state::AppState,
     store::{CancelFilter, JobRecord},
-    submit::json_error,
+    submit::{BodyFormat, json_error},
 };
 
 /// Most jobs one bulk cancel cancels; `more` in its answer says to send it again.
@@ -63,9 +63,10 @@ pub async fn cancel_job(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let owner = caller.visible_owner();
-    let job = find_owned(&state, &raw, owner).await?;
+    // A string that is not a UUID names no job: 404, like any unknown id.
+    let id: JobId = raw.parse().map_err(|_| ApiError::NotFound(raw.clone()))?;
     let filter = CancelFilter {
-        id: Some(job.id),
+        id: Some(id),
         owner: owner.map(str::to_owned),
         limit: 1,
         ..CancelFilter::default()
@@ -74,16 +75,16 @@ pub async fn cancel_job(
         .store
         .cancel(&filter, &caller.name, OffsetDateTime::now_utc())
         .await?;
+    // Read once, after: unknown (404), finished (409), or the cancelled job.
+    let job = find_owned(&state, &raw, owner).await?;
     if cancelled.is_empty() {
-        let now = find_owned(&state, &raw, owner).await?;
         return Err(ApiError::Conflict(format!(
             "job {} is {}; only a job that has not finished can be cancelled",
-            now.id, now.status
+            job.id, job.status
         )));
     }
     tracing::info!(by = %caller.name, "job cancelled");
     tell_workers(&state, &cancelled, &caller.name).await;
-    let job = find_owned(&state, &raw, owner).await?;
     Ok(job_response(&headers, &job, StatusCode::OK))
 }
 
@@ -133,22 +134,11 @@ pub async fn cancel_jobs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let sent = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = sent
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence != "application/json" && !essence.ends_with("+json") {
-        return Err(ApiError::UnsupportedMediaType(
-            sent.chars().take(100).collect(),
-            "application/json",
-        ));
-    }
+    BodyFormat::json_only(
+        headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
     let bytes = read_body(&headers, body, &state.settings).await?;
     let request: CancelRequest = serde_json::from_slice(&bytes).map_err(json_error)?;
     let (kinds, status) = filter_of(&state, request)?;
@@ -248,11 +238,7 @@ async fn tell_workers(state: &AppState, ids: &[JobId], by: &str) {
 async fn broadcast(state: &AppState, ids: &[JobId], by: &str) -> Result<(), BrokerError> {
     let publisher = state.publisher()?;
     for message in ControlMessage::cancels(ids, by) {
-        match publisher.broadcast(&message).await {
-            // No worker is connected: none runs the job now, and the repeat reaches the next.
-            Ok(()) | Err(BrokerError::Returned(_)) => {}
-            Err(e) => return Err(e),
-        }
+        publisher.broadcast(&message).await?;
     }
     Ok(())
 }
@@ -272,17 +258,9 @@ pub async fn run_repeater(state: AppState) {
         }
         let since = OffsetDateTime::now_utc() - REPEAT_FOR;
         match state.store.unsettled_cancels(since, MAX_BULK_CANCEL).await {
-            Ok(ids) if ids.is_empty() => {
-                if let Ok(publisher) = state.publisher() {
-                    let tick = ControlMessage::tick("offload-api (repeated)");
-                    let _ = publisher.broadcast(&tick).await;
-                }
-            }
+            // With none unsettled, one message of no ids: a worker that has just connected
+            // waits for it.
             Ok(ids) => {
-                tracing::debug!(
-                    jobs = ids.len(),
-                    "repeating unsettled cancels to the workers"
-                );
                 if let Err(e) = broadcast(&state, &ids, "offload-api (repeated)").await {
                     tracing::debug!(error = %e, "could not repeat cancels");
                 }
