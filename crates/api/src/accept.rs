@@ -273,18 +273,26 @@ async fn await_late_confirm(
 /// Most pending jobs one reconciler pass republishes.
 const RECONCILE_BATCH: u32 = 100;
 
-/// Republishes, under their own ids, the unresolved jobs that nothing resolved by their
-/// `resolve_at` (no confirm came, no event arrived, or the API that recorded them died before
-/// publishing). Each pass claims its rows for one more resolve period, so replicas sharing a
-/// store never republish the same row at once. Runs until the server has stopped.
+/// Longest the reconciler sleeps between looks (an unconfirmed publish's deadline, or a job
+/// another replica scheduled, is found within it).
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Publishes the jobs whose `resolve_at` has come: scheduled jobs at their time, and, under
+/// their own ids, the unresolved jobs that nothing resolved by their deadline (no confirm came,
+/// no event arrived, or the API that recorded them died before publishing). Each pass claims
+/// its rows for one more resolve period, so replicas sharing a store never publish the same
+/// row at once. Sleeps until the earliest `resolve_at` (at most [`RECONCILE_EVERY`]), or until
+/// a submit schedules a job ([`AppState::reconcile_soon`]). Runs until the server has stopped.
 pub async fn run_reconciler(state: AppState) {
-    let every = std::time::Duration::from_secs(1);
+    let mut wait = RECONCILE_EVERY;
     loop {
         tokio::select! {
             () = state.stopping.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
+            () = state.reconcile_soon.notified() => {}
         }
-        // While the broker is away or blocking, a republish would only time out again.
+        wait = RECONCILE_EVERY;
+        // While the broker is away or blocking, a publish would only time out again.
         let Ok(publisher) = state.publisher() else {
             continue;
         };
@@ -301,33 +309,72 @@ pub async fn run_reconciler(state: AppState) {
                 continue;
             }
         };
-        if claimed.is_empty() {
-            continue;
+        let full = claimed.len() >= RECONCILE_BATCH as usize;
+        if !claimed.is_empty() {
+            publish_due(&state, &publisher, claimed, now + lease).await;
         }
-        let envelopes: Vec<JobEnvelope> = claimed
-            .into_iter()
-            .map(|u| JobEnvelope {
-                v: WIRE_VERSION,
-                id: u.job.id,
-                kind: u.job.kind,
-                payload: u.payload,
-                attempt: u.job.attempt,
-                max_attempts: u.job.max_attempts,
-                timeout_ms: u.job.timeout_ms,
-                submitted_at: u.job.submitted_at,
-                files: u.files.iter().map(StoredFile::to_envelope).collect(),
-            })
-            .collect();
+        wait = if full {
+            std::time::Duration::ZERO
+        } else {
+            until_next(&state).await
+        };
+    }
+}
+
+/// How long until the earliest `resolve_at`, at most [`RECONCILE_EVERY`].
+async fn until_next(state: &AppState) -> std::time::Duration {
+    match state.store.next_resolve_at().await {
+        Ok(Some(next)) => std::time::Duration::try_from(next - OffsetDateTime::now_utc())
+            .unwrap_or_default()
+            .min(RECONCILE_EVERY),
+        Ok(None) | Err(_) => RECONCILE_EVERY,
+    }
+}
+
+/// Publishes claimed rows: scheduled jobs whose time came, and unresolved ones again.
+async fn publish_due(
+    state: &AppState,
+    publisher: &JobPublisher,
+    claimed: Vec<crate::store::Unresolved>,
+    resolve_at: OffsetDateTime,
+) {
+    let scheduled = claimed
+        .iter()
+        .filter(|u| u.job.status == offload_shared::JobStatus::Scheduled)
+        .count();
+    let envelopes: Vec<JobEnvelope> = claimed
+        .into_iter()
+        .map(|u| JobEnvelope {
+            v: WIRE_VERSION,
+            id: u.job.id,
+            kind: u.job.kind,
+            payload: u.payload,
+            attempt: u.job.attempt,
+            max_attempts: u.job.max_attempts,
+            timeout_ms: u.job.timeout_ms,
+            submitted_at: u.job.submitted_at,
+            files: u.files.iter().map(StoredFile::to_envelope).collect(),
+        })
+        .collect();
+    let again = envelopes.len() - scheduled;
+    if scheduled > 0 {
+        tracing::debug!(
+            jobs = scheduled,
+            "publishing scheduled jobs whose time came"
+        );
+        state.metrics.released(scheduled);
+    }
+    if again > 0 {
         tracing::info!(
-            jobs = envelopes.len(),
+            jobs = again,
             "republishing jobs whose first publish was never confirmed"
         );
-        state.metrics.republished(envelopes.len());
-        let how = Settling {
-            resolve_at: now + lease,
-            on_refused: OnRefused::Keep,
-            record: Record::Later,
-        };
-        publish_and_settle(&state, &publisher, &envelopes, None, how).await;
+        state.metrics.republished(again);
     }
+    let how = Settling {
+        resolve_at,
+        on_refused: OnRefused::Keep,
+        record: Record::Later,
+    };
+    publish_and_settle(state, publisher, &envelopes, None, how).await;
 }

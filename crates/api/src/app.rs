@@ -183,6 +183,7 @@ impl Application {
             metrics,
             limiter: Arc::default(),
             key_cache: Arc::default(),
+            reconcile_soon: Arc::default(),
         };
 
         let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));

@@ -80,6 +80,8 @@ pub struct ApiMetrics {
     events_parked: Counter,
     publish_unknown: Counter,
     republished: Counter,
+    scheduled: Family<KindLabel, Counter>,
+    released: Counter,
     retention_jobs: Counter,
     retention_keys: Counter,
     announcements_refused: Counter,
@@ -176,6 +178,18 @@ impl Default for ApiMetrics {
             "Unresolved jobs republished under their id because their first publish was never confirmed",
             republished.clone(),
         );
+        let scheduled = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "jobs_scheduled",
+            "Jobs accepted to run later (run_at, delay_s), by kind; counted again in jobs_submitted when published",
+            scheduled.clone(),
+        );
+        let released = Counter::default();
+        registry.register(
+            "scheduled_jobs_published",
+            "Scheduled jobs published because their time came",
+            released.clone(),
+        );
         let retention_jobs = Counter::default();
         registry.register(
             "retention_deleted_jobs",
@@ -219,6 +233,8 @@ impl Default for ApiMetrics {
             events_parked,
             publish_unknown,
             republished,
+            scheduled,
+            released,
             submitted,
             finished,
             retries,
@@ -269,6 +285,21 @@ impl ApiMetrics {
     /// A publish's confirm did not arrive in time.
     pub fn publish_unknown(&self) {
         self.publish_unknown.inc();
+    }
+
+    /// A job of `kind` was accepted to run later.
+    pub fn scheduled(&self, kind: &JobKind) {
+        self.scheduled
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// `jobs` scheduled jobs were published, their time having come.
+    pub fn released(&self, jobs: usize) {
+        self.released
+            .inc_by(u64::try_from(jobs).unwrap_or(u64::MAX));
     }
 
     /// `jobs` unresolved jobs were republished.

@@ -42,6 +42,9 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// The API keys looked up in the last second.
     pub key_cache: Arc<crate::auth::cache::KeyCache>,
+    /// Wakes the reconciler ([`crate::accept::run_reconciler`]) early: a job was scheduled that
+    /// may be due before its next look.
+    pub reconcile_soon: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 use offload_shared::{
     JobKind,
@@ -45,6 +46,70 @@ pub use offload_shared::kinds::MAX_ATTEMPTS_LIMIT;
 /// Attempts when the request names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
+/// Furthest ahead a job may be asked to run (`run_at`, `delay_s`): 366 days.
+pub const MAX_DELAY_S: u64 = 366 * 24 * 3600;
+
+/// When a job submitted to run later is to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Later {
+    /// At this time (`run_at`).
+    At(OffsetDateTime),
+    /// This many seconds after it was submitted (`delay_s`).
+    After(u64),
+}
+
+impl Later {
+    /// The time it names for a job submitted at `now`, in UTC to the microsecond (as the store
+    /// keeps it, so the answer shows what a later read shows).
+    pub fn time(self, now: OffsetDateTime) -> OffsetDateTime {
+        let t = match self {
+            Later::At(t) => t,
+            Later::After(s) => now.saturating_add(time::Duration::seconds(
+                i64::try_from(s).unwrap_or(i64::MAX),
+            )),
+        };
+        let t = t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t);
+        t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+            .unwrap_or(t)
+    }
+
+    /// Reads the request's `run_at` and `delay_s`: at most one of them, `run_at` RFC 3339, and
+    /// neither more than [`MAX_DELAY_S`] ahead of `now`. A `run_at` already past runs at once.
+    fn parse(
+        run_at: Option<&str>,
+        delay_s: Option<u64>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Self>, ApiError> {
+        let later = match (run_at, delay_s) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Invalid(
+                    "run_at and delay_s both set: give one of them".into(),
+                ));
+            }
+            (Some(text), None) => Later::At(
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        ApiError::Invalid(format!(
+                            "run_at {:?} is not an RFC 3339 time such as 2026-12-03T18:00:00Z: {e}",
+                            text.chars().take(64).collect::<String>()
+                        ))
+                    })?,
+            ),
+            (None, Some(s)) => Later::After(s),
+        };
+        let ahead = later.time(now) - now;
+        if ahead > time::Duration::seconds(MAX_DELAY_S as i64) {
+            return Err(ApiError::Invalid(format!(
+                "the job would run {} days from now; at most {} days ahead are accepted",
+                ahead.whole_days(),
+                MAX_DELAY_S / 86_400
+            )));
+        }
+        Ok(Some(later))
+    }
+}
+
 /// A checked job request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
@@ -58,6 +123,8 @@ pub struct NewJob {
     pub timeout_s: Option<u64>,
     /// Input files (a multipart submit's file parts), in the order sent.
     pub files: Vec<StoredFile>,
+    /// When to run it, if not at once.
+    pub later: Option<Later>,
 }
 
 /// The body of `POST /jobs`.
@@ -77,6 +144,15 @@ pub struct JsonRequest {
     /// Run-time limit of one attempt in seconds (default OFFLOAD_JOB_TIMEOUT_S).
     #[serde(default, deserialize_with = "whole_number")]
     timeout_s: Option<u64>,
+    /// When to run it (RFC 3339, e.g. `2026-12-03T18:00:00Z`): the job is `scheduled` until
+    /// then, kept in the store (not the broker), and published when it is due. At most 366
+    /// days ahead; a time already past runs at once. Not with `delay_s`.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    run_at: Option<String>,
+    /// Seconds from now to run it, up to 366 days: like `run_at`. Not with `run_at`.
+    #[serde(default, deserialize_with = "whole_number")]
+    delay_s: Option<u64>,
 }
 
 /// A whole number, written as JSON Schema's `integer` allows: `5` or `5.0` (a number whose
@@ -180,6 +256,13 @@ impl NewJob {
             "max_attempts": self.max_attempts,
             "timeout_s": self.timeout_s,
         });
+        // Only when set, so a job to run at once keeps the fingerprint it always had. As asked:
+        // the same `delay_s` repeated later is the same request.
+        match self.later {
+            None => {}
+            Some(Later::At(t)) => canonical["run_at"] = json!(t.unix_timestamp_nanos().to_string()),
+            Some(Later::After(s)) => canonical["delay_s"] = json!(s),
+        }
         // Only when there are files, so a job without them keeps the fingerprint it always had.
         if !self.files.is_empty() {
             canonical["files"] = self
@@ -271,6 +354,11 @@ impl NewJob {
         max_timeout_s: u64,
     ) -> Result<Self, ApiError> {
         let known = kinds.get(&request.kind)?;
+        let later = Later::parse(
+            request.run_at.as_deref(),
+            request.delay_s,
+            OffsetDateTime::now_utc(),
+        )?;
         let kind = known.spec.name.clone();
         let payload = request
             .payload
@@ -311,6 +399,7 @@ impl NewJob {
                 .timeout_s
                 .or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
             files,
+            later,
         })
     }
 }
@@ -337,6 +426,8 @@ fn json_request(fields: form::FormFields) -> JsonRequest {
         payload: fields.payload,
         max_attempts: fields.max_attempts,
         timeout_s: fields.timeout_s,
+        run_at: fields.run_at,
+        delay_s: fields.delay_s,
     }
 }
 
@@ -366,6 +457,41 @@ mod tests {
         assert_eq!(job.max_attempts, DEFAULT_MAX_ATTEMPTS);
         let job = json_status(r#"{"kind":"noop"}"#).expect("payload optional");
         assert_eq!(job.payload, json!({}));
+    }
+
+    #[test]
+    fn run_at_and_delay_s_name_a_time_within_a_year_in_utc_to_the_microsecond() {
+        let now = time::macros::datetime!(2026-12-03 12:00:00.123_456_789 UTC);
+        let parse =
+            |run_at, delay_s| Later::parse(run_at, delay_s, now).map(|l| l.map(|l| l.time(now)));
+        assert_eq!(parse(None, None).ok(), Some(None));
+        assert_eq!(
+            parse(None, Some(60)).ok().flatten(),
+            Some(time::macros::datetime!(2026-12-03 12:01:00.123_456 UTC))
+        );
+        let at = parse(Some("2026-12-03T17:30:00.5+05:30"), None)
+            .ok()
+            .flatten()
+            .expect("a time");
+        assert_eq!(at, time::macros::datetime!(2026-12-03 12:00:00.5 UTC));
+        assert_eq!(at.offset(), time::UtcOffset::UTC);
+        // A time already past is kept: the job runs at once.
+        assert!(parse(Some("2000-01-01T00:00:00Z"), None).is_ok());
+        for (run_at, delay_s, why) in [
+            (Some("2027-01-01T00:00:00Z"), Some(1), "both given"),
+            (Some("tomorrow"), None, "not RFC 3339"),
+            (Some("2026-12-03 12:00:00"), None, "no offset"),
+            (Some("2028-01-01T00:00:00Z"), None, "over a year ahead"),
+            (None, Some(MAX_DELAY_S + 1), "delay over a year"),
+            (None, Some(u64::MAX), "delay past any time"),
+            (Some("9999-12-31T23:59:59-23:59"), None, "past the last UTC time"),
+        ] {
+            assert!(
+                matches!(parse(run_at, delay_s), Err(ApiError::Invalid(_))),
+                "{why}"
+            );
+        }
+        assert!(parse(None, Some(MAX_DELAY_S)).is_ok());
     }
 
     #[test]

@@ -89,13 +89,18 @@ pub async fn submit(
         Err(ApiError::UnknownKind(_)) if state.kinds.reload(&state.store).await => parse().await?,
         parsed => parsed?,
     };
+    let submitted_at = OffsetDateTime::now_utc();
+    let run_at = new.later.map(|later| later.time(submitted_at));
     // Checked before anything is written: while the broker is away or the kind's queue is
-    // full, answer 503 at once.
-    let publisher = state.admit([&new.kind])?;
+    // full, answer 503 at once. A job to run later only needs the store now.
+    let publisher = if run_at.is_some_and(|t| t > submitted_at) {
+        None
+    } else {
+        Some(state.admit([&new.kind])?)
+    };
 
     let id = JobId::new();
     tracing::Span::current().record("job_id", tracing::field::display(id));
-    let submitted_at = OffsetDateTime::now_utc();
     let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
     let record = JobRecord::queued(
         id,
@@ -104,7 +109,8 @@ pub async fn submit(
         timeout_ms,
         submitted_at,
     )
-    .owned_by(caller.key_id.clone());
+    .owned_by(caller.key_id.clone())
+    .run_at(run_at, submitted_at);
     let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
     // One copy for the store; the envelope takes the request's.
@@ -138,8 +144,12 @@ pub async fn submit(
     };
 
     // Recorded (unresolved) before publishing, so the worker's first event always finds its
-    // row and a job the broker may hold is never missing from the store.
-    let resolve_at = submitted_at + state.settings.resolve_after();
+    // row and a job the broker may hold is never missing from the store. A scheduled job is
+    // due at its time: the reconciler publishes it then.
+    let resolve_at = match publisher {
+        Some(_) => submitted_at + state.settings.resolve_after(),
+        None => run_at.unwrap_or(submitted_at),
+    };
     let written = state
         .writer
         .write(Write::Insert {
@@ -168,6 +178,15 @@ pub async fn submit(
         ));
     }
 
+    let Some(publisher) = publisher else {
+        state.metrics.scheduled(&record.kind);
+        state.reconcile_soon.notify_one();
+        tracing::debug!(kind = %record.kind, "job scheduled");
+        return Ok(with_quota(
+            job_response(&headers, &record, StatusCode::ACCEPTED),
+            &quota,
+        ));
+    };
     // A refusal is a 503 with nothing enqueued (the client may retry, with its key); an unknown
     // outcome a 503 naming the job, which stays pending until resolved.
     let how = Settling {
@@ -196,12 +215,15 @@ fn record_for(keyed: bool) -> Record {
     if keyed { Record::Now } else { Record::Later }
 }
 
-/// The job a repeated `Idempotency-Key` names, once its publish is resolved; while it is
-/// unresolved the repeat is a 409 with `Retry-After`, never an id that might not run.
+/// The job a repeated `Idempotency-Key` names, once its publish is resolved (or it is
+/// scheduled: recorded, and published at its time); while it is unresolved the repeat is a 409
+/// with `Retry-After`, never an id that might not run.
 async fn resolved(state: &AppState, job_id: JobId) -> Result<JobRecord, ApiError> {
     match state.store.get(job_id).await? {
         Some(job)
-            if job.status != JobStatus::Pending && !state.store.unresolved(job_id).await? =>
+            if job.status == JobStatus::Scheduled
+                || (job.status != JobStatus::Pending
+                    && !state.store.unresolved(job_id).await?) =>
         {
             Ok(job)
         }
@@ -263,9 +285,26 @@ pub async fn submit_batch(
     };
     tracing::Span::current().record("jobs", batch.len());
     let quota = caller.charge(&state, u32::try_from(batch.len()).unwrap_or(u32::MAX))?;
-    let publisher = state.admit(batch.iter().map(|j| &j.kind))?;
-
     let submitted_at = OffsetDateTime::now_utc();
+    let run_at: Vec<Option<OffsetDateTime>> = batch
+        .iter()
+        .map(|j| j.later.map(|later| later.time(submitted_at)))
+        .collect();
+    let later = |i: usize| run_at[i].is_some_and(|t| t > submitted_at);
+    // Only the jobs to run now need the broker now.
+    let publisher = if (0..batch.len()).all(later) {
+        None
+    } else {
+        Some(
+            state.admit(
+                batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !later(*i))
+                    .map(|(_, j)| &j.kind),
+            )?,
+        )
+    };
     let resolve_at = submitted_at + state.settings.resolve_after();
     let mut records = Vec::with_capacity(batch.len());
     let mut envelopes = Vec::with_capacity(batch.len());
@@ -281,7 +320,8 @@ pub async fn submit_batch(
             timeout_ms,
             submitted_at,
         )
-        .owned_by(caller.key_id.clone());
+        .owned_by(caller.key_id.clone())
+        .run_at(run_at[i], submitted_at);
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key
             .as_ref()
@@ -291,7 +331,12 @@ pub async fn submit_batch(
             job: record.clone(),
             payload: new.payload.clone(),
             key,
-            resolve_at: Some(resolve_at),
+            // A scheduled job is due at its time.
+            resolve_at: Some(if later(i) {
+                run_at[i].unwrap_or(resolve_at)
+            } else {
+                resolve_at
+            }),
             inputs: Vec::new(),
         });
         envelopes.push(JobEnvelope {
@@ -336,18 +381,30 @@ pub async fn submit_batch(
         )));
     }
 
-    let to_publish: Vec<JobEnvelope> = fresh.iter().map(|&i| envelopes[i].clone()).collect();
+    // Scheduled jobs are published by the reconciler at their time.
+    let (now, scheduled): (Vec<usize>, Vec<usize>) = fresh.iter().partition(|&&i| !later(i));
+    for &i in &scheduled {
+        state.metrics.scheduled(&records[i].kind);
+    }
+    if !scheduled.is_empty() {
+        state.reconcile_soon.notify_one();
+    }
+    let to_publish: Vec<JobEnvelope> = now.iter().map(|&i| envelopes[i].clone()).collect();
     let how = Settling {
         resolve_at,
         on_refused: OnRefused::Forget,
         record: record_for(key.is_some()),
     };
-    let fates =
-        publish_and_settle(&state, &publisher, &to_publish, request_id(&headers), how).await;
+    let fates = match &publisher {
+        Some(publisher) if !to_publish.is_empty() => {
+            publish_and_settle(&state, publisher, &to_publish, request_id(&headers), how).await
+        }
+        _ => Vec::new(),
+    };
     let mut not_accepted = Vec::new();
     let mut unresolved = Vec::new();
     let mut failure = None;
-    for (&i, fate) in fresh.iter().zip(fates) {
+    for (&i, fate) in now.iter().zip(fates) {
         match fate {
             Fate::Accepted => {}
             Fate::Refused(e) => {

@@ -66,6 +66,7 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
                 .collect(),
         },
         owner: D::get_text(row, "owner")?,
+        run_at: D::get_time(row, "run_at")?,
         inputs: Vec::new(),
     })
 }
@@ -89,6 +90,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         runs,
         artifacts,
         owner: _,
+        run_at,
         inputs: _,
     } = job::<D>(row)?;
     Ok(JobSummary {
@@ -106,6 +108,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         error: error.map(shorten),
         runs,
         artifacts,
+        run_at,
     })
 }
 

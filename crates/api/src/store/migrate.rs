@@ -211,8 +211,14 @@ pub(crate) const SQLITE: &[Step] = &[
     Step {
         version: 9,
         description: "cancel",
-        sql: include_str!("../../migrations/sqlite/0010_cancel.sql"),
+        sql: include_str!("../../migrations/sqlite/0009_cancel.sql"),
         adds: &[("jobs", "cancel_settled_at")],
+    },
+    Step {
+        version: 10,
+        description: "run at",
+        sql: include_str!("../../migrations/sqlite/0010_run_at.sql"),
+        adds: &[("jobs", "run_at")],
     },
 ];
 
@@ -263,8 +269,14 @@ pub(crate) const POSTGRES: &[Step] = &[
     Step {
         version: 8,
         description: "cancel",
-        sql: include_str!("../../migrations/postgres/0009_cancel.sql"),
+        sql: include_str!("../../migrations/postgres/0008_cancel.sql"),
         adds: &[("jobs", "cancel_settled_at")],
+    },
+    Step {
+        version: 9,
+        description: "run at",
+        sql: include_str!("../../migrations/postgres/0009_run_at.sql"),
+        adds: &[("jobs", "run_at")],
     },
 ];
 

@@ -115,6 +115,12 @@ impl Store {
         on_backend!(self, db => db.unresolved(id).await)
     }
 
+    /// The earliest `resolve_at` of any job: when the reconciler next has something to do (a
+    /// scheduled job's time, or an unconfirmed publish's deadline). `None` when nothing waits.
+    pub async fn next_resolve_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        on_backend!(self, db => db.next_resolve_at().await)
+    }
+
     /// Cheap check that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(self, db => db.ping().await)
@@ -361,6 +367,15 @@ pub struct JobRecord {
     #[serde(skip)]
     #[schema(ignore)]
     pub owner: Option<String>,
+    /// When it was asked to run (`run_at` or `delay_s` on submit): a `scheduled` job is
+    /// published then. Absent for a job that ran at once.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub run_at: Option<OffsetDateTime>,
     /// The files uploaded with it (a multipart submit), without their bytes.
     pub inputs: Vec<InputMeta>,
 }
@@ -390,6 +405,7 @@ impl JobRecord {
             runs: 0,
             artifacts: Vec::new(),
             owner: None,
+            run_at: None,
             inputs: Vec::new(),
         }
     }
@@ -397,6 +413,15 @@ impl JobRecord {
     /// The same job, submitted by the key `owner`.
     pub fn owned_by(mut self, owner: Option<String>) -> Self {
         self.owner = owner;
+        self
+    }
+
+    /// The same job, to run at `run_at`: `scheduled` until then if that is still to come.
+    pub fn run_at(mut self, run_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Self {
+        self.run_at = run_at;
+        if run_at.is_some_and(|t| t > now) {
+            self.status = JobStatus::Scheduled;
+        }
         self
     }
 }
@@ -445,6 +470,15 @@ pub struct JobSummary {
     pub runs: u32,
     /// Files it returned beside its result, on success.
     pub artifacts: Vec<ArtifactLink>,
+    /// When it was asked to run (`run_at` or `delay_s` on submit): a `scheduled` job is
+    /// published then. Absent for a job that ran at once.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub run_at: Option<OffsetDateTime>,
 }
 
 /// A pending job whose publish is still unresolved, with what republishing it needs.

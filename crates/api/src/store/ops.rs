@@ -110,6 +110,16 @@ impl<D: Dialect> Db<D> {
         Ok(row.is_some())
     }
 
+    /// See [`super::Store::next_resolve_at`].
+    pub(super) async fn next_resolve_at(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = D::fetch_optional(&mut conn, Stmt::new(sql::NEXT_RESOLVE_AT)).await?;
+        match row {
+            Some(row) => D::get_time(&row, "next"),
+            None => Ok(None),
+        }
+    }
+
     /// Cheap check that the database answers.
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -459,7 +469,8 @@ async fn apply_one<D: Dialect>(
                 return Ok(Written::Nothing);
             }
             let step = JobStatus::Queued.progress(1) - JobStatus::Pending.progress(1);
-            let stmt = Stmt::new(D::CONFIRM).int(step).ids(ids);
+            let from_scheduled = JobStatus::Queued.progress(1) - JobStatus::Scheduled.progress(1);
+            let stmt = Stmt::new(D::CONFIRM).int(step).ids(ids).int(from_scheduled);
             if D::execute(tx, stmt).await? == 0 {
                 return Ok(Written::Nothing);
             }

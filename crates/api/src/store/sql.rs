@@ -6,7 +6,7 @@
 macro_rules! job_columns {
     () => {
         "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
-         finished_at, result, error, runs, owner, artifacts"
+         finished_at, result, error, runs, owner, artifacts, run_at"
     };
 }
 
@@ -26,6 +26,7 @@ pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = 
 pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
      submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, artifacts, \
+     run_at, \
      CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs
@@ -153,13 +154,17 @@ macro_rules! cancel_sql {
 }
 
 /// [`super::Write::Confirmed`]: `$1` the progress step from pending to queued, `$2` the ids
-/// (matched by `$ids`, e.g. `IN (…)`). An unconfirmed job (`resolve_at` set) is resolved: a
-/// `queued` one keeps its status, a `pending` one becomes `queued`.
+/// (matched by `$ids`, e.g. `IN (…)`), `$3` the step from scheduled to queued. An unconfirmed
+/// job (`resolve_at` set) is resolved: a `queued` one keeps its status, a `pending` or a
+/// `scheduled` one (published when its time came) becomes `queued`.
 macro_rules! confirm_sql {
     ($ids:literal) => {
         concat!(
-            "UPDATE jobs SET status = CASE WHEN status = 'pending' THEN 'queued' ELSE status END,
-                 progress = CASE WHEN status = 'pending' THEN progress + $1 ELSE progress END,
+            "UPDATE jobs SET
+                 status = CASE WHEN status IN ('pending', 'scheduled') THEN 'queued' ELSE status END,
+                 progress = CASE WHEN status = 'pending' THEN progress + $1
+                                 WHEN status = 'scheduled' THEN progress + $3
+                                 ELSE progress END,
                  resolve_at = NULL
              WHERE resolve_at IS NOT NULL AND id ",
             $ids
@@ -178,6 +183,10 @@ macro_rules! unconfirm_sql {
         )
     };
 }
+
+/// The earliest `resolve_at` (read from the partial index `jobs_unresolved`).
+pub(super) const NEXT_RESOLVE_AT: &str =
+    "SELECT MIN(resolve_at) AS next FROM jobs WHERE resolve_at IS NOT NULL";
 
 /// Whether job `$1` is unresolved (its publish not confirmed yet).
 pub(super) const UNRESOLVED: &str =

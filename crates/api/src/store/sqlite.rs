@@ -205,10 +205,10 @@ async fn insert_jobs(
             .find(|&n| n <= rows.len())
             .unwrap_or(1);
         let (chunk, rest) = rows.split_at(size);
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, \
-             submitted_at, payload, resolve_at, owner)
+             submitted_at, payload, resolve_at, owner, run_at)
              VALUES {values}"
         ));
         let mut query = sqlx::query(sql);
@@ -230,7 +230,8 @@ async fn insert_jobs(
                 .bind(micros(job.submitted_at))
                 .bind(payload.to_string())
                 .bind(resolve_at.map(micros))
-                .bind(job.owner.as_deref());
+                .bind(job.owner.as_deref())
+                .bind(job.run_at.map(micros));
         }
         query.execute(&mut *conn).await?;
         rows = rest;

@@ -38,6 +38,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_scheduled_job_waits_for_its_time_then_is_claimed_once_and_confirmed_queued,
     events_only_move_jobs_forward_and_count_runs,
     unknown_ids_and_deleted_jobs_are_absent,
     an_idempotency_key_belongs_to_its_first_job_until_that_job_is_deleted,
@@ -607,6 +608,93 @@ fn insert_pending(id: JobId, resolve_at: OffsetDateTime, payload: Value) -> Writ
         resolve_at: Some(resolve_at),
         inputs: Vec::new(),
     }
+}
+
+async fn a_scheduled_job_waits_for_its_time_then_is_claimed_once_and_confirmed_queued(
+    store: Store,
+) {
+    let t0 = datetime!(2031-05-06 07:08:09.5 UTC);
+    let run_at = t0 + time::Duration::seconds(30);
+    let (id, other) = (JobId::new(), JobId::new());
+    let scheduled = |id| Write::Insert {
+        job: JobRecord {
+            submitted_at: t0,
+            ..queued(id)
+        }
+        .run_at(Some(run_at), t0),
+        payload: json!({"n": 1}),
+        key: None,
+        resolve_at: Some(run_at),
+        inputs: Vec::new(),
+    };
+    store
+        .apply(&[scheduled(id), scheduled(other)])
+        .await
+        .expect("insert");
+    let job = store.get(id).await.expect("get").expect("stored");
+    assert_eq!(job.status, JobStatus::Scheduled);
+    assert_eq!(job.run_at, Some(run_at));
+    let listed = store
+        .list(&JobFilter {
+            status: Some(JobStatus::Scheduled),
+            kind: None,
+            before: None,
+            limit: 10,
+            owner: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|j| j.run_at == Some(run_at)));
+    assert_eq!(store.next_resolve_at().await.expect("next"), Some(run_at));
+    let lease = Duration::from_secs(10);
+    let early = run_at - time::Duration::milliseconds(1);
+    assert!(
+        store
+            .claim_unresolved(early, lease, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not before its time"
+    );
+    let claimed = store
+        .claim_unresolved(run_at, lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(ids_of(&claimed).len(), 2);
+    assert_eq!(claimed[0].payload, json!({"n": 1}));
+    assert!(
+        store
+            .claim_unresolved(run_at, lease, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a claimed job is not claimed again within its lease"
+    );
+    // Its publish confirmed, it is queued like any job; an early event settles the other.
+    store
+        .apply(&[
+            Write::Confirmed(vec![id]),
+            Write::Event(event(other, 1, JobStatus::Running, run_at)),
+            Write::Confirmed(vec![other]),
+        ])
+        .await
+        .expect("confirm");
+    let job = store.get(id).await.expect("get").expect("stored");
+    assert_eq!(job.status, JobStatus::Queued);
+    assert!(!store.unresolved(id).await.expect("unresolved"));
+    assert_eq!(
+        store.get(other).await.expect("get").expect("stored").status,
+        JobStatus::Running
+    );
+    // A late queued-level event changes nothing; running moves it on as for any job.
+    store
+        .apply(&[Write::Event(event(id, 1, JobStatus::Running, run_at))])
+        .await
+        .expect("event");
+    let job = store.get(id).await.expect("get").expect("stored");
+    assert_eq!((job.status, job.runs), (JobStatus::Running, 1));
+    assert_eq!(store.next_resolve_at().await.expect("next"), None);
 }
 
 fn ids_of(claimed: &[Unresolved]) -> Vec<JobId> {

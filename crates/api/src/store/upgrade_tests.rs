@@ -127,6 +127,7 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         runs: 0,
         artifacts: Vec::new(),
         owner: None,
+        run_at: None,
         inputs: Vec::new(),
     };
     let started = |mut job: JobRecord, runs: u32| {

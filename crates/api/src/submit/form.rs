@@ -16,6 +16,10 @@ pub struct FormFields {
     pub max_attempts: Option<u32>,
     /// Run-time limit in seconds.
     pub timeout_s: Option<u64>,
+    /// When to run it (RFC 3339 text, checked later).
+    pub run_at: Option<String>,
+    /// Seconds from now to run it.
+    pub delay_s: Option<u64>,
 }
 
 /// Why a form does not decode.
@@ -49,13 +53,15 @@ fn loose_value(text: &str) -> Value {
 }
 
 /// The fields of a form from its `(name, value)` pairs, in order. Each of `kind`, `payload`,
-/// `max_attempts`, `timeout_s` and `payload.<key>` may appear once; any other name is refused,
+/// `max_attempts`, `timeout_s`, `run_at`, `delay_s` and `payload.<key>` may appear once; any other name is refused,
 /// all of them named.
 pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError> {
     let mut kind = None;
     let mut payload = None;
     let mut max_attempts = None;
     let mut timeout_s = None;
+    let mut run_at = None;
+    let mut delay_s = None;
     let mut keys: Map<String, Value> = Map::new();
     let mut unknown = Vec::new();
     for (name, value) in pairs {
@@ -64,6 +70,8 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
             "payload" => &mut payload,
             "max_attempts" => &mut max_attempts,
             "timeout_s" => &mut timeout_s,
+            "run_at" => &mut run_at,
+            "delay_s" => &mut delay_s,
             other => {
                 match other.strip_prefix(PAYLOAD_KEY_PREFIX) {
                     Some(key) if !key.is_empty() => {
@@ -87,7 +95,7 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
     if !unknown.is_empty() {
         return Err(FormError::Invalid(format!(
             "form: unknown field{} {}, expected one of `kind`, `payload`, `payload.<key>`, \
-             `max_attempts`, `timeout_s`",
+             `max_attempts`, `timeout_s`, `run_at`, `delay_s`",
             if unknown.len() == 1 { "" } else { "s" },
             unknown.join(", ")
         )));
@@ -127,6 +135,8 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
         payload,
         max_attempts,
         timeout_s: number("timeout_s", timeout_s)?,
+        run_at: non_empty(run_at).map(|t| t.trim().to_owned()),
+        delay_s: number("delay_s", delay_s)?,
     })
 }
 
