@@ -10,6 +10,7 @@ source scripts/services.sh
 
 ensure_rabbitmq
 ensure_rabbitmq_management
+purge_test_queues
 ensure_postgres
 ensure_peer_python
 ensure_pdftotext

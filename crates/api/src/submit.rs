@@ -484,7 +484,11 @@ mod tests {
             (Some("2028-01-01T00:00:00Z"), None, "over a year ahead"),
             (None, Some(MAX_DELAY_S + 1), "delay over a year"),
             (None, Some(u64::MAX), "delay past any time"),
-            (Some("9999-12-31T23:59:59-23:59"), None, "past the last UTC time"),
+            (
+                Some("9999-12-31T23:59:59-23:59"),
+                None,
+                "past the last UTC time",
+            ),
         ] {
             assert!(
                 matches!(parse(run_at, delay_s), Err(ApiError::Invalid(_))),

@@ -42,7 +42,7 @@ pub const DEFAULT_PAGE: u32 = 50;
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Makes the submit safe to repeat: the same key and job return the first job")),
     responses(
-        (status = 202, description = "Accepted: the broker confirmed the persistent message", body = JobRecord,
+        (status = 202, description = "Accepted: the broker confirmed the persistent message; or, for a `run_at`/`delay_s` still to come, recorded `scheduled` (in the store only) to be published at its time", body = JobRecord,
             headers(("Location" = String, description = "/jobs/{id}"))),
         (status = 200, description = "A repeat with the same Idempotency-Key: the first job, nothing enqueued", body = JobRecord),
         (status = 303, description = "A browser (Accept: text/html) is sent to the job's page"),
@@ -253,7 +253,7 @@ pub struct BatchAccepted {
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Makes the batch safe to repeat: jobs already accepted under this key are returned, not enqueued again")),
     responses(
-        (status = 202, description = "Accepted: the broker confirmed every job's persistent message", body = BatchAccepted),
+        (status = 202, description = "Accepted: the broker confirmed every job's persistent message (jobs to run later are recorded `scheduled` and published at their time)", body = BatchAccepted),
         (status = 200, description = "A repeat with the same Idempotency-Key: the first jobs, nothing enqueued", body = BatchAccepted),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over OFFLOAD_MAX_BODY_BYTES (`body-too-large`), or a job message over the broker's message size limit (`message-too-large`)", body = Problem, content_type = "application/problem+json"),
