@@ -173,6 +173,7 @@ impl Application {
             queue_stats,
             confirmer,
             stopping: broker_token.clone(),
+            shutdown: token.clone(),
             settings: settings.clone(),
             link: LinkState {
                 publisher: publisher_rx,

@@ -36,6 +36,9 @@ pub struct AppState {
     pub queue_stats: QueueStats,
     /// Records publisher confirms in the background.
     pub confirmer: Confirmer,
+    /// Cancelled when the server begins to stop: open event streams end, so they do not hold
+    /// the HTTP drain.
+    pub shutdown: CancellationToken,
     /// Cancelled when the server has stopped: background waits end, so the drain is not held.
     pub stopping: CancellationToken,
     /// Every API key's submit rate limit (in this process).

@@ -141,9 +141,11 @@ pub fn access(method: &Method, path: &str) -> Access {
         | (_, "/health/live" | "/health/ready" | "/openapi.json" | "/docs") => Access::Open,
         // A submit key cancels its own jobs; a bulk cancel (`/jobs/cancel`) needs admin.
         ("POST", "/jobs" | "/jobs/batch" | "/jobs/{id}/cancel") => Access::Needs(Scope::Submit),
-        ("GET" | "HEAD", "/jobs" | "/jobs/{id}" | "/jobs/{id}/result" | "/kinds" | "/workers") => {
-            Access::Needs(Scope::Read)
-        }
+        (
+            "GET" | "HEAD",
+            "/jobs" | "/jobs/{id}" | "/jobs/{id}/result" | "/jobs/{id}/events" | "/kinds"
+            | "/workers",
+        ) => Access::Needs(Scope::Read),
         ("GET" | "HEAD", "/metrics") => Access::Needs(Scope::Metrics),
         _ => Access::Needs(Scope::Admin),
     }
@@ -332,6 +334,7 @@ mod tests {
             (Method::POST, "/jobs/cancel", Access::Needs(Scope::Admin)),
             (Method::GET, "/jobs", Access::Needs(Scope::Read)),
             (Method::GET, "/jobs/{id}", Access::Needs(Scope::Read)),
+            (Method::GET, "/jobs/{id}/events", Access::Needs(Scope::Read)),
             (Method::GET, "/kinds", Access::Needs(Scope::Read)),
             (Method::GET, "/workers", Access::Needs(Scope::Read)),
             (

@@ -44,6 +44,7 @@ use crate::{
         routes::cancel::cancel_job,
         routes::cancel::cancel_jobs,
         routes::result::get_result,
+        routes::live::job_events,
         routes::registry::list_kinds,
         routes::registry::list_workers,
         routes::health::live,

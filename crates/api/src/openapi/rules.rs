@@ -79,6 +79,12 @@ pub const OPERATIONS: &[Operation] = &[
         &[404, 409, 422, 431, 503],
     ),
     op(
+        "get",
+        "/jobs/{id}/events",
+        Access::Scope("read"),
+        &[404, 431, 503],
+    ),
+    op(
         "post",
         "/jobs/cancel",
         Access::Admin,

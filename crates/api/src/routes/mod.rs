@@ -3,6 +3,7 @@
 pub mod cancel;
 pub mod health;
 pub mod jobs;
+pub mod live;
 pub mod pages;
 pub mod registry;
 pub mod result;
@@ -23,7 +24,7 @@ use tower_http::{
 use crate::{auth, error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 17] = [
+pub const ROUTES: [&str; 18] = [
     "/",
     "/session",
     "/session/logout",
@@ -34,6 +35,7 @@ pub const ROUTES: [&str; 17] = [
     "/jobs/cancel",
     "/jobs/{id}",
     "/jobs/{id}/cancel",
+    "/jobs/{id}/events",
     "/jobs/{id}/retry",
     "/jobs/{id}/result",
     "/health/live",
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(jobs::get_job))
         .route("/jobs/cancel", post(cancel::cancel_jobs))
         .route("/jobs/{id}/cancel", post(cancel::cancel_job))
+        .route("/jobs/{id}/events", get(live::job_events))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/jobs/{id}/result", get(result::get_result))
         .route("/kinds", get(registry::list_kinds))

@@ -80,12 +80,33 @@ pub fn sign_in_page(error: Option<&str>) -> Html<String> {
     ))
 }
 
-/// A job's status page; it refreshes itself until the job has finished.
+/// Follows the job's event stream (`GET /jobs/{id}/events`) and shows each change; reloads the
+/// page once the job has finished, so its artifacts show.
+const LIVE_SCRIPT: &str = "<script>(() => {\
+    const source = new EventSource(location.pathname + '/events');\
+    const show = (id, text) => { const el = document.getElementById(id); if (el) el.textContent = text; };\
+    source.addEventListener('job', (e) => {\
+      const job = JSON.parse(e.data);\
+      show('status', job.status);\
+      show('attempt', job.attempt + ' of ' + job.max_attempts);\
+      show('worker', job.worker || '–');\
+      show('error', job.error || '–');\
+      show('json', JSON.stringify(job, null, 2));\
+    });\
+    source.addEventListener('end', () => { source.close(); location.reload(); });\
+    source.addEventListener('gone', () => { source.close(); location.reload(); });\
+  })();</script>";
+
+/// A job's status page. Until the job has finished it follows the job's event stream (or,
+/// without JavaScript, reloads itself every second).
 pub fn job_page(job: &JobRecord) -> Html<String> {
-    let refresh = if job.status.is_terminal() {
-        ""
+    let (refresh, live) = if job.status.is_terminal() {
+        ("", "")
     } else {
-        "<meta http-equiv=\"refresh\" content=\"1\">"
+        (
+            "<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>",
+            LIVE_SCRIPT,
+        )
     };
     let field = |v: Option<String>| escape(&v.unwrap_or_else(|| "–".to_owned()));
     let json = serde_json::to_string_pretty(job).unwrap_or_default();
@@ -94,8 +115,8 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>Job {id}</title>\
          <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
          <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd>\
-         <dt>Attempt</dt><dd>{attempt} of {max}</dd><dt>Worker</dt><dd>{worker}</dd>\
-         <dt>Error</dt><dd>{error}</dd></dl>{artifacts}<pre>{json}</pre><p><a href=\"/\">Submit another job</a></p></body></html>",
+         <dt>Attempt</dt><dd id=\"attempt\">{attempt} of {max}</dd><dt>Worker</dt><dd id=\"worker\">{worker}</dd>\
+         <dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
         id = job.id,
         status = job.status,
         kind = job.kind,
