@@ -112,8 +112,19 @@ async fn a_subscriber_sees_each_change_until_the_end_and_a_late_one_gets_the_end
         serde_json::from_str::<Value>(&last.data).expect("JSON")["status"],
         "succeeded"
     );
-    // Each event is a change: no status sent twice in a row.
-    assert!(statuses.windows(2).all(|w| w[0] != w[1]), "{statuses:?}");
+    // Each event is a change (a status, or the progress `sleep` reports), in the job's order.
+    let jobs: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event == "job")
+        .map(|e| e.data.as_str())
+        .collect();
+    assert!(jobs.windows(2).all(|w| w[0] != w[1]), "{events:?}");
+    let mut order = statuses.clone();
+    order.dedup();
+    assert!(
+        order == ["queued", "running", "succeeded"] || order == ["running", "succeeded"],
+        "{statuses:?}"
+    );
     println!("stream of a 1.5 s sleep: {statuses:?}, closed after {took:?}");
 
     // A late subscriber gets the finished job, then the end, at once.
@@ -209,5 +220,75 @@ async fn a_stream_follows_a_scheduled_job_to_its_cancel_and_ends_when_the_api_st
     })
     .await;
     assert!(drained.is_ok(), "the stream ended with the API");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn progress_reports_reach_the_job_and_its_stream_at_most_once_per_interval() {
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    // `sleep` reports every 100 ms; the worker passes on at most one report per 500 ms.
+    let worker = WorkerProcess::start(
+        &env,
+        "live-p",
+        1,
+        &[("OFFLOAD_PROGRESS_INTERVAL_MS", "500")],
+    )
+    .await;
+    let job = api
+        .submit(json!({"kind": "sleep", "payload": {"ms": 3000}}))
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let (events, _) =
+        read_stream(&api, &format!("/jobs/{id}/events"), Duration::from_secs(30)).await;
+    let reports: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event == "job")
+        .filter_map(|e| {
+            let job: Value = serde_json::from_str(&e.data).expect("JSON");
+            (job["status"] == "running" && job["progress"].is_object())
+                .then(|| job["progress"].clone())
+        })
+        .collect();
+    println!("progress seen on the stream: {reports:?}");
+    assert!(reports.len() >= 3, "{events:?}");
+    let fractions: Vec<f64> = reports
+        .iter()
+        .map(|p| p["fraction"].as_f64().expect("fraction"))
+        .collect();
+    assert!(
+        fractions.windows(2).all(|w| w[0] < w[1]),
+        "each report moves on: {fractions:?}"
+    );
+    assert!(fractions.iter().all(|f| (0.0..=1.0).contains(f)));
+    assert!(
+        reports[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("slept "),
+        "{reports:?}"
+    );
+    // Rate-limited: reports are at least the interval apart, though the handler reports every
+    // 100 ms (30 times in all).
+    let times: Vec<time::OffsetDateTime> = reports
+        .iter()
+        .map(|p| offload_tests::timestamp(p, "at"))
+        .collect();
+    for pair in times.windows(2) {
+        let gap = (pair[1] - pair[0]).as_seconds_f64();
+        assert!(gap >= 0.45, "reports {gap} s apart: {times:?}");
+    }
+    assert!(
+        reports.len() <= 8,
+        "{} reports for a 3 s job",
+        reports.len()
+    );
+    // The finished job keeps the last report it had.
+    let done = api.job(&id).await;
+    assert_eq!(done["status"], "succeeded");
+    assert!(done["progress"]["fraction"].as_f64().is_some(), "{done}");
+
+    api.stop().await;
+    drop(worker);
     env.cleanup().await;
 }

@@ -184,6 +184,45 @@ pub struct JobEvent {
     /// before this event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactMeta>,
+    /// Set on a progress report: a `running` event with this field says how far the running
+    /// attempt has got and changes nothing else (it is not a start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far a running attempt has got, as its handler said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// From 0 (nothing done) to 1 (all done).
+    pub fraction: f64,
+    /// What the handler is doing, in a few words; at most [`MAX_PROGRESS_MESSAGE_CHARS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Longest progress message kept, in characters.
+pub const MAX_PROGRESS_MESSAGE_CHARS: usize = 200;
+
+impl Progress {
+    /// A progress report as it is kept: `fraction` within 0..=1 (a value that is not a number
+    /// counts as 0), `message` cut to [`MAX_PROGRESS_MESSAGE_CHARS`] and absent when empty.
+    pub fn new(fraction: f64, message: &str) -> Self {
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        let message: String = message.chars().take(MAX_PROGRESS_MESSAGE_CHARS).collect();
+        Progress {
+            fraction,
+            message: (!message.is_empty()).then_some(message),
+        }
+    }
+
+    /// This report with its bounds applied (one from another producer may be out of them).
+    pub fn bounded(&self) -> Self {
+        Progress::new(self.fraction, self.message.as_deref().unwrap_or(""))
+    }
 }
 
 impl JobEvent {
@@ -204,13 +243,29 @@ impl JobEvent {
             run_ms: None,
             started_at: None,
             artifacts: Vec::new(),
+            progress: None,
         }
+    }
+
+    /// A progress report of a running attempt, stamped now.
+    pub fn progress_report(job_id: JobId, attempt: u32, worker: &str, progress: Progress) -> Self {
+        JobEvent {
+            progress: Some(progress),
+            ..JobEvent::now(job_id, attempt, JobStatus::Running, worker)
+        }
+    }
+
+    /// True if this is a progress report, not a step of the job's life.
+    pub fn is_progress(&self) -> bool {
+        self.progress.is_some()
     }
 
     /// When the attempt started, if this event reports a start: a `running` event, or an end
     /// with its start folded in. The store counts each such event as a run.
     pub fn start(&self) -> Option<OffsetDateTime> {
-        if self.status == JobStatus::Running {
+        if self.is_progress() {
+            None
+        } else if self.status == JobStatus::Running {
             Some(self.at)
         } else {
             self.started_at
@@ -222,6 +277,7 @@ impl JobEvent {
     /// the start of this event's attempt or this event is not the attempt's end.
     pub fn fold_start(&mut self, running: &JobEvent) -> bool {
         let folds = running.status == JobStatus::Running
+            && !running.is_progress()
             && self.status != JobStatus::Running
             && running.job_id == self.job_id
             && running.attempt == self.attempt;

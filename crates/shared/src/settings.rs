@@ -285,6 +285,11 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_CANCEL_GRACE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub cancel_grace_ms: u64,
 
+    /// Least milliseconds between two progress reports of one job (`ctx.progress`): reports in
+    /// between are merged, the latest kept, so a chatty handler cannot flood the broker.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_PROGRESS_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub progress_interval_ms: u64,
+
     /// Milliseconds a client has to send a request's line and headers (also the longest wait for
     /// the next request on a kept-alive connection); then the connection is closed. Both HTTP
     /// listeners (the API's and the worker's metrics endpoint).
@@ -647,6 +652,11 @@ impl Settings {
     /// How long a cancelled job's handler has to stop (`OFFLOAD_CANCEL_GRACE_MS`).
     pub fn cancel_grace(&self) -> Duration {
         Duration::from_millis(self.cancel_grace_ms)
+    }
+
+    /// Least time between two progress reports of one job (`OFFLOAD_PROGRESS_INTERVAL_MS`).
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_millis(self.progress_interval_ms)
     }
 
     /// How long a stopping process waits for in-flight work.

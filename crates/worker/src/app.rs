@@ -501,6 +501,7 @@ impl Running<'_> {
             unknown_kinds: self.unknown_kinds.clone(),
             cancels: self.cancels.clone(),
             cancel_grace: settings.cancel_grace(),
+            progress_interval: settings.progress_interval(),
         };
 
         // Jobs of this session only: dropping the set aborts them, and their deliveries (whose

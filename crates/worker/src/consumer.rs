@@ -62,6 +62,38 @@ pub(crate) struct JobRunner {
     pub cancels: Arc<Cancels>,
     /// `OFFLOAD_CANCEL_GRACE_MS`: how long a cancelled job's handler has to stop.
     pub cancel_grace: Duration,
+    /// `OFFLOAD_PROGRESS_INTERVAL_MS`: least time between two progress reports of a job.
+    pub progress_interval: Duration,
+}
+
+/// Where a running job's progress reports go: published through `reporter`, at most one per
+/// `interval`, the latest kept.
+#[derive(Clone)]
+pub(crate) struct ProgressReports {
+    /// Publishes them.
+    pub reporter: Reporter,
+    /// Least time between two.
+    pub interval: Duration,
+}
+
+/// Publishes the progress the handler reports through `progress`, at most once per
+/// `reports.interval`; ends when the handler's context is dropped.
+async fn forward_progress(
+    mut progress: tokio::sync::watch::Receiver<Option<offload_shared::events::Progress>>,
+    reports: ProgressReports,
+    id: JobId,
+    attempt: u32,
+) {
+    while progress.changed().await.is_ok() {
+        let Some(latest) = progress.borrow_and_update().clone() else {
+            continue;
+        };
+        let worker = reports.reporter.worker().clone();
+        reports
+            .reporter
+            .progress(JobEvent::progress_report(id, attempt, &worker, latest));
+        tokio::time::sleep(reports.interval).await;
+    }
 }
 
 /// How long a redelivered job waits before it starts: a job redelivered because its worker
@@ -200,6 +232,10 @@ impl JobRunner {
             self.reporter.worker().clone(),
             &self.shutdown,
             (&registration.token, self.cancel_grace),
+            Some(ProgressReports {
+                reporter: self.reporter.clone(),
+                interval: self.progress_interval,
+            }),
         )
         .await;
         drop(registration);
@@ -652,6 +688,7 @@ pub(crate) async fn run(
         worker,
         shutdown,
         (&never, Duration::ZERO),
+        None,
     )
     .await;
     (outcome, attached)
@@ -668,6 +705,7 @@ pub(crate) async fn run_attempt(
     worker: Arc<str>,
     shutdown: &CancellationToken,
     cancel: (&CancellationToken, Duration),
+    reports: Option<ProgressReports>,
 ) -> (Outcome, Option<Duration>, Vec<Artifact>) {
     let limit = Duration::from_millis(envelope.timeout_ms);
     let cancellation = shutdown.child_token();
@@ -684,6 +722,15 @@ pub(crate) async fn run_attempt(
     let _cancel_on_end = cancellation.clone().drop_guard();
     // A clone shares the handler's hint slot and attachments: read once the handler is done.
     let kept = ctx.clone();
+    // Stops with the attempt: a report after its end would say nothing true.
+    let _progress = reports.map(|reports| {
+        AbortOnDrop(tokio::spawn(forward_progress(
+            ctx.progress_reports(),
+            reports,
+            envelope.id,
+            envelope.attempt,
+        )))
+    });
     let mut task = AbortOnDrop(tokio::spawn(handler.run(ctx, envelope.payload.clone())));
     let (job_cancelled, grace) = cancel;
     let ran = tokio::select! {
@@ -947,6 +994,7 @@ mod tests {
             "t".into(),
             &CancellationToken::new(),
             (&CancellationToken::new(), Duration::ZERO),
+            None,
         )
         .await;
         assert_eq!(outcome, Outcome::Failed(JobError::retryable("busy")));
@@ -958,6 +1006,7 @@ mod tests {
             "t".into(),
             &CancellationToken::new(),
             (&CancellationToken::new(), Duration::ZERO),
+            None,
         )
         .await;
         assert_eq!(none, None, "no hint unless asked");
@@ -1001,6 +1050,7 @@ mod tests {
             "t".into(),
             &shutdown,
             (&cancel, Duration::from_secs(30)),
+            None,
         );
         let stop = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1030,6 +1080,7 @@ mod tests {
             "t".into(),
             &CancellationToken::new(),
             (&cancel, Duration::from_millis(200)),
+            None,
         )
         .await;
         assert_eq!(outcome, Outcome::Cancelled);

@@ -8,7 +8,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{JobId, JobKind};
+use offload_shared::{JobId, JobKind, events::Progress};
 
 use crate::{Artifact, InputFile};
 
@@ -69,6 +69,9 @@ pub struct JobContext {
     artifacts: Arc<Mutex<Vec<Artifact>>>,
     /// The earliest a retry of this attempt may run, as the handler asked.
     retry_hint: Arc<Mutex<Option<Duration>>>,
+    /// The latest progress the handler reported; the worker publishes it, at most once per
+    /// `OFFLOAD_PROGRESS_INTERVAL_MS`.
+    progress: Arc<tokio::sync::watch::Sender<Option<Progress>>>,
 }
 
 impl JobContext {
@@ -96,6 +99,7 @@ impl JobContext {
             inputs: Arc::default(),
             artifacts: Arc::default(),
             retry_hint: Arc::default(),
+            progress: Arc::new(tokio::sync::watch::Sender::new(None)),
         }
     }
 
@@ -120,7 +124,13 @@ impl JobContext {
             inputs: Arc::new(inputs.into_iter().map(|f| (f.field.clone(), f)).collect()),
             artifacts: Arc::default(),
             retry_hint: Arc::default(),
+            progress: Arc::new(tokio::sync::watch::Sender::new(None)),
         }
+    }
+
+    /// Follows the progress the handler reports (the worker's side of [`Self::progress`]).
+    pub(crate) fn progress_reports(&self) -> tokio::sync::watch::Receiver<Option<Progress>> {
+        self.progress.subscribe()
     }
 
     /// This context with `file` uploaded under its field, e.g. for a handler's unit test.
@@ -238,6 +248,28 @@ impl JobContext {
     /// ```
     pub async fn cancelled(&self) {
         self.cancellation.cancelled().await;
+    }
+
+    /// Reports how far the job has got: `fraction` from 0 to 1 (clamped) and a few words (at
+    /// most 200 characters kept). It shows on the job (`progress`) and in its event stream.
+    /// Cheap to call often: the worker publishes the latest report at most once per
+    /// `OFFLOAD_PROGRESS_INTERVAL_MS` (1 s by default), merging the ones in between.
+    ///
+    /// ```
+    /// let ctx = offload_worker::JobContext::standalone("k", std::time::Duration::from_secs(1));
+    /// for page in 1..=10 {
+    ///     ctx.progress(f64::from(page) / 10.0, format!("page {page} of 10"));
+    /// }
+    /// assert_eq!(ctx.last_progress().map(|p| p.fraction), Some(1.0));
+    /// ```
+    pub fn progress(&self, fraction: f64, message: impl AsRef<str>) {
+        self.progress
+            .send_replace(Some(Progress::new(fraction, message.as_ref())));
+    }
+
+    /// The latest progress reported with [`progress`](Self::progress), if any.
+    pub fn last_progress(&self) -> Option<Progress> {
+        self.progress.borrow().clone()
     }
 
     /// Time left before the deadline (zero once it passed).

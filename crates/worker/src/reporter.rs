@@ -180,6 +180,11 @@ impl Reporter {
         let _ = self.events.send((running, None));
     }
 
+    /// Publishes a progress report without waiting; a lost one is superseded by the next.
+    pub fn progress(&self, report: JobEvent) {
+        let _ = self.events.send((report, None));
+    }
+
     /// Copies a message to the dead-letter exchange with `reason` and waits for the confirm.
     #[tracing::instrument(skip_all)]
     pub async fn dead_letter(
@@ -349,7 +354,7 @@ fn fold_starts(taken: Vec<Pending>) -> Vec<Pending> {
         std::collections::HashMap::new();
     let mut folded = vec![false; taken.len()];
     for (mut event, done) in taken {
-        if event.status == offload_shared::JobStatus::Running {
+        if event.status == offload_shared::JobStatus::Running && !event.is_progress() {
             starts.insert((event.job_id, event.attempt), events.len());
         } else if let Some(at) = starts.remove(&(event.job_id, event.attempt))
             && event.fold_start(&events[at].0)

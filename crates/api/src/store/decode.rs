@@ -5,7 +5,8 @@ use serde_json::Value;
 use offload_shared::artifacts::ArtifactMeta;
 
 use super::{
-    ArtifactLink, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError, dialect::Dialect,
+    ArtifactLink, JobProgress, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError,
+    dialect::Dialect,
 };
 
 /// A JSON text column.
@@ -67,6 +68,18 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
         },
         owner: D::get_text(row, "owner")?,
         run_at: D::get_time(row, "run_at")?,
+        progress: match (
+            D::get_int(row, "progress_ppm")?,
+            D::get_time(row, "progress_at")?,
+        ) {
+            #[allow(clippy::cast_precision_loss)]
+            (Some(ppm), Some(at)) => Some(JobProgress {
+                fraction: (ppm as f64 / 1_000_000.0).clamp(0.0, 1.0),
+                message: D::get_text(row, "progress_message")?,
+                at,
+            }),
+            _ => None,
+        },
         inputs: Vec::new(),
     })
 }
@@ -91,6 +104,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         artifacts,
         owner: _,
         run_at,
+        progress: _,
         inputs: _,
     } = job::<D>(row)?;
     Ok(JobSummary {

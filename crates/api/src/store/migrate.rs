@@ -220,6 +220,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0010_run_at.sql"),
         adds: &[("jobs", "run_at")],
     },
+    Step {
+        version: 11,
+        description: "progress",
+        sql: include_str!("../../migrations/sqlite/0011_progress.sql"),
+        adds: &[("jobs", "progress_ppm")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -277,6 +283,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "run at",
         sql: include_str!("../../migrations/postgres/0009_run_at.sql"),
         adds: &[("jobs", "run_at")],
+    },
+    Step {
+        version: 10,
+        description: "progress",
+        sql: include_str!("../../migrations/postgres/0010_progress.sql"),
+        adds: &[("jobs", "progress_ppm")],
     },
 ];
 

@@ -376,8 +376,26 @@ pub struct JobRecord {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub run_at: Option<OffsetDateTime>,
+    /// How far its running attempt has got, as the handler last reported (`ctx.progress`);
+    /// absent until it reports, and cleared when an attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
     /// The files uploaded with it (a multipart submit), without their bytes.
     pub inputs: Vec<InputMeta>,
+}
+
+/// A job's progress, as its handler last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobProgress {
+    /// From 0 to 1.
+    pub fraction: f64,
+    /// What the handler said it is doing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the worker sent the report.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
 }
 
 impl JobRecord {
@@ -406,6 +424,7 @@ impl JobRecord {
             artifacts: Vec::new(),
             owner: None,
             run_at: None,
+            progress: None,
             inputs: Vec::new(),
         }
     }

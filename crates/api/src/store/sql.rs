@@ -6,7 +6,8 @@
 macro_rules! job_columns {
     () => {
         "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
-         finished_at, result, error, runs, owner, artifacts, run_at"
+         finished_at, result, error, runs, owner, artifacts, run_at, progress_ppm, \
+         progress_message, progress_at"
     };
 }
 
@@ -26,7 +27,7 @@ pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = 
 pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
      submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, artifacts, \
-     run_at, \
+     run_at, progress_ppm, progress_message, progress_at, \
      CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs
@@ -94,9 +95,21 @@ pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
          result = CASE WHEN progress < $3 THEN $9 ELSE result END,
          error = CASE WHEN progress < $3 THEN $10 ELSE error END,
          artifacts = CASE WHEN progress < $3 THEN $12 ELSE artifacts END,
+         progress_ppm = CASE WHEN progress < $3 AND $2 = 'running' THEN NULL ELSE progress_ppm END,
+         progress_message = CASE WHEN progress < $3 AND $2 = 'running' THEN NULL
+                                 ELSE progress_message END,
+         progress_at = CASE WHEN progress < $3 AND $2 = 'running' THEN NULL ELSE progress_at END,
          resolve_at = CASE WHEN progress < $3 THEN NULL ELSE resolve_at END,
          progress = CASE WHEN progress < $3 THEN $3 ELSE progress END
      WHERE id = $1 AND (progress < $3 OR $11 > 0)";
+
+/// A progress report of job `$1`'s attempt `$5`: applied only while that attempt is running,
+/// and only if no later report was applied (`$4` its time). A start of the next attempt clears
+/// it ([`EVENT`]).
+pub(super) const PROGRESS: &str = "UPDATE jobs SET progress_ppm = $2, progress_message = $3,
+         progress_at = $4
+     WHERE id = $1 AND status = 'running' AND attempt = $5
+       AND (progress_at IS NULL OR progress_at <= $4)";
 
 /// A job the store first hears of through its events: recorded below every status (progress
 /// 0), so the event applied next moves it forward; nothing if the row exists.

@@ -38,6 +38,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    progress_shows_while_its_attempt_runs_and_the_next_start_clears_it,
     a_scheduled_job_waits_for_its_time_then_is_claimed_once_and_confirmed_queued,
     events_only_move_jobs_forward_and_count_runs,
     unknown_ids_and_deleted_jobs_are_absent,
@@ -695,6 +696,52 @@ async fn a_scheduled_job_waits_for_its_time_then_is_claimed_once_and_confirmed_q
     let job = store.get(id).await.expect("get").expect("stored");
     assert_eq!((job.status, job.runs), (JobStatus::Running, 1));
     assert_eq!(store.next_resolve_at().await.expect("next"), None);
+}
+
+async fn progress_shows_while_its_attempt_runs_and_the_next_start_clears_it(store: Store) {
+    use offload_shared::events::Progress;
+    let t0 = datetime!(2031-05-06 07:08:09 UTC);
+    let at = |s: i64| t0 + time::Duration::seconds(s);
+    let id = JobId::new();
+    let report = |attempt, fraction, s| {
+        let mut ev =
+            JobEvent::progress_report(id, attempt, "w1", Progress::new(fraction, "working"));
+        ev.at = at(s);
+        Write::Event(ev)
+    };
+    store
+        .apply(&[
+            insert(queued(id), json!({}), None),
+            // Before the start: nothing to show it on.
+            report(1, 0.1, 1),
+            Write::Event(event(id, 1, JobStatus::Running, at(2))),
+            report(1, 0.5, 4),
+            // An older report arriving late, one of another attempt, and one out of bounds.
+            report(1, 0.2, 3),
+            report(2, 0.9, 5),
+        ])
+        .await
+        .expect("apply");
+    let job = store.get(id).await.expect("get").expect("stored");
+    assert_eq!(job.runs, 1, "a report is not a start");
+    let progress = job.progress.expect("progress");
+    assert_eq!((progress.fraction, progress.at), (0.5, at(4)));
+    assert_eq!(progress.message.as_deref(), Some("working"));
+    store.apply(&[report(1, 7.0, 6)]).await.expect("apply");
+    let job = store.get(id).await.expect("get").expect("stored");
+    assert_eq!(job.progress.map(|p| p.fraction), Some(1.0));
+    // The attempt fails; the next one's start clears what the first reported.
+    store
+        .apply(&[
+            Write::Event(event(id, 1, JobStatus::Retrying, at(7))),
+            report(1, 0.3, 8),
+            Write::Event(event(id, 2, JobStatus::Running, at(9))),
+        ])
+        .await
+        .expect("apply");
+    let job = store.get(id).await.expect("get").expect("stored");
+    assert_eq!((job.status, job.attempt), (JobStatus::Running, 2));
+    assert_eq!(job.progress, None);
 }
 
 fn ids_of(claimed: &[Unresolved]) -> Vec<JobId> {

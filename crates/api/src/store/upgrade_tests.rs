@@ -128,6 +128,7 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         artifacts: Vec::new(),
         owner: None,
         run_at: None,
+        progress: None,
         inputs: Vec::new(),
     };
     let started = |mut job: JobRecord, runs: u32| {

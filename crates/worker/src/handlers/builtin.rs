@@ -230,7 +230,22 @@ async fn sleep(ctx: JobContext, p: SleepPayload) -> Result<Value, JobError> {
             p.ms
         )));
     }
-    tokio::time::sleep(Duration::from_millis(p.ms)).await;
+    // Reports how much of the sleep is done every 100 ms (the worker publishes the latest at
+    // most once per OFFLOAD_PROGRESS_INTERVAL_MS). Its context's cancellation is not watched.
+    let total = Duration::from_millis(p.ms);
+    let started = tokio::time::Instant::now();
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= total {
+            break;
+        }
+        ctx.progress(
+            elapsed.as_secs_f64() / total.as_secs_f64(),
+            format!("slept {} of {} ms", elapsed.as_millis(), p.ms),
+        );
+        tokio::time::sleep((total - elapsed).min(Duration::from_millis(100))).await;
+    }
+    ctx.progress(1.0, format!("slept {} ms", p.ms));
     if p.panic {
         panic!("sleep job {} was asked to panic", ctx.id);
     }
