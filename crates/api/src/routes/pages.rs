@@ -91,6 +91,7 @@ const LIVE_SCRIPT: &str = "<script>(() => {\
       show('attempt', job.attempt + ' of ' + job.max_attempts);\
       show('worker', job.worker || '–');\
       show('error', job.error || '–');\
+      show('progress', job.progress ? Math.round(job.progress.fraction * 100) + ' %' + (job.progress.message ? ' – ' + job.progress.message : '') : '–');\
       show('json', JSON.stringify(job, null, 2));\
     });\
     source.addEventListener('end', () => { source.close(); location.reload(); });\
@@ -116,7 +117,7 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
          <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
          <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd>\
          <dt>Attempt</dt><dd id=\"attempt\">{attempt} of {max}</dd><dt>Worker</dt><dd id=\"worker\">{worker}</dd>\
-         <dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
+         <dt>Progress</dt><dd id=\"progress\">{progress}</dd><dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
         id = job.id,
         status = job.status,
         kind = job.kind,
@@ -124,6 +125,13 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
         max = job.max_attempts,
         worker = field(job.worker.clone()),
         error = field(job.error.clone()),
+        progress = field(job.progress.as_ref().map(|p| {
+            let percent = (p.fraction * 100.0).round();
+            match &p.message {
+                Some(m) => format!("{percent} % – {m}"),
+                None => format!("{percent} %"),
+            }
+        })),
         json = escape(&json),
     ))
 }
