@@ -108,7 +108,7 @@ export async function submitTo303(s, page, button) {
 }
 
 /**
- * Waits (the page refreshes itself while the job runs) until `#status` reads `status`; fails
+ * Waits (the page follows the job live, or reloads without JavaScript) until `#status` reads `status`; fails
  * early with the page's text if the job ended otherwise.
  */
 export async function waitForStatus(s, page, status) {
@@ -116,7 +116,7 @@ export async function waitForStatus(s, page, status) {
   const terminal = ['succeeded', 'dead', 'cancelled'];
   let last = '';
   while (Date.now() < deadline) {
-    // The meta refresh may replace the document between two reads: a failed read is retried.
+    // A reload (a job that ends, a redirect) may replace the document between two reads: a failed read is retried.
     last = (await page.locator('#status').textContent({ timeout: 2000 }).catch(() => last)) || '';
     last = last.trim();
     if (last === status) return;

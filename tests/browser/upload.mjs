@@ -39,4 +39,36 @@ await run('upload', async (s, page) => {
   check(body.includes('the browser suite'), `the job page does not show noop's result: ${body}`);
   check(page.url() === url, `the browser left the job page for ${page.url()}`);
   await shot(s, page, '04-job-succeeded');
+
+  // A long job: the page follows it live (no reload) with its progress, and cancels it.
+  await page.goto(`${s.base}/`);
+  await form.locator('select[name="kind"]').selectOption('sleep');
+  await form.locator('textarea[name="payload"]').fill('{"ms": 60000}');
+  const long = await submitTo303(s, page, 'form[action="/jobs"] button[type="submit"]');
+  await waitForStatus(s, page, 'running');
+  await page.evaluate(() => { window.offloadSamePage = true; });
+  const readProgress = async () => ((await page.locator('#progress').textContent()) || '').trim();
+  const first = await readProgress();
+  let later = first;
+  const until = Date.now() + s.waitMs;
+  while (later === first && Date.now() < until) {
+    await page.waitForTimeout(200);
+    later = await readProgress();
+  }
+  check(later !== first && later.includes('%'), `the progress did not move: ${JSON.stringify(first)} then ${JSON.stringify(later)}`);
+  check(await page.evaluate(() => window.offloadSamePage === true), 'the page reloaded instead of following the job');
+  console.log(`live progress without a reload: ${JSON.stringify(first)} then ${JSON.stringify(later)}`);
+  await shot(s, page, '05-job-running');
+  const [cancelled] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/cancel') && r.request().method() === 'POST'),
+    page.click('form[action$="/cancel"] button[type="submit"]'),
+  ]);
+  check(cancelled.status() === 303, `cancel answered ${cancelled.status()}, not a 303 to the job page`);
+  await page.waitForURL(long);
+  await waitForStatus(s, page, 'cancelled');
+  const text = await page.locator('body').innerText();
+  check(text.includes('cancelled by browser-user'), `the page does not say who cancelled it: ${text}`);
+  check((await page.locator('form[action$="/cancel"]').count()) === 0, 'a finished job still offers Cancel');
+  await shot(s, page, '06-job-cancelled');
+  console.log('cancelled from the job page: 303, then cancelled by browser-user');
 });

@@ -101,12 +101,16 @@ const LIVE_SCRIPT: &str = "<script>(() => {\
 /// A job's status page. Until the job has finished it follows the job's event stream (or,
 /// without JavaScript, reloads itself every second).
 pub fn job_page(job: &JobRecord) -> Html<String> {
-    let (refresh, live) = if job.status.is_terminal() {
-        ("", "")
+    let (refresh, live, cancel) = if job.status.is_terminal() {
+        ("", "", String::new())
     } else {
         (
             "<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>",
             LIVE_SCRIPT,
+            format!(
+                "<form method=\"post\" action=\"/jobs/{}/cancel\"><button type=\"submit\">Cancel this job</button></form>",
+                job.id
+            ),
         )
     };
     let field = |v: Option<String>| escape(&v.unwrap_or_else(|| "–".to_owned()));
@@ -117,7 +121,7 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
          <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
          <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd>\
          <dt>Attempt</dt><dd id=\"attempt\">{attempt} of {max}</dd><dt>Worker</dt><dd id=\"worker\">{worker}</dd>\
-         <dt>Progress</dt><dd id=\"progress\">{progress}</dd><dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
+         <dt>Progress</dt><dd id=\"progress\">{progress}</dd><dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}{cancel}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
         id = job.id,
         status = job.status,
         kind = job.kind,
