@@ -321,12 +321,16 @@ pub async fn run_reconciler(state: AppState) {
     }
 }
 
-/// How long until the earliest `resolve_at`, at most [`RECONCILE_EVERY`].
+/// Least wait between two passes that found work due: rows another replica holds locked (or
+/// just claimed) are due but not claimable, and must not make this one spin.
+const RECONCILE_AGAIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long until the earliest `resolve_at`, from [`RECONCILE_AGAIN`] to [`RECONCILE_EVERY`].
 async fn until_next(state: &AppState) -> std::time::Duration {
     match state.store.next_resolve_at().await {
         Ok(Some(next)) => std::time::Duration::try_from(next - OffsetDateTime::now_utc())
             .unwrap_or_default()
-            .min(RECONCILE_EVERY),
+            .clamp(RECONCILE_AGAIN, RECONCILE_EVERY),
         Ok(None) | Err(_) => RECONCILE_EVERY,
     }
 }
