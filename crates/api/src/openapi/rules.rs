@@ -10,7 +10,7 @@ use offload_shared::{JobStatus, envelope::MAX_INPUT_FILES, kinds::MAX_NAME_LEN};
 
 use crate::{
     routes::jobs::{DEFAULT_PAGE, MAX_PAGE},
-    submit::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_BATCH_JOBS, MAX_KEY_LEN},
+    submit::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_BATCH_JOBS, MAX_DELAY_S, MAX_KEY_LEN},
 };
 
 /// The bearer token scheme's name in `components.securitySchemes`.
@@ -424,6 +424,25 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
              (OFFLOAD_MAX_JOB_TIMEOUT_S; default: the kind's, else OFFLOAD_JOB_TIMEOUT_S)"
         ),
     });
+    request["run_at"] = json!({
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "When to run it (RFC 3339): the job is `scheduled` in the store until \
+            then and published when due; a time already past runs at once. Not with `delay_s`",
+    });
+    request["delay_s"] = json!({
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "maximum": MAX_DELAY_S,
+        "description": format!(
+            "Seconds from now to run it, 0–{MAX_DELAY_S} (366 days), like `run_at`. Not with `run_at`"
+        ),
+    });
+    if let Value::Object(request) = &mut schemas["JsonRequest"] {
+        // 422 when both are given.
+        request.insert("not".to_owned(), json!({"required": ["run_at", "delay_s"]}));
+    }
+    schemas["CancelRequest"] = cancel_request();
     schemas["FormRequest"] = form_request(max_timeout_s);
     schemas["MultipartRequest"] = multipart_request(max_timeout_s);
     let jobs = &mut schemas["BatchRequest"]["properties"]["jobs"];
@@ -459,6 +478,40 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
     }
 }
 
+/// The body of `POST /jobs/cancel`: at least one of `kind`, `status` and `queue` (422 without),
+/// the status one a job can still be cancelled in.
+fn cancel_request() -> Value {
+    let cancellable: Vec<&str> = JobStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_cancellable())
+        .map(JobStatus::as_str)
+        .collect();
+    let nullable = |mut schema: Value| {
+        schema["type"] = json!(["string", "null"]);
+        schema
+    };
+    let mut status = json!({"type": ["string", "null"], "enum": cancellable});
+    status["enum"]
+        .as_array_mut()
+        .into_iter()
+        .for_each(|e| e.push(Value::Null));
+    let given =
+        |field: &str| json!({"required": [field], "properties": {field: {"type": "string"}}});
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "Which unfinished jobs to cancel: every field given must match; at least \
+            one is needed (a cancel of every job is refused). A kind or queue nothing runs on \
+            matches no job",
+        "properties": {
+            "kind": nullable(kind_schema()),
+            "status": status,
+            "queue": nullable(kind_schema()),
+        },
+        "anyOf": [given("kind"), given("status"), given("queue")],
+    })
+}
+
 /// The HTML form of `POST /jobs`: the same fields as JSON, every one text; empty fields are
 /// left out.
 fn form_request(max_timeout_s: u64) -> Value {
@@ -476,7 +529,10 @@ fn form_request(max_timeout_s: u64) -> Value {
             },
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": max_timeout_s},
+            "run_at": {"type": "string", "format": "date-time"},
+            "delay_s": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_S},
         },
+        "not": {"required": ["run_at", "delay_s"]},
         "patternProperties": {
             "^payload\\..+$": {
                 "type": "string",
