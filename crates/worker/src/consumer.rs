@@ -88,10 +88,13 @@ async fn forward_progress(
         let Some(latest) = progress.borrow_and_update().clone() else {
             continue;
         };
-        let worker = reports.reporter.worker().clone();
-        reports
-            .reporter
-            .progress(JobEvent::progress_report(id, attempt, &worker, latest));
+        let reporter = &reports.reporter;
+        reporter.running(JobEvent::progress_report(
+            id,
+            attempt,
+            reporter.worker(),
+            latest,
+        ));
         tokio::time::sleep(reports.interval).await;
     }
 }
@@ -222,7 +225,7 @@ impl JobRunner {
             }
         };
         self.reporter
-            .started(self.event(&envelope, JobStatus::Running, None));
+            .running(self.event(&envelope, JobStatus::Running, None));
         let started = Instant::now();
         let registration = self.cancels.running(envelope.id);
         let (outcome, retry_hint, attached) = run_attempt(

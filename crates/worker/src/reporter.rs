@@ -173,16 +173,11 @@ impl Reporter {
         .await
     }
 
-    /// Publishes `running` without holding up the job; if the job ends before the batch goes
-    /// out, the start is folded into the end's event. A failure is only logged, since a later
-    /// event of the same job supersedes it.
-    pub fn started(&self, running: JobEvent) {
+    /// Publishes a `running` event (a start, or a progress report) without holding up the job;
+    /// if the job ends before the batch goes out, a start is folded into the end's event. A
+    /// failure is only logged, since a later event of the same job supersedes it.
+    pub fn running(&self, running: JobEvent) {
         let _ = self.events.send((running, None));
-    }
-
-    /// Publishes a progress report without waiting; a lost one is superseded by the next.
-    pub fn progress(&self, report: JobEvent) {
-        let _ = self.events.send((report, None));
     }
 
     /// Copies a message to the dead-letter exchange with `reason` and waits for the confirm.

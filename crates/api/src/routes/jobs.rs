@@ -93,7 +93,7 @@ pub async fn submit(
     let run_at = new.later.map(|later| later.time(submitted_at));
     // Checked before anything is written: while the broker is away or the kind's queue is
     // full, answer 503 at once. A job to run later only needs the store now.
-    let publisher = if run_at.is_some_and(|t| t > submitted_at) {
+    let publisher = if JobRecord::waits(run_at, submitted_at) {
         None
     } else {
         Some(state.admit([&new.kind])?)
@@ -290,7 +290,7 @@ pub async fn submit_batch(
         .iter()
         .map(|j| j.later.map(|later| later.time(submitted_at)))
         .collect();
-    let later = |i: usize| run_at[i].is_some_and(|t| t > submitted_at);
+    let later = |i: usize| JobRecord::waits(run_at[i], submitted_at);
     // Only the jobs to run now need the broker now.
     let publisher = if (0..batch.len()).all(later) {
         None

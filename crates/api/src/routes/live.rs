@@ -15,8 +15,6 @@ use axum::{
 };
 use futures_util::stream::{self, Stream};
 
-use offload_shared::JobId;
-
 use crate::{
     auth::Caller, error::ApiError, routes::jobs::find_owned, state::AppState, store::JobRecord,
 };
@@ -56,8 +54,8 @@ pub async fn job_events(
 enum Step {
     /// The job as read when the request came: sent first.
     First(Box<JobRecord>),
-    /// Sent `last` (its JSON); reading the job until it changes.
-    Watching { id: JobId, last: String, seq: u64 },
+    /// Sent `last`; reading the job until it changes.
+    Watching { last: Box<JobRecord>, seq: u64 },
     /// The job finished (or is gone): this event, then nothing.
     Last(Event),
     /// Nothing more.
@@ -75,18 +73,19 @@ fn watch(
         |(step, state, owner)| async move {
             match step {
                 Step::First(job) => {
-                    let (event, next) = sent(&job, 0);
+                    let (event, next) = sent(*job, 0);
                     Some((Ok(event), (next, state, owner)))
                 }
-                Step::Watching { id, last, seq } => loop {
+                Step::Watching { last, seq } => loop {
                     tokio::select! {
                         () = state.shutdown.cancelled() => return None,
                         () = tokio::time::sleep(POLL) => {}
                     }
+                    let id = last.id;
                     match state.store.get_owned(id, owner.as_deref()).await {
                         Ok(Some(job)) => {
-                            if serde_json::to_string(&job).unwrap_or_default() != last {
-                                let (event, next) = sent(&job, seq + 1);
+                            if job != *last {
+                                let (event, next) = sent(job, seq + 1);
                                 return Some((Ok(event), (next, state, owner)));
                             }
                         }
@@ -110,12 +109,11 @@ fn watch(
 }
 
 /// The `job` event for `job`, numbered `seq`, and what follows it: `end` once it has finished.
-fn sent(job: &JobRecord, seq: u64) -> (Event, Step) {
-    let json = serde_json::to_string(job).unwrap_or_default();
+fn sent(job: JobRecord, seq: u64) -> (Event, Step) {
     let event = Event::default()
         .event("job")
         .id(seq.to_string())
-        .data(json.clone());
+        .data(serde_json::to_string(&job).unwrap_or_default());
     let next = if job.status.is_terminal() {
         Step::Last(
             Event::default()
@@ -124,8 +122,7 @@ fn sent(job: &JobRecord, seq: u64) -> (Event, Step) {
         )
     } else {
         Step::Watching {
-            id: job.id,
-            last: json,
+            last: Box::new(job),
             seq,
         }
     };

@@ -438,10 +438,16 @@ impl JobRecord {
     /// The same job, to run at `run_at`: `scheduled` until then if that is still to come.
     pub fn run_at(mut self, run_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Self {
         self.run_at = run_at;
-        if run_at.is_some_and(|t| t > now) {
+        if Self::waits(run_at, now) {
             self.status = JobStatus::Scheduled;
         }
         self
+    }
+
+    /// True if a job submitted at `now` to run at `run_at` waits, `scheduled`, in the store:
+    /// its time is still to come. Otherwise it is published at once.
+    pub fn waits(run_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+        run_at.is_some_and(|t| t > now)
     }
 }
 

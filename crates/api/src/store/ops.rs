@@ -5,7 +5,7 @@ use std::{borrow::Cow, time::Duration};
 use sqlx::Pool;
 use time::OffsetDateTime;
 
-use offload_shared::{JobEvent, JobId, JobKind, JobStatus, events::Progress};
+use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
 
 use super::{
     CancelFilter, JobFilter, JobRecord, JobSummary, NewArtifact, Purged, StoreError,
@@ -438,12 +438,13 @@ async fn apply_one<D: Dialect>(
             D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_ARTIFACTS_OF_JOB).id(*id)).await?;
         }
-        Write::Event(ev) if ev.is_progress() => {
-            let progress = ev
-                .progress
-                .as_ref()
-                .map(Progress::bounded)
-                .unwrap_or_default();
+        Write::Event(
+            ev @ JobEvent {
+                progress: Some(reported),
+                ..
+            },
+        ) => {
+            let progress = reported.bounded();
             #[allow(clippy::cast_possible_truncation)]
             let ppm = (progress.fraction * 1_000_000.0).round() as i64;
             let stmt = Stmt::new(sql::PROGRESS)
