@@ -166,8 +166,10 @@ async fn a_scheduled_job_falling_due_while_the_broker_is_down_runs_once_it_is_ba
     let env = TestEnv::on(&url).await;
     let api = ApiProcess::start(&env, &[]).await;
     let worker = WorkerProcess::start(&env, "later-b", 1, &[]).await;
-    let job = api.submit(json!({"kind": "noop", "delay_s": 2})).await;
+    // Stopped first, so the job cannot be published before its broker is down: a job to run
+    // later needs only the store to be accepted.
     fault_broker("stop").await;
+    let job = api.submit(json!({"kind": "noop", "delay_s": 2})).await;
     until_past(timestamp(&job, "run_at") + time::Duration::seconds(1)).await;
     assert_eq!(api.job(&id(&job)).await["status"], "scheduled");
     fault_broker("start").await;
