@@ -109,6 +109,15 @@ port_open() {
   timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$PORT" 2>/dev/null
 }
 
+# True if the node answers an AMQP handshake: the protocol header gets a Connection.Start frame
+# (type 1) back within 5 s. An open port is not enough: a node out of sockets (connections left
+# by killed clients) accepts TCP but never answers, and every client of it times out.
+amqp_answers() {
+  local first
+  first="$(timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1"; printf "AMQP\x00\x00\x09\x01" >&3; head -c 1 <&3 | od -An -tx1' "$HOST" "$PORT" 2>/dev/null || true)"
+  [ "$(echo $first)" = 01 ]
+}
+
 # True if the Erlang VM of the node answers (even with the RabbitMQ application stopped).
 node_alive() {
   timeout 30 "${CTL[@]}" -n "$NODE" ping >/dev/null 2>&1
@@ -205,8 +214,13 @@ cmd_start() {
   lock
   if port_open; then
     node_alive || die "$HOST:$PORT answers but node $NODE does not: the port is taken by something else"
-    say "$NODE already answers on $HOST:$PORT"
-    return 0
+    if amqp_answers; then
+      say "$NODE already answers on $HOST:$PORT"
+      return 0
+    fi
+    say "$NODE accepts connections on $HOST:$PORT but does not answer the AMQP handshake; restarting it"
+    timeout 30 "${CTL[@]}" -n "$NODE" status 2>&1 | grep -iE -A2 "file descriptors|sockets" >&2 || true
+    cmd_stop_locked
   fi
   if node_alive; then
     # The VM runs but the application is stopped (after stop-app): just start the application.
@@ -252,6 +266,10 @@ cmd_start() {
 
 cmd_stop() {
   lock
+  cmd_stop_locked
+}
+
+cmd_stop_locked() {
   if ! node_alive; then
     say "$NODE is not running"
     return 0
