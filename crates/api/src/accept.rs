@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use offload_shared::{
-    JobEnvelope, JobId,
+    JobEnvelope, JobId, Priority,
     broker::{BrokerError, Confirm, LateConfirm},
     envelope::WIRE_VERSION,
 };
@@ -114,12 +114,21 @@ pub struct Settling {
     pub record: Record,
 }
 
-/// Publishes `envelopes` (whose rows are unresolved) and settles every row the broker answered
-/// for; returns one [`Fate`] per envelope, in order.
+/// A job to publish: its envelope, and its priority (which picks the lane).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The message body.
+    pub envelope: JobEnvelope,
+    /// The lane it goes to.
+    pub priority: Priority,
+}
+
+/// Publishes `jobs` (whose rows are unresolved) and settles every row the broker answered for;
+/// returns one [`Fate`] per job, in order.
 pub async fn publish_and_settle(
     state: &AppState,
     publisher: &JobPublisher,
-    envelopes: &[JobEnvelope],
+    jobs: &[Outgoing],
     request_id: Option<&str>,
     how: Settling,
 ) -> Vec<Fate> {
@@ -129,13 +138,17 @@ pub async fn publish_and_settle(
         record,
     } = how;
     let started = Instant::now();
-    let outcomes = join_all(envelopes.iter().map(|e| publisher.publish(e, request_id))).await;
+    let outcomes = join_all(
+        jobs.iter()
+            .map(|j| publisher.publish(&j.envelope, j.priority, request_id)),
+    )
+    .await;
     let elapsed = started.elapsed();
     let mut confirmed = Vec::new();
     let mut overdue = Vec::new();
     let mut writes = Vec::new();
-    let mut fates = Vec::with_capacity(envelopes.len());
-    for (envelope, outcome) in envelopes.iter().zip(outcomes) {
+    let mut fates = Vec::with_capacity(jobs.len());
+    for (Outgoing { envelope, .. }, outcome) in jobs.iter().zip(outcomes) {
         match outcome {
             Confirm::Acked => {
                 state.metrics.accepted(&envelope.kind, elapsed);
@@ -182,22 +195,16 @@ pub async fn publish_and_settle(
 pub async fn publish_one(
     state: &AppState,
     publisher: &JobPublisher,
-    envelope: &JobEnvelope,
+    job: &Outgoing,
     request_id: Option<&str>,
     how: Settling,
 ) -> Result<(), ApiError> {
-    let fates = publish_and_settle(
-        state,
-        publisher,
-        std::slice::from_ref(envelope),
-        request_id,
-        how,
-    )
-    .await;
+    let fates =
+        publish_and_settle(state, publisher, std::slice::from_ref(job), request_id, how).await;
     match fates.into_iter().next() {
         Some(Fate::Accepted) => Ok(()),
         Some(Fate::Refused(e)) => Err(e.into()),
-        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(envelope.id, e)),
+        Some(Fate::Unknown(e)) => Err(ApiError::Unknown(job.envelope.id, e)),
         None => Err(BrokerError::NotConnected.into()),
     }
 }
@@ -346,18 +353,21 @@ async fn publish_due(
         .iter()
         .filter(|u| u.job.status == offload_shared::JobStatus::Scheduled)
         .count();
-    let envelopes: Vec<JobEnvelope> = claimed
+    let envelopes: Vec<Outgoing> = claimed
         .into_iter()
-        .map(|u| JobEnvelope {
-            v: WIRE_VERSION,
-            id: u.job.id,
-            kind: u.job.kind,
-            payload: u.payload,
-            attempt: u.job.attempt,
-            max_attempts: u.job.max_attempts,
-            timeout_ms: u.job.timeout_ms,
-            submitted_at: u.job.submitted_at,
-            files: u.files.iter().map(StoredFile::to_envelope).collect(),
+        .map(|u| Outgoing {
+            priority: u.job.priority,
+            envelope: JobEnvelope {
+                v: WIRE_VERSION,
+                id: u.job.id,
+                kind: u.job.kind,
+                payload: u.payload,
+                attempt: u.job.attempt,
+                max_attempts: u.job.max_attempts,
+                timeout_ms: u.job.timeout_ms,
+                submitted_at: u.job.submitted_at,
+                files: u.files.iter().map(StoredFile::to_envelope).collect(),
+            },
         })
         .collect();
     let again = envelopes.len() - scheduled;

@@ -197,7 +197,7 @@ pub async fn watch(
             .queues()
             .into_iter()
             .map(str::to_owned)
-            .chain(kinds.all().iter().map(|k| names.work_queue(&k.spec.queue)))
+            .chain(kinds.all().iter().flat_map(|k| names.lanes(&k.spec.queue)))
             .collect();
         for queue in &queues {
             if channel.as_ref().is_none_or(|c| !c.status().connected()) {

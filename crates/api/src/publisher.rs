@@ -9,7 +9,7 @@ use lapin::{
 };
 
 use offload_shared::{
-    JobEnvelope,
+    JobEnvelope, Priority,
     broker::{self, BrokerError, Confirm, REASON_HEADER, REQUEST_ID_HEADER},
     control::{CONTROL_TYPE, ControlMessage},
     frames::MessageLimits,
@@ -55,16 +55,25 @@ impl JobPublisher {
         &self.names
     }
 
-    /// Publishes `job` and waits up to the publish deadline for the broker's confirm.
-    /// `request_id` travels in the message headers to the worker's logs.
+    /// Publishes `job` to the lane of `priority` (routing key `<kind>` or `<kind>:high`, with
+    /// the AMQP priority a high job carries) and waits up to the publish deadline for the
+    /// broker's confirm. `request_id` travels in the message headers to the worker's logs.
     // Debug: a batch publishes a thousand jobs, and a span each costs real CPU.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = %job.id))]
-    pub async fn publish(&self, job: &JobEnvelope, request_id: Option<&str>) -> Confirm {
+    pub async fn publish(
+        &self,
+        job: &JobEnvelope,
+        priority: Priority,
+        request_id: Option<&str>,
+    ) -> Confirm {
         let timestamp = u64::try_from(job.submitted_at.unix_timestamp()).unwrap_or(0);
         let mut properties = broker::persistent_json()
             .with_message_id(ShortString::from(job.id.to_string()))
             .with_type(ShortString::from(job.kind.as_str()))
             .with_timestamp(timestamp);
+        if let Some(amqp) = priority.amqp() {
+            properties = properties.with_priority(amqp);
+        }
         if let Some(id) = request_id {
             let mut headers = FieldTable::default();
             headers.insert(
@@ -82,7 +91,7 @@ impl JobPublisher {
         broker::publish_tracked(
             &self.channel,
             &self.exchange,
-            job.kind.as_str(),
+            &priority.routing_key(&job.kind),
             &body,
             properties,
             self.deadline,

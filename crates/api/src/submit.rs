@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use offload_shared::{
-    JobKind,
+    JobKind, Priority,
     limits::{MAX_JSON_DEPTH, json_depth},
 };
 
@@ -121,6 +121,8 @@ pub struct NewJob {
     pub files: Vec<StoredFile>,
     /// When to run it, if not at once.
     pub later: Option<Later>,
+    /// Its priority: the request's, else the kind's, else `normal`.
+    pub priority: Priority,
 }
 
 /// The body of `POST /jobs`.
@@ -149,6 +151,10 @@ pub struct JsonRequest {
     /// Seconds from now to run it, up to 366 days: like `run_at`. Not with `run_at`.
     #[serde(default, deserialize_with = "whole_number")]
     delay_s: Option<u64>,
+    /// `normal` or `high` (default: the kind's, else `normal`): a high job starts before
+    /// every waiting normal job of its queue.
+    #[serde(default)]
+    priority: Option<String>,
 }
 
 /// A whole number, written as JSON Schema's `integer` allows: `5` or `5.0` (a number whose
@@ -259,6 +265,10 @@ impl NewJob {
             Some(Later::At(t)) => canonical["run_at"] = json!(t.unix_timestamp_nanos().to_string()),
             Some(Later::After(s)) => canonical["delay_s"] = json!(s),
         }
+        // Likewise only when high.
+        if self.priority != Priority::Normal {
+            canonical["priority"] = json!(self.priority);
+        }
         // Only when there are files, so a job without them keeps the fingerprint it always had.
         if !self.files.is_empty() {
             canonical["files"] = self
@@ -351,6 +361,10 @@ impl NewJob {
     ) -> Result<Self, ApiError> {
         let known = kinds.get(&request.kind)?;
         let later = Later::parse(request.run_at.as_deref(), request.delay_s)?;
+        let priority = match request.priority.as_deref() {
+            Some(raw) => Priority::parse(raw).map_err(ApiError::Invalid)?,
+            None => known.spec.priority.unwrap_or_default(),
+        };
         let kind = known.spec.name.clone();
         let payload = request
             .payload
@@ -392,6 +406,7 @@ impl NewJob {
                 .or(known.spec.timeout_s.map(|t| t.min(max_timeout_s))),
             files,
             later,
+            priority,
         })
     }
 }
@@ -420,6 +435,7 @@ fn json_request(fields: form::FormFields) -> JsonRequest {
         timeout_s: fields.timeout_s,
         run_at: fields.run_at,
         delay_s: fields.delay_s,
+        priority: fields.priority,
     }
 }
 

@@ -63,8 +63,16 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let server = std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().expect("accept");
+            // The whole request is read first: closing with part of it unread would answer
+            // the probe with a reset instead of the response.
+            let mut request = Vec::new();
             let mut buf = [0u8; 512];
-            let _ = conn.read(&mut buf);
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
         });
         assert_eq!(probe(addr, "/health/ready", Duration::from_secs(2)), Ok(()));

@@ -151,6 +151,9 @@ pub struct KindSpec {
     /// Run-time limit of one attempt in seconds when the request names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
+    /// Priority of its jobs when the request names none (`normal` when this is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<crate::priority::Priority>,
 }
 
 fn any_payload() -> Value {
@@ -176,6 +179,7 @@ impl KindSpec {
             payload_schema: any_payload(),
             max_attempts: None,
             timeout_s: None,
+            priority: None,
         }
     }
 

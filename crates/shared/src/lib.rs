@@ -14,6 +14,7 @@
 //! - [`artifacts`]: artifact messages: their headers, [`artifacts::ArtifactMeta`] and name checks.
 //! - [`control`]: control messages the API sends every worker (cancels).
 //! - [`events`]: lifecycle events workers publish and the API applies, and [`events::JobStatus`].
+//! - [`priority`]: job priorities (`normal`, `high`) and the high lane beside every work queue.
 //! - [`retry`]: exponential back-off with jitter, carried out by TTL'd delay queues.
 //! - [`topology`]: exchanges, queues and their arguments, declared idempotently by both binaries.
 //! - [`frames`]: the frame and message size limits every publish is checked against first.
@@ -33,6 +34,7 @@ pub mod healthcheck;
 pub mod http_server;
 pub mod kinds;
 pub mod limits;
+pub mod priority;
 pub mod retry;
 mod secret_url;
 pub mod session;
@@ -44,4 +46,5 @@ pub mod topology;
 pub use envelope::{JobEnvelope, JobId};
 pub use events::{JobEvent, JobStatus};
 pub use kinds::JobKind;
+pub use priority::Priority;
 pub use settings::{QueueType, Settings};

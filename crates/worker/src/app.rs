@@ -6,7 +6,7 @@
 //! within the grace period.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     pin::pin,
     sync::{
@@ -23,9 +23,9 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    QueueType, Settings,
+    Priority, QueueType, Settings,
     announce::WorkerState,
-    broker,
+    broker::{self, Settle},
     control::{ControlMessage, ControlType},
     http_server::{self, HttpLimits},
     kinds::QueueName,
@@ -39,6 +39,7 @@ use crate::{
     announcer::Announcer,
     cancels::Cancels,
     consumer::JobRunner,
+    gate::Gate,
     handlers::Registry,
     http::{self, Probe},
     metrics::WorkerMetrics,
@@ -465,22 +466,32 @@ impl Running<'_> {
                 "no API repeated its cancels within {CONTROL_SYNC_WAIT:?} (is one running?); consuming anyway"
             ),
         }
-        let mut consumers = Vec::with_capacity(work_queues.len());
-        let mut tags = Vec::with_capacity(work_queues.len());
-        for queue in &work_queues {
-            let tag = ShortString::from(format!("{}.{queue}", reporter.worker()));
-            match start_consumer(&jobs, queue, tag.clone(), settings).await {
-                Ok(consumer) => consumers.push(consumer),
-                Err(why) => return SessionEnd::Lost(why),
+        // Both lanes of every queue, the high lane first: a high job waiting when the worker
+        // starts is delivered before the normal ones.
+        let mut consumers = Vec::with_capacity(2 * work_queues.len());
+        let mut tags = Vec::with_capacity(2 * work_queues.len());
+        for (index, queue) in work_queues.iter().enumerate() {
+            for priority in [Priority::High, Priority::Normal] {
+                let lane = priority.lane(queue);
+                let tag = ShortString::from(format!("{}.{lane}", reporter.worker()));
+                match start_consumer(&jobs, &lane, tag.clone(), settings).await {
+                    Ok(consumer) => consumers.push((index, priority, consumer)),
+                    Err(why) => return SessionEnd::Lost(why),
+                }
+                tags.push(tag);
             }
-            tags.push(tag);
         }
-        // Every queue's deliveries flow into one runner; `None` marks a consumer the broker ended.
-        let mut deliveries = stream::select_all(
-            consumers
-                .into_iter()
-                .map(|c| c.map(Some).chain(stream::once(async { None })).boxed()),
-        );
+        // Every lane's deliveries flow into one runner, with their queue and priority; `None`
+        // marks a consumer the broker ended.
+        let mut deliveries =
+            stream::select_all(consumers.into_iter().map(|(index, priority, c)| {
+                c.map(move |d| Some((index, priority, d)))
+                    .chain(stream::once(async { None }))
+                    .boxed()
+            }));
+        // At most `prefetch` jobs of one queue run at once; a high one waiting starts first.
+        let mut gate = Gate::new(work_queues.len(), usize::from(settings.prefetch));
+        let mut queue_of = HashMap::new();
         tracing::info!(
             worker = %reporter.worker(),
             queues = ?work_queues,
@@ -506,7 +517,7 @@ impl Running<'_> {
 
         // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
         // tags belong to this connection) are redelivered by the broker.
-        let mut running = JoinSet::new();
+        let mut running: JoinSet<()> = JoinSet::new();
         // Heartbeats in flight, aborted with the session.
         let mut beats = JoinSet::new();
         let watched = [&jobs, reporter.channel()];
@@ -520,7 +531,18 @@ impl Running<'_> {
                 biased;
                 () = token.cancelled() => break None,
                 () = &mut lost => break Some("the connection or a channel closed".to_owned()),
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match ended {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(index) = queue_of.remove(&id)
+                        && let Some(next) = gate.ended(index)
+                    {
+                        let task = running.spawn(runner.clone().process(next));
+                        queue_of.insert(task.id(), index);
+                    }
+                }
                 message = control.next() => match message {
                     Some(Ok(delivery)) => self.control(&delivery.data),
                     Some(Err(e)) => break Some(e.to_string()),
@@ -533,10 +555,13 @@ impl Running<'_> {
                     beats.spawn(async move { announcer.send(&reporter, WorkerState::Alive).await });
                 }
                 next = deliveries.next() => match next {
-                    Some(Some(Ok(delivery))) => {
-                        running.spawn(runner.clone().process(delivery));
+                    Some(Some((index, priority, Ok(delivery)))) => {
+                        if let Some(delivery) = gate.arrived(index, priority, delivery) {
+                            let task = running.spawn(runner.clone().process(delivery));
+                            queue_of.insert(task.id(), index);
+                        }
                     }
-                    Some(Some(Err(e))) => break Some(e.to_string()),
+                    Some(Some((_, _, Err(e)))) => break Some(e.to_string()),
                     Some(None) | None => break Some("the broker ended a consumer".to_owned()),
                 },
             }
@@ -556,6 +581,11 @@ impl Running<'_> {
             .await;
         }
         beats.abort_all();
+        // Jobs that were waiting for a slot never started: back to their queues at once, for
+        // other workers.
+        for waiting in gate.take_waiting() {
+            let _ = broker::settle(&waiting.acker, Settle::Requeue, false, deadline).await;
+        }
         // The grace period begins: handlers that watch their context may stop early, and their
         // jobs go back to the queue without spending an attempt.
         shutdown.cancel();
@@ -608,7 +638,8 @@ async fn start_consumer(
     settings: &Settings,
 ) -> Result<lapin::Consumer, String> {
     // Fair dispatch: the broker sends this consumer at most `prefetch` unacknowledged jobs, so a
-    // busy worker is skipped and its jobs go to idle ones; per consumer, so per queue.
+    // busy worker is skipped and its jobs go to idle ones; per consumer, so per lane (the gate
+    // then runs at most `prefetch` of a queue's two lanes at once).
     broker::consume(
         jobs,
         queue,

@@ -78,6 +78,12 @@ pub trait Job: Send + Sync + 'static {
         None
     }
 
+    /// Priority of this kind's jobs when the request names none (`None`: `normal`). A `high`
+    /// job starts before every waiting `normal` job of its queue.
+    fn priority(&self) -> Option<offload_shared::Priority> {
+        None
+    }
+
     /// Runs one attempt. A [`JobError::Retryable`] is tried again with back-off until the
     /// job's attempts run out; a [`JobError::Permanent`] ends the job dead at once.
     fn run(

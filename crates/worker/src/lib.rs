@@ -89,6 +89,7 @@ pub mod job_error;
 mod announcer;
 mod cancels;
 mod consumer;
+mod gate;
 mod http;
 mod metrics;
 mod reporter;

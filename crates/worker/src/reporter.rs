@@ -21,7 +21,7 @@ use lapin::{
 };
 
 use offload_shared::{
-    JobEnvelope, JobEvent, JobKind,
+    JobEnvelope, JobEvent, JobKind, Priority,
     announce::{ANNOUNCEMENT_TYPE, Announcement},
     artifacts::{self, ArtifactMeta},
     broker::{self, BrokerError},
@@ -221,8 +221,8 @@ impl Reporter {
                 delay.tier_ms
             )));
         }
-        // The delay exchange picks the delay queue by this header; the routing key (the kind)
-        // takes the job back to its kind's work queue when it expires.
+        // The delay exchange picks the delay queue by this header; the routing key (the kind,
+        // with its priority's suffix) takes the job back to its lane when it expires.
         let mut headers = republished_headers(original);
         put(&mut headers, DELAY_HEADER, &delay.tier_ms.to_string());
         let properties = original
@@ -235,7 +235,7 @@ impl Reporter {
         broker::publish_confirmed(
             &self.channel,
             &self.names.delay_exchange,
-            next.kind.as_str(),
+            &lane_key(&next.kind, original),
             &body,
             properties,
             self.deadline,
@@ -245,7 +245,8 @@ impl Reporter {
 
     /// Sends a delivery of a kind this worker cannot run back to its kind's queue unchanged
     /// (same body, same attempt) through the delay queue of `tier_ms`, the shortest: it waits
-    /// there, then the routing key (the kind) takes it to the work queue the kind is bound to.
+    /// there, then the routing key (the kind, with its priority's suffix) takes it to the lane
+    /// the kind is bound to.
     /// Waits for the broker's confirm.
     #[tracing::instrument(skip_all, fields(%kind))]
     pub async fn return_to_queue(
@@ -266,7 +267,7 @@ impl Reporter {
         broker::publish_confirmed(
             &self.channel,
             &self.names.delay_exchange,
-            kind.as_str(),
+            &lane_key(kind, original),
             body,
             properties,
             self.deadline,
@@ -400,6 +401,12 @@ fn split(events: Vec<Pending>, max_bytes: usize) -> Vec<Batch> {
     }
     batches.extend(current);
     batches
+}
+
+/// The routing key that takes a republished job of `kind` back to the lane its message came
+/// from: its AMQP priority says which (a high job's is `<kind>:high`).
+fn lane_key(kind: &JobKind, original: &BasicProperties) -> String {
+    Priority::of_message(*original.priority()).routing_key(kind)
 }
 
 /// The headers a delivery's message keeps when it is published again as a new message: all but

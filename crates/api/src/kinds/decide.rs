@@ -2,7 +2,10 @@
 //! unit test. A kind is never routed to two queues: a differing spec replaces the recorded one
 //! only once no live worker still runs the recorded one (and never a pinned one).
 
-use offload_shared::kinds::{KindSpec, QueueName};
+use offload_shared::{
+    Priority,
+    kinds::{KindSpec, QueueName},
+};
 
 use crate::store::registry::{KindRecord, KindSource};
 
@@ -102,6 +105,13 @@ pub fn differences(recorded: &KindSpec, offered: &KindSpec) -> Vec<String> {
             offered.timeout_s, recorded.timeout_s
         ));
     }
+    if recorded.priority != offered.priority {
+        out.push(format!(
+            "priority {:?} (recorded {:?})",
+            offered.priority.map(Priority::as_str),
+            recorded.priority.map(Priority::as_str)
+        ));
+    }
     out
 }
 
@@ -121,6 +131,7 @@ mod tests {
             payload_schema: json!({"type": "object"}),
             max_attempts: None,
             timeout_s: None,
+            priority: None,
         }
     }
 

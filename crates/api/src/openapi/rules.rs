@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use offload_shared::{JobStatus, envelope::MAX_INPUT_FILES, kinds::MAX_NAME_LEN};
+use offload_shared::{JobStatus, Priority, envelope::MAX_INPUT_FILES, kinds::MAX_NAME_LEN};
 
 use crate::{
     routes::jobs::{DEFAULT_PAGE, MAX_PAGE},
@@ -438,6 +438,12 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
             "Seconds from now to run it, 0–{MAX_DELAY_S} (366 days), like `run_at`. Not with `run_at`"
         ),
     });
+    request["priority"] = json!({
+        "type": ["string", "null"],
+        "enum": Priority::ALL.map(|p| Some(p.as_str())).into_iter().chain([None]).collect::<Vec<_>>(),
+        "description": "`high` starts before every waiting `normal` job of its queue (default: \
+            the kind's priority, else `normal`)",
+    });
     if let Value::Object(request) = &mut schemas["JsonRequest"] {
         // 422 when both are given.
         request.insert("not".to_owned(), json!({"required": ["run_at", "delay_s"]}));
@@ -531,6 +537,7 @@ fn form_request(max_timeout_s: u64) -> Value {
             "timeout_s": {"type": "integer", "minimum": 1, "maximum": max_timeout_s},
             "run_at": {"type": "string", "format": "date-time"},
             "delay_s": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_S},
+            "priority": {"type": "string", "enum": Priority::ALL.map(Priority::as_str)},
         },
         "not": {"required": ["run_at", "delay_s"]},
         "patternProperties": {

@@ -15,7 +15,7 @@ use offload_shared::{
 };
 
 use crate::{
-    accept::{Fate, OnRefused, Record, Settling, publish_and_settle, publish_one},
+    accept::{Fate, OnRefused, Outgoing, Record, Settling, publish_and_settle, publish_one},
     auth::{Caller, rate::Quota},
     error::{ApiError, PartialBatch, Problem, rate_limit_headers},
     routes::{pages, prefers_html},
@@ -110,7 +110,8 @@ pub async fn submit(
         submitted_at,
     )
     .owned_by(caller.key_id.clone())
-    .run_at(run_at, submitted_at);
+    .run_at(run_at, submitted_at)
+    .with_priority(new.priority);
     let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
     // One copy for the store; the envelope takes the request's.
@@ -194,8 +195,13 @@ pub async fn submit(
         on_refused: OnRefused::Forget,
         record: record_for(fingerprint.is_some()),
     };
-    publish_one(&state, &publisher, &envelope, request_id(&headers), how).await?;
-    tracing::debug!(kind = %envelope.kind, "job accepted");
+    let kind = envelope.kind.clone();
+    let job = Outgoing {
+        envelope,
+        priority: record.priority,
+    };
+    publish_one(&state, &publisher, &job, request_id(&headers), how).await?;
+    tracing::debug!(%kind, "job accepted");
     Ok(with_quota(
         job_response(&headers, &record, StatusCode::ACCEPTED),
         &quota,
@@ -321,7 +327,8 @@ pub async fn submit_batch(
             submitted_at,
         )
         .owned_by(caller.key_id.clone())
-        .run_at(run_at[i], submitted_at);
+        .run_at(run_at[i], submitted_at)
+        .with_priority(new.priority);
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key
             .as_ref()
@@ -339,16 +346,19 @@ pub async fn submit_batch(
             }),
             inputs: Vec::new(),
         });
-        envelopes.push(JobEnvelope {
-            v: WIRE_VERSION,
-            id,
-            kind: new.kind,
-            payload: new.payload,
-            attempt: 1,
-            max_attempts: new.max_attempts,
-            timeout_ms,
-            submitted_at,
-            files: Vec::new(),
+        envelopes.push(Outgoing {
+            priority: new.priority,
+            envelope: JobEnvelope {
+                v: WIRE_VERSION,
+                id,
+                kind: new.kind,
+                payload: new.payload,
+                attempt: 1,
+                max_attempts: new.max_attempts,
+                timeout_ms,
+                submitted_at,
+                files: Vec::new(),
+            },
         });
         records.push(record);
     }
@@ -389,7 +399,7 @@ pub async fn submit_batch(
     if !scheduled.is_empty() {
         state.reconcile_soon.notify_one();
     }
-    let to_publish: Vec<JobEnvelope> = now.iter().map(|&i| envelopes[i].clone()).collect();
+    let to_publish: Vec<Outgoing> = now.iter().map(|&i| envelopes[i].clone()).collect();
     let how = Settling {
         resolve_at,
         on_refused: OnRefused::Forget,
@@ -614,16 +624,19 @@ pub async fn retry_job(
             job.id
         )));
     }
-    let envelope = JobEnvelope {
-        v: WIRE_VERSION,
-        id: job.id,
-        kind: job.kind,
-        payload: input.payload,
-        attempt,
-        max_attempts,
-        timeout_ms: job.timeout_ms,
-        submitted_at: job.submitted_at,
-        files: input.files.iter().map(StoredFile::to_envelope).collect(),
+    let redriven = Outgoing {
+        priority: job.priority,
+        envelope: JobEnvelope {
+            v: WIRE_VERSION,
+            id: job.id,
+            kind: job.kind,
+            payload: input.payload,
+            attempt,
+            max_attempts,
+            timeout_ms: job.timeout_ms,
+            submitted_at: job.submitted_at,
+            files: input.files.iter().map(StoredFile::to_envelope).collect(),
+        },
     };
     // The answer shows the job queued again, so its confirm is recorded first.
     let how = Settling {
@@ -631,7 +644,7 @@ pub async fn retry_job(
         on_refused: OnRefused::MarkDead,
         record: Record::Now,
     };
-    publish_one(&state, &publisher, &envelope, request_id(&headers), how).await?;
+    publish_one(&state, &publisher, &redriven, request_id(&headers), how).await?;
     let job = find(&state, &raw).await?;
     Ok(job_response(&headers, &job, StatusCode::ACCEPTED))
 }

@@ -6,6 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use offload_shared::Priority;
+
 use crate::{
     depth::QueueDepth,
     error::{ApiError, Problem},
@@ -32,6 +34,9 @@ pub struct KindView {
     pub max_attempts: Option<u32>,
     /// Run-time limit in seconds when the request names none (`null`: the API's default).
     pub timeout_s: Option<u64>,
+    /// Priority of its jobs when the request names none.
+    #[schema(value_type = String, example = "normal")]
+    pub priority: Priority,
     /// Where the kind came from.
     pub source: KindSource,
     /// Live workers that run it; empty while none does (its jobs wait in its queue).
@@ -119,6 +124,7 @@ pub async fn list_kinds(State(state): State<AppState>) -> Result<Json<KindList>,
                 payload_schema: spec.payload_schema.clone(),
                 max_attempts: spec.max_attempts,
                 timeout_s: spec.timeout_s,
+                priority: spec.priority.unwrap_or_default(),
                 source: record.map_or(KindSource::Builtin, |r| r.source),
                 workers: workers
                     .iter()

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use offload_shared::artifacts::ArtifactMeta;
+use offload_shared::{Priority, artifacts::ArtifactMeta};
 
 use super::{
     ArtifactLink, JobProgress, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError,
@@ -68,6 +68,10 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
         },
         owner: D::get_text(row, "owner")?,
         run_at: D::get_time(row, "run_at")?,
+        priority: match D::get_text(row, "priority")? {
+            None => Priority::Normal,
+            Some(p) => Priority::parse(&p).map_err(|e| corrupt(format!("priority: {e}")))?,
+        },
         progress: match (
             D::get_int(row, "progress_ppm")?,
             D::get_time(row, "progress_at")?,
@@ -104,6 +108,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         artifacts,
         owner: _,
         run_at,
+        priority,
         progress: _,
         inputs: _,
     } = job::<D>(row)?;
@@ -123,6 +128,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         runs,
         artifacts,
         run_at,
+        priority,
     })
 }
 

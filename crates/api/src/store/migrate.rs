@@ -226,6 +226,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0011_progress.sql"),
         adds: &[("jobs", "progress_ppm")],
     },
+    Step {
+        version: 12,
+        description: "priority",
+        sql: include_str!("../../migrations/sqlite/0012_priority.sql"),
+        adds: &[("jobs", "priority"), ("kinds", "priority")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -289,6 +295,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "progress",
         sql: include_str!("../../migrations/postgres/0010_progress.sql"),
         adds: &[("jobs", "progress_ppm")],
+    },
+    Step {
+        version: 11,
+        description: "priority",
+        sql: include_str!("../../migrations/postgres/0011_priority.sql"),
+        adds: &[("jobs", "priority"), ("kinds", "priority")],
     },
 ];
 

@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use offload_shared::{JobEvent, JobId, JobKind, JobStatus, artifacts::ArtifactMeta};
+use offload_shared::{JobEvent, JobId, JobKind, JobStatus, Priority, artifacts::ArtifactMeta};
 
 pub use inputs::{InputMeta, StoredFile};
 use keys::KeyRecord;
@@ -376,6 +376,9 @@ pub struct JobRecord {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub run_at: Option<OffsetDateTime>,
+    /// Its priority: a `high` job starts before every waiting `normal` job of its queue.
+    #[schema(value_type = String, example = "normal")]
+    pub priority: Priority,
     /// How far its running attempt has got, as the handler last reported (`ctx.progress`);
     /// absent until it reports, and cleared when an attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -424,9 +427,16 @@ impl JobRecord {
             artifacts: Vec::new(),
             owner: None,
             run_at: None,
+            priority: Priority::Normal,
             progress: None,
             inputs: Vec::new(),
         }
+    }
+
+    /// The same job, of priority `priority`.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// The same job, submitted by the key `owner`.
@@ -504,6 +514,9 @@ pub struct JobSummary {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub run_at: Option<OffsetDateTime>,
+    /// Its priority.
+    #[schema(value_type = String, example = "normal")]
+    pub priority: Priority,
 }
 
 /// A pending job whose publish is still unresolved, with what republishing it needs.

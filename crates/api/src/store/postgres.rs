@@ -208,14 +208,14 @@ async fn insert_jobs(conn: &mut PgConnection, rows: &[NewJob<'_>]) -> Result<(),
     let column = |f: &dyn Fn(&NewJob<'_>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms,
-                           submitted_at, payload, resolve_at, owner, run_at)
+                           submitted_at, payload, resolve_at, owner, run_at, priority)
          SELECT id, kind, status, progress, attempt, max_attempts, max_attempts, timeout_ms,
-                submitted_at, payload, resolve_at, owner, run_at
+                submitted_at, payload, resolve_at, owner, run_at, priority
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
                      $7::bigint[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::text[],
-                     $12::timestamptz[])
+                     $12::timestamptz[], $13::text[])
            AS t (id, kind, status, progress, attempt, max_attempts, timeout_ms, submitted_at,
-                 payload, resolve_at, owner, run_at)",
+                 payload, resolve_at, owner, run_at, priority)",
     )
     .bind(rows.iter().map(|r| r.job.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.job.kind.as_str()).collect::<Vec<_>>())
@@ -243,6 +243,11 @@ async fn insert_jobs(conn: &mut PgConnection, rows: &[NewJob<'_>]) -> Result<(),
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|r| r.job.run_at).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.job.priority.as_str())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())

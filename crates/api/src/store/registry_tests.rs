@@ -28,6 +28,7 @@ fn resize(queue: &str) -> KindSpec {
         payload_schema: json!({"type": "object", "properties": {"width": {"type": "integer"}}}),
         max_attempts: Some(3),
         timeout_s: None,
+        priority: Some(offload_shared::Priority::High),
     }
 }
 

@@ -205,10 +205,10 @@ async fn insert_jobs(
             .find(|&n| n <= rows.len())
             .unwrap_or(1);
         let (chunk, rest) = rows.split_at(size);
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, \
-             submitted_at, payload, resolve_at, owner, run_at)
+             submitted_at, payload, resolve_at, owner, run_at, priority)
              VALUES {values}"
         ));
         let mut query = sqlx::query(sql);
@@ -231,7 +231,8 @@ async fn insert_jobs(
                 .bind(payload.to_string())
                 .bind(resolve_at.map(micros))
                 .bind(job.owner.as_deref())
-                .bind(job.run_at.map(micros));
+                .bind(job.run_at.map(micros))
+                .bind(job.priority.as_str());
         }
         query.execute(&mut *conn).await?;
         rows = rest;

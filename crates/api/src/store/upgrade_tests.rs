@@ -128,6 +128,8 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         artifacts: Vec::new(),
         owner: None,
         run_at: None,
+        // A job from before priorities reads as normal.
+        priority: offload_shared::Priority::Normal,
         progress: None,
         inputs: Vec::new(),
     };

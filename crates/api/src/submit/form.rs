@@ -20,6 +20,8 @@ pub struct FormFields {
     pub run_at: Option<String>,
     /// Seconds from now to run it.
     pub delay_s: Option<u64>,
+    /// `normal` or `high` (checked later).
+    pub priority: Option<String>,
 }
 
 /// Why a form does not decode.
@@ -53,8 +55,8 @@ fn loose_value(text: &str) -> Value {
 }
 
 /// The fields of a form from its `(name, value)` pairs, in order. Each of `kind`, `payload`,
-/// `max_attempts`, `timeout_s`, `run_at`, `delay_s` and `payload.<key>` may appear once; any other name is refused,
-/// all of them named.
+/// `max_attempts`, `timeout_s`, `run_at`, `delay_s`, `priority` and `payload.<key>` may appear
+/// once; any other name is refused, all of them named.
 pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError> {
     let mut kind = None;
     let mut payload = None;
@@ -62,6 +64,7 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
     let mut timeout_s = None;
     let mut run_at = None;
     let mut delay_s = None;
+    let mut priority = None;
     let mut keys: Map<String, Value> = Map::new();
     let mut unknown = Vec::new();
     for (name, value) in pairs {
@@ -72,6 +75,7 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
             "timeout_s" => &mut timeout_s,
             "run_at" => &mut run_at,
             "delay_s" => &mut delay_s,
+            "priority" => &mut priority,
             other => {
                 match other.strip_prefix(PAYLOAD_KEY_PREFIX) {
                     Some(key) if !key.is_empty() => {
@@ -95,7 +99,7 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
     if !unknown.is_empty() {
         return Err(FormError::Invalid(format!(
             "form: unknown field{} {}, expected one of `kind`, `payload`, `payload.<key>`, \
-             `max_attempts`, `timeout_s`, `run_at`, `delay_s`",
+             `max_attempts`, `timeout_s`, `run_at`, `delay_s`, `priority`",
             if unknown.len() == 1 { "" } else { "s" },
             unknown.join(", ")
         )));
@@ -137,6 +141,7 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
         timeout_s: number("timeout_s", timeout_s)?,
         run_at: non_empty(run_at).map(|t| t.trim().to_owned()),
         delay_s: number("delay_s", delay_s)?,
+        priority: non_empty(priority).map(|p| p.trim().to_owned()),
     })
 }
 

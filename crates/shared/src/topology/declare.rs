@@ -11,6 +11,7 @@ use lapin::{
 use crate::{
     broker::BrokerError,
     kinds::{JobKind, QueueName},
+    priority::Priority,
     settings::{QueueType, Settings},
 };
 
@@ -269,13 +270,27 @@ where
     outcome
 }
 
-/// Declares the work queue `name` (on channels of its own: a mismatch closes its channel).
+/// Declares the work queue `name` and its high lane, with the same arguments.
+async fn declare_work_queue(
+    connection: &Connection,
+    settings: &Settings,
+    names: &Names,
+    name: &str,
+) -> Result<(), TopologyError> {
+    for priority in Priority::ALL {
+        declare_one_work_queue(connection, settings, names, &priority.lane(name)).await?;
+    }
+    Ok(())
+}
+
+/// Declares the work queue (or lane) `name` (on channels of its own: a mismatch closes its
+/// channel).
 /// A queue that exists with another length limit, or none (declared before the limit was
 /// added), is kept with what it has, once every other argument (type, delivery limit,
 /// dead-lettering) is checked by declaring it with the queue's own length arguments: the
 /// broker's limit then comes from a policy, and the API's ready-count check still refuses
 /// submits before the queue grows past the setting.
-async fn declare_work_queue(
+async fn declare_one_work_queue(
     connection: &Connection,
     settings: &Settings,
     names: &Names,
@@ -393,8 +408,9 @@ pub async fn declare_work_queues(
     .await
 }
 
-/// Declares `queue`'s work queue and routes `kind`'s jobs to it, on one channel. Only the API
-/// binds, once it has recorded the kind: a kind is never bound to two queues.
+/// Declares `queue`'s work queue and its high lane and routes `kind`'s jobs to them (`<kind>`
+/// and `<kind>:high`), on one channel. Only the API binds, once it has recorded the kind: a
+/// kind is never bound to two queues.
 #[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix, %kind, %queue))]
 pub async fn bind_kind(
     connection: &Connection,
@@ -405,19 +421,22 @@ pub async fn bind_kind(
     let names = Names::for_settings(settings);
     on_own_channel(connection, settings, "bind a kind", |channel| async move {
         let work_queue = declare_work_queue_on(connection, settings, &names, queue).await?;
-        bind(
-            &channel,
-            &work_queue,
-            &names.jobs_exchange,
-            kind.as_str(),
-            FieldTable::default(),
-        )
-        .await
+        for priority in Priority::ALL {
+            bind(
+                &channel,
+                &priority.lane(&work_queue),
+                &names.jobs_exchange,
+                &priority.routing_key(kind),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        Ok(())
     })
     .await
 }
 
-/// Stops routing `kind`'s jobs to `queue` (when a kind moved to another queue).
+/// Stops routing `kind`'s jobs to `queue` and its high lane (when a kind moved to another queue).
 #[tracing::instrument(skip_all, fields(prefix = %settings.queue_prefix, %kind, %queue))]
 pub async fn unbind_kind(
     connection: &Connection,
@@ -432,19 +451,23 @@ pub async fn unbind_kind(
         settings,
         "unbind a kind",
         |channel| async move {
-            channel
-                .queue_unbind(
-                    ShortString::from(work_queue.as_str()),
-                    ShortString::from(names.jobs_exchange.as_str()),
-                    ShortString::from(kind.as_str()),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| TopologyError::Broker {
-                    object: "binding",
-                    name: format!("{work_queue} <- {} ({kind})", names.jobs_exchange),
-                    source: Box::new(BrokerError::Amqp(e, "unbind")),
-                })
+            for priority in Priority::ALL {
+                let (lane, key) = (priority.lane(&work_queue), priority.routing_key(kind));
+                channel
+                    .queue_unbind(
+                        ShortString::from(lane.as_str()),
+                        ShortString::from(names.jobs_exchange.as_str()),
+                        ShortString::from(key.as_str()),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| TopologyError::Broker {
+                        object: "binding",
+                        name: format!("{lane} <- {} ({key})", names.jobs_exchange),
+                        source: Box::new(BrokerError::Amqp(e, "unbind")),
+                    })?;
+            }
+            Ok(())
         },
     )
     .await

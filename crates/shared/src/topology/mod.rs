@@ -7,7 +7,8 @@
 //! exchange <p>.jobs (direct) --"<kind>"--> the work queue of the kind's queue name:
 //!     default: queue <p>.jobs      other: queue <p>.jobs.<queue>
 //!     (and "job" --> <p>.jobs: messages routed before kinds had queues)
-//! every work queue --dead-letter--> exchange <p>.dead (fanout) --> queue <p>.dead
+//!   --"<kind>:high"--> the work queue's high lane <work queue>:high   (see crate::priority)
+//! every work queue and lane --dead-letter--> exchange <p>.dead (fanout) --> queue <p>.dead
 //! exchange <p>.delay (headers, offload-delay="<ms>") --> queue <p>.delay.<ms>ms
 //!     --TTL, dead-letter with the message's own routing key (its kind)--> exchange <p>.jobs
 //! default exchange --"<p>.events"--> queue <p>.events   (lifecycle events, consumed by the API)
@@ -34,7 +35,10 @@ mod declare;
 
 use std::fmt;
 
-use crate::{broker::BrokerError, kinds::QueueName, retry::RetryPolicy, settings::Settings};
+use crate::{
+    broker::BrokerError, kinds::QueueName, priority::Priority, retry::RetryPolicy,
+    settings::Settings,
+};
 
 pub use arguments::{
     MAX_LENGTH_ARGUMENT, OVERFLOW_ARGUMENT, jobs_queue_arguments, plain_queue_arguments,
@@ -90,6 +94,8 @@ pub struct Names {
     pub jobs_exchange: String,
     /// The work queue of the queue `default` (other queues: [`Names::work_queue`]).
     pub jobs_queue: String,
+    /// The high lane of the queue `default` (other queues: [`Names::lanes`]).
+    pub jobs_high_lane: String,
     /// Exchange retries are published to, routed to a delay queue by [`DELAY_HEADER`].
     pub delay_exchange: String,
     /// Worker announcements and heartbeats, consumed by the API.
@@ -124,6 +130,7 @@ impl Names {
                 .collect(),
             jobs_exchange: format!("{prefix}.jobs"),
             jobs_queue: format!("{prefix}.jobs"),
+            jobs_high_lane: Priority::High.lane(&format!("{prefix}.jobs")),
             delay_exchange: format!("{prefix}.delay"),
             workers_queue: format!("{prefix}.workers"),
             control_exchange: format!("{prefix}.control"),
@@ -151,8 +158,15 @@ impl Names {
         }
     }
 
-    /// True if `name` is one of this prefix's work queues.
+    /// The work queue of `queue` and its high lane, normal first.
+    pub fn lanes(&self, queue: &QueueName) -> [String; 2] {
+        let work_queue = self.work_queue(queue);
+        Priority::ALL.map(|p| p.lane(&work_queue))
+    }
+
+    /// True if `name` is one of this prefix's work queues or their high lanes.
     pub fn is_work_queue(&self, name: &str) -> bool {
+        let (name, _) = Priority::split_lane(name);
         name == self.jobs_queue
             || name
                 .strip_prefix(&self.jobs_queue)
@@ -185,6 +199,7 @@ impl Names {
     pub fn queues(&self) -> Vec<&str> {
         let mut all = vec![
             self.jobs_queue.as_str(),
+            self.jobs_high_lane.as_str(),
             self.dead_queue.as_str(),
             self.events_queue.as_str(),
             self.parked_events_queue.as_str(),
@@ -258,7 +273,7 @@ mod tests {
         let names = Names::new(&QueuePrefix::parse("t1").expect("valid"), &policy);
         assert_eq!(names.jobs_queue, "t1.jobs");
         assert_eq!(names.retry_queue(2000), Some("t1.delay.2000ms"));
-        assert_eq!(names.queues().len(), 9);
+        assert_eq!(names.queues().len(), 10);
         assert_eq!(names.artifacts_queue, "t1.artifacts");
         assert!(!names.is_work_queue("t1.artifacts"));
         assert_eq!(names.workers_queue, "t1.workers");
@@ -267,6 +282,13 @@ mod tests {
         assert_eq!(names.work_queue(&images), "t1.jobs.images");
         assert!(names.is_work_queue("t1.jobs") && names.is_work_queue("t1.jobs.images"));
         assert!(!names.is_work_queue("t1.jobsx") && !names.is_work_queue("t1.events"));
+        assert_eq!(
+            names.lanes(&images),
+            ["t1.jobs.images", "t1.jobs.images:high"]
+        );
+        assert_eq!(names.jobs_high_lane, "t1.jobs:high");
+        assert!(names.is_work_queue("t1.jobs:high") && names.is_work_queue("t1.jobs.images:high"));
+        assert!(!names.is_work_queue("t1.events:high"));
         assert_eq!(names.parked_events_queue, "t1.events.parked");
         assert_eq!(names.dead_queue, "t1.dead");
         assert_eq!(names.events_queue, "t1.events");

@@ -78,6 +78,7 @@ pub(crate) fn spec_of<J: Job>(job: &J) -> Result<KindSpec, WorkerError> {
         payload_schema,
         max_attempts: job.max_attempts(),
         timeout_s: job.timeout_s(),
+        priority: job.priority(),
     };
     spec.compile().map_err(|e| invalid(e.reason))?;
     Ok(spec)
