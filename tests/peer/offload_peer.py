@@ -48,6 +48,8 @@ DELAY_EXCHANGE = f"{PREFIX}.delay"
 EVENTS_QUEUE = f"{PREFIX}.events"
 WORKERS_QUEUE = f"{PREFIX}.workers"
 WORK_QUEUE = f"{PREFIX}.jobs" if QUEUE == "default" else f"{PREFIX}.jobs.{QUEUE}"
+# Its high lane: high jobs wait there (protocol section 1, priorities).
+HIGH_LANE = f"{WORK_QUEUE}:high"
 
 
 def now():
@@ -164,9 +166,11 @@ class Worker:
         """Back to the kind's queue after delay_ms, through the delay exchange."""
         headers = dict(properties.headers or {})
         headers["offload-delay"] = str(RETRY_BASE_MS)
+        # A high job (AMQP priority above 4) goes back to the high lane.
+        high = (properties.priority or 0) > 4
         self.channel.basic_publish(
             exchange=DELAY_EXCHANGE,
-            routing_key=envelope["kind"],
+            routing_key=envelope["kind"] + (":high" if high else ""),
             body=json.dumps(envelope).encode(),
             properties=pika.BasicProperties(
                 content_type="application/json",
@@ -174,6 +178,7 @@ class Worker:
                 message_id=envelope["id"],
                 type=envelope["kind"],
                 headers=headers,
+                priority=properties.priority,
                 expiration=str(delay_ms),
             ),
             mandatory=True,
@@ -249,7 +254,8 @@ class Worker:
 
     # -- running -------------------------------------------------------------------------
     def run_until_stopped(self):
-        self.channel.queue_declare(WORK_QUEUE, durable=True, arguments=work_queue_arguments())
+        for queue in (WORK_QUEUE, HIGH_LANE):
+            self.channel.queue_declare(queue, durable=True, arguments=work_queue_arguments())
         # The API declares <prefix>.workers at start; until it exists the announcement is
         # returned as unroutable, so wait for it.
         for waited in range(60):
@@ -265,8 +271,12 @@ class Worker:
             sys.exit(1)
         self.connection.call_later(HEARTBEAT_S, self.heartbeat)
         self.channel.basic_qos(prefetch_count=1)
-        tag = self.channel.basic_consume(WORK_QUEUE, self.on_message, auto_ack=False)
-        print(f"{self.name}: consuming {WORK_QUEUE}", flush=True)
+        # The high lane first, so its jobs are taken before the normal ones waiting.
+        tags = [
+            self.channel.basic_consume(queue, self.on_message, auto_ack=False)
+            for queue in (HIGH_LANE, WORK_QUEUE)
+        ]
+        print(f"{self.name}: consuming {HIGH_LANE} and {WORK_QUEUE}", flush=True)
 
         def stop(*_):
             self.stopping = True
@@ -275,7 +285,8 @@ class Worker:
         signal.signal(signal.SIGINT, stop)
         while not self.stopping:
             self.connection.process_data_events(time_limit=0.2)
-        self.channel.basic_cancel(tag)
+        for tag in tags:
+            self.channel.basic_cancel(tag)
         self.announce("leaving")
         self.connection.close()
         print(f"{self.name}: stopped", flush=True)

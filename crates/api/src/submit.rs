@@ -459,6 +459,54 @@ mod tests {
     }
 
     #[test]
+    fn priority_is_the_requests_else_the_kinds_else_normal() {
+        let kinds = Kinds::builtin();
+        let mut urgent =
+            offload_shared::kinds::KindSpec::new(JobKind::parse("urgent").expect("valid"));
+        urgent.priority = Some(Priority::High);
+        kinds.insert(urgent).expect("valid spec");
+        let parse = |body: &str| NewJob::parse(BodyFormat::Json, body.as_bytes(), &kinds, 3600);
+        let priority = |body: &str| parse(body).expect(body).priority;
+        assert_eq!(priority(r#"{"kind":"noop"}"#), Priority::Normal);
+        assert_eq!(
+            priority(r#"{"kind":"noop","priority":"high"}"#),
+            Priority::High
+        );
+        assert_eq!(priority(r#"{"kind":"urgent"}"#), Priority::High);
+        assert_eq!(
+            priority(r#"{"kind":"urgent","priority":"normal"}"#),
+            Priority::Normal
+        );
+        for bad in [r#""urgent""#, r#""""#, "1", r#""HIGH""#] {
+            let body = format!(r#"{{"kind":"noop","priority":{bad}}}"#);
+            assert!(matches!(parse(&body), Err(ApiError::Invalid(_))), "{body}");
+        }
+        let form = |body: &str| NewJob::parse(BodyFormat::Form, body.as_bytes(), &kinds, 3600);
+        assert_eq!(
+            form("kind=noop&priority=high").expect("form").priority,
+            Priority::High
+        );
+        assert_eq!(
+            form("kind=urgent&priority=").expect("empty").priority,
+            Priority::High
+        );
+        assert!(matches!(
+            form("kind=noop&priority=soon"),
+            Err(ApiError::Invalid(_))
+        ));
+        // A normal job keeps the fingerprint it had before priorities; a high one differs.
+        let key = |body: &str| parse(body).expect(body).idempotency("k".into()).fingerprint;
+        assert_eq!(
+            key(r#"{"kind":"noop"}"#),
+            key(r#"{"kind":"noop","priority":"normal"}"#)
+        );
+        assert_ne!(
+            key(r#"{"kind":"noop"}"#),
+            key(r#"{"kind":"noop","priority":"high"}"#)
+        );
+    }
+
+    #[test]
     fn valid_json_parses_with_defaults() {
         let job = json_status(r#"{"kind":"sleep","payload":{"ms":3}}"#).expect("valid");
         assert_eq!(job.kind, JobKind::parse("sleep").expect("valid"));

@@ -80,7 +80,7 @@ pub trait Job: Send + Sync + 'static {
 
     /// Priority of this kind's jobs when the request names none (`None`: `normal`). A `high`
     /// job starts before every waiting `normal` job of its queue.
-    fn priority(&self) -> Option<offload_shared::Priority> {
+    fn priority(&self) -> Option<crate::Priority> {
         None
     }
 

@@ -108,7 +108,7 @@ pub use offload_shared::shutdown;
 /// Tracing set-up: `telemetry::init(settings.log_format)`.
 pub use offload_shared::telemetry;
 /// The names a job carries.
-pub use offload_shared::{JobId, JobKind};
+pub use offload_shared::{JobId, JobKind, Priority};
 /// Re-exported so a worker's crate can derive its payload schemas with this crate's version:
 /// `#[derive(offload_worker::schemars::JsonSchema)] #[schemars(crate = "offload_worker::schemars")]`.
 pub use schemars;

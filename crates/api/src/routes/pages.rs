@@ -51,6 +51,8 @@ pub async fn index(
          <form method=\"post\" action=\"/jobs\">\
          <label>Kind <select name=\"kind\">{options}</select></label>\
          <label>Payload (JSON) <textarea name=\"payload\" rows=\"4\">{{\"ms\": 500}}</textarea></label>\
+         <label>Priority <select name=\"priority\"><option value=\"\" selected>the kind's default</option>\
+         <option value=\"normal\">normal</option><option value=\"high\">high</option></select></label>\
          <p><button type=\"submit\">Submit job</button></p></form>{THUMBNAIL_FORM}{signed_in}</body></html>",
         signed_in = if caller.key_id.is_some() {
             format!(
@@ -119,12 +121,13 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>Job {id}</title>\
          <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
-         <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd>\
+         <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd><dt>Priority</dt><dd>{priority}</dd>\
          <dt>Attempt</dt><dd id=\"attempt\">{attempt} of {max}</dd><dt>Worker</dt><dd id=\"worker\">{worker}</dd>\
          <dt>Progress</dt><dd id=\"progress\">{progress}</dd><dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}{cancel}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
         id = job.id,
         status = job.status,
         kind = job.kind,
+        priority = job.priority,
         attempt = job.attempt,
         max = job.max_attempts,
         worker = field(job.worker.clone()),
