@@ -185,10 +185,12 @@ impl Application {
             limiter: Arc::default(),
             key_cache: Arc::default(),
             reconcile_soon: Arc::default(),
+            schedules_changed: Arc::default(),
         };
 
         let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));
         let repeater = tokio::spawn(crate::routes::cancel::run_repeater(state.clone()));
+        let ticker = tokio::spawn(crate::schedules::run_ticker(state.clone()));
 
         // A link failure that reconnecting cannot fix stops the server too.
         let stop = token.clone();
@@ -212,6 +214,7 @@ impl Application {
         let remaining = grace.saturating_sub(stopped.since.elapsed());
         let _ = tokio::time::timeout(remaining, reconciler).await;
         let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), repeater).await;
+        let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), ticker).await;
         let remaining = grace.saturating_sub(stopped.since.elapsed());
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.

@@ -108,6 +108,9 @@ pub enum ApiError {
     /// The job has no artifact of the name asked for.
     #[error("{0}")]
     NoArtifact(String),
+    /// No schedule of that name.
+    #[error("no schedule named {0:?}")]
+    NoSchedule(String),
     /// The job lists the artifact but its bytes have not been stored yet (they are on their way
     /// through the broker): try again shortly.
     #[error("{0}")]
@@ -181,7 +184,9 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) | ApiError::UnknownKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound(_) | ApiError::NoArtifact(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoArtifact(_) | ApiError::NoSchedule(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::ArtifactNotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) | ApiError::Unresolved(_) => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -223,6 +228,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::Internal(_) => "internal",
             ApiError::NoArtifact(_) => "artifact-not-found",
+            ApiError::NoSchedule(_) => "schedule-not-found",
             ApiError::ArtifactNotStored(_) => "artifact-not-stored-yet",
         }
     }

@@ -21,6 +21,7 @@
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
 //! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
 //!   writer.
+//! - [`schedules`]: cron schedules: their timing, and the ticker that makes each tick's job once.
 //! - [`retention`]: the background task deleting finished jobs and expired idempotency keys.
 //! - [`state`]: the shared `AppState`.
 //! - [`error`]: `ApiError` and its problem+json responses.
@@ -40,6 +41,7 @@ pub mod openapi;
 pub mod publisher;
 pub mod retention;
 pub mod routes;
+pub mod schedules;
 pub mod state;
 pub mod store;
 pub mod submit;

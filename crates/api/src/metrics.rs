@@ -64,6 +64,12 @@ pub struct QueueLabel {
     queue: String,
 }
 
+/// Label set of a schedule tick's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// Every metric the API exposes on `GET /metrics`.
 pub struct ApiMetrics {
     registry: Registry,
@@ -82,6 +88,7 @@ pub struct ApiMetrics {
     republished: Counter,
     scheduled: Family<KindLabel, Counter>,
     released: Counter,
+    schedule_ticks: Family<OutcomeLabel, Counter>,
     retention_jobs: Counter,
     retention_keys: Counter,
     announcements_refused: Counter,
@@ -190,6 +197,14 @@ impl Default for ApiMetrics {
             "Scheduled jobs published because their time came",
             released.clone(),
         );
+        let schedule_ticks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "schedule_ticks",
+            "Cron schedule ticks this API made, by outcome: made (a job), overlapped (the previous \
+             job still ran, overlap skip), failed (no job could be made; see the schedule's \
+             last_error)",
+            schedule_ticks.clone(),
+        );
         let retention_jobs = Counter::default();
         registry.register(
             "retention_deleted_jobs",
@@ -235,6 +250,7 @@ impl Default for ApiMetrics {
             republished,
             scheduled,
             released,
+            schedule_ticks,
             submitted,
             finished,
             retries,
@@ -300,6 +316,13 @@ impl ApiMetrics {
     pub fn released(&self, jobs: usize) {
         self.released
             .inc_by(u64::try_from(jobs).unwrap_or(u64::MAX));
+    }
+
+    /// A schedule ticked with `outcome` (`made`, `overlapped`, `failed`).
+    pub fn schedule_tick(&self, outcome: &'static str) {
+        self.schedule_ticks
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// `jobs` unresolved jobs were republished.

@@ -48,6 +48,9 @@ pub struct AppState {
     /// Wakes the reconciler ([`crate::accept::run_reconciler`]) early: a job was scheduled that
     /// may be due before its next look.
     pub reconcile_soon: Arc<tokio::sync::Notify>,
+    /// Wakes the schedule ticker ([`crate::schedules::run_ticker`]) early: a schedule was
+    /// created or resumed.
+    pub schedules_changed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -144,7 +144,7 @@ pub fn access(method: &Method, path: &str) -> Access {
         (
             "GET" | "HEAD",
             "/jobs" | "/jobs/{id}" | "/jobs/{id}/result" | "/jobs/{id}/events" | "/kinds"
-            | "/workers",
+            | "/workers" | "/schedules" | "/schedules/{name}",
         ) => Access::Needs(Scope::Read),
         ("GET" | "HEAD", "/metrics") => Access::Needs(Scope::Metrics),
         _ => Access::Needs(Scope::Admin),
@@ -337,6 +337,19 @@ mod tests {
             (Method::GET, "/jobs/{id}/events", Access::Needs(Scope::Read)),
             (Method::GET, "/kinds", Access::Needs(Scope::Read)),
             (Method::GET, "/workers", Access::Needs(Scope::Read)),
+            (Method::GET, "/schedules", Access::Needs(Scope::Read)),
+            (Method::GET, "/schedules/{name}", Access::Needs(Scope::Read)),
+            (Method::POST, "/schedules", Access::Needs(Scope::Admin)),
+            (
+                Method::DELETE,
+                "/schedules/{name}",
+                Access::Needs(Scope::Admin),
+            ),
+            (
+                Method::POST,
+                "/schedules/{name}/run",
+                Access::Needs(Scope::Admin),
+            ),
             (
                 Method::POST,
                 "/jobs/{id}/retry",

@@ -47,6 +47,13 @@ use crate::{
         routes::live::job_events,
         routes::registry::list_kinds,
         routes::registry::list_workers,
+        routes::schedules::create_schedule,
+        routes::schedules::list_schedules,
+        routes::schedules::get_schedule,
+        routes::schedules::delete_schedule,
+        routes::schedules::pause_schedule,
+        routes::schedules::resume_schedule,
+        routes::schedules::run_schedule,
         routes::health::live,
         routes::health::ready,
         crate::metrics::serve,
@@ -69,6 +76,9 @@ use crate::{
         routes::registry::WorkerList,
         routes::registry::WorkerView,
         crate::depth::QueueDepth,
+        crate::schedules::ScheduleRequest,
+        crate::schedules::ScheduleView,
+        routes::schedules::ScheduleList,
         crate::store::registry::KindSource
     ))
 )]
@@ -148,8 +158,15 @@ pub fn document(kinds: &Kinds, max_timeout_s: u64) -> Value {
             json!({"schema": {"type": "string", "format": "binary"}}),
         );
     }
-    // A batch's jobs are the same requests, one per kind.
+    // A batch's jobs are the same requests, one per kind; a schedule's job too, without a time.
     doc["components"]["schemas"]["BatchRequest"]["properties"]["jobs"]["items"] = body.clone();
+    doc["components"]["schemas"]["ScheduleRequest"]["properties"]["job"] = json!({
+        "description": "The job each tick makes: a POST /jobs body without run_at and delay_s",
+        "allOf": [
+            body.clone(),
+            {"not": {"anyOf": [{"required": ["run_at"]}, {"required": ["delay_s"]}]}},
+        ],
+    });
     if let Some(content) = doc
         .pointer_mut("/paths/~1jobs/post/requestBody/content")
         .and_then(Value::as_object_mut)

@@ -102,6 +102,43 @@ pub const OPERATIONS: &[Operation] = &[
         Access::Admin,
         &[404, 409, 431, 503],
     ),
+    op(
+        "post",
+        "/schedules",
+        Access::Admin,
+        &[400, 408, 409, 413, 415, 422, 431, 503],
+    ),
+    op("get", "/schedules", Access::Scope("read"), &[431, 503]),
+    op(
+        "get",
+        "/schedules/{name}",
+        Access::Scope("read"),
+        &[404, 431, 503],
+    ),
+    op(
+        "delete",
+        "/schedules/{name}",
+        Access::Admin,
+        &[404, 431, 503],
+    ),
+    op(
+        "post",
+        "/schedules/{name}/pause",
+        Access::Admin,
+        &[404, 431, 503],
+    ),
+    op(
+        "post",
+        "/schedules/{name}/resume",
+        Access::Admin,
+        &[404, 431, 503],
+    ),
+    op(
+        "post",
+        "/schedules/{name}/run",
+        Access::Admin,
+        &[404, 422, 431, 503],
+    ),
     op("get", "/kinds", Access::Scope("read"), &[431, 503]),
     op("get", "/workers", Access::Scope("read"), &[431, 503]),
     op("get", "/health/live", Access::Open, &[431]),
@@ -365,6 +402,7 @@ fn constrain(param: &mut Value, path: &str) {
     let place = param["in"].as_str().unwrap_or("").to_owned();
     let schema = match (place.as_str(), name.as_str()) {
         ("path", "id") => json!({"type": "string", "format": "uuid"}),
+        ("path", "name") if path.starts_with("/schedules") => schedule_name_schema(),
         ("header", "Idempotency-Key") => json!({
             "type": "string",
             "minLength": 1,
@@ -449,6 +487,7 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
         request.insert("not".to_owned(), json!({"required": ["run_at", "delay_s"]}));
     }
     schemas["CancelRequest"] = cancel_request();
+    schedule_request(&mut schemas["ScheduleRequest"]);
     schemas["FormRequest"] = form_request(max_timeout_s);
     schemas["MultipartRequest"] = multipart_request(max_timeout_s);
     let jobs = &mut schemas["BatchRequest"]["properties"]["jobs"];
@@ -482,6 +521,60 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
             }}),
         );
     }
+}
+
+/// A schedule name: `[a-z0-9][a-z0-9_.-]*`, at most 64 characters.
+fn schedule_name_schema() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": crate::schedules::MAX_NAME_LEN,
+        "pattern": "^[a-z0-9][a-z0-9_.-]*$",
+    })
+}
+
+/// Cron expressions the document promises to accept: 5 fields, or 6 with seconds first, each
+/// `*`, `*/n` or one number in its range. The API accepts more (lists, ranges, names, `L`, `W`,
+/// `#`: croner's syntax); every expression this pattern matches is accepted (a unit test
+/// checks).
+pub const CRON_PATTERN: &str = concat!(
+    r"^((\*(/[1-9])?|[1-5]?[0-9]) )?",
+    r"(\*(/[1-9])?|[1-5]?[0-9]) ",
+    r"(\*(/[1-9])?|1?[0-9]|2[0-3]) ",
+    r"(\*(/[1-9])?|[1-9]|[12][0-9]|3[01]) ",
+    r"(\*(/[1-9])?|[1-9]|1[0-2]) ",
+    r"(\*(/[1-6])?|[0-6])$",
+);
+
+/// The body of `POST /schedules`, as the handler checks it (its `job` is set by the document,
+/// one request per kind).
+fn schedule_request(schema: &mut Value) {
+    let properties = &mut schema["properties"];
+    properties["name"] = schedule_name_schema();
+    properties["cron"] = json!({
+        "type": "string",
+        "pattern": CRON_PATTERN,
+        "description": "A cron expression: 5 fields (minute hour day-of-month month \
+            day-of-week) or 6 with seconds first; lists, ranges, names, L, W and # work too \
+            (croner's syntax)",
+    });
+    let mut zones: Vec<Value> = crate::schedules::timing::zone_names()
+        .into_iter()
+        .map(Value::String)
+        .collect();
+    zones.push(Value::Null);
+    properties["timezone"] = json!({
+        "type": ["string", "null"],
+        "enum": zones,
+        "description": "The IANA time zone the expression is read in (default UTC)",
+    });
+    properties["overlap"] = json!({
+        "type": ["string", "null"],
+        "enum": ["skip", "allow", null],
+        "description": "skip: no job while the previous one has not finished; allow (default): \
+            a job every tick",
+    });
+    properties["paused"] = json!({"type": ["boolean", "null"], "description": "Created paused"});
 }
 
 /// The body of `POST /jobs/cancel`: at least one of `kind`, `status` and `queue` (422 without),

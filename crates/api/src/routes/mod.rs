@@ -7,6 +7,7 @@ pub mod live;
 pub mod pages;
 pub mod registry;
 pub mod result;
+pub mod schedules;
 
 use axum::{
     Router,
@@ -24,7 +25,7 @@ use tower_http::{
 use crate::{auth, error::FailureCause, metrics, openapi, state::AppState};
 
 /// Every route of the API, as the OpenAPI document must list them.
-pub const ROUTES: [&str; 18] = [
+pub const ROUTES: [&str; 23] = [
     "/",
     "/session",
     "/session/logout",
@@ -38,6 +39,11 @@ pub const ROUTES: [&str; 18] = [
     "/jobs/{id}/events",
     "/jobs/{id}/retry",
     "/jobs/{id}/result",
+    "/schedules",
+    "/schedules/{name}",
+    "/schedules/{name}/pause",
+    "/schedules/{name}/resume",
+    "/schedules/{name}/run",
     "/health/live",
     "/health/ready",
     "/metrics",
@@ -59,6 +65,17 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/events", get(live::job_events))
         .route("/jobs/{id}/retry", post(jobs::retry_job))
         .route("/jobs/{id}/result", get(result::get_result))
+        .route(
+            "/schedules",
+            post(schedules::create_schedule).get(schedules::list_schedules),
+        )
+        .route(
+            "/schedules/{name}",
+            get(schedules::get_schedule).delete(schedules::delete_schedule),
+        )
+        .route("/schedules/{name}/pause", post(schedules::pause_schedule))
+        .route("/schedules/{name}/resume", post(schedules::resume_schedule))
+        .route("/schedules/{name}/run", post(schedules::run_schedule))
         .route("/kinds", get(registry::list_kinds))
         .route("/workers", get(registry::list_workers))
         .route("/health/live", get(health::live))

@@ -232,6 +232,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0012_priority.sql"),
         adds: &[("jobs", "priority"), ("kinds", "priority")],
     },
+    Step {
+        version: 13,
+        description: "schedules",
+        sql: include_str!("../../migrations/sqlite/0013_schedules.sql"),
+        adds: &[("schedules", "name")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -301,6 +307,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "priority",
         sql: include_str!("../../migrations/postgres/0011_priority.sql"),
         adds: &[("jobs", "priority"), ("kinds", "priority")],
+    },
+    Step {
+        version: 12,
+        description: "schedules",
+        sql: include_str!("../../migrations/postgres/0012_schedules.sql"),
+        adds: &[("schedules", "name")],
     },
 ];
 

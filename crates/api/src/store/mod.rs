@@ -15,6 +15,7 @@ mod migrate;
 mod ops;
 mod postgres;
 pub mod registry;
+pub mod schedules;
 mod sql;
 mod sqlite;
 pub mod writer;
@@ -199,6 +200,80 @@ impl Store {
 }
 
 /// The kinds and workers registry, beside the writer (see [`registry`]).
+impl Store {
+    /// Records a new schedule; false if its name is taken.
+    pub async fn create_schedule(
+        &self,
+        schedule: &schedules::ScheduleRecord,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.create_schedule(schedule).await)
+    }
+
+    /// Every schedule, by name.
+    pub async fn schedules(&self) -> Result<Vec<schedules::ScheduleRecord>, StoreError> {
+        on_backend!(self, db => db.schedules().await)
+    }
+
+    /// The schedule `name`, if any.
+    pub async fn schedule(
+        &self,
+        name: &str,
+    ) -> Result<Option<schedules::ScheduleRecord>, StoreError> {
+        on_backend!(self, db => db.schedule(name).await)
+    }
+
+    /// Up to `limit` unpaused schedules due at `now`, earliest first.
+    pub async fn due_schedules(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<schedules::ScheduleRecord>, StoreError> {
+        on_backend!(self, db => db.due_schedules(now, limit).await)
+    }
+
+    /// The earliest next tick of any unpaused schedule.
+    pub async fn next_tick(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        on_backend!(self, db => db.next_tick().await)
+    }
+
+    /// Pauses or resumes `name` (resumed: next tick at `next`); false if unknown.
+    pub async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.set_schedule_paused(name, paused, next, now).await)
+    }
+
+    /// Deletes `name`; false if unknown.
+    pub async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.delete_schedule(name).await)
+    }
+
+    /// One tick of `schedule` (see `schedules::Db::tick_schedule`).
+    pub async fn tick_schedule(
+        &self,
+        schedule: &schedules::ScheduleRecord,
+        next: Option<OffsetDateTime>,
+        job: Result<&schedules::TickJob, &str>,
+        now: OffsetDateTime,
+    ) -> Result<schedules::Tick, StoreError> {
+        on_backend!(self, db => db.tick_schedule(schedule, next, job, now).await)
+    }
+
+    /// Makes `job` for schedule `name` now; false if unknown.
+    pub async fn run_schedule_now(
+        &self,
+        name: &str,
+        job: &schedules::TickJob,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.run_schedule_now(name, job, now).await)
+    }
+}
+
 impl Store {
     /// Every recorded kind, by name.
     pub async fn kinds(&self) -> Result<Vec<KindRecord>, StoreError> {
