@@ -167,3 +167,34 @@ async fn a_high_jobs_retry_returns_to_the_high_lane() {
     assert_eq!(done["priority"], "high", "{done}");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_full_normal_backlog_does_not_refuse_high_jobs() {
+    let env = TestEnv::new().await;
+    // A small limit, and no worker: the normal lane fills up.
+    let api = ApiProcess::start(&env, &[("OFFLOAD_MAX_QUEUE_LENGTH", "20")]).await;
+    let mut refused = None;
+    for i in 0..40 {
+        let (status, answer) = api.post_job(&json!({"kind": "noop"})).await;
+        if status == 503 {
+            refused = Some((i, answer));
+            break;
+        }
+        assert_eq!(status, 202, "{answer}");
+    }
+    let (accepted, problem) = refused.expect("the normal lane fills up");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("queue-full"),
+        "{problem}"
+    );
+    // The high lane is counted on its own.
+    let high = api
+        .submit(json!({"kind": "noop", "priority": "high"}))
+        .await;
+    assert_eq!(high["priority"], "high", "{high}");
+    println!("the normal lane refused after {accepted} jobs; a high job was still accepted");
+    env.cleanup().await;
+}

@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use offload_shared::{JobKind, Settings, broker::BrokerError};
+use offload_shared::{JobKind, Priority, Settings, broker::BrokerError};
 
 use crate::{
     accept::Confirmer,
@@ -77,19 +77,19 @@ impl AppState {
     /// broker's own `x-max-length` refuses with a `reject-publish` nack: the same answer.
     pub fn admit<'a>(
         &self,
-        kinds: impl IntoIterator<Item = &'a JobKind>,
+        kinds: impl IntoIterator<Item = (&'a JobKind, Priority)>,
     ) -> Result<JobPublisher, BrokerError> {
         let publisher = self.publisher()?;
         let full_at = self.settings.queue_full_at();
         let mut per_queue = std::collections::BTreeMap::<String, u32>::new();
-        for kind in kinds {
+        for (kind, priority) in kinds {
             // A kind unknown here was refused by the parse before; nothing to count.
             let Ok(known) = self.kinds.get(kind.as_str()) else {
                 continue;
             };
-            *per_queue
-                .entry(publisher.names().work_queue(&known.spec.queue))
-                .or_default() += 1;
+            // Each lane is counted on its own: a normal backlog does not refuse high jobs.
+            let work_queue = publisher.names().work_queue(&known.spec.queue);
+            *per_queue.entry(priority.lane(&work_queue)).or_default() += 1;
         }
         for (queue, jobs) in per_queue {
             if !self.queue_stats.admit(&queue, jobs, full_at) {

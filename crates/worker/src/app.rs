@@ -39,7 +39,7 @@ use crate::{
     announcer::Announcer,
     cancels::Cancels,
     consumer::JobRunner,
-    gate::Gate,
+    gate::{Gate, MAX_WAIT},
     handlers::Registry,
     http::{self, Probe},
     metrics::WorkerMetrics,
@@ -428,6 +428,23 @@ async fn reconnect(
     opened.await
 }
 
+/// Runs `delivery` of the queue `index` in `running`, remembering its queue for the gate.
+fn start(
+    running: &mut JoinSet<()>,
+    queue_of: &mut HashMap<tokio::task::Id, usize>,
+    runner: &JobRunner,
+    index: usize,
+    delivery: lapin::message::Delivery,
+) {
+    let task = running.spawn(runner.clone().process(delivery));
+    queue_of.insert(task.id(), index);
+}
+
+/// A time that never comes, for a timer branch that is disabled.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
+
 /// What every session of one run shares.
 struct Running<'a> {
     settings: &'a Settings,
@@ -490,7 +507,7 @@ impl Running<'_> {
                     .boxed()
             }));
         // At most `prefetch` jobs of one queue run at once; a high one waiting starts first.
-        let mut gate = Gate::new(work_queues.len(), usize::from(settings.prefetch));
+        let mut gate = Gate::new(work_queues.len(), usize::from(settings.prefetch), MAX_WAIT);
         let mut queue_of = HashMap::new();
         tracing::info!(
             worker = %reporter.worker(),
@@ -527,6 +544,7 @@ impl Running<'_> {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.probe.consuming.store(true, Ordering::Relaxed);
         let end = loop {
+            let overdue_at = gate.next_overdue();
             tokio::select! {
                 biased;
                 () = token.cancelled() => break None,
@@ -539,8 +557,13 @@ impl Running<'_> {
                     if let Some(index) = queue_of.remove(&id)
                         && let Some(next) = gate.ended(index)
                     {
-                        let task = running.spawn(runner.clone().process(next));
-                        queue_of.insert(task.id(), index);
+                        start(&mut running, &mut queue_of, &runner, index, next);
+                    }
+                }
+                () = tokio::time::sleep_until(overdue_at.unwrap_or_else(far_future)), if overdue_at.is_some() => {
+                    for (index, delivery) in gate.overdue(tokio::time::Instant::now()) {
+                        tracing::debug!(queue = %work_queues[index], "a delivery waited {MAX_WAIT:?} for a slot; starting it over the prefetch");
+                        start(&mut running, &mut queue_of, &runner, index, delivery);
                     }
                 }
                 message = control.next() => match message {
@@ -556,9 +579,9 @@ impl Running<'_> {
                 }
                 next = deliveries.next() => match next {
                     Some(Some((index, priority, Ok(delivery)))) => {
-                        if let Some(delivery) = gate.arrived(index, priority, delivery) {
-                            let task = running.spawn(runner.clone().process(delivery));
-                            queue_of.insert(task.id(), index);
+                        let now = tokio::time::Instant::now();
+                        if let Some(delivery) = gate.arrived(index, priority, delivery, now) {
+                            start(&mut running, &mut queue_of, &runner, index, delivery);
                         }
                     }
                     Some(Some((_, _, Err(e)))) => break Some(e.to_string()),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use sha2::{Digest, Sha256};
 
 use offload_shared::{
-    JobEnvelope, JobEvent, JobId, JobKind, JobStatus,
+    JobEnvelope, JobEvent, JobId, JobKind, JobStatus, Priority,
     artifacts::{self, ArtifactMeta},
     broker::{self, BrokerError, REQUEST_ID_HEADER, Settle},
     envelope::FileError,
@@ -380,6 +380,7 @@ impl JobRunner {
                 &envelope.kind,
                 &delivery.data,
                 &delivery.properties,
+                lane_of(delivery),
                 tier_ms,
             )
             .await
@@ -420,7 +421,7 @@ impl JobRunner {
         tracing::info!(job_id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.jittered_ms, error = %message, "attempt failed; retrying later");
         match self
             .reporter
-            .schedule_retry(&next, &delivery.properties, delay)
+            .schedule_retry(&next, &delivery.properties, lane_of(delivery), delay)
             .await
         {
             Ok(()) => {}
@@ -766,6 +767,13 @@ pub(crate) async fn run_attempt(
         Outcome::Failed(_) | Outcome::Cancelled => Vec::new(),
     };
     (outcome, kept.retry_hint(), attached)
+}
+
+/// The lane a delivery came from: its routing key's `:high` suffix, or a high AMQP priority.
+/// A republished job goes back to it.
+fn lane_of(delivery: &Delivery) -> Priority {
+    let (_, by_key) = Priority::split_lane(delivery.routing_key.as_str());
+    by_key.max(Priority::of_message(*delivery.properties.priority()))
 }
 
 #[cfg(test)]

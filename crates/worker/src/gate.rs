@@ -1,24 +1,38 @@
 //! Which delivery starts next. A worker consumes both lanes of every queue it serves (the work
 //! queue and its high lane, each with the prefetch), but runs at most `prefetch` jobs of one
-//! queue at once: a delivery that arrives while its queue is full waits here, unacknowledged,
-//! and when a job of that queue ends the oldest waiting high job starts before any normal one.
+//! queue at once: a delivery that arrives while its queue's slots are taken waits here,
+//! unacknowledged, and when a job of that queue ends the oldest waiting high job starts before
+//! any normal one.
+//!
+//! A delivery never waits longer than [`MAX_WAIT`]: one that has waited that long starts even
+//! though the slots are taken (the queue then runs one more job than its prefetch until one
+//! ends). So a steady stream of high jobs cannot starve a normal one a worker holds, and a
+//! waiting delivery stays unacknowledged for at most `MAX_WAIT` plus its own run: within the
+//! broker's consumer timeout, as the job's own run is (`OFFLOAD_MAX_JOB_TIMEOUT_S` leaves the
+//! margin).
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
 
 use offload_shared::Priority;
+
+/// Longest a delivery waits for a slot before it starts anyway.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Jobs waiting for a slot, per queue and lane. Generic over the delivery so it is tested alone.
 #[derive(Debug)]
 pub(crate) struct Gate<T> {
     limit: usize,
+    max_wait: Duration,
     queues: Vec<Lanes<T>>,
 }
 
 #[derive(Debug)]
 struct Lanes<T> {
     running: usize,
-    /// Waiting deliveries, `[normal, high]`, oldest first.
-    waiting: [VecDeque<T>; 2],
+    /// Waiting deliveries with when they arrived, `[normal, high]`, oldest first.
+    waiting: [VecDeque<(Instant, T)>; 2],
 }
 
 fn lane(priority: Priority) -> usize {
@@ -29,10 +43,12 @@ fn lane(priority: Priority) -> usize {
 }
 
 impl<T> Gate<T> {
-    /// A gate for `queues` queues, each running at most `limit` jobs at once (at least one).
-    pub(crate) fn new(queues: usize, limit: usize) -> Self {
+    /// A gate for `queues` queues, each running at most `limit` jobs at once (at least one),
+    /// none waiting longer than `max_wait`.
+    pub(crate) fn new(queues: usize, limit: usize, max_wait: Duration) -> Self {
         Gate {
             limit: limit.max(1),
+            max_wait,
             queues: (0..queues)
                 .map(|_| Lanes {
                     running: 0,
@@ -42,9 +58,16 @@ impl<T> Gate<T> {
         }
     }
 
-    /// A delivery of `queue`'s lane `priority` arrived: returned if it may start now (it then
-    /// holds a slot), kept to wait otherwise. One of a queue the gate does not know starts.
-    pub(crate) fn arrived(&mut self, queue: usize, priority: Priority, delivery: T) -> Option<T> {
+    /// A delivery of `queue`'s lane `priority` arrived at `now`: returned if it may start now
+    /// (it then holds a slot), kept to wait otherwise. One of a queue the gate does not know
+    /// starts.
+    pub(crate) fn arrived(
+        &mut self,
+        queue: usize,
+        priority: Priority,
+        delivery: T,
+        now: Instant,
+    ) -> Option<T> {
         let limit = self.limit;
         let Some(lanes) = self.queues.get_mut(queue) else {
             return Some(delivery);
@@ -53,22 +76,53 @@ impl<T> Gate<T> {
             lanes.running += 1;
             Some(delivery)
         } else {
-            lanes.waiting[lane(priority)].push_back(delivery);
+            lanes.waiting[lane(priority)].push_back((now, delivery));
             None
         }
     }
 
-    /// A job of `queue` ended: the delivery that takes its slot, a high one first, if any waits.
+    /// A job of `queue` ended: the delivery that takes its slot, a high one first, if one waits
+    /// and the queue is below its limit.
     pub(crate) fn ended(&mut self, queue: usize) -> Option<T> {
+        let limit = self.limit;
         let lanes = self.queues.get_mut(queue)?;
+        lanes.running = lanes.running.saturating_sub(1);
+        if lanes.running >= limit {
+            return None;
+        }
         let [normal, high] = &mut lanes.waiting;
-        match high.pop_front().or_else(|| normal.pop_front()) {
-            Some(next) => Some(next),
-            None => {
-                lanes.running = lanes.running.saturating_sub(1);
-                None
+        let (_, next) = high.pop_front().or_else(|| normal.pop_front())?;
+        lanes.running += 1;
+        Some(next)
+    }
+
+    /// The deliveries that have waited [`Gate::new`]'s `max_wait` by `now`, with their queue:
+    /// they start now, over the limit.
+    pub(crate) fn overdue(&mut self, now: Instant) -> Vec<(usize, T)> {
+        let mut out = Vec::new();
+        for (index, lanes) in self.queues.iter_mut().enumerate() {
+            for waiting in &mut lanes.waiting {
+                while waiting
+                    .front()
+                    .is_some_and(|(since, _)| now.duration_since(*since) >= self.max_wait)
+                {
+                    if let Some((_, delivery)) = waiting.pop_front() {
+                        lanes.running += 1;
+                        out.push((index, delivery));
+                    }
+                }
             }
         }
+        out
+    }
+
+    /// When the longest-waiting delivery becomes overdue, if any waits.
+    pub(crate) fn next_overdue(&self) -> Option<Instant> {
+        self.queues
+            .iter()
+            .flat_map(|lanes| lanes.waiting.iter())
+            .filter_map(|waiting| waiting.front().map(|(since, _)| *since + self.max_wait))
+            .min()
     }
 
     /// Every delivery still waiting (to hand back to the broker at shutdown), high ones first.
@@ -76,8 +130,8 @@ impl<T> Gate<T> {
         let mut out = Vec::new();
         for lanes in &mut self.queues {
             let [normal, high] = &mut lanes.waiting;
-            out.extend(high.drain(..));
-            out.extend(normal.drain(..));
+            out.extend(high.drain(..).map(|(_, d)| d));
+            out.extend(normal.drain(..).map(|(_, d)| d));
         }
         out
     }
@@ -87,42 +141,70 @@ impl<T> Gate<T> {
 mod tests {
     use super::*;
 
+    const WAIT: Duration = Duration::from_secs(30);
+
     #[test]
     fn a_waiting_high_job_takes_the_next_slot_before_older_normal_ones() {
-        let mut gate = Gate::new(1, 1);
-        assert_eq!(gate.arrived(0, Priority::Normal, "n1"), Some("n1"));
-        assert_eq!(gate.arrived(0, Priority::Normal, "n2"), None);
-        assert_eq!(gate.arrived(0, Priority::Normal, "n3"), None);
-        assert_eq!(gate.arrived(0, Priority::High, "h1"), None);
+        let now = Instant::now();
+        let mut gate = Gate::new(1, 1, WAIT);
+        assert_eq!(gate.arrived(0, Priority::Normal, "n1", now), Some("n1"));
+        assert_eq!(gate.arrived(0, Priority::Normal, "n2", now), None);
+        assert_eq!(gate.arrived(0, Priority::Normal, "n3", now), None);
+        assert_eq!(gate.arrived(0, Priority::High, "h1", now), None);
         assert_eq!(gate.ended(0), Some("h1"));
         assert_eq!(gate.ended(0), Some("n2"));
         assert_eq!(gate.ended(0), Some("n3"));
         assert_eq!(gate.ended(0), None);
         // The slot is free again.
-        assert_eq!(gate.arrived(0, Priority::Normal, "n4"), Some("n4"));
+        assert_eq!(gate.arrived(0, Priority::Normal, "n4", now), Some("n4"));
     }
 
     #[test]
     fn queues_have_slots_of_their_own() {
-        let mut gate = Gate::new(2, 2);
-        assert!(gate.arrived(0, Priority::Normal, 1).is_some());
-        assert!(gate.arrived(0, Priority::High, 2).is_some());
-        assert!(gate.arrived(0, Priority::Normal, 3).is_none());
+        let now = Instant::now();
+        let mut gate = Gate::new(2, 2, WAIT);
+        assert!(gate.arrived(0, Priority::Normal, 1, now).is_some());
+        assert!(gate.arrived(0, Priority::High, 2, now).is_some());
+        assert!(gate.arrived(0, Priority::Normal, 3, now).is_none());
         // Queue 1 is not held up by queue 0.
-        assert!(gate.arrived(1, Priority::Normal, 4).is_some());
+        assert!(gate.arrived(1, Priority::Normal, 4, now).is_some());
         assert_eq!(gate.ended(1), None);
         assert_eq!(gate.ended(0), Some(3));
         assert_eq!(gate.take_waiting(), Vec::<i32>::new());
     }
 
     #[test]
-    fn waiting_deliveries_are_handed_back_and_unknown_queues_ignored() {
-        let mut gate = Gate::new(1, 0);
-        assert_eq!(gate.arrived(0, Priority::Normal, 1), Some(1));
-        assert_eq!(gate.arrived(0, Priority::Normal, 2), None);
-        assert_eq!(gate.arrived(0, Priority::High, 3), None);
+    fn no_delivery_waits_longer_than_the_bound_and_the_queue_then_catches_up() {
+        let t0 = Instant::now();
+        let mut gate = Gate::new(1, 1, WAIT);
+        assert_eq!(gate.arrived(0, Priority::Normal, "n1", t0), Some("n1"));
+        assert_eq!(gate.arrived(0, Priority::Normal, "n2", t0), None);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(gate.arrived(0, Priority::High, "h1", later), None);
+        assert_eq!(gate.next_overdue(), Some(t0 + WAIT));
+        assert!(
+            gate.overdue(t0 + WAIT - Duration::from_millis(1))
+                .is_empty()
+        );
+        // n2 has waited 30 s: it starts beside n1 (two running over a limit of one).
+        assert_eq!(gate.overdue(t0 + WAIT), vec![(0, "n2")]);
+        assert_eq!(gate.next_overdue(), Some(later + WAIT));
+        // n1 ends: still one running, the limit; h1 keeps waiting.
+        assert_eq!(gate.ended(0), None);
+        // n2 ends: h1 takes the slot.
+        assert_eq!(gate.ended(0), Some("h1"));
+        assert_eq!(gate.next_overdue(), None);
+    }
+
+    #[test]
+    fn waiting_deliveries_are_handed_back_and_unknown_queues_start() {
+        let now = Instant::now();
+        let mut gate = Gate::new(1, 0, WAIT);
+        assert_eq!(gate.arrived(0, Priority::Normal, 1, now), Some(1));
+        assert_eq!(gate.arrived(0, Priority::Normal, 2, now), None);
+        assert_eq!(gate.arrived(0, Priority::High, 3, now), None);
         assert_eq!(gate.take_waiting(), vec![3, 2]);
-        assert_eq!(gate.arrived(5, Priority::Normal, 9), Some(9));
+        assert_eq!(gate.arrived(5, Priority::Normal, 9, now), Some(9));
         assert_eq!(gate.ended(5), None);
     }
 }

@@ -213,6 +213,7 @@ impl Reporter {
         &self,
         next: &JobEnvelope,
         original: &BasicProperties,
+        priority: Priority,
         delay: RetryDelay,
     ) -> Result<(), BrokerError> {
         if self.names.retry_queue(delay.tier_ms).is_none() {
@@ -225,8 +226,7 @@ impl Reporter {
         // with its priority's suffix) takes the job back to its lane when it expires.
         let mut headers = republished_headers(original);
         put(&mut headers, DELAY_HEADER, &delay.tier_ms.to_string());
-        let properties = original
-            .clone()
+        let properties = with_priority(original, priority)
             .with_headers(headers)
             .with_delivery_mode(2)
             .with_expiration(ShortString::from(delay.jittered_ms.to_string()));
@@ -235,7 +235,7 @@ impl Reporter {
         broker::publish_confirmed(
             &self.channel,
             &self.names.delay_exchange,
-            &lane_key(&next.kind, original),
+            &priority.routing_key(&next.kind),
             &body,
             properties,
             self.deadline,
@@ -254,12 +254,12 @@ impl Reporter {
         kind: &JobKind,
         body: &[u8],
         original: &BasicProperties,
+        priority: Priority,
         tier_ms: u64,
     ) -> Result<(), BrokerError> {
         let mut headers = republished_headers(original);
         put(&mut headers, DELAY_HEADER, &tier_ms.to_string());
-        let properties = original
-            .clone()
+        let properties = with_priority(original, priority)
             .with_headers(headers)
             .with_delivery_mode(2)
             .with_expiration(ShortString::from(tier_ms.to_string()));
@@ -267,7 +267,7 @@ impl Reporter {
         broker::publish_confirmed(
             &self.channel,
             &self.names.delay_exchange,
-            &lane_key(kind, original),
+            &priority.routing_key(kind),
             body,
             properties,
             self.deadline,
@@ -403,10 +403,13 @@ fn split(events: Vec<Pending>, max_bytes: usize) -> Vec<Batch> {
     batches
 }
 
-/// The routing key that takes a republished job of `kind` back to the lane its message came
-/// from: its AMQP priority says which (a high job's is `<kind>:high`).
-fn lane_key(kind: &JobKind, original: &BasicProperties) -> String {
-    Priority::of_message(*original.priority()).routing_key(kind)
+/// `original` with the AMQP priority of `priority` (a high job keeps it when it is republished,
+/// even if it reached its lane without one).
+fn with_priority(original: &BasicProperties, priority: Priority) -> BasicProperties {
+    match priority.amqp() {
+        Some(amqp) => original.clone().with_priority(amqp),
+        None => original.clone(),
+    }
 }
 
 /// The headers a delivery's message keeps when it is published again as a new message: all but

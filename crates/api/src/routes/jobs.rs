@@ -96,7 +96,7 @@ pub async fn submit(
     let publisher = if JobRecord::waits(run_at, submitted_at) {
         None
     } else {
-        Some(state.admit([&new.kind])?)
+        Some(state.admit([(&new.kind, new.priority)])?)
     };
 
     let id = JobId::new();
@@ -307,7 +307,7 @@ pub async fn submit_batch(
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| !later(*i))
-                    .map(|(_, j)| &j.kind),
+                    .map(|(_, j)| (&j.kind, j.priority)),
             )?,
         )
     };
@@ -603,7 +603,7 @@ pub async fn retry_job(
             job.id, job.status
         )));
     }
-    let publisher = state.admit([&job.kind])?;
+    let publisher = state.admit([(&job.kind, job.priority)])?;
     let input = state
         .store
         .input(job.id)

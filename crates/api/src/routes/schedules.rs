@@ -161,13 +161,10 @@ pub async fn resume_schedule(
 ) -> Result<Json<ScheduleView>, ApiError> {
     let schedule = find(&state, &name).await?;
     let now = OffsetDateTime::now_utc();
-    let next = if schedule.paused {
-        Timing::parse(&schedule.cron, &schedule.timezone)
-            .ok()
-            .and_then(|t| t.next_after(now))
-    } else {
-        schedule.next_run_at
-    };
+    // Used only if the schedule is paused when the update runs.
+    let next = Timing::parse(&schedule.cron, &schedule.timezone)
+        .ok()
+        .and_then(|t| t.next_after(now));
     if !state
         .store
         .set_schedule_paused(&name, false, next, now)

@@ -272,37 +272,13 @@ async fn tick_due(state: &AppState) -> Result<Duration, ApiError> {
     let due = state.store.due_schedules(now, TICK_BATCH).await?;
     let mut made = 0;
     for schedule in &due {
-        // Stored only after they were checked; a schedule that no longer reads never ticks
-        // again, and says why.
-        let timing = Timing::parse(&schedule.cron, &schedule.timezone);
-        // Misfires: this tick runs once; the ticks missed since are skipped.
-        let next = timing.as_ref().ok().and_then(|t| t.next_after(now));
-        let due_at = schedule.next_run_at.unwrap_or(now);
-        let job = match &timing {
-            Ok(_) => tick_job(state, schedule, due_at, now)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(why) => Err(why.clone()),
-        };
-        let tick = state
-            .store
-            .tick_schedule(schedule, next, job.as_ref().map_err(String::as_str), now)
-            .await?;
-        match tick {
-            Tick::Made => {
-                made += 1;
-                state.metrics.schedule_tick("made");
-                tracing::debug!(schedule = %schedule.name, "schedule ticked");
+        match tick_one(state, schedule, now).await {
+            Ok(true) => made += 1,
+            Ok(false) => {}
+            // Left due: the next pass (within a second) tries it again.
+            Err(e) => {
+                tracing::warn!(schedule = %schedule.name, error = %e, "could not tick a schedule; trying again");
             }
-            Tick::Overlapped => {
-                state.metrics.schedule_tick("overlapped");
-                tracing::info!(schedule = %schedule.name, "tick skipped: the previous job has not finished (overlap: skip)");
-            }
-            Tick::Failed => {
-                state.metrics.schedule_tick("failed");
-                tracing::warn!(schedule = %schedule.name, error = job.err().unwrap_or_default(), "tick made no job");
-            }
-            Tick::Taken => {}
         }
     }
     if made > 0 {
@@ -318,6 +294,51 @@ async fn tick_due(state: &AppState) -> Result<Duration, ApiError> {
             .unwrap_or_default()
             .min(MAX_WAIT)
     }))
+}
+
+/// One due schedule's tick; true if it made its job. A store error leaves the tick due.
+async fn tick_one(
+    state: &AppState,
+    schedule: &ScheduleRecord,
+    now: OffsetDateTime,
+) -> Result<bool, ApiError> {
+    {
+        // Stored only after they were checked; a schedule that no longer reads never ticks
+        // again, and says why.
+        let timing = Timing::parse(&schedule.cron, &schedule.timezone);
+        // Misfires: this tick runs once; the ticks missed since are skipped.
+        let next = timing.as_ref().ok().and_then(|t| t.next_after(now));
+        let due_at = schedule.next_run_at.unwrap_or(now);
+        let job = match &timing {
+            Ok(_) => match tick_job(state, schedule, due_at, now).await {
+                Ok(job) => Ok(job),
+                Err(e @ ApiError::Store(_)) => return Err(e),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(why) => Err(why.clone()),
+        };
+        let tick = state
+            .store
+            .tick_schedule(schedule, next, job.as_ref().map_err(String::as_str), now)
+            .await?;
+        match tick {
+            Tick::Made => {
+                state.metrics.schedule_tick("made");
+                tracing::debug!(schedule = %schedule.name, "schedule ticked");
+                return Ok(true);
+            }
+            Tick::Overlapped => {
+                state.metrics.schedule_tick("overlapped");
+                tracing::info!(schedule = %schedule.name, "tick skipped: the previous job has not finished (overlap: skip)");
+            }
+            Tick::Failed => {
+                state.metrics.schedule_tick("failed");
+                tracing::warn!(schedule = %schedule.name, error = job.err().unwrap_or_default(), "tick made no job");
+            }
+            Tick::Taken => {}
+        }
+        Ok(false)
+    }
 }
 
 #[cfg(test)]

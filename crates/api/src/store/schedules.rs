@@ -120,9 +120,12 @@ const DUE: &str = concat!(
 
 const NEXT: &str = "SELECT MIN(next_run_at) AS next_run_at FROM schedules WHERE paused = 0";
 
-/// Pauses (`$2` = 1) or resumes (`$2` = 0, with `$3` the next tick from now).
+/// Pauses (`$2` = 1) or resumes (`$2` = 0, with `$3` the next tick from now). Only a paused
+/// schedule's next tick is reset: a resume of a running one must not move a tick back that a
+/// replica has just made.
 const SET_PAUSED: &str = "UPDATE schedules SET paused = $2, \
-         next_run_at = CASE WHEN $2 = 0 THEN $3 ELSE next_run_at END, updated_at = $4
+         next_run_at = CASE WHEN $2 = 0 AND paused <> 0 THEN $3 ELSE next_run_at END, \
+         updated_at = $4
      WHERE name = $1";
 
 const DELETE: &str = "DELETE FROM schedules WHERE name = $1";
