@@ -186,11 +186,13 @@ impl Application {
             key_cache: Arc::default(),
             reconcile_soon: Arc::default(),
             schedules_changed: Arc::default(),
+            gate_changed: Arc::default(),
         };
 
         let reconciler = tokio::spawn(crate::accept::run_reconciler(state.clone()));
         let repeater = tokio::spawn(crate::routes::cancel::run_repeater(state.clone()));
         let ticker = tokio::spawn(crate::schedules::run_ticker(state.clone()));
+        let dispatcher = tokio::spawn(crate::limits::run_dispatcher(state.clone()));
 
         // A link failure that reconnecting cannot fix stops the server too.
         let stop = token.clone();
@@ -215,6 +217,8 @@ impl Application {
         let _ = tokio::time::timeout(remaining, reconciler).await;
         let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), repeater).await;
         let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), ticker).await;
+        let _ =
+            tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), dispatcher).await;
         let remaining = grace.saturating_sub(stopped.since.elapsed());
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.

@@ -51,6 +51,9 @@ pub struct AppState {
     /// Wakes the schedule ticker ([`crate::schedules::run_ticker`]) early: a schedule was
     /// created or resumed.
     pub schedules_changed: Arc<tokio::sync::Notify>,
+    /// Wakes the concurrency dispatcher ([`crate::limits::run_dispatcher`]): a limited job was
+    /// submitted, or a job finished.
+    pub gate_changed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -123,6 +123,11 @@ pub struct NewJob {
     pub later: Option<Later>,
     /// Its priority: the request's, else the kind's, else `normal`.
     pub priority: Priority,
+    /// The key it shares a concurrency limit with, and the limit.
+    pub concurrency: Option<(String, u32)>,
+    /// True if a concurrency limit applies (its key's, or its kind's `max_running`): it waits
+    /// in the store for a slot.
+    pub gated: bool,
 }
 
 /// The body of `POST /jobs`.
@@ -155,7 +160,17 @@ pub struct JsonRequest {
     /// every waiting normal job of its queue.
     #[serde(default)]
     priority: Option<String>,
+    /// Jobs sharing this key (e.g. a tenant) run at most `concurrency_limit` at once across
+    /// every worker; the rest wait, `scheduled`, in the store. Not with `run_at`/`delay_s`.
+    #[serde(default)]
+    concurrency_key: Option<String>,
+    /// The key's limit, 1–10,000 (default 1). Only with `concurrency_key`.
+    #[serde(default, deserialize_with = "whole_number")]
+    concurrency_limit: Option<u32>,
 }
+
+/// Longest `concurrency_key`.
+pub const MAX_CONCURRENCY_KEY_LEN: usize = 128;
 
 /// A whole number, written as JSON Schema's `integer` allows: `5` or `5.0` (a number whose
 /// fraction is zero); a fraction, a negative number or one too large for the field is refused.
@@ -265,9 +280,12 @@ impl NewJob {
             Some(Later::At(t)) => canonical["run_at"] = json!(t.unix_timestamp_nanos().to_string()),
             Some(Later::After(s)) => canonical["delay_s"] = json!(s),
         }
-        // Likewise only when high.
+        // Likewise only when high, or limited.
         if self.priority != Priority::Normal {
             canonical["priority"] = json!(self.priority);
+        }
+        if let Some((key, limit)) = &self.concurrency {
+            canonical["concurrency"] = json!([key, limit]);
         }
         // Only when there are files, so a job without them keeps the fingerprint it always had.
         if !self.files.is_empty() {
@@ -365,6 +383,12 @@ impl NewJob {
             Some(raw) => Priority::parse(raw).map_err(ApiError::Invalid)?,
             None => known.spec.priority.unwrap_or_default(),
         };
+        let concurrency = concurrency(
+            request.concurrency_key.as_deref(),
+            request.concurrency_limit,
+            later.is_some(),
+        )?;
+        let gated = concurrency.is_some() || known.spec.max_running.is_some();
         let kind = known.spec.name.clone();
         let payload = request
             .payload
@@ -407,8 +431,52 @@ impl NewJob {
             files,
             later,
             priority,
+            concurrency,
+            gated,
         })
     }
+}
+
+/// A request's `concurrency_key` and `concurrency_limit`, checked: the key 1–128 characters
+/// without control characters, the limit 1–10,000 (default 1) and only with a key, neither for a
+/// job to run later.
+fn concurrency(
+    key: Option<&str>,
+    limit: Option<u32>,
+    later: bool,
+) -> Result<Option<(String, u32)>, ApiError> {
+    use offload_shared::kinds::MAX_CONCURRENCY_LIMIT;
+    let Some(key) = key else {
+        return match limit {
+            Some(_) => Err(ApiError::Invalid(
+                "concurrency_limit needs a concurrency_key (the jobs it limits)".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    if key.is_empty()
+        || key.chars().count() > MAX_CONCURRENCY_KEY_LEN
+        || key.chars().any(char::is_control)
+    {
+        return Err(ApiError::Invalid(format!(
+            "concurrency_key must be 1 to {MAX_CONCURRENCY_KEY_LEN} characters without control \
+             characters"
+        )));
+    }
+    let limit = limit.unwrap_or(1);
+    if !(1..=MAX_CONCURRENCY_LIMIT).contains(&limit) {
+        return Err(ApiError::Invalid(format!(
+            "concurrency_limit is {limit}; it must be between 1 and {MAX_CONCURRENCY_LIMIT}"
+        )));
+    }
+    if later {
+        return Err(ApiError::Invalid(
+            "concurrency_key with run_at or delay_s: a limited job waits for a slot, not a time; \
+             give one or the other"
+                .into(),
+        ));
+    }
+    Ok(Some((key.to_owned(), limit)))
 }
 
 /// Syntax errors are 400; well-formed JSON of the wrong shape is 422.
@@ -436,6 +504,8 @@ fn json_request(fields: form::FormFields) -> JsonRequest {
         run_at: fields.run_at,
         delay_s: fields.delay_s,
         priority: fields.priority,
+        concurrency_key: fields.concurrency_key,
+        concurrency_limit: fields.concurrency_limit,
     }
 }
 
@@ -504,6 +574,32 @@ mod tests {
             key(r#"{"kind":"noop"}"#),
             key(r#"{"kind":"noop","priority":"high"}"#)
         );
+    }
+
+    #[test]
+    fn a_concurrency_key_gates_the_job_and_its_limit_is_checked() {
+        let job = json_status(r#"{"kind":"noop","concurrency_key":"tenant-1"}"#).expect("valid");
+        assert_eq!(job.concurrency, Some(("tenant-1".to_owned(), 1)));
+        assert!(job.gated);
+        let job = json_status(r#"{"kind":"noop","concurrency_key":"t","concurrency_limit":5.0}"#)
+            .expect("valid");
+        assert_eq!(job.concurrency, Some(("t".to_owned(), 5)));
+        assert!(!json_status(r#"{"kind":"noop"}"#).expect("valid").gated);
+        for bad in [
+            r#"{"kind":"noop","concurrency_limit":2}"#,
+            r#"{"kind":"noop","concurrency_key":""}"#,
+            r#"{"kind":"noop","concurrency_key":"a\u0007"}"#,
+            r#"{"kind":"noop","concurrency_key":"a","concurrency_limit":0}"#,
+            r#"{"kind":"noop","concurrency_key":"a","concurrency_limit":10001}"#,
+            r#"{"kind":"noop","concurrency_key":"a","run_at":"2030-01-01T00:00:00Z"}"#,
+        ] {
+            assert_eq!(json_status(bad).err(), Some(422), "{bad}");
+        }
+        let long = format!(
+            r#"{{"kind":"noop","concurrency_key":"{}"}}"#,
+            "é".repeat(129)
+        );
+        assert_eq!(json_status(&long).err(), Some(422));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Most attempts a kind (or a job) may ask for.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
+/// Highest concurrency limit a kind (`max_running`) or a job (`concurrency_limit`) may name.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 10_000;
+
 /// A name that breaks the naming rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -154,6 +157,10 @@ pub struct KindSpec {
     /// Priority of its jobs when the request names none (`normal` when this is absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<crate::priority::Priority>,
+    /// At most this many of its jobs queued or running at once, across every worker (the rest
+    /// wait in the API's store); no limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
 }
 
 fn any_payload() -> Value {
@@ -180,6 +187,7 @@ impl KindSpec {
             max_attempts: None,
             timeout_s: None,
             priority: None,
+            max_running: None,
         }
     }
 
@@ -202,6 +210,13 @@ impl KindSpec {
         {
             return Err(invalid(format!(
                 "max_attempts is {n}; use 1 to {MAX_ATTEMPTS_LIMIT}"
+            )));
+        }
+        if let Some(n) = self.max_running
+            && !(1..=MAX_CONCURRENCY_LIMIT).contains(&n)
+        {
+            return Err(invalid(format!(
+                "max_running is {n}; use 1 to {MAX_CONCURRENCY_LIMIT}"
             )));
         }
         if self.timeout_s == Some(0) {

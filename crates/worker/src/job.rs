@@ -84,6 +84,12 @@ pub trait Job: Send + Sync + 'static {
         None
     }
 
+    /// At most this many jobs of this kind queued or running at once across every worker
+    /// (`None`: no limit); the rest wait in the API's store until one finishes.
+    fn max_running(&self) -> Option<u32> {
+        None
+    }
+
     /// Runs one attempt. A [`JobError::Retryable`] is tried again with back-off until the
     /// job's attempts run out; a [`JobError::Permanent`] ends the job dead at once.
     fn run(

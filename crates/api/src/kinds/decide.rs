@@ -105,6 +105,12 @@ pub fn differences(recorded: &KindSpec, offered: &KindSpec) -> Vec<String> {
             offered.timeout_s, recorded.timeout_s
         ));
     }
+    if recorded.max_running != offered.max_running {
+        out.push(format!(
+            "max_running {:?} (recorded {:?})",
+            offered.max_running, recorded.max_running
+        ));
+    }
     if recorded.priority != offered.priority {
         out.push(format!(
             "priority {:?} (recorded {:?})",
@@ -132,6 +138,7 @@ mod tests {
             max_attempts: None,
             timeout_s: None,
             priority: None,
+            max_running: None,
         }
     }
 

@@ -9,12 +9,14 @@ use serde_json::Value;
 use offload_shared::kinds::KindSpec;
 
 /// The fields a kind spec in the file may have: a misspelt one is an error, not ignored.
-const FIELDS: [&str; 5] = [
+const FIELDS: [&str; 7] = [
     "name",
     "queue",
     "payload_schema",
     "max_attempts",
     "timeout_s",
+    "priority",
+    "max_running",
 ];
 
 /// The kinds file could not be used.
@@ -73,6 +75,19 @@ pub fn parse(text: &str) -> Result<Vec<KindSpec>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_may_pin_its_priority_and_its_limit() {
+        let specs = parse("- name: urgent\n  priority: high\n  max_running: 3\n").expect("valid");
+        assert_eq!(specs[0].priority, Some(offload_shared::Priority::High));
+        assert_eq!(specs[0].max_running, Some(3));
+        for bad in [
+            "- name: x\n  priority: soon\n",
+            "- name: x\n  max_running: 0\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn yaml_and_json_files_give_the_same_specs() {

@@ -6,11 +6,18 @@
 
 use serde_json::{Map, Value, json};
 
-use offload_shared::{JobStatus, Priority, envelope::MAX_INPUT_FILES, kinds::MAX_NAME_LEN};
+use offload_shared::{
+    JobStatus, Priority,
+    envelope::MAX_INPUT_FILES,
+    kinds::{MAX_CONCURRENCY_LIMIT, MAX_NAME_LEN},
+};
 
 use crate::{
     routes::jobs::{DEFAULT_PAGE, MAX_PAGE},
-    submit::{DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_BATCH_JOBS, MAX_DELAY_S, MAX_KEY_LEN},
+    submit::{
+        DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_BATCH_JOBS, MAX_CONCURRENCY_KEY_LEN,
+        MAX_DELAY_S, MAX_KEY_LEN,
+    },
 };
 
 /// The bearer token scheme's name in `components.securitySchemes`.
@@ -482,9 +489,21 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
         "description": "`high` starts before every waiting `normal` job of its queue (default: \
             the kind's priority, else `normal`)",
     });
+    request["concurrency_key"] = concurrency_key_schema();
+    request["concurrency_limit"] = json!({
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": MAX_CONCURRENCY_LIMIT,
+        "description": "At most this many jobs of the concurrency_key queued or running at once \
+            (default 1); only with concurrency_key",
+    });
     if let Value::Object(request) = &mut schemas["JsonRequest"] {
-        // 422 when both are given.
-        request.insert("not".to_owned(), json!({"required": ["run_at", "delay_s"]}));
+        // 422 when both times are given, or a time with a concurrency key.
+        request.insert("not".to_owned(), later_conflicts());
+        request.insert(
+            "dependentRequired".to_owned(),
+            json!({"concurrency_limit": ["concurrency_key"]}),
+        );
     }
     schemas["CancelRequest"] = cancel_request();
     schedule_request(&mut schemas["ScheduleRequest"]);
@@ -521,6 +540,28 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
             }}),
         );
     }
+}
+
+/// A concurrency key: 1–128 characters, none of them a control character.
+fn concurrency_key_schema() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_CONCURRENCY_KEY_LEN,
+        "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+        "description": "Jobs sharing this key (e.g. a tenant) run at most concurrency_limit at \
+            once across every worker; the rest wait, scheduled, in the store. Not with run_at or \
+            delay_s",
+    })
+}
+
+/// What a request may not combine: `run_at` with `delay_s`, or either with a concurrency key.
+fn later_conflicts() -> Value {
+    json!({"anyOf": [
+        {"required": ["run_at", "delay_s"]},
+        {"required": ["concurrency_key", "run_at"]},
+        {"required": ["concurrency_key", "delay_s"]},
+    ]})
 }
 
 /// A schedule name: `[a-z0-9][a-z0-9_.-]*`, at most 64 characters.
@@ -631,8 +672,11 @@ fn form_request(max_timeout_s: u64) -> Value {
             "run_at": {"type": "string", "format": "date-time"},
             "delay_s": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_S},
             "priority": {"type": "string", "enum": Priority::ALL.map(Priority::as_str)},
+            "concurrency_key": concurrency_key_schema(),
+            "concurrency_limit": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY_LIMIT},
         },
-        "not": {"required": ["run_at", "delay_s"]},
+        "not": later_conflicts(),
+        "dependentRequired": {"concurrency_limit": ["concurrency_key"]},
         "patternProperties": {
             "^payload\\..+$": {
                 "type": "string",

@@ -93,7 +93,8 @@ pub async fn submit(
     let run_at = new.later.map(|later| later.time(submitted_at));
     // Checked before anything is written: while the broker is away or the kind's queue is
     // full, answer 503 at once. A job to run later only needs the store now.
-    let publisher = if JobRecord::waits(run_at, submitted_at) {
+    // A job under a concurrency limit waits in the store too, for a slot.
+    let publisher = if JobRecord::waits(run_at, submitted_at) || new.gated {
         None
     } else {
         Some(state.admit([(&new.kind, new.priority)])?)
@@ -111,7 +112,12 @@ pub async fn submit(
     )
     .owned_by(caller.key_id.clone())
     .run_at(run_at, submitted_at)
-    .with_priority(new.priority);
+    .with_priority(new.priority)
+    .gated(
+        new.concurrency.as_ref().map(|(key, _)| key.clone()),
+        new.concurrency.as_ref().map(|(_, limit)| *limit),
+        new.gated,
+    );
     let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
     // One copy for the store; the envelope takes the request's.
@@ -157,7 +163,7 @@ pub async fn submit(
             job: record.clone(),
             payload: stored_payload,
             key,
-            resolve_at: Some(resolve_at),
+            resolve_at: record.resolve_at(resolve_at),
             inputs: new.files,
         })
         .await?;
@@ -180,9 +186,14 @@ pub async fn submit(
     }
 
     let Some(publisher) = publisher else {
-        state.metrics.scheduled(&record.kind);
-        state.reconcile_soon.notify_one();
-        tracing::debug!(kind = %record.kind, "job scheduled");
+        if new.gated {
+            state.gate_changed.notify_one();
+            tracing::debug!(kind = %record.kind, "job waits for a concurrency slot");
+        } else {
+            state.metrics.scheduled(&record.kind);
+            state.reconcile_soon.notify_one();
+            tracing::debug!(kind = %record.kind, "job scheduled");
+        }
         return Ok(with_quota(
             job_response(&headers, &record, StatusCode::ACCEPTED),
             &quota,
@@ -296,7 +307,9 @@ pub async fn submit_batch(
         .iter()
         .map(|j| j.later.map(|later| later.time(submitted_at)))
         .collect();
-    let later = |i: usize| JobRecord::waits(run_at[i], submitted_at);
+    let gated: Vec<bool> = batch.iter().map(|j| j.gated).collect();
+    // Waits in the store: for its time, or for a concurrency slot.
+    let later = |i: usize| JobRecord::waits(run_at[i], submitted_at) || gated[i];
     // Only the jobs to run now need the broker now.
     let publisher = if (0..batch.len()).all(later) {
         None
@@ -328,7 +341,12 @@ pub async fn submit_batch(
         )
         .owned_by(caller.key_id.clone())
         .run_at(run_at[i], submitted_at)
-        .with_priority(new.priority);
+        .with_priority(new.priority)
+        .gated(
+            new.concurrency.as_ref().map(|(key, _)| key.clone()),
+            new.concurrency.as_ref().map(|(_, limit)| *limit),
+            new.gated,
+        );
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key
             .as_ref()
@@ -338,8 +356,8 @@ pub async fn submit_batch(
             job: record.clone(),
             payload: new.payload.clone(),
             key,
-            // A scheduled job is due at its time.
-            resolve_at: Some(if later(i) {
+            // A scheduled job is due at its time; a held one when the dispatcher releases it.
+            resolve_at: record.resolve_at(if later(i) {
                 run_at[i].unwrap_or(resolve_at)
             } else {
                 resolve_at
@@ -394,10 +412,15 @@ pub async fn submit_batch(
     // Scheduled jobs are published by the reconciler at their time.
     let (now, scheduled): (Vec<usize>, Vec<usize>) = fresh.iter().partition(|&&i| !later(i));
     for &i in &scheduled {
-        state.metrics.scheduled(&records[i].kind);
+        if !gated[i] {
+            state.metrics.scheduled(&records[i].kind);
+        }
     }
-    if !scheduled.is_empty() {
+    if scheduled.iter().any(|&i| !gated[i]) {
         state.reconcile_soon.notify_one();
+    }
+    if scheduled.iter().any(|&i| gated[i]) {
+        state.gate_changed.notify_one();
     }
     let to_publish: Vec<Outgoing> = now.iter().map(|&i| envelopes[i].clone()).collect();
     let how = Settling {

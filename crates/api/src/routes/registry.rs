@@ -34,6 +34,8 @@ pub struct KindView {
     pub max_attempts: Option<u32>,
     /// Run-time limit in seconds when the request names none (`null`: the API's default).
     pub timeout_s: Option<u64>,
+    /// At most this many of its jobs queued or running at once (`null`: no limit).
+    pub max_running: Option<u32>,
     /// Priority of its jobs when the request names none.
     #[schema(value_type = String, example = "normal")]
     pub priority: Priority,
@@ -125,6 +127,7 @@ pub async fn list_kinds(State(state): State<AppState>) -> Result<Json<KindList>,
                 max_attempts: spec.max_attempts,
                 timeout_s: spec.timeout_s,
                 priority: spec.priority.unwrap_or_default(),
+                max_running: spec.max_running,
                 source: record.map_or(KindSource::Builtin, |r| r.source),
                 workers: workers
                     .iter()

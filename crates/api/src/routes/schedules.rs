@@ -200,6 +200,7 @@ pub async fn run_schedule(
         return Err(ApiError::NoSchedule(name));
     }
     state.reconcile_soon.notify_one();
+    state.gate_changed.notify_one();
     tracing::info!(schedule = %name, job_id = %job.job.id, by = %caller.name, "schedule run now");
     Ok(job_response(&headers, &job.job, StatusCode::ACCEPTED))
 }

@@ -238,7 +238,12 @@ pub async fn tick_job(
     let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
     let mut job = JobRecord::queued(JobId::new(), new.kind, new.max_attempts, timeout_ms, now)
         .owned_by(schedule.owner.clone())
-        .with_priority(new.priority);
+        .with_priority(new.priority)
+        .gated(
+            new.concurrency.as_ref().map(|(key, _)| key.clone()),
+            new.concurrency.as_ref().map(|(_, limit)| *limit),
+            new.gated,
+        );
     job.status = JobStatus::Scheduled;
     job.run_at = Some(due);
     Ok(TickJob {
@@ -283,6 +288,7 @@ async fn tick_due(state: &AppState) -> Result<Duration, ApiError> {
     }
     if made > 0 {
         state.reconcile_soon.notify_one();
+        state.gate_changed.notify_one();
     }
     if due.len() == TICK_BATCH as usize {
         return Ok(Duration::ZERO);

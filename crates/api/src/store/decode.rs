@@ -5,7 +5,7 @@ use serde_json::Value;
 use offload_shared::{Priority, artifacts::ArtifactMeta};
 
 use super::{
-    ArtifactLink, JobProgress, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError,
+    ArtifactLink, Gate, JobProgress, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError,
     dialect::Dialect,
 };
 
@@ -72,6 +72,14 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
             None => Priority::Normal,
             Some(p) => Priority::parse(&p).map_err(|e| corrupt(format!("priority: {e}")))?,
         },
+        concurrency_key: D::get_text(row, "concurrency_key")?,
+        concurrency_limit: D::get_int(row, "concurrency_limit")?
+            .map(|n| u32::try_from(n).map_err(|e| corrupt(format!("concurrency_limit: {e}"))))
+            .transpose()?,
+        gate: match D::get_text(row, "gate")? {
+            None => None,
+            Some(g) => Some(Gate::parse(&g).ok_or_else(|| corrupt(format!("gate {g:?}")))?),
+        },
         progress: match (
             D::get_int(row, "progress_ppm")?,
             D::get_time(row, "progress_at")?,
@@ -109,6 +117,9 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         owner: _,
         run_at,
         priority,
+        concurrency_key,
+        concurrency_limit: _,
+        gate: _,
         progress: _,
         inputs: _,
     } = job::<D>(row)?;
@@ -129,6 +140,7 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         artifacts,
         run_at,
         priority,
+        concurrency_key,
     })
 }
 

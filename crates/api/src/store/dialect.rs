@@ -126,6 +126,8 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     const PURGE_KEYS: &'static str;
     /// Whether a batch must lock the rows it touches first (several writers share the rows).
     const LOCKS_ROWS: bool;
+    /// Serialises the concurrency dispatchers of several API replicas for one transaction.
+    const GATE_LOCK: &'static str;
     /// The schema's versions.
     const MIGRATIONS: &'static [Step];
 

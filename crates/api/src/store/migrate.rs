@@ -238,6 +238,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0013_schedules.sql"),
         adds: &[("schedules", "name")],
     },
+    Step {
+        version: 14,
+        description: "concurrency",
+        sql: include_str!("../../migrations/sqlite/0014_concurrency.sql"),
+        adds: &[("jobs", "concurrency_key"), ("kinds", "max_running")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -313,6 +319,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "schedules",
         sql: include_str!("../../migrations/postgres/0012_schedules.sql"),
         adds: &[("schedules", "name")],
+    },
+    Step {
+        version: 13,
+        description: "concurrency",
+        sql: include_str!("../../migrations/postgres/0013_concurrency.sql"),
+        adds: &[("jobs", "concurrency_key"), ("kinds", "max_running")],
     },
 ];
 

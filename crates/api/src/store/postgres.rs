@@ -14,7 +14,7 @@ use uuid::Uuid;
 use offload_shared::JobId;
 
 use super::{
-    StoreError,
+    Gate, StoreError,
     dialect::{Dialect, NewJob, Param, Stmt},
     migrate::{self, Step},
     ops::Db,
@@ -70,6 +70,8 @@ impl Dialect for Postgres {
     const PURGE_KEYS: &'static str = purge_keys_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_ARTIFACTS_OF_JOBS: &'static str = purge_artifacts_of_jobs_sql!("= ANY($1)");
     const LOCKS_ROWS: bool = true;
+    // One key for the dispatchers of every replica, released at the end of the transaction.
+    const GATE_LOCK: &'static str = "SELECT pg_advisory_xact_lock(7262635410)";
     const MIGRATIONS: &'static [Step] = migrate::POSTGRES;
 
     async fn execute<'a>(conn: &'a mut PgConnection, stmt: Stmt<'a>) -> Result<u64, sqlx::Error> {
@@ -208,14 +210,17 @@ async fn insert_jobs(conn: &mut PgConnection, rows: &[NewJob<'_>]) -> Result<(),
     let column = |f: &dyn Fn(&NewJob<'_>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms,
-                           submitted_at, payload, resolve_at, owner, run_at, priority)
+                           submitted_at, payload, resolve_at, owner, run_at, priority,
+                           concurrency_key, concurrency_limit, gate)
          SELECT id, kind, status, progress, attempt, max_attempts, max_attempts, timeout_ms,
-                submitted_at, payload, resolve_at, owner, run_at, priority
+                submitted_at, payload, resolve_at, owner, run_at, priority, concurrency_key,
+                concurrency_limit, gate
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
                      $7::bigint[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::text[],
-                     $12::timestamptz[], $13::text[])
+                     $12::timestamptz[], $13::text[], $14::text[], $15::bigint[], $16::text[])
            AS t (id, kind, status, progress, attempt, max_attempts, timeout_ms, submitted_at,
-                 payload, resolve_at, owner, run_at, priority)",
+                 payload, resolve_at, owner, run_at, priority, concurrency_key,
+                 concurrency_limit, gate)",
     )
     .bind(rows.iter().map(|r| r.job.id.as_uuid()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.job.kind.as_str()).collect::<Vec<_>>())
@@ -246,6 +251,21 @@ async fn insert_jobs(conn: &mut PgConnection, rows: &[NewJob<'_>]) -> Result<(),
     .bind(
         rows.iter()
             .map(|r| r.job.priority.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.job.concurrency_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.job.concurrency_limit.map(i64::from))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.job.gate.map(Gate::as_str))
             .collect::<Vec<_>>(),
     )
     .execute(conn)

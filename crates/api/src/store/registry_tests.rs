@@ -29,6 +29,7 @@ fn resize(queue: &str) -> KindSpec {
         max_attempts: Some(3),
         timeout_s: None,
         priority: Some(offload_shared::Priority::High),
+        max_running: Some(4),
     }
 }
 

@@ -284,7 +284,7 @@ impl<D: Dialect> Db<D> {
                 let row = NewJob {
                     job: &job.job,
                     payload: &job.payload,
-                    resolve_at: job.job.run_at,
+                    resolve_at: job.job.run_at.and_then(|at| job.job.resolve_at(at)),
                 };
                 D::insert_jobs(&mut tx, std::slice::from_ref(&row)).await?;
                 Tick::Made
@@ -314,7 +314,7 @@ impl<D: Dialect> Db<D> {
         let row = NewJob {
             job: &job.job,
             payload: &job.payload,
-            resolve_at: job.job.run_at,
+            resolve_at: job.job.run_at.and_then(|at| job.job.resolve_at(at)),
         };
         D::insert_jobs(&mut tx, std::slice::from_ref(&row)).await?;
         tx.commit().await?;

@@ -7,7 +7,7 @@ macro_rules! job_columns {
     () => {
         "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
          finished_at, result, error, runs, owner, artifacts, run_at, progress_ppm, \
-         progress_message, progress_at, priority"
+         progress_message, progress_at, priority, concurrency_key, concurrency_limit, gate"
     };
 }
 
@@ -27,7 +27,8 @@ pub(super) const GET_INPUT: &str = "SELECT payload, budget FROM jobs WHERE id = 
 pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
      submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, artifacts, \
-     run_at, progress_ppm, progress_message, progress_at, priority, \
+     run_at, progress_ppm, progress_message, progress_at, priority, concurrency_key, \
+     concurrency_limit, gate, \
      CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs

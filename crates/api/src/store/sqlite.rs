@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use offload_shared::JobId;
 
 use super::{
-    StoreError,
+    Gate, StoreError,
     dialect::{Dialect, NewJob, Param, Stmt},
     migrate::{self, Step},
     ops::Db,
@@ -70,6 +70,8 @@ impl Dialect for Sqlite {
     const PURGE_ARTIFACTS_OF_JOBS: &'static str =
         purge_artifacts_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const LOCKS_ROWS: bool = false;
+    // One API process per file: its one dispatcher is alone.
+    const GATE_LOCK: &'static str = "SELECT 1";
     const MIGRATIONS: &'static [Step] = migrate::SQLITE;
 
     async fn execute<'a>(
@@ -205,10 +207,11 @@ async fn insert_jobs(
             .find(|&n| n <= rows.len())
             .unwrap_or(1);
         let (chunk, rest) = rows.split_at(size);
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; size].join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, kind, status, progress, attempt, max_attempts, budget, timeout_ms, \
-             submitted_at, payload, resolve_at, owner, run_at, priority)
+             submitted_at, payload, resolve_at, owner, run_at, priority, concurrency_key, \
+             concurrency_limit, gate)
              VALUES {values}"
         ));
         let mut query = sqlx::query(sql);
@@ -232,7 +235,10 @@ async fn insert_jobs(
                 .bind(resolve_at.map(micros))
                 .bind(job.owner.as_deref())
                 .bind(job.run_at.map(micros))
-                .bind(job.priority.as_str());
+                .bind(job.priority.as_str())
+                .bind(job.concurrency_key.as_deref())
+                .bind(job.concurrency_limit.map(i64::from))
+                .bind(job.gate.map(Gate::as_str));
         }
         query.execute(&mut *conn).await?;
         rows = rest;

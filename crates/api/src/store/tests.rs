@@ -38,6 +38,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    held_jobs_are_released_under_their_key_and_kind_limits_oldest_first,
     progress_shows_while_its_attempt_runs_and_the_next_start_clears_it,
     a_scheduled_job_waits_for_its_time_then_is_claimed_once_and_confirmed_queued,
     events_only_move_jobs_forward_and_count_runs,
@@ -1596,4 +1597,95 @@ fn passwords_are_redacted_from_database_urls() {
     ] {
         assert_eq!(redact_url(url), shown, "{url}");
     }
+}
+
+async fn held_jobs_are_released_under_their_key_and_kind_limits_oldest_first(store: Store) {
+    let t0 = datetime!(2031-05-06 07:08:09 UTC);
+    let kind_limits: std::collections::HashMap<String, u32> =
+        [("limited".to_owned(), 1)].into_iter().collect();
+    let held = |key: Option<&str>, limit: Option<u32>, kind: &str| {
+        let job = JobRecord {
+            kind: JobKind::parse(kind).expect("valid"),
+            submitted_at: t0,
+            ..queued(JobId::new())
+        }
+        .gated(key.map(str::to_owned), limit, true);
+        let id = job.id;
+        (
+            id,
+            Write::Insert {
+                resolve_at: job.resolve_at(t0),
+                job,
+                payload: json!({}),
+                key: None,
+                inputs: Vec::new(),
+            },
+        )
+    };
+    // Tenant a: limit 2, three jobs; tenant b: limit 1, two jobs; kind `limited`: one at a time.
+    let jobs = [
+        held(Some("a"), Some(2), "noop"),
+        held(Some("a"), Some(2), "noop"),
+        held(Some("a"), Some(2), "noop"),
+        held(Some("b"), None, "noop"),
+        held(Some("b"), None, "noop"),
+        held(None, None, "limited"),
+        held(None, None, "limited"),
+    ];
+    let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+    let writes: Vec<Write> = jobs.into_iter().map(|(_, w)| w).collect();
+    store.apply(&writes).await.expect("insert");
+    let first = store.get(ids[0]).await.expect("get").expect("stored");
+    assert_eq!(first.status, JobStatus::Scheduled);
+    assert_eq!(first.run_at, None, "held: no time, a slot");
+    assert_eq!(
+        store.next_resolve_at().await.expect("next"),
+        None,
+        "nothing due"
+    );
+
+    let (released, still_held) = store.release_held(&kind_limits, t0).await.expect("release");
+    assert_eq!(released, vec![ids[0], ids[1], ids[3], ids[5]]);
+    assert!(still_held);
+    // Released jobs are due at once; a second pass releases nothing while they are active.
+    assert_eq!(store.next_resolve_at().await.expect("next"), Some(t0));
+    let (again, _) = store.release_held(&kind_limits, t0).await.expect("release");
+    assert!(again.is_empty(), "{again:?}");
+    // One of tenant a's finishes, and the limited kind's: their next ones are released.
+    let done = t0 + time::Duration::seconds(1);
+    store
+        .apply(&[
+            Write::Event(event(ids[0], 1, JobStatus::Succeeded, done)),
+            Write::Event(event(ids[5], 1, JobStatus::Dead, done)),
+        ])
+        .await
+        .expect("finish");
+    let (next, still_held) = store
+        .release_held(&kind_limits, done)
+        .await
+        .expect("release");
+    assert_eq!(next, vec![ids[2], ids[6]]);
+    assert!(still_held, "tenant b's second job still waits");
+    // A cancelled held job is never released.
+    store
+        .cancel(
+            &CancelFilter {
+                id: Some(ids[4]),
+                limit: 1,
+                ..CancelFilter::default()
+            },
+            "test",
+            done,
+        )
+        .await
+        .expect("cancel");
+    store
+        .apply(&[Write::Event(event(ids[3], 1, JobStatus::Succeeded, done))])
+        .await
+        .expect("finish");
+    let (last, still_held) = store
+        .release_held(&kind_limits, done)
+        .await
+        .expect("release");
+    assert!(last.is_empty() && !still_held, "{last:?}");
 }

@@ -130,6 +130,9 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         run_at: None,
         // A job from before priorities reads as normal.
         priority: offload_shared::Priority::Normal,
+        concurrency_key: None,
+        concurrency_limit: None,
+        gate: None,
         progress: None,
         inputs: Vec::new(),
     };

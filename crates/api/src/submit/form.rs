@@ -22,6 +22,10 @@ pub struct FormFields {
     pub delay_s: Option<u64>,
     /// `normal` or `high` (checked later).
     pub priority: Option<String>,
+    /// The concurrency key (checked later).
+    pub concurrency_key: Option<String>,
+    /// The key's limit.
+    pub concurrency_limit: Option<u32>,
 }
 
 /// Why a form does not decode.
@@ -55,8 +59,9 @@ fn loose_value(text: &str) -> Value {
 }
 
 /// The fields of a form from its `(name, value)` pairs, in order. Each of `kind`, `payload`,
-/// `max_attempts`, `timeout_s`, `run_at`, `delay_s`, `priority` and `payload.<key>` may appear
-/// once; any other name is refused, all of them named.
+/// `max_attempts`, `timeout_s`, `run_at`, `delay_s`, `priority`, `concurrency_key`,
+/// `concurrency_limit` and `payload.<key>` may appear once; any other name is refused, all of
+/// them named.
 pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError> {
     let mut kind = None;
     let mut payload = None;
@@ -65,6 +70,8 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
     let mut run_at = None;
     let mut delay_s = None;
     let mut priority = None;
+    let mut concurrency_key = None;
+    let mut concurrency_limit = None;
     let mut keys: Map<String, Value> = Map::new();
     let mut unknown = Vec::new();
     for (name, value) in pairs {
@@ -76,6 +83,8 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
             "run_at" => &mut run_at,
             "delay_s" => &mut delay_s,
             "priority" => &mut priority,
+            "concurrency_key" => &mut concurrency_key,
+            "concurrency_limit" => &mut concurrency_limit,
             other => {
                 match other.strip_prefix(PAYLOAD_KEY_PREFIX) {
                     Some(key) if !key.is_empty() => {
@@ -99,7 +108,8 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
     if !unknown.is_empty() {
         return Err(FormError::Invalid(format!(
             "form: unknown field{} {}, expected one of `kind`, `payload`, `payload.<key>`, \
-             `max_attempts`, `timeout_s`, `run_at`, `delay_s`, `priority`",
+             `max_attempts`, `timeout_s`, `run_at`, `delay_s`, `priority`, `concurrency_key`, \
+             `concurrency_limit`",
             if unknown.len() == 1 { "" } else { "s" },
             unknown.join(", ")
         )));
@@ -142,6 +152,9 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
         run_at: non_empty(run_at).map(|t| t.trim().to_owned()),
         delay_s: number("delay_s", delay_s)?,
         priority: non_empty(priority).map(|p| p.trim().to_owned()),
+        concurrency_key: non_empty(concurrency_key),
+        concurrency_limit: number("concurrency_limit", concurrency_limit)?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
 }
 

@@ -79,6 +79,7 @@ pub(crate) fn spec_of<J: Job>(job: &J) -> Result<KindSpec, WorkerError> {
         max_attempts: job.max_attempts(),
         timeout_s: job.timeout_s(),
         priority: job.priority(),
+        max_running: job.max_running(),
     };
     spec.compile().map_err(|e| invalid(e.reason))?;
     Ok(spec)
