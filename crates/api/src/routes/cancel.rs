@@ -27,10 +27,9 @@ use offload_shared::{
 use crate::{
     auth::Caller,
     error::{ApiError, Problem},
-    routes::jobs::{find_owned, job_response, read_body},
+    routes::jobs::{find_owned, job_response, read_json},
     state::AppState,
     store::{CancelFilter, JobRecord},
-    submit::{BodyFormat, json_error},
 };
 
 /// Most jobs one bulk cancel cancels; `more` in its answer says to send it again.
@@ -134,13 +133,7 @@ pub async fn cancel_jobs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    BodyFormat::json_only(
-        headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )?;
-    let bytes = read_body(&headers, body, &state.settings).await?;
-    let request: CancelRequest = serde_json::from_slice(&bytes).map_err(json_error)?;
+    let request: CancelRequest = read_json(&headers, body, &state.settings).await?;
     let (kinds, status) = filter_of(&state, request)?;
     let owner = caller.visible_owner().map(str::to_owned);
     let now = OffsetDateTime::now_utc();

@@ -21,7 +21,7 @@ use crate::{
     routes::{pages, prefers_html},
     state::AppState,
     store::{JobFilter, JobRecord, JobSummary, StoredFile, Write, Written},
-    submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key},
+    submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key, json_error},
 };
 
 /// Most jobs one `GET /jobs` page returns.
@@ -714,6 +714,22 @@ pub(crate) fn job_response(headers: &HeaderMap, job: &JobRecord, status: StatusC
 /// Reads the body up to `limit` bytes; a larger one is a 413 without reading the rest.
 /// A declared body up to this many times `OFFLOAD_MAX_BODY_BYTES` is read before its 413.
 const DRAIN_FACTOR: u64 = 4;
+
+/// Reads a JSON-only route's body as `T`: 415 unless it is JSON, then as [`read_body`], then 400
+/// for malformed JSON and 422 for JSON of the wrong shape.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    settings: &offload_shared::Settings,
+) -> Result<T, ApiError> {
+    BodyFormat::json_only(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let bytes = read_body(headers, body, settings).await?;
+    serde_json::from_slice(&bytes).map_err(json_error)
+}
 
 /// Reads the body within `OFFLOAD_MAX_BODY_BYTES` and `OFFLOAD_HTTP_BODY_TIMEOUT_MS`: a client
 /// that trickles its body gets 408 instead of holding the request (and its connection) open.

@@ -14,11 +14,10 @@ use time::OffsetDateTime;
 use crate::{
     auth::Caller,
     error::{ApiError, Problem},
-    routes::jobs::{job_response, read_body},
+    routes::jobs::{job_response, read_json},
     schedules::{MAX_SCHEDULES, ScheduleRequest, ScheduleView, Timing, tick_job},
     state::AppState,
     store::{JobRecord, schedules::ScheduleRecord},
-    submit::{BodyFormat, json_error},
 };
 
 /// `GET /schedules`.
@@ -47,13 +46,7 @@ pub async fn create_schedule(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    BodyFormat::json_only(
-        headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-    )?;
-    let bytes = read_body(&headers, body, &state.settings).await?;
-    let request: ScheduleRequest = serde_json::from_slice(&bytes).map_err(json_error)?;
+    let request: ScheduleRequest = read_json(&headers, body, &state.settings).await?;
     let now = OffsetDateTime::now_utc();
     let record = request.check(&state, caller.key_id.clone(), now).await?;
     if state.store.schedules().await?.len() >= MAX_SCHEDULES {
