@@ -5,6 +5,7 @@
 # Usage: scripts/fault-broker.sh start|stop|stop-app|start-app|status|url
 #   start      start the node detached (no-op if it already answers) and wait until AMQP answers
 #   stop       stop the whole node (Erlang VM included)
+#   reset      kill the node's VM at once and delete its data (the next start is a fresh node)
 #   stop-app   stop the RabbitMQ application only (AMQP port closes; simulates an outage)
 #   start-app  start the application again and wait until the AMQP port answers
 #   alarm-on   raise a memory alarm (watermark set far below use): the node blocks publishers
@@ -210,17 +211,37 @@ lock() {
   flock -w "$((TIMEOUT + 60))" 9 || die "timed out waiting for another fault-broker.sh call to finish"
 }
 
+# Kills this node's VM at once and deletes its data: the next start is a fresh node. For a
+# node that no longer answers (its CLI may hang too), and for a clean slate before a test run.
+reset_locked() {
+  local pids
+  pids="$(vm_pids)"
+  if [ -n "$pids" ]; then
+    say "killing the VM of $NODE (pid(s) $pids) and deleting its data"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    wait_port closed 10 || die "killed $NODE but $HOST:$PORT still answers"
+  fi
+  rm -rf "$RABBITMQ_MNESIA_BASE"
+}
+
+cmd_reset() {
+  lock
+  reset_locked
+}
+
 cmd_start() {
   lock
-  if port_open; then
-    node_alive || die "$HOST:$PORT answers but node $NODE does not: the port is taken by something else"
-    if amqp_answers; then
-      say "$NODE already answers on $HOST:$PORT"
-      return 0
-    fi
-    say "$NODE accepts connections on $HOST:$PORT but does not answer the AMQP handshake; restarting it"
-    timeout 30 "${CTL[@]}" -n "$NODE" status 2>&1 | grep -iE -A2 "file descriptors|sockets" >&2 || true
-    cmd_stop_locked
+  if port_open && amqp_answers; then
+    say "$NODE already answers on $HOST:$PORT"
+    return 0
+  fi
+  if [ -n "$(vm_pids)" ] && port_open; then
+    # Seen here: a node that accepts TCP but never answers, whose rabbitmqctl hangs too.
+    say "$NODE accepts connections on $HOST:$PORT but does not answer the AMQP handshake; starting a fresh one"
+    reset_locked
+  elif port_open; then
+    die "$HOST:$PORT answers but not as node $NODE: the port is taken by something else"
   fi
   if node_alive; then
     # The VM runs but the application is stopped (after stop-app): just start the application.
@@ -345,6 +366,7 @@ cmd_url() {
 
 case "${1:-}" in
   start) cmd_start ;;
+  reset) cmd_reset ;;
   stop) cmd_stop ;;
   stop-app) cmd_stop_app ;;
   start-app) cmd_start_app ;;
@@ -359,7 +381,7 @@ case "${1:-}" in
   status) if port_open; then exit 0; else exit 1; fi ;;
   url) cmd_url ;;
   *)
-    echo "usage: $0 start|stop|stop-app|start-app|alarm-on|alarm-off|close-connections|status|url" >&2
+    echo "usage: $0 start|stop|reset|stop-app|start-app|alarm-on|alarm-off|close-connections|status|url" >&2
     exit 2
     ;;
 esac

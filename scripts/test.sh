@@ -10,6 +10,9 @@ source scripts/services.sh
 
 ensure_rabbitmq
 ensure_rabbitmq_management
+# The private fault-injection node (scripts/fault-broker.sh) starts fresh in every run: one left
+# by an earlier run may hold thousands of its queues, or have stopped answering.
+scripts/fault-broker.sh reset
 purge_test_queues
 ensure_postgres
 ensure_peer_python

@@ -25,8 +25,8 @@ pub async fn run_dispatcher(state: AppState) {
             Ok(true) => HELD_PERIOD,
             Ok(false) => IDLE_PERIOD,
             Err(e) => {
-                tracing::warn!(error = %e, "could not release jobs held by concurrency limits; trying again in a second");
-                IDLE_PERIOD
+                tracing::warn!(error = %e, "could not release jobs held by concurrency limits; trying again");
+                HELD_PERIOD
             }
         };
         tokio::select! {

@@ -105,8 +105,28 @@ pub async fn connect(
         uri.query.heartbeat = Some(heartbeat_s);
     }
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    with_deadline(deadline, "connect", Connection::connect_uri(uri, props)).await
+    let mut attempt = 1;
+    loop {
+        let connect = Connection::connect_uri(uri.clone(), props.clone());
+        match with_deadline(deadline, "connect", connect).await {
+            // Seen in CI: a connection the broker never took up while it answered others (its
+            // acceptor busy creating queues, or the first packet lost). A new socket is tried
+            // before giving up; a refused connection still fails at once.
+            Err(BrokerError::Timeout(..)) if attempt < CONNECT_ATTEMPTS => {
+                tracing::warn!(
+                    attempt,
+                    ?deadline,
+                    "the broker did not answer a new connection in time; trying another"
+                );
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
+
+/// Tries of a connection that times out before [`connect`] gives up.
+const CONNECT_ATTEMPTS: u32 = 3;
 
 /// Resolves when `connection` is no longer usable (closed by the broker, a dead socket, missed
 /// heartbeats), or when `channel` is closed.

@@ -128,6 +128,8 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     const LOCKS_ROWS: bool;
     /// Serialises the concurrency dispatchers of several API replicas for one transaction.
     const GATE_LOCK: &'static str;
+    /// Begins the dispatcher's transaction.
+    const GATE_BEGIN: &'static str;
     /// The schema's versions.
     const MIGRATIONS: &'static [Step];
 

@@ -18,10 +18,18 @@ use super::{
     ops::Db,
 };
 
-/// The oldest held jobs: `$1` how many.
-const HELD: &str = "SELECT id, kind, concurrency_key, concurrency_limit FROM jobs
-     WHERE gate = 'held' AND status = 'scheduled'
-       AND status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
+/// The oldest held jobs whose time has come (`$2` now; a job of a limited kind may also have a
+/// `run_at`): at most `$3` of each key and kind, so a key with a backlog cannot hide the others'
+/// jobs behind its own, and at most `$1` in all.
+const HELD: &str = "SELECT id, kind, concurrency_key, concurrency_limit FROM (
+         SELECT id, kind, concurrency_key, concurrency_limit,
+                ROW_NUMBER() OVER (PARTITION BY concurrency_key, kind ORDER BY id) AS nth
+         FROM jobs
+         WHERE gate = 'held' AND status = 'scheduled'
+           AND status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
+           AND (run_at IS NULL OR run_at <= $2)
+     ) AS held
+     WHERE nth <= $3
      ORDER BY id LIMIT $1";
 
 /// Released jobs that have not finished, by key (the predicate of the partial index).
@@ -43,17 +51,26 @@ const RELEASE: &str = "UPDATE jobs SET gate = 'released', resolve_at = $2
 /// Most held jobs one pass looks at.
 pub const HELD_BATCH: u32 = 5000;
 
+/// Most held jobs of one key and kind one pass looks at (a pass every 100 ms while jobs wait).
+pub const HELD_PER_KEY: u32 = 100;
+
 impl<D: Dialect> Db<D> {
     /// Releases the held jobs that fit under their key's limit and their kind's (`kinds`:
-    /// `max_running` by kind), oldest first; their ids, and whether jobs are still held.
+    /// `max_running` by kind), oldest first; their ids, and whether any held job was due.
     pub(super) async fn release_held(
         &self,
         kinds: &HashMap<String, u32>,
         now: OffsetDateTime,
     ) -> Result<(Vec<JobId>, bool), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        // SQLite: a write transaction from the start, so it never fails to upgrade its read
+        // lock when the writer commits in between.
+        let mut tx = self.pool().begin_with(D::GATE_BEGIN).await?;
         D::fetch_all(&mut tx, Stmt::new(D::GATE_LOCK)).await?;
-        let held = D::fetch_all(&mut tx, Stmt::new(HELD).int(i64::from(HELD_BATCH))).await?;
+        let stmt = Stmt::new(HELD)
+            .int(i64::from(HELD_BATCH))
+            .time(now)
+            .int(i64::from(HELD_PER_KEY));
+        let held = D::fetch_all(&mut tx, stmt).await?;
         if held.is_empty() {
             return Ok((Vec::new(), false));
         }
@@ -76,7 +93,6 @@ impl<D: Dialect> Db<D> {
             "kind",
         )?;
         let mut released = Vec::new();
-        let mut still_held = false;
         for row in &held {
             let id = D::get_id(row, "id")?;
             let kind = D::get_text(row, "kind")?.unwrap_or_default();
@@ -89,7 +105,6 @@ impl<D: Dialect> Db<D> {
                 .get(&kind)
                 .is_none_or(|max| by_kind.get(&kind).copied().unwrap_or(0) < i64::from(*max));
             if !(key_free && kind_free) {
-                still_held = true;
                 continue;
             }
             if D::execute(&mut tx, Stmt::new(RELEASE).id(id).time(now)).await? > 0 {
@@ -101,6 +116,7 @@ impl<D: Dialect> Db<D> {
             }
         }
         tx.commit().await?;
-        Ok((released, still_held || held.len() == HELD_BATCH as usize))
+        // Jobs looked at this pass: the next one comes soon, as the running ones finish.
+        Ok((released, !held.is_empty()))
     }
 }

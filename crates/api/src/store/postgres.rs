@@ -72,6 +72,7 @@ impl Dialect for Postgres {
     const LOCKS_ROWS: bool = true;
     // One key for the dispatchers of every replica, released at the end of the transaction.
     const GATE_LOCK: &'static str = "SELECT pg_advisory_xact_lock(7262635410)";
+    const GATE_BEGIN: &'static str = "BEGIN";
     const MIGRATIONS: &'static [Step] = migrate::POSTGRES;
 
     async fn execute<'a>(conn: &'a mut PgConnection, stmt: Stmt<'a>) -> Result<u64, sqlx::Error> {

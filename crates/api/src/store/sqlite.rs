@@ -72,6 +72,7 @@ impl Dialect for Sqlite {
     const LOCKS_ROWS: bool = false;
     // One API process per file: its one dispatcher is alone.
     const GATE_LOCK: &'static str = "SELECT 1";
+    const GATE_BEGIN: &'static str = "BEGIN IMMEDIATE";
     const MIGRATIONS: &'static [Step] = migrate::SQLITE;
 
     async fn execute<'a>(

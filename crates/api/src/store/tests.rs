@@ -1688,4 +1688,38 @@ async fn held_jobs_are_released_under_their_key_and_kind_limits_oldest_first(sto
         .await
         .expect("release");
     assert!(last.is_empty() && !still_held, "{last:?}");
+    // A job of a limited kind to run later waits for its time as well as for a slot.
+    let later = done + time::Duration::seconds(10);
+    let job = JobRecord {
+        kind: JobKind::parse("limited").expect("valid"),
+        submitted_at: done,
+        ..queued(JobId::new())
+    }
+    .run_at(Some(later), done)
+    .gated(None, None, true);
+    let id = job.id;
+    store
+        .apply(&[Write::Insert {
+            resolve_at: job.resolve_at(later),
+            job,
+            payload: json!({}),
+            key: None,
+            inputs: Vec::new(),
+        }])
+        .await
+        .expect("insert");
+    store
+        .apply(&[Write::Event(event(ids[6], 1, JobStatus::Succeeded, done))])
+        .await
+        .expect("finish");
+    let (early, _) = store
+        .release_held(&kind_limits, done)
+        .await
+        .expect("release");
+    assert!(early.is_empty(), "not before its time: {early:?}");
+    let (due, _) = store
+        .release_held(&kind_limits, later)
+        .await
+        .expect("release");
+    assert_eq!(due, vec![id]);
 }

@@ -152,7 +152,8 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
         run_at: non_empty(run_at).map(|t| t.trim().to_owned()),
         delay_s: number("delay_s", delay_s)?,
         priority: non_empty(priority).map(|p| p.trim().to_owned()),
-        concurrency_key: non_empty(concurrency_key),
+        // As given: a key is any text, spaces included (an empty field is absent).
+        concurrency_key: concurrency_key.filter(|k| !k.is_empty()),
         concurrency_limit: number("concurrency_limit", concurrency_limit)?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     })
