@@ -82,10 +82,14 @@ if [ -z "$stopping" ]; then
   wait -n -p exited "${pids[@]}" || code=$?
 fi
 
-if [ -n "$stopping" ]; then
+# A process that exited 0 was asked to stop: by the signal of a Ctrl-C to the whole group,
+# which it may have acted on before this shell ran its trap.
+if [ -n "$stopping" ] || { [ -n "${exited:-}" ] && [ "$code" -eq 0 ]; }; then
+  stopping=1
   echo "stopping the API and the workers" >&2
   stop_all # again: a signal that came while they were starting found only some of them
-  if wait_all; then
+  # The one `wait -n` reaped, if any, has reported already.
+  if wait_all "${exited:-}"; then
     echo "stopped" >&2
     exit 0
   fi
@@ -95,5 +99,5 @@ fi
 who="${exited:+${names[$exited]:-}}"
 echo "${who:-a process} exited by itself with status $code; stopping the others" >&2
 stop_all
-wait_all "$exited" || true
+wait_all "${exited:-}" || true
 exit $((code == 0 ? 1 : code))
