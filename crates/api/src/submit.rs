@@ -18,7 +18,7 @@ pub mod multipart;
 use crate::{
     error::ApiError,
     kinds::{Kinds, UnknownKind},
-    store::{IdempotencyKey, StoredFile},
+    store::{IdempotencyKey, JobRecord, StoredFile},
 };
 
 /// Longest accepted `Idempotency-Key`.
@@ -263,6 +263,30 @@ fn shown(raw: &str) -> String {
 }
 
 impl NewJob {
+    /// The job's first row, with id `id`, accepted at `submitted_at`: its limits (its own
+    /// timeout, else `default_timeout_s`), priority and concurrency limit.
+    pub fn record(
+        &self,
+        id: offload_shared::JobId,
+        submitted_at: OffsetDateTime,
+        default_timeout_s: u64,
+    ) -> JobRecord {
+        let timeout_ms = self.timeout_s.unwrap_or(default_timeout_s) * 1000;
+        JobRecord::queued(
+            id,
+            self.kind.clone(),
+            self.max_attempts,
+            timeout_ms,
+            submitted_at,
+        )
+        .with_priority(self.priority)
+        .gated(
+            self.concurrency.as_ref().map(|(key, _)| key.clone()),
+            self.concurrency.as_ref().map(|(_, limit)| *limit),
+            self.gated,
+        )
+    }
+
     /// Binds `key` to this request: the fingerprint is a SHA-256 of the request's meaning
     /// (kind, payload, options), so the same job sent as JSON or as a form matches.
     pub fn idempotency(&self, key: String) -> IdempotencyKey {

@@ -102,22 +102,11 @@ pub async fn submit(
 
     let id = JobId::new();
     tracing::Span::current().record("job_id", tracing::field::display(id));
-    let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-    let record = JobRecord::queued(
-        id,
-        new.kind.clone(),
-        new.max_attempts,
-        timeout_ms,
-        submitted_at,
-    )
-    .owned_by(caller.key_id.clone())
-    .run_at(run_at, submitted_at)
-    .with_priority(new.priority)
-    .gated(
-        new.concurrency.as_ref().map(|(key, _)| key.clone()),
-        new.concurrency.as_ref().map(|(_, limit)| *limit),
-        new.gated,
-    );
+    let record = new
+        .record(id, submitted_at, state.settings.job_timeout_s)
+        .owned_by(caller.key_id.clone())
+        .run_at(run_at, submitted_at);
+    let timeout_ms = record.timeout_ms;
     let key = key.map(|k| new.idempotency(caller.scoped_key(k)));
     let fingerprint = key.as_ref().map(|k| k.fingerprint.clone());
     // One copy for the store; the envelope takes the request's.
@@ -331,22 +320,11 @@ pub async fn submit_batch(
     let mut fingerprints = Vec::with_capacity(batch.len());
     for (i, new) in batch.into_iter().enumerate() {
         let id = JobId::new();
-        let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-        let record = JobRecord::queued(
-            id,
-            new.kind.clone(),
-            new.max_attempts,
-            timeout_ms,
-            submitted_at,
-        )
-        .owned_by(caller.key_id.clone())
-        .run_at(run_at[i], submitted_at)
-        .with_priority(new.priority)
-        .gated(
-            new.concurrency.as_ref().map(|(key, _)| key.clone()),
-            new.concurrency.as_ref().map(|(_, limit)| *limit),
-            new.gated,
-        );
+        let record = new
+            .record(id, submitted_at, state.settings.job_timeout_s)
+            .owned_by(caller.key_id.clone())
+            .run_at(run_at[i], submitted_at);
+        let timeout_ms = record.timeout_ms;
         // Each job claims its own key: no `POST /jobs` key holds a space, so none collides.
         let key = key
             .as_ref()

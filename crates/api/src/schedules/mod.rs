@@ -27,10 +27,7 @@ use offload_shared::{JobId, JobStatus};
 use crate::{
     error::ApiError,
     state::AppState,
-    store::{
-        JobRecord,
-        schedules::{Overlap, ScheduleRecord, Tick, TickJob},
-    },
+    store::schedules::{Overlap, ScheduleRecord, Tick, TickJob},
     submit::{BodyFormat, NewJob},
 };
 
@@ -235,15 +232,9 @@ pub async fn tick_job(
     now: OffsetDateTime,
 ) -> Result<TickJob, ApiError> {
     let new = job_of(state, &schedule.job).await?;
-    let timeout_ms = new.timeout_s.unwrap_or(state.settings.job_timeout_s) * 1000;
-    let mut job = JobRecord::queued(JobId::new(), new.kind, new.max_attempts, timeout_ms, now)
-        .owned_by(schedule.owner.clone())
-        .with_priority(new.priority)
-        .gated(
-            new.concurrency.as_ref().map(|(key, _)| key.clone()),
-            new.concurrency.as_ref().map(|(_, limit)| *limit),
-            new.gated,
-        );
+    let mut job = new
+        .record(JobId::new(), now, state.settings.job_timeout_s)
+        .owned_by(schedule.owner.clone());
     job.status = JobStatus::Scheduled;
     job.run_at = Some(due);
     Ok(TickJob {
@@ -308,43 +299,41 @@ async fn tick_one(
     schedule: &ScheduleRecord,
     now: OffsetDateTime,
 ) -> Result<bool, ApiError> {
-    {
-        // Stored only after they were checked; a schedule that no longer reads never ticks
-        // again, and says why.
-        let timing = Timing::parse(&schedule.cron, &schedule.timezone);
-        // Misfires: this tick runs once; the ticks missed since are skipped.
-        let next = timing.as_ref().ok().and_then(|t| t.next_after(now));
-        let due_at = schedule.next_run_at.unwrap_or(now);
-        let job = match &timing {
-            Ok(_) => match tick_job(state, schedule, due_at, now).await {
-                Ok(job) => Ok(job),
-                Err(e @ ApiError::Store(_)) => return Err(e),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(why) => Err(why.clone()),
-        };
-        let tick = state
-            .store
-            .tick_schedule(schedule, next, job.as_ref().map_err(String::as_str), now)
-            .await?;
-        match tick {
-            Tick::Made => {
-                state.metrics.schedule_tick("made");
-                tracing::debug!(schedule = %schedule.name, "schedule ticked");
-                return Ok(true);
-            }
-            Tick::Overlapped => {
-                state.metrics.schedule_tick("overlapped");
-                tracing::info!(schedule = %schedule.name, "tick skipped: the previous job has not finished (overlap: skip)");
-            }
-            Tick::Failed => {
-                state.metrics.schedule_tick("failed");
-                tracing::warn!(schedule = %schedule.name, error = job.err().unwrap_or_default(), "tick made no job");
-            }
-            Tick::Taken => {}
+    // Stored only after they were checked; a schedule that no longer reads never ticks
+    // again, and says why.
+    let timing = Timing::parse(&schedule.cron, &schedule.timezone);
+    // Misfires: this tick runs once; the ticks missed since are skipped.
+    let next = timing.as_ref().ok().and_then(|t| t.next_after(now));
+    let due_at = schedule.next_run_at.unwrap_or(now);
+    let job = match &timing {
+        Ok(_) => match tick_job(state, schedule, due_at, now).await {
+            Ok(job) => Ok(job),
+            Err(e @ ApiError::Store(_)) => return Err(e),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(why) => Err(why.clone()),
+    };
+    let tick = state
+        .store
+        .tick_schedule(schedule, next, job.as_ref().map_err(String::as_str), now)
+        .await?;
+    match tick {
+        Tick::Made => {
+            state.metrics.schedule_tick("made");
+            tracing::debug!(schedule = %schedule.name, "schedule ticked");
+            return Ok(true);
         }
-        Ok(false)
+        Tick::Overlapped => {
+            state.metrics.schedule_tick("overlapped");
+            tracing::info!(schedule = %schedule.name, "tick skipped: the previous job has not finished (overlap: skip)");
+        }
+        Tick::Failed => {
+            state.metrics.schedule_tick("failed");
+            tracing::warn!(schedule = %schedule.name, error = job.err().unwrap_or_default(), "tick made no job");
+        }
+        Tick::Taken => {}
     }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ const ACTIVE_BY_KEY: &str = "SELECT concurrency_key, COUNT(*) AS n FROM jobs
 
 /// Released jobs that have not finished, by kind.
 const ACTIVE_BY_KIND: &str = "SELECT kind, COUNT(*) AS n FROM jobs
-     WHERE gate IS NOT NULL AND gate = 'released'
+     WHERE gate = 'released'
        AND status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
      GROUP BY kind";
 
@@ -116,7 +116,7 @@ impl<D: Dialect> Db<D> {
             }
         }
         tx.commit().await?;
-        // Jobs looked at this pass: the next one comes soon, as the running ones finish.
-        Ok((released, !held.is_empty()))
+        // Jobs were due: the next pass comes soon, as the running ones finish.
+        Ok((released, true))
     }
 }

@@ -200,10 +200,10 @@ impl Store {
     }
 }
 
-/// The kinds and workers registry, beside the writer (see [`registry`]).
+/// Concurrency limits (see `limits`).
 impl Store {
     /// Releases the held jobs that fit under their key's and their kind's limits (`kinds`:
-    /// `max_running` by kind); their ids, and whether jobs are still held.
+    /// `max_running` by kind); their ids, and whether any held job was due.
     pub async fn release_held(
         &self,
         kinds: &std::collections::HashMap<String, u32>,
@@ -213,6 +213,7 @@ impl Store {
     }
 }
 
+/// Cron schedules (see [`schedules`]).
 impl Store {
     /// Records a new schedule; false if its name is taken.
     pub async fn create_schedule(
@@ -287,6 +288,7 @@ impl Store {
     }
 }
 
+/// The kinds and workers registry, beside the writer (see [`registry`]).
 impl Store {
     /// Every recorded kind, by name.
     pub async fn kinds(&self) -> Result<Vec<KindRecord>, StoreError> {

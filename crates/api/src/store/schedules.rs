@@ -154,6 +154,17 @@ pub struct TickJob {
     pub payload: Value,
 }
 
+impl TickJob {
+    /// Its row to insert: due at its tick, unless a concurrency limit holds it.
+    fn row(&self) -> NewJob<'_> {
+        NewJob {
+            job: &self.job,
+            payload: &self.payload,
+            resolve_at: self.job.run_at.and_then(|at| self.job.resolve_at(at)),
+        }
+    }
+}
+
 impl<D: Dialect> Db<D> {
     /// Records a new schedule; false if the name is taken.
     pub(super) async fn create_schedule(&self, s: &ScheduleRecord) -> Result<bool, StoreError> {
@@ -281,12 +292,7 @@ impl<D: Dialect> Db<D> {
         }
         let tick = match made {
             Some(job) => {
-                let row = NewJob {
-                    job: &job.job,
-                    payload: &job.payload,
-                    resolve_at: job.job.run_at.and_then(|at| job.job.resolve_at(at)),
-                };
-                D::insert_jobs(&mut tx, std::slice::from_ref(&row)).await?;
+                D::insert_jobs(&mut tx, &[job.row()]).await?;
                 Tick::Made
             }
             None if error.is_some() => Tick::Failed,
@@ -311,12 +317,7 @@ impl<D: Dialect> Db<D> {
         if D::execute(&mut tx, ran).await? == 0 {
             return Ok(false);
         }
-        let row = NewJob {
-            job: &job.job,
-            payload: &job.payload,
-            resolve_at: job.job.run_at.and_then(|at| job.job.resolve_at(at)),
-        };
-        D::insert_jobs(&mut tx, std::slice::from_ref(&row)).await?;
+        D::insert_jobs(&mut tx, &[job.row()]).await?;
         tx.commit().await?;
         Ok(true)
     }
