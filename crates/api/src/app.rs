@@ -193,6 +193,7 @@ impl Application {
         let repeater = tokio::spawn(crate::routes::cancel::run_repeater(state.clone()));
         let ticker = tokio::spawn(crate::schedules::run_ticker(state.clone()));
         let dispatcher = tokio::spawn(crate::limits::run_dispatcher(state.clone()));
+        let reaper = tokio::spawn(crate::leases::run_reaper(state.clone()));
 
         // A link failure that reconnecting cannot fix stops the server too.
         let stop = token.clone();
@@ -219,6 +220,7 @@ impl Application {
         let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), ticker).await;
         let _ =
             tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), dispatcher).await;
+        let _ = tokio::time::timeout(grace.saturating_sub(stopped.since.elapsed()), reaper).await;
         let remaining = grace.saturating_sub(stopped.since.elapsed());
         // The supervisor and the router held the last writer handles; once they are gone the
         // writer commits its final batch and stops.

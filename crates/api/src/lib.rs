@@ -21,6 +21,7 @@
 //! - [`metrics`]: the Prometheus metrics and the request-counting middleware.
 //! - [`store`]: the job store (SQLite or PostgreSQL, versioned migrations) and its batching
 //!   writer.
+//! - [`leases`]: long jobs whose worker stopped renewing its lease, started again.
 //! - [`limits`]: concurrency limits: the dispatcher that releases held jobs as slots free.
 //! - [`schedules`]: cron schedules: their timing, and the ticker that makes each tick's job once.
 //! - [`retention`]: the background task deleting finished jobs and expired idempotency keys.
@@ -37,6 +38,7 @@ pub mod depth;
 pub mod error;
 pub mod events;
 pub mod kinds;
+pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -89,6 +89,7 @@ pub struct ApiMetrics {
     scheduled: Family<KindLabel, Counter>,
     released: Counter,
     schedule_ticks: Family<OutcomeLabel, Counter>,
+    leases_lapsed: Family<OutcomeLabel, Counter>,
     retention_jobs: Counter,
     retention_keys: Counter,
     announcements_refused: Counter,
@@ -205,6 +206,13 @@ impl Default for ApiMetrics {
              last_error)",
             schedule_ticks.clone(),
         );
+        let leases_lapsed = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "leases_lapsed",
+            "Long jobs whose worker stopped renewing its lease (it died or lost the broker), by \
+             outcome: restarted (as the next attempt) or dead (it was the last attempt)",
+            leases_lapsed.clone(),
+        );
         let retention_jobs = Counter::default();
         registry.register(
             "retention_deleted_jobs",
@@ -251,6 +259,7 @@ impl Default for ApiMetrics {
             scheduled,
             released,
             schedule_ticks,
+            leases_lapsed,
             submitted,
             finished,
             retries,
@@ -321,6 +330,14 @@ impl ApiMetrics {
     /// A schedule ticked with `outcome` (`made`, `overlapped`, `failed`).
     pub fn schedule_tick(&self, outcome: &'static str) {
         self.schedule_ticks
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A long job's lease lapsed: it was `restarted` as its next attempt, or ended dead.
+    pub fn lease_lapsed(&self, restarted: bool) {
+        let outcome = if restarted { "restarted" } else { "dead" };
+        self.leases_lapsed
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }

@@ -402,6 +402,9 @@ impl NewJob {
         max_timeout_s: u64,
     ) -> Result<Self, ApiError> {
         let known = kinds.get(&request.kind)?;
+        // A long kind's jobs are held by a lease, not an unacknowledged delivery, so the
+        // broker's consumer timeout does not bound them.
+        let max_timeout_s = known.spec.max_timeout_s(max_timeout_s);
         let later = Later::parse(request.run_at.as_deref(), request.delay_s)?;
         let priority = match request.priority.as_deref() {
             Some(raw) => Priority::parse(raw).map_err(ApiError::Invalid)?,

@@ -188,6 +188,19 @@ pub struct JobEvent {
     /// attempt has got and changes nothing else (it is not a start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// On a long job's `running` events (its start and its heartbeats): the worker holds the
+    /// attempt for this many milliseconds from `at` and renews the lease before it lapses. The
+    /// API starts the job again, as its next attempt, once a lease has lapsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// Set on a heartbeat: a `running` event with this flag renews the running attempt's lease
+    /// (`lease_ms`) and changes nothing else (it is not a start).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub heartbeat: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How far a running attempt has got, as its handler said.
@@ -244,6 +257,8 @@ impl JobEvent {
             started_at: None,
             artifacts: Vec::new(),
             progress: None,
+            lease_ms: None,
+            heartbeat: false,
         }
     }
 
@@ -255,15 +270,39 @@ impl JobEvent {
         }
     }
 
+    /// A long job's heartbeat, stamped now: its worker still runs `attempt` and holds it for
+    /// `lease_ms` more.
+    pub fn heartbeat(job_id: JobId, attempt: u32, worker: &str, lease_ms: u64) -> Self {
+        JobEvent {
+            lease_ms: Some(lease_ms),
+            heartbeat: true,
+            ..JobEvent::now(job_id, attempt, JobStatus::Running, worker)
+        }
+    }
+
     /// True if this is a progress report, not a step of the job's life.
     pub fn is_progress(&self) -> bool {
         self.progress.is_some()
     }
 
+    /// True if this is a report about a running attempt (its progress, or a heartbeat), not a
+    /// step of the job's life.
+    pub fn is_report(&self) -> bool {
+        self.is_progress() || self.heartbeat
+    }
+
+    /// Until when the worker holds this attempt, on a long job's start or heartbeat: `lease_ms`
+    /// counted from `received` (when the API applies the event, so that the worker's clock does
+    /// not matter).
+    pub fn lease_until(&self, received: OffsetDateTime) -> Option<OffsetDateTime> {
+        let ms = i64::try_from(self.lease_ms?).ok()?;
+        received.checked_add(time::Duration::milliseconds(ms))
+    }
+
     /// When the attempt started, if this event reports a start: a `running` event, or an end
     /// with its start folded in. The store counts each such event as a run.
     pub fn start(&self) -> Option<OffsetDateTime> {
-        if self.is_progress() {
+        if self.is_report() {
             None
         } else if self.status == JobStatus::Running {
             Some(self.at)
@@ -277,7 +316,8 @@ impl JobEvent {
     /// the start of this event's attempt or this event is not the attempt's end.
     pub fn fold_start(&mut self, running: &JobEvent) -> bool {
         let folds = running.status == JobStatus::Running
-            && !running.is_progress()
+            && !running.is_report()
+            && running.lease_ms.is_none()
             && self.status != JobStatus::Running
             && running.job_id == self.job_id
             && running.attempt == self.attempt;

@@ -22,6 +22,9 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Highest concurrency limit a kind (`max_running`) or a job (`concurrency_limit`) may name.
 pub const MAX_CONCURRENCY_LIMIT: u32 = 10_000;
 
+/// Longest time limit of one attempt of a long kind's job, in seconds: 24 hours.
+pub const LONG_JOB_MAX_TIMEOUT_S: u64 = 86_400;
+
 /// A name that breaks the naming rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -161,6 +164,16 @@ pub struct KindSpec {
     /// wait in the API's store); no limit when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running: Option<u32>,
+    /// Its jobs may run for hours (a `timeout_s` up to [`LONG_JOB_MAX_TIMEOUT_S`]): a worker
+    /// acknowledges such a job's delivery once it has started and holds it by a lease it renews
+    /// with heartbeats, so the broker's consumer timeout never applies; the API starts the job
+    /// again if the lease lapses (its worker died).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub long: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn any_payload() -> Value {
@@ -188,6 +201,18 @@ impl KindSpec {
             timeout_s: None,
             priority: None,
             max_running: None,
+            long: false,
+        }
+    }
+
+    /// The longest `timeout_s` a job of this kind may have: [`LONG_JOB_MAX_TIMEOUT_S`] for a
+    /// long kind, else `max_timeout_s` (`OFFLOAD_MAX_JOB_TIMEOUT_S`, which keeps a job within the
+    /// broker's consumer timeout).
+    pub fn max_timeout_s(&self, max_timeout_s: u64) -> u64 {
+        if self.long {
+            LONG_JOB_MAX_TIMEOUT_S
+        } else {
+            max_timeout_s
         }
     }
 
@@ -221,6 +246,13 @@ impl KindSpec {
         }
         if self.timeout_s == Some(0) {
             return Err(invalid("timeout_s is 0; use at least 1".to_owned()));
+        }
+        if let Some(t) = self.timeout_s
+            && t > LONG_JOB_MAX_TIMEOUT_S
+        {
+            return Err(invalid(format!(
+                "timeout_s is {t}; at most {LONG_JOB_MAX_TIMEOUT_S} (24 hours, for a long kind)"
+            )));
         }
         KindSchema::compile(&self.payload_schema).map_err(invalid)
     }

@@ -290,6 +290,12 @@ pub struct Settings {
     #[arg(long, hide_env_values = true, env = "OFFLOAD_PROGRESS_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub progress_interval_ms: u64,
 
+    /// [worker] Seconds a long job's lease lasts ([`crate::kinds::KindSpec::long`]): the worker
+    /// renews it with a heartbeat every third of it, and if it lapses (the worker died) the API
+    /// starts the job again, so a dead worker's long job restarts within about this long.
+    #[arg(long, hide_env_values = true, env = "OFFLOAD_LEASE_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_s: u64,
+
     /// Milliseconds a client has to send a request's line and headers (also the longest wait for
     /// the next request on a kept-alive connection); then the connection is closed. Both HTTP
     /// listeners (the API's and the worker's metrics endpoint).
@@ -652,6 +658,11 @@ impl Settings {
     /// How long a cancelled job's handler has to stop (`OFFLOAD_CANCEL_GRACE_MS`).
     pub fn cancel_grace(&self) -> Duration {
         Duration::from_millis(self.cancel_grace_ms)
+    }
+
+    /// How long a long job's lease lasts (`OFFLOAD_LEASE_S`).
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_s)
     }
 
     /// Least time between two progress reports of one job (`OFFLOAD_PROGRESS_INTERVAL_MS`).

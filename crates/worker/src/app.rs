@@ -16,14 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{FutureExt, StreamExt, stream};
-use lapin::{Channel, Connection, options::BasicCancelOptions, types::ShortString};
+use futures_util::{FutureExt, StreamExt};
+use lapin::{Channel, Connection, types::ShortString};
 use time::OffsetDateTime;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use offload_shared::{
-    Priority, QueueType, Settings,
+    QueueType, Settings,
     announce::WorkerState,
     broker::{self, Settle},
     control::{ControlMessage, ControlType},
@@ -39,6 +39,7 @@ use crate::{
     announcer::Announcer,
     cancels::Cancels,
     consumer::JobRunner,
+    consumers::{Consumers, Hold, Item},
     gate::{Gate, MAX_WAIT},
     handlers::Registry,
     http::{self, Probe},
@@ -483,32 +484,21 @@ impl Running<'_> {
                 "no API repeated its cancels within {CONTROL_SYNC_WAIT:?} (is one running?); consuming anyway"
             ),
         }
-        // Both lanes of every queue, the high lane first: a high job waiting when the worker
-        // starts is delivered before the normal ones.
-        let mut consumers = Vec::with_capacity(2 * work_queues.len());
-        let mut tags = Vec::with_capacity(2 * work_queues.len());
-        for (index, queue) in work_queues.iter().enumerate() {
-            for priority in [Priority::High, Priority::Normal] {
-                let lane = priority.lane(queue);
-                let tag = ShortString::from(format!("{}.{lane}", reporter.worker()));
-                match start_consumer(&jobs, &lane, tag.clone(), settings).await {
-                    Ok(consumer) => consumers.push((index, priority, consumer)),
-                    Err(why) => return SessionEnd::Lost(why),
-                }
-                tags.push(tag);
-            }
-        }
-        // Every lane's deliveries flow into one runner, with their queue and priority; `None`
-        // marks a consumer the broker ended.
-        let mut deliveries =
-            stream::select_all(consumers.into_iter().map(|(index, priority, c)| {
-                c.map(move |d| Some((index, priority, d)))
-                    .chain(stream::once(async { None }))
-                    .boxed()
-            }));
+        // Every lane's deliveries flow into one runner, with their queue and priority.
+        let mut consumers =
+            match Consumers::start(&jobs, settings, reporter.worker().clone(), &work_queues).await
+            {
+                Ok(consumers) => consumers,
+                Err(why) => return SessionEnd::Lost(why),
+            };
         // At most `prefetch` jobs of one queue run at once; a high one waiting starts first.
-        let mut gate = Gate::new(work_queues.len(), usize::from(settings.prefetch), MAX_WAIT);
+        let slots = usize::from(settings.prefetch);
+        let mut gate = Gate::new(work_queues.len(), slots, MAX_WAIT);
         let mut queue_of = HashMap::new();
+        // Long jobs acknowledged early, by task, with their queue; how many each queue runs.
+        let mut long_jobs: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut longs = vec![0_usize; work_queues.len()];
+        let (holds, mut hold_requests) = tokio::sync::mpsc::unbounded_channel::<Hold>();
         tracing::info!(
             worker = %reporter.worker(),
             queues = ?work_queues,
@@ -530,6 +520,8 @@ impl Running<'_> {
             cancels: self.cancels.clone(),
             cancel_grace: settings.cancel_grace(),
             progress_interval: settings.progress_interval(),
+            lease: settings.lease(),
+            holds,
         };
 
         // Jobs of this session only: dropping the set aborts them, and their deliveries (whose
@@ -554,11 +546,32 @@ impl Running<'_> {
                         Ok((id, ())) => id,
                         Err(e) => e.id(),
                     };
+                    if let Some(index) = long_jobs.remove(&id) {
+                        longs[index] -= 1;
+                        if let Err(why) = consumers.resume(index).await {
+                            break Some(why);
+                        }
+                    }
                     if let Some(index) = queue_of.remove(&id)
                         && let Some(next) = gate.ended(index)
                     {
                         start(&mut running, &mut queue_of, &runner, index, next);
                     }
+                }
+                Some(hold) = hold_requests.recv() => {
+                    // A long job is about to acknowledge its delivery: if long jobs then fill
+                    // every slot of its queue, stop consuming it first.
+                    if let Some(&index) = queue_of.get(&hold.task) {
+                        long_jobs.insert(hold.task, index);
+                        longs[index] += 1;
+                        if longs[index] >= slots {
+                            consumers.pause(index, deadline).await;
+                            for waiting in gate.take_waiting_of(index) {
+                                let _ = broker::settle(&waiting.acker, Settle::Requeue, false, deadline).await;
+                            }
+                        }
+                    }
+                    let _ = hold.ready.send(());
                 }
                 () = tokio::time::sleep_until(overdue_at.unwrap_or_else(far_future)), if overdue_at.is_some() => {
                     for (index, delivery) in gate.overdue(tokio::time::Instant::now()) {
@@ -577,15 +590,21 @@ impl Running<'_> {
                     let (announcer, reporter) = (self.announcer.clone(), reporter.clone());
                     beats.spawn(async move { announcer.send(&reporter, WorkerState::Alive).await });
                 }
-                next = deliveries.next() => match next {
-                    Some(Some((index, priority, Ok(delivery)))) => {
+                next = consumers.next() => match next {
+                    Some(Item::Delivery { index, priority, delivery: Ok(delivery) }) => {
+                        if consumers.is_paused(index) {
+                            // Sent before the cancel took effect: for another worker.
+                            let _ = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await;
+                            continue;
+                        }
                         let now = tokio::time::Instant::now();
                         if let Some(delivery) = gate.arrived(index, priority, delivery, now) {
                             start(&mut running, &mut queue_of, &runner, index, delivery);
                         }
                     }
-                    Some(Some((_, _, Err(e)))) => break Some(e.to_string()),
-                    Some(None) | None => break Some("the broker ended a consumer".to_owned()),
+                    Some(Item::Delivery { delivery: Err(e), .. }) => break Some(e.to_string()),
+                    Some(Item::Ended(tag)) if consumers.expected_end(&tag) => {}
+                    Some(Item::Ended(_)) | None => break Some("the broker ended a consumer".to_owned()),
                 },
             }
         };
@@ -595,14 +614,7 @@ impl Running<'_> {
         }
 
         // Shutdown: stop taking jobs; the ones running keep their channel until they finish.
-        for tag in tags {
-            let _ = broker::with_deadline(
-                deadline,
-                "cancel a consumer",
-                jobs.basic_cancel(tag, BasicCancelOptions::default()),
-            )
-            .await;
-        }
+        consumers.cancel_all(deadline).await;
         beats.abort_all();
         // Jobs that were waiting for a slot never started: back to their queues at once, for
         // other workers.
@@ -651,27 +663,6 @@ impl Running<'_> {
             Err(why) => tracing::warn!(%why, "dropping a control message that does not parse"),
         }
     }
-}
-
-/// Starts consuming `queue` under `tag`, after setting the prefetch for this consumer.
-async fn start_consumer(
-    jobs: &Channel,
-    queue: &str,
-    tag: ShortString,
-    settings: &Settings,
-) -> Result<lapin::Consumer, String> {
-    // Fair dispatch: the broker sends this consumer at most `prefetch` unacknowledged jobs, so a
-    // busy worker is skipped and its jobs go to idle ones; per consumer, so per lane (the gate
-    // then runs at most `prefetch` of a queue's two lanes at once).
-    broker::consume(
-        jobs,
-        queue,
-        tag,
-        settings.prefetch,
-        settings.broker_timeout(),
-    )
-    .await
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -5,10 +5,19 @@
 //! has no handler here (another version of the worker runs it) goes back through the shortest
 //! delay queue without spending an attempt, and so does one whose handler gave up because the
 //! worker is shutting down. Nothing here panics, and a panicking handler is only a failed attempt.
+//!
+//! A long kind's job ([`crate::Job::long`]) is acknowledged earlier, once its `running` event
+//! (with a lease) is confirmed, so the broker's consumer timeout never applies to it; from then
+//! on its worker holds it by heartbeats that renew the lease, and stops its handler if it cannot
+//! renew the lease in time (the API then starts the job again).
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    ops::Deref,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -30,6 +39,7 @@ use offload_shared::{
 use crate::{
     Artifact, InputFile, JobContext, JobError,
     cancels::Cancels,
+    consumers::Hold,
     handlers::{Handler, Registry},
     metrics::WorkerMetrics,
     reporter::Reporter,
@@ -64,6 +74,86 @@ pub(crate) struct JobRunner {
     pub cancel_grace: Duration,
     /// `OFFLOAD_PROGRESS_INTERVAL_MS`: least time between two progress reports of a job.
     pub progress_interval: Duration,
+    /// `OFFLOAD_LEASE_S`: how long a long job's lease lasts; renewed every third of it.
+    pub lease: Duration,
+    /// Where a long job asks the session to keep its slot before acknowledging its delivery.
+    pub holds: tokio::sync::mpsc::UnboundedSender<Hold>,
+}
+
+/// A delivery being settled, and whether it is acknowledged already (a long job's is, once its
+/// start is confirmed): it must not be settled twice, and can no longer go back to its queue.
+pub(crate) struct Taken<'a> {
+    delivery: &'a Delivery,
+    acked: AtomicBool,
+}
+
+impl<'a> Taken<'a> {
+    fn new(delivery: &'a Delivery) -> Self {
+        Taken {
+            delivery,
+            acked: AtomicBool::new(false),
+        }
+    }
+
+    fn is_acked(&self) -> bool {
+        self.acked.load(Ordering::Relaxed)
+    }
+}
+
+impl Deref for Taken<'_> {
+    type Target = Delivery;
+
+    fn deref(&self) -> &Delivery {
+        self.delivery
+    }
+}
+
+/// A long job's hold on its running attempt: renewed in the background until dropped.
+struct Lease {
+    _renewing: AbortOnDrop<()>,
+    /// Set when a renewal could not be confirmed in time: the handler was stopped.
+    lost: Arc<AtomicBool>,
+}
+
+impl Lease {
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// Renews a long job's lease every third of `lease` with a confirmed heartbeat. When the lease
+/// would lapse before the next try could renew it, sets `lost` and fires `stop` (the handler
+/// stops: the API is about to start the job again).
+async fn renew(
+    reporter: Reporter,
+    (id, attempt): (JobId, u32),
+    lease: Duration,
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    let every = lease / 3;
+    let lease_ms = millis(lease);
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let beat = JobEvent::heartbeat(id, attempt, reporter.worker(), lease_ms);
+        match tokio::time::timeout(every, reporter.event(beat)).await {
+            Ok(Ok(())) => renewed = Instant::now(),
+            Ok(Err(e)) => tracing::warn!(job_id = %id, error = %e, "heartbeat not confirmed"),
+            Err(_) => tracing::warn!(job_id = %id, "heartbeat not confirmed in {every:?}"),
+        }
+        if renewed.elapsed() + every >= lease {
+            tracing::warn!(job_id = %id, "the lease could not be renewed in time: stopping the job's handler");
+            lost.store(true, Ordering::Relaxed);
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// `d` in whole milliseconds.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where a running job's progress reports go: published through `reporter`, at most one per
@@ -137,6 +227,9 @@ pub enum Settled {
     Returned,
     /// Acked without running (or after stopping it) because its job was cancelled.
     Cancelled,
+    /// A long job whose lease could not be renewed: its handler was stopped and nothing was
+    /// reported; the API starts the job again once the lease lapses.
+    LeaseLost,
 }
 
 impl Settled {
@@ -149,6 +242,7 @@ impl Settled {
             Settled::Requeued => "requeued",
             Settled::Returned => "returned",
             Settled::Cancelled => "cancelled",
+            Settled::LeaseLost => "lease_lost",
         }
     }
 }
@@ -175,6 +269,7 @@ impl JobRunner {
     }
 
     async fn settle(&self, delivery: &Delivery) -> (Option<JobKind>, Settled) {
+        let delivery = &Taken::new(delivery);
         let id_hint = delivery
             .properties
             .message_id()
@@ -224,17 +319,27 @@ impl JobRunner {
                 return (kind, self.finish_dead(delivery, &reason, Some(event)).await);
             }
         };
-        self.reporter
-            .running(self.event(&envelope, JobStatus::Running, None));
-        let started = Instant::now();
         let registration = self.cancels.running(envelope.id);
+        // Fired by a cancel, or by a long job's lost lease.
+        let stop = registration.token.child_token();
+        let lease = if self.registry.is_long(&envelope.kind) {
+            match self.take_lease(delivery, &envelope, &stop).await {
+                Ok(lease) => Some(lease),
+                Err(settled) => return (kind, settled),
+            }
+        } else {
+            self.reporter
+                .running(self.event(&envelope, JobStatus::Running, None));
+            None
+        };
+        let started = Instant::now();
         let (outcome, retry_hint, attached) = run_attempt(
             &envelope,
             inputs,
             handler,
             self.reporter.worker().clone(),
             &self.shutdown,
-            (&registration.token, self.cancel_grace),
+            (&stop, self.cancel_grace),
             Some(ProgressReports {
                 reporter: self.reporter.clone(),
                 interval: self.progress_interval,
@@ -257,12 +362,22 @@ impl JobRunner {
                     .await,
             );
         }
-        if matches!(outcome, Outcome::Failed(_)) && self.shutdown.is_cancelled() {
-            // The handler gave up because the worker is stopping: not the job's fault, so the
-            // attempt is not spent; another worker (or this one, restarted) runs it again.
-            let why = "the handler stopped because the worker is shutting down";
-            return (kind, self.requeue(delivery, Some(envelope.id), why).await);
+        if lease.as_ref().is_some_and(Lease::is_lost) {
+            return (kind, Settled::LeaseLost);
         }
+        let outcome = match outcome {
+            Outcome::Failed(_) if self.shutdown.is_cancelled() => {
+                // The handler gave up because the worker is stopping: not the job's fault, so
+                // the attempt is not spent; another worker (or this one, restarted) runs it
+                // again. A long job's delivery is acknowledged already: it is retried instead.
+                let why = "the handler stopped because the worker is shutting down";
+                if !delivery.is_acked() {
+                    return (kind, self.requeue(delivery, Some(envelope.id), why).await);
+                }
+                Outcome::Failed(JobError::Retryable(why.to_owned()))
+            }
+            outcome => outcome,
+        };
         let outcome = bound(outcome, self.max_result_bytes);
         // Artifacts that cannot be kept fail the attempt for good, before anything is sent.
         let (outcome, artifacts) = match outcome {
@@ -356,10 +471,53 @@ impl JobRunner {
         (kind, settled)
     }
 
+    /// Starts a long job's lease: reports its start with the lease (confirmed), keeps its slot
+    /// in the session, then acknowledges its delivery. The lease is renewed until the returned
+    /// [`Lease`] is dropped; if it cannot be, `stop` fires.
+    async fn take_lease(
+        &self,
+        delivery: &Taken<'_>,
+        envelope: &JobEnvelope,
+        stop: &CancellationToken,
+    ) -> Result<Lease, Settled> {
+        let mut start = self.event(envelope, JobStatus::Running, None);
+        start.lease_ms = Some(millis(self.lease));
+        if let Err(e) = self.reporter.event(start).await {
+            let why = format!("the long job's start was not confirmed: {e}");
+            return Err(self.requeue(delivery, Some(envelope.id), &why).await);
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewing = AbortOnDrop(tokio::spawn(renew(
+            self.reporter.clone(),
+            (envelope.id, envelope.attempt),
+            self.lease,
+            stop.clone(),
+            lost.clone(),
+        )));
+        let deadline = self.reporter.deadline();
+        if let Some(task) = tokio::task::try_id() {
+            let (ready, answered) = tokio::sync::oneshot::channel();
+            if self.holds.send(Hold { task, ready }).is_ok() {
+                let _ = tokio::time::timeout(deadline, answered).await;
+            }
+        }
+        if let Err(e) = broker::settle(&delivery.acker, Settle::Ack, false, deadline).await {
+            // The broker redelivers it: that run renews this attempt's lease.
+            tracing::warn!(job_id = %envelope.id, error = %e, "the long job's ack failed; the broker will redeliver it");
+            return Err(Settled::Requeued);
+        }
+        delivery.acked.store(true, Ordering::Relaxed);
+        tracing::info!(job_id = %envelope.id, lease_ms = millis(self.lease), "long job started under a lease; its delivery is acknowledged");
+        Ok(Lease {
+            _renewing: renewing,
+            lost,
+        })
+    }
+
     /// A job of a kind this worker cannot run (a mixed-version rollout): republished unchanged
     /// (same attempt) through the shortest delay queue, back to its kind's queue for a worker
     /// that can run it; acked once the broker confirmed it. No event: nothing happened to it.
-    async fn return_unknown(&self, delivery: &Delivery, envelope: &JobEnvelope) -> Settled {
+    async fn return_unknown(&self, delivery: &Taken<'_>, envelope: &JobEnvelope) -> Settled {
         let first = self
             .unknown_kinds
             .lock()
@@ -397,7 +555,7 @@ impl JobRunner {
     /// the cap), reports `retrying`, then acks this one.
     async fn retry_later(
         &self,
-        delivery: &Delivery,
+        delivery: &Taken<'_>,
         envelope: JobEnvelope,
         message: String,
         run_ms: Option<u64>,
@@ -486,7 +644,7 @@ impl JobRunner {
     /// not confirmed the delivery is requeued so nothing is lost.
     async fn finish_dead(
         &self,
-        delivery: &Delivery,
+        delivery: &Taken<'_>,
         reason: &str,
         event: Option<JobEvent>,
     ) -> Settled {
@@ -513,7 +671,7 @@ impl JobRunner {
     /// worker settled it; an event not confirmed is logged, and the job acked all the same.
     async fn finish_cancelled(
         &self,
-        delivery: &Delivery,
+        delivery: &Taken<'_>,
         envelope: &JobEnvelope,
         run_ms: Option<u64>,
     ) -> Settled {
@@ -525,7 +683,10 @@ impl JobRunner {
             .await
     }
 
-    async fn ack(&self, delivery: &Delivery, id: Option<JobId>, settled: Settled) -> Settled {
+    async fn ack(&self, delivery: &Taken<'_>, id: Option<JobId>, settled: Settled) -> Settled {
+        if delivery.is_acked() {
+            return settled;
+        }
         let deadline = self.reporter.deadline();
         if let Err(e) = broker::settle(&delivery.acker, Settle::Ack, false, deadline).await {
             tracing::warn!(job_id = ?id, error = %e, "ack failed; the broker will redeliver the job");
@@ -533,7 +694,12 @@ impl JobRunner {
         settled
     }
 
-    async fn requeue(&self, delivery: &Delivery, id: Option<JobId>, why: &str) -> Settled {
+    async fn requeue(&self, delivery: &Taken<'_>, id: Option<JobId>, why: &str) -> Settled {
+        if delivery.is_acked() {
+            // A long job: its lease lapses and the API starts it again.
+            tracing::warn!(job_id = ?id, error = %why, "outcome not confirmed; the job's lease lapses and the API starts it again");
+            return Settled::Requeued;
+        }
         tracing::warn!(job_id = ?id, error = %why, "outcome not confirmed; returning the job to the queue");
         let deadline = self.reporter.deadline();
         if let Err(e) = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await {

@@ -125,6 +125,16 @@ impl<T> Gate<T> {
             .min()
     }
 
+    /// Every delivery of `queue` still waiting (to hand back to the broker when the worker stops
+    /// consuming the queue), high ones first.
+    pub(crate) fn take_waiting_of(&mut self, queue: usize) -> Vec<T> {
+        let Some(lanes) = self.queues.get_mut(queue) else {
+            return Vec::new();
+        };
+        let [normal, high] = &mut lanes.waiting;
+        high.drain(..).chain(normal.drain(..)).map(|(_, d)| d).collect()
+    }
+
     /// Every delivery still waiting (to hand back to the broker at shutdown), high ones first.
     pub(crate) fn take_waiting(&mut self) -> Vec<T> {
         let mut out = Vec::new();

@@ -90,6 +90,15 @@ pub trait Job: Send + Sync + 'static {
         None
     }
 
+    /// True if this kind's jobs may run for hours (a `timeout_s` up to 24 hours, past the
+    /// broker's consumer timeout). The worker then acknowledges a job's delivery once the API has
+    /// been told it started, and holds the job by a lease it renews with heartbeats
+    /// (`OFFLOAD_LEASE_S`): while this worker is alive the job is never started twice; if it
+    /// dies, the API starts the job again, as its next attempt, once the lease lapses.
+    fn long(&self) -> bool {
+        false
+    }
+
     /// Runs one attempt. A [`JobError::Retryable`] is tried again with back-off until the
     /// job's attempts run out; a [`JobError::Permanent`] ends the job dead at once.
     fn run(

@@ -73,6 +73,8 @@
 //! - [`handlers`]: the registered jobs by kind behind JSON, and the built-in kinds
 //!   (`handlers::thumbnail`, feature `thumbnails`: `image.thumbnail` and its pipeline).
 //! - `consumer`: one delivery start to finish, and the ack / requeue / return / dead-letter decision.
+//! - `consumers`: a session's consumers of every lane, paused while long jobs fill a queue.
+//! - `gate`: which delivery starts next: at most `prefetch` per queue, high ones first.
 //! - `announcer`: the announcements and heartbeats the API learns kinds and workers from.
 //! - `reporter`: confirmed publishing of events, retries, returns, announcements, dead letters.
 //! - `metrics`: jobs in flight and how deliveries were settled.
@@ -89,6 +91,7 @@ pub mod job_error;
 mod announcer;
 mod cancels;
 mod consumer;
+mod consumers;
 mod gate;
 mod http;
 mod metrics;

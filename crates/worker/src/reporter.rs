@@ -350,7 +350,7 @@ fn fold_starts(taken: Vec<Pending>) -> Vec<Pending> {
         std::collections::HashMap::new();
     let mut folded = vec![false; taken.len()];
     for (mut event, done) in taken {
-        if event.status == offload_shared::JobStatus::Running && !event.is_progress() {
+        if event.status == offload_shared::JobStatus::Running && !event.is_report() {
             starts.insert((event.job_id, event.attempt), events.len());
         } else if let Some(at) = starts.remove(&(event.job_id, event.attempt))
             && event.fold_start(&events[at].0)

@@ -111,6 +111,12 @@ pub fn differences(recorded: &KindSpec, offered: &KindSpec) -> Vec<String> {
             offered.max_running, recorded.max_running
         ));
     }
+    if recorded.long != offered.long {
+        out.push(format!(
+            "long {} (recorded {})",
+            offered.long, recorded.long
+        ));
+    }
     if recorded.priority != offered.priority {
         out.push(format!(
             "priority {:?} (recorded {:?})",
@@ -139,6 +145,7 @@ mod tests {
             timeout_s: None,
             priority: None,
             max_running: None,
+            long: false,
         }
     }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use offload_shared::kinds::KindSpec;
 
 /// The fields a kind spec in the file may have: a misspelt one is an error, not ignored.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "name",
     "queue",
     "payload_schema",
@@ -17,6 +17,7 @@ const FIELDS: [&str; 7] = [
     "timeout_s",
     "priority",
     "max_running",
+    "long",
 ];
 
 /// The kinds file could not be used.
@@ -81,9 +82,14 @@ mod tests {
         let specs = parse("- name: urgent\n  priority: high\n  max_running: 3\n").expect("valid");
         assert_eq!(specs[0].priority, Some(offload_shared::Priority::High));
         assert_eq!(specs[0].max_running, Some(3));
+        assert!(!specs[0].long, "not long unless it says so");
+        let long = parse("- name: export\n  long: true\n  timeout_s: 86400\n").expect("valid");
+        assert!(long[0].long);
         for bad in [
             "- name: x\n  priority: soon\n",
             "- name: x\n  max_running: 0\n",
+            "- name: x\n  long: true\n  timeout_s: 86401\n",
+            "- name: x\n  long: often\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -466,7 +466,8 @@ fn request_bodies(doc: &mut Value, max_timeout_s: u64) {
         "maximum": max_timeout_s,
         "description": format!(
             "Run-time limit of one attempt in seconds, 1–{max_timeout_s} \
-             (OFFLOAD_MAX_JOB_TIMEOUT_S; default: the kind's, else OFFLOAD_JOB_TIMEOUT_S)"
+             (OFFLOAD_MAX_JOB_TIMEOUT_S; default: the kind's, else OFFLOAD_JOB_TIMEOUT_S); a long \
+             kind's jobs (`long` in GET /kinds) accept up to 86400"
         ),
     });
     request["run_at"] = json!({

@@ -36,6 +36,9 @@ pub struct KindView {
     pub timeout_s: Option<u64>,
     /// At most this many of its jobs queued or running at once (`null`: no limit).
     pub max_running: Option<u32>,
+    /// Its jobs may run for hours (`timeout_s` up to 86,400), held by their worker's lease
+    /// and heartbeats instead of an unacknowledged delivery.
+    pub long: bool,
     /// Priority of its jobs when the request names none.
     #[schema(value_type = String, example = "normal")]
     pub priority: Priority,
@@ -128,6 +131,7 @@ pub async fn list_kinds(State(state): State<AppState>) -> Result<Json<KindList>,
                 timeout_s: spec.timeout_s,
                 priority: spec.priority.unwrap_or_default(),
                 max_running: spec.max_running,
+                long: spec.long,
                 source: record.map_or(KindSource::Builtin, |r| r.source),
                 workers: workers
                     .iter()

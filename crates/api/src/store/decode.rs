@@ -92,6 +92,8 @@ pub(super) fn job<D: Dialect>(row: &D::Row) -> Result<JobRecord, StoreError> {
             }),
             _ => None,
         },
+        heartbeat_at: D::get_time(row, "heartbeat_at")?,
+        lease_until: D::get_time(row, "lease_until")?,
         inputs: Vec::new(),
     })
 }
@@ -121,6 +123,8 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
         concurrency_limit: _,
         gate: _,
         progress: _,
+        heartbeat_at: _,
+        lease_until: _,
         inputs: _,
     } = job::<D>(row)?;
     Ok(JobSummary {

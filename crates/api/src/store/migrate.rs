@@ -244,6 +244,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0014_concurrency.sql"),
         adds: &[("jobs", "concurrency_key"), ("kinds", "max_running")],
     },
+    Step {
+        version: 15,
+        description: "leases",
+        sql: include_str!("../../migrations/sqlite/0015_leases.sql"),
+        adds: &[("jobs", "lease_until"), ("kinds", "long")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -325,6 +331,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "concurrency",
         sql: include_str!("../../migrations/postgres/0013_concurrency.sql"),
         adds: &[("jobs", "concurrency_key"), ("kinds", "max_running")],
+    },
+    Step {
+        version: 14,
+        description: "leases",
+        sql: include_str!("../../migrations/postgres/0014_leases.sql"),
+        adds: &[("jobs", "lease_until"), ("kinds", "long")],
     },
 ];
 

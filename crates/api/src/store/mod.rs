@@ -11,6 +11,7 @@ mod decode;
 mod dialect;
 mod inputs;
 pub mod keys;
+mod leases;
 mod limits;
 mod migrate;
 mod ops;
@@ -41,6 +42,7 @@ use time::OffsetDateTime;
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus, Priority, artifacts::ArtifactMeta};
 
 pub use inputs::{InputMeta, StoredFile};
+pub use leases::Lapsed;
 use keys::KeyRecord;
 use ops::Db;
 use registry::{KindRecord, WorkerRecord};
@@ -145,6 +147,18 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Unresolved>, StoreError> {
         on_backend!(self, db => db.claim_unresolved(now, lease, limit).await)
+    }
+
+    /// Acts on up to `limit` running long jobs whose lease lapsed before `now`: each is started
+    /// again as its next attempt (`pending`, due now, so the reconciler publishes it) or, on its
+    /// last attempt, ends dead; the old attempt's late events then change nothing. Beside the
+    /// writer, like [`Store::claim_unresolved`].
+    pub async fn reap_lapsed(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Lapsed>, StoreError> {
+        on_backend!(self, db => db.reap_lapsed(now, limit).await)
     }
 
     /// One retention batch: deletes up to `limit` finished jobs (with their keys) whose
@@ -485,6 +499,24 @@ pub struct JobRecord {
     /// absent until it reports, and cleared when an attempt starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
+    /// A long job's latest heartbeat from the worker running it (its start is the first); kept
+    /// once it has finished. Absent for other jobs.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub heartbeat_at: Option<OffsetDateTime>,
+    /// While a long job runs: when its worker's lease lapses unless a heartbeat renews it. Once
+    /// it has lapsed the API starts the job again as its next attempt.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub lease_until: Option<OffsetDateTime>,
     /// The files uploaded with it (a multipart submit), without their bytes.
     pub inputs: Vec<InputMeta>,
 }
@@ -534,6 +566,8 @@ impl JobRecord {
             concurrency_limit: None,
             gate: None,
             progress: None,
+            heartbeat_at: None,
+            lease_until: None,
             inputs: Vec::new(),
         }
     }

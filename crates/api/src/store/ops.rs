@@ -438,6 +438,21 @@ async fn apply_one<D: Dialect>(
             D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_ARTIFACTS_OF_JOB).id(*id)).await?;
         }
+        Write::Event(ev @ JobEvent {
+            heartbeat: true, ..
+        }) => {
+            let Some(lease_until) = ev.lease_until(OffsetDateTime::now_utc()) else {
+                return Ok(Written::Nothing);
+            };
+            let stmt = Stmt::new(sql::HEARTBEAT)
+                .id(ev.job_id)
+                .time(lease_until)
+                .time(ev.at)
+                .int(i64::from(ev.attempt));
+            if D::execute(tx, stmt).await? == 0 {
+                return Ok(Written::Nothing);
+            }
+        }
         Write::Event(
             ev @ JobEvent {
                 progress: Some(reported),
@@ -459,6 +474,10 @@ async fn apply_one<D: Dialect>(
         }
         Write::Event(ev) => {
             let started = ev.start();
+            // Only a long job's start holds a lease; any later step of the job ends it.
+            let lease_until = (ev.status == JobStatus::Running)
+                .then(|| ev.lease_until(OffsetDateTime::now_utc()))
+                .flatten();
             let stmt =
                 Stmt::new(sql::EVENT)
                     .id(ev.job_id)
@@ -474,7 +493,9 @@ async fn apply_one<D: Dialect>(
                     .int(i64::from(started.is_some()))
                     .text((!ev.artifacts.is_empty()).then(|| {
                         Cow::Owned(serde_json::to_string(&ev.artifacts).unwrap_or_default())
-                    }));
+                    }))
+                    .time(lease_until)
+                    .time(lease_until.map(|_| ev.at));
             if D::execute(tx, stmt.clone()).await? == 0 && adopt::<D>(tx, ev).await? {
                 D::execute(tx, stmt).await?;
             }

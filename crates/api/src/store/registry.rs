@@ -131,34 +131,34 @@ impl WorkerRecord {
 }
 
 const KIND_COLUMNS: &str = "SELECT name, queue, payload_schema, max_attempts, timeout_s, source, \
-     announced_by, first_seen_at, updated_at, conflict, priority, max_running FROM kinds ORDER BY name";
+     announced_by, first_seen_at, updated_at, conflict, priority, max_running, long FROM kinds ORDER BY name";
 
 /// Records a kind's spec; a kind recorded before keeps its `first_seen_at`.
 const PUT_KIND: &str = "INSERT INTO kinds (name, queue, payload_schema, max_attempts, timeout_s, \
-         source, announced_by, first_seen_at, updated_at, conflict, priority, max_running)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         source, announced_by, first_seen_at, updated_at, conflict, priority, max_running, long)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
      ON CONFLICT (name) DO UPDATE SET queue = excluded.queue,
          payload_schema = excluded.payload_schema, max_attempts = excluded.max_attempts,
          timeout_s = excluded.timeout_s, source = excluded.source,
          announced_by = excluded.announced_by, updated_at = excluded.updated_at,
          conflict = excluded.conflict, priority = excluded.priority,
-         max_running = excluded.max_running";
+         max_running = excluded.max_running, long = excluded.long";
 
 /// Records a kind unless its name is recorded already (another API replica may have recorded
 /// it a moment ago): only the replica that recorded it binds it.
 const RECORD_KIND: &str =
     "INSERT INTO kinds (name, queue, payload_schema, max_attempts, timeout_s, \
-         source, announced_by, first_seen_at, updated_at, conflict, priority, max_running)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         source, announced_by, first_seen_at, updated_at, conflict, priority, max_running, long)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
      ON CONFLICT (name) DO NOTHING";
 
-/// Replaces a kind's spec only if it is still the one read (`updated_at` = `$13`): of two
+/// Replaces a kind's spec only if it is still the one read (`updated_at` = `$14`): of two
 /// replicas replacing it at once, one does. `first_seen_at` stays; its `$8` is only named so
 /// that both databases see every bound parameter.
 const REPLACE_KIND: &str = "UPDATE kinds SET queue = $2, payload_schema = $3, max_attempts = $4, \
          timeout_s = $5, source = $6, announced_by = $7, updated_at = $9, conflict = $10,
-         priority = $11, max_running = $12
-     WHERE name = $1 AND updated_at = $13 AND $8 IS NOT NULL";
+         priority = $11, max_running = $12, long = $13
+     WHERE name = $1 AND updated_at = $14 AND $8 IS NOT NULL";
 
 const SET_CONFLICT: &str = "UPDATE kinds SET conflict = $2 WHERE name = $1";
 
@@ -266,7 +266,7 @@ impl<D: Dialect> Db<D> {
     }
 }
 
-/// `sql` with a kind's twelve columns bound as `$1`…`$12`.
+/// `sql` with a kind's thirteen columns bound as `$1`…`$13`.
 fn kind_stmt<'a>(sql: &'static str, kind: &'a KindRecord) -> Stmt<'a> {
     let spec = &kind.spec;
     Stmt::new(sql)
@@ -282,6 +282,7 @@ fn kind_stmt<'a>(sql: &'static str, kind: &'a KindRecord) -> Stmt<'a> {
         .str(kind.conflict.as_deref())
         .str(spec.priority.map(Priority::as_str))
         .int(spec.max_running.map(i64::from))
+        .int(Some(i64::from(spec.long)))
 }
 
 fn corrupt(what: &str, name: &str, reason: impl std::fmt::Display) -> StoreError {
@@ -317,6 +318,7 @@ fn kind_row<D: Dialect>(row: &D::Row) -> Result<KindRecord, StoreError> {
         max_running: D::get_int(row, "max_running")?
             .map(|n| u32::try_from(n).map_err(|e| bad(format!("max_running: {e}"))))
             .transpose()?,
+        long: D::get_int(row, "long")?.is_some_and(|n| n != 0),
     };
     let source = text("source")?;
     Ok(KindRecord {

@@ -30,6 +30,7 @@ fn resize(queue: &str) -> KindSpec {
         timeout_s: None,
         priority: Some(offload_shared::Priority::High),
         max_running: Some(4),
+        long: true,
     }
 }
 

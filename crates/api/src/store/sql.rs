@@ -7,7 +7,8 @@ macro_rules! job_columns {
     () => {
         "id, kind, status, attempt, max_attempts, timeout_ms, worker, submitted_at, started_at, \
          finished_at, result, error, runs, owner, artifacts, run_at, progress_ppm, \
-         progress_message, progress_at, priority, concurrency_key, concurrency_limit, gate"
+         progress_message, progress_at, priority, concurrency_key, concurrency_limit, gate, \
+         lease_until, heartbeat_at"
     };
 }
 
@@ -28,7 +29,7 @@ pub(super) const LIST: &str =
     "SELECT id, kind, status, attempt, max_attempts, timeout_ms, worker, \
      submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, artifacts, \
      run_at, progress_ppm, progress_message, progress_at, priority, concurrency_key, \
-     concurrency_limit, gate, \
+     concurrency_limit, gate, lease_until, heartbeat_at, \
      CAST(NULL AS TEXT) AS result, \
      CAST(CASE WHEN result IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_result
      FROM jobs
@@ -86,7 +87,8 @@ pub(super) const PURGE_ORPHAN_ARTIFACTS: &str = "DELETE FROM artifacts
 /// events change nothing else. SET reads the row as it was, so each CASE sees the old
 /// progress. An event settles a pending job: it is no longer due to be resolved. On
 /// PostgreSQL the row update is atomic: a concurrent writer's update is waited for, then the
-/// condition is checked again against the row it committed.
+/// condition is checked again against the row it committed. A long job's start sets its lease
+/// (`$13`, when it lapses) and first heartbeat (`$14`); any other step clears the lease.
 pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
          status = CASE WHEN progress < $3 THEN $2 ELSE status END,
          attempt = CASE WHEN progress < $3 THEN $4 ELSE attempt END,
@@ -101,8 +103,37 @@ pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
                                  ELSE progress_message END,
          progress_at = CASE WHEN progress < $3 AND $2 = 'running' THEN NULL ELSE progress_at END,
          resolve_at = CASE WHEN progress < $3 THEN NULL ELSE resolve_at END,
+         lease_until = CASE WHEN progress < $3 THEN $13 ELSE lease_until END,
+         heartbeat_at = CASE WHEN progress < $3 AND $2 = 'running' THEN $14 ELSE heartbeat_at END,
          progress = CASE WHEN progress < $3 THEN $3 ELSE progress END
      WHERE id = $1 AND (progress < $3 OR $11 > 0)";
+
+/// A heartbeat of job `$1`'s long attempt `$4` (sent at `$3`): its lease now lapses at `$2`.
+/// Applied only while that attempt runs under a lease, and only if no later heartbeat was.
+pub(super) const HEARTBEAT: &str = "UPDATE jobs SET lease_until = $2, heartbeat_at = $3
+     WHERE id = $1 AND status = 'running' AND attempt = $4 AND lease_until IS NOT NULL
+       AND (heartbeat_at IS NULL OR heartbeat_at <= $3)";
+
+/// Running long jobs whose lease lapsed before `$1`, the longest lapsed first, at most `$2`.
+pub(super) const LAPSED: &str = "SELECT id, attempt, max_attempts, worker, heartbeat_at FROM jobs
+     WHERE lease_until < $1 AND status = 'running'
+     ORDER BY lease_until LIMIT $2";
+
+/// Starts job `$1` again as attempt `$3` (`pending`, progress `$2`, due to be published at
+/// `$5`) if its attempt `$3 - 1` still runs under a lease that lapsed before `$5`: of two
+/// replicas reaping at once, one does. Its old attempt's late events then rank below it.
+pub(super) const RESTART_LAPSED: &str =
+    "UPDATE jobs SET status = 'pending', progress = $2, attempt = $3, resolve_at = $5,
+         error = $4, lease_until = NULL, progress_ppm = NULL, progress_message = NULL,
+         progress_at = NULL
+     WHERE id = $1 AND status = 'running' AND attempt = $3 - 1 AND lease_until < $5";
+
+/// Ends job `$1` dead (progress `$2`, at `$5`, with the reason `$4`) if its last attempt `$3`
+/// still runs under a lease that lapsed before `$5`.
+pub(super) const BURY_LAPSED: &str =
+    "UPDATE jobs SET status = 'dead', progress = $2, error = $4, finished_at = $5,
+         lease_until = NULL
+     WHERE id = $1 AND status = 'running' AND attempt = $3 AND lease_until < $5";
 
 /// A progress report of job `$1`'s attempt `$5`: applied only while that attempt is running,
 /// and only if no later report was applied (`$4` its time). A start of the next attempt clears

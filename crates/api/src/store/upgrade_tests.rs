@@ -134,6 +134,8 @@ fn old_jobs(keys: bool, unversioned_columns: bool) -> Vec<OldJob> {
         concurrency_limit: None,
         gate: None,
         progress: None,
+        heartbeat_at: None,
+        lease_until: None,
         inputs: Vec::new(),
     };
     let started = |mut job: JobRecord, runs: u32| {

@@ -80,6 +80,7 @@ pub(crate) fn spec_of<J: Job>(job: &J) -> Result<KindSpec, WorkerError> {
         timeout_s: job.timeout_s(),
         priority: job.priority(),
         max_running: job.max_running(),
+        long: job.long(),
     };
     spec.compile().map_err(|e| invalid(e.reason))?;
     Ok(spec)
@@ -104,6 +105,11 @@ impl Registry {
     /// The handler of `kind`, if registered.
     pub(crate) fn get(&self, kind: &JobKind) -> Option<Arc<dyn Handler>> {
         self.entries.get(kind).map(|e| e.handler.clone())
+    }
+
+    /// True if `kind` is registered as long ([`Job::long`]): its jobs run under a lease.
+    pub(crate) fn is_long(&self, kind: &JobKind) -> bool {
+        self.entries.get(kind).is_some_and(|e| e.spec.long)
     }
 
     /// The specs of every kind, by name.
