@@ -11,6 +11,9 @@
 #   alarm-on   raise a memory alarm (watermark set far below use): the node blocks publishers
 #   alarm-off  clear it (watermark back to the default 0.4)
 #   close-connections  close every client connection (as a network cut or a node restart does)
+#   consumer-timeout=MS  the consumer timeout of channels opened from now on (a delivery left
+#              unacknowledged longer closes its channel), checked every second below the
+#              default of 1800000 (30 min), else every minute as by default
 #   status     exit 0 if the AMQP port answers, 1 otherwise
 #   url        print the node's AMQP URL (amqp://guest:guest@127.0.0.1:5673/%2f)
 #
@@ -378,10 +381,26 @@ case "${1:-}" in
       die "close_all_connections on $NODE failed"
     say "closed every connection to $NODE"
     ;;
+  consumer-timeout=*)
+    ms="${1#consumer-timeout=}"
+    case "$ms" in
+      '' | *[!0-9]*) die "consumer-timeout=MS takes a whole number of milliseconds, not '$ms'" ;;
+    esac
+    lock
+    node_alive || die "$NODE is not running (use: $0 start)"
+    # A channel checks its deliveries' age on each tick (channel_tick_interval, 60 s by
+    # default): a timeout of seconds needs a tick of a second to be noticed in time.
+    tick=60000
+    [ "$ms" -ge 1800000 ] || tick=1000
+    timeout 30 "${CTL[@]}" -n "$NODE" eval \
+      "application:set_env(rabbit, consumer_timeout, $ms), application:set_env(rabbit, channel_tick_interval, $tick)." >/dev/null ||
+      die "setting consumer_timeout on $NODE failed"
+    say "$NODE consumer timeout set to $ms ms (checked every $tick ms) for channels opened from now on"
+    ;;
   status) if port_open; then exit 0; else exit 1; fi ;;
   url) cmd_url ;;
   *)
-    echo "usage: $0 start|stop|reset|stop-app|start-app|alarm-on|alarm-off|close-connections|status|url" >&2
+    echo "usage: $0 start|stop|reset|stop-app|start-app|alarm-on|alarm-off|close-connections|consumer-timeout=MS|status|url" >&2
     exit 2
     ;;
 esac

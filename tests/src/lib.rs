@@ -70,8 +70,9 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
             .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
             .expect("the test executable lives in target/<profile>/deps");
         let mut build = offload_shared::build::workspace_bins(dir.ends_with("release"));
-        // The SDK's example worker too (tests/tests/sdk.rs runs it): one build, one lock.
-        build.args(["--example", "text_stats"]);
+        // The SDK's example workers too (tests/tests/sdk.rs and long_jobs.rs run them): one
+        // build, one lock.
+        build.args(["--example", "text_stats", "--example", "long_report"]);
         build.current_dir(env!("CARGO_MANIFEST_DIR"));
         let status = build.status().expect("cargo runs");
         assert!(
@@ -83,7 +84,8 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
 }
 
 /// Path of a program of this workspace, after building the binaries: a binary (`offload-api`,
-/// `misconfigured-worker`) or, with `example`, the SDK example of that name (`text_stats`).
+/// `misconfigured-worker`) or, with `example`, the SDK example of that name (`text_stats`,
+/// `long_report`).
 pub fn program(name: &str, example: bool) -> PathBuf {
     let api = &binaries().0;
     let dir = api.parent().expect("target/<profile>");

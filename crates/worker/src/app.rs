@@ -485,12 +485,17 @@ impl Running<'_> {
             ),
         }
         // Every lane's deliveries flow into one runner, with their queue and priority.
-        let mut consumers =
-            match Consumers::start(&jobs, settings, reporter.worker().clone(), &work_queues).await
-            {
-                Ok(consumers) => consumers,
-                Err(why) => return SessionEnd::Lost(why),
-            };
+        let mut consumers = match Consumers::start(
+            &jobs,
+            settings,
+            reporter.worker().clone(),
+            &work_queues,
+        )
+        .await
+        {
+            Ok(consumers) => consumers,
+            Err(why) => return SessionEnd::Lost(why),
+        };
         // At most `prefetch` jobs of one queue run at once; a high one waiting starts first.
         let slots = usize::from(settings.prefetch);
         let mut gate = Gate::new(work_queues.len(), slots, MAX_WAIT);
@@ -591,7 +596,7 @@ impl Running<'_> {
                     beats.spawn(async move { announcer.send(&reporter, WorkerState::Alive).await });
                 }
                 next = consumers.next() => match next {
-                    Some(Item::Delivery { index, priority, delivery: Ok(delivery) }) => {
+                    Item::Delivery { index, priority, delivery: Ok(delivery) } => {
                         if consumers.is_paused(index) {
                             // Sent before the cancel took effect: for another worker.
                             let _ = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await;
@@ -602,9 +607,9 @@ impl Running<'_> {
                             start(&mut running, &mut queue_of, &runner, index, delivery);
                         }
                     }
-                    Some(Item::Delivery { delivery: Err(e), .. }) => break Some(e.to_string()),
-                    Some(Item::Ended(tag)) if consumers.expected_end(&tag) => {}
-                    Some(Item::Ended(_)) | None => break Some("the broker ended a consumer".to_owned()),
+                    Item::Delivery { delivery: Err(e), .. } => break Some(e.to_string()),
+                    Item::Ended(tag) if consumers.expected_end(&tag) => {}
+                    Item::Ended(_) => break Some("the broker ended a consumer".to_owned()),
                 },
             }
         };

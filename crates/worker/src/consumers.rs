@@ -126,9 +126,14 @@ impl<'a> Consumers<'a> {
         Ok(())
     }
 
-    /// The next delivery, or a consumer's end.
-    pub(crate) async fn next(&mut self) -> Option<Item> {
-        self.stream.next().await
+    /// The next delivery, or a consumer's end. Waits while no consumer runs (every queue
+    /// paused): each end is reported as [`Item::Ended`], so the merged stream running dry says
+    /// nothing more.
+    pub(crate) async fn next(&mut self) -> Item {
+        match self.stream.next().await {
+            Some(item) => item,
+            None => std::future::pending().await,
+        }
     }
 
     /// True if this worker cancelled `tag` (so its end is no loss), once.
@@ -147,8 +152,7 @@ impl<'a> Consumers<'a> {
         if self.is_paused(index) {
             return;
         }
-        let (theirs, rest): (Vec<_>, Vec<_>) =
-            self.tags.drain(..).partition(|(i, _)| *i == index);
+        let (theirs, rest): (Vec<_>, Vec<_>) = self.tags.drain(..).partition(|(i, _)| *i == index);
         self.tags = rest;
         for (_, tag) in theirs {
             self.cancelled.insert(tag.clone());

@@ -132,7 +132,10 @@ impl<T> Gate<T> {
             return Vec::new();
         };
         let [normal, high] = &mut lanes.waiting;
-        high.drain(..).chain(normal.drain(..)).map(|(_, d)| d).collect()
+        high.drain(..)
+            .chain(normal.drain(..))
+            .map(|(_, d)| d)
+            .collect()
     }
 
     /// Every delivery still waiting (to hand back to the broker at shutdown), high ones first.

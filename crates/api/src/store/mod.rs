@@ -27,6 +27,8 @@ mod inputs_tests;
 #[cfg(test)]
 mod keys_tests;
 #[cfg(test)]
+mod leases_tests;
+#[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
 mod tests;
@@ -42,8 +44,8 @@ use time::OffsetDateTime;
 use offload_shared::{JobEvent, JobId, JobKind, JobStatus, Priority, artifacts::ArtifactMeta};
 
 pub use inputs::{InputMeta, StoredFile};
-pub use leases::Lapsed;
 use keys::KeyRecord;
+pub use leases::Lapsed;
 use ops::Db;
 use registry::{KindRecord, WorkerRecord};
 

@@ -438,9 +438,11 @@ async fn apply_one<D: Dialect>(
             D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_ARTIFACTS_OF_JOB).id(*id)).await?;
         }
-        Write::Event(ev @ JobEvent {
-            heartbeat: true, ..
-        }) => {
+        Write::Event(
+            ev @ JobEvent {
+                heartbeat: true, ..
+            },
+        ) => {
             let Some(lease_until) = ev.lease_until(OffsetDateTime::now_utc()) else {
                 return Ok(Written::Nothing);
             };

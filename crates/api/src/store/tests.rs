@@ -63,7 +63,10 @@ on_both_backends!(
     a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it,
     artifacts_are_stored_replaced_listed_and_purged_with_their_job,
     a_cancel_takes_unfinished_jobs_once_and_nothing_revives_them,
+    a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_attempt,
 );
+
+use super::leases_tests::a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_attempt;
 
 use super::inputs_tests::a_jobs_input_files_are_kept_for_its_republish_and_deleted_with_it;
 
