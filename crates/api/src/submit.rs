@@ -543,6 +543,7 @@ fn from_form(body: &[u8]) -> Result<JsonRequest, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use offload_shared::kinds::KindSpec;
     use serde_json::json;
 
     fn json_status(body: &str) -> Result<NewJob, u16> {
@@ -553,6 +554,50 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         })
+    }
+
+    #[test]
+    fn a_long_kind_accepts_a_time_limit_of_up_to_a_day_and_others_stay_under_the_maximum() {
+        let kinds = Kinds::builtin();
+        let mut long = KindSpec::new(JobKind::parse("report.build").expect("valid"));
+        long.long = true;
+        long.timeout_s = Some(7200);
+        kinds.insert(long).expect("valid");
+        let parse = |body: &str| NewJob::parse(BodyFormat::Json, body.as_bytes(), &kinds, 1500);
+        let cases = [
+            (
+                r#"{"kind":"report.build","timeout_s":86400}"#,
+                Some(86_400),
+                "a day",
+            ),
+            (
+                r#"{"kind":"report.build"}"#,
+                Some(7200),
+                "the kind's default, past the maximum",
+            ),
+            (
+                r#"{"kind":"report.build","timeout_s":86401}"#,
+                None,
+                "over a day",
+            ),
+            (
+                r#"{"kind":"noop","timeout_s":1500}"#,
+                Some(1500),
+                "the maximum",
+            ),
+            (
+                r#"{"kind":"noop","timeout_s":1501}"#,
+                None,
+                "a kind that is not long",
+            ),
+        ];
+        for (body, timeout_s, why) in cases {
+            match (parse(body), timeout_s) {
+                (Ok(job), Some(t)) => assert_eq!(job.timeout_s, Some(t), "{why}"),
+                (Err(ApiError::Invalid(m)), None) => assert!(m.contains("timeout_s"), "{why}: {m}"),
+                (got, _) => panic!("{why}: {got:?}"),
+            }
+        }
     }
 
     #[test]

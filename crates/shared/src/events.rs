@@ -414,6 +414,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_heartbeat_renews_a_lease_and_is_neither_a_start_nor_folded() {
+        let id = JobId::new();
+        let beat = JobEvent::heartbeat(id, 2, "w1", 30_000);
+        let back = JobEvent::from_bytes(&beat.to_bytes()).expect("round trip");
+        assert_eq!(back, beat);
+        assert!(back.heartbeat && back.is_report() && !back.is_progress());
+        assert_eq!(back.start(), None, "a heartbeat is not a run");
+        let received = OffsetDateTime::now_utc();
+        assert_eq!(
+            back.lease_until(received),
+            Some(received + time::Duration::seconds(30)),
+            "counted from when the API applies it"
+        );
+        let mut end = JobEvent::now(id, 2, JobStatus::Succeeded, "w1");
+        assert!(
+            !end.fold_start(&beat),
+            "a heartbeat is not the attempt's start"
+        );
+        let mut long_start = JobEvent::now(id, 2, JobStatus::Running, "w1");
+        long_start.lease_ms = Some(30_000);
+        assert!(
+            !end.fold_start(&long_start),
+            "a long start is sent on its own, before the ack"
+        );
+        // Old producers' events have neither field.
+        let plain = JobEvent::now(id, 1, JobStatus::Running, "w1");
+        let text = String::from_utf8(plain.to_bytes()).expect("utf-8");
+        assert!(
+            !text.contains("lease_ms") && !text.contains("heartbeat"),
+            "{text}"
+        );
+        assert_eq!(plain.lease_until(received), None);
+    }
+
+    #[test]
     fn progress_orders_the_lifecycle() {
         use JobStatus::*;
         assert!(Queued.progress(1) > Pending.progress(1));

@@ -157,6 +157,28 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(30);
 
     #[test]
+    fn one_queues_waiting_deliveries_are_taken_high_first_and_the_others_stay() {
+        let now = Instant::now();
+        let mut gate = Gate::new(2, 1, WAIT);
+        for (queue, priority, id) in [
+            (0, Priority::Normal, "a0"),
+            (0, Priority::Normal, "a1"),
+            (0, Priority::High, "a2"),
+            (1, Priority::Normal, "b0"),
+            (1, Priority::Normal, "b1"),
+        ] {
+            let _ = gate.arrived(queue, priority, id, now);
+        }
+        assert_eq!(gate.take_waiting_of(0), ["a2", "a1"]);
+        assert!(gate.take_waiting_of(0).is_empty());
+        assert!(
+            gate.take_waiting_of(7).is_empty(),
+            "an unknown queue has none"
+        );
+        assert_eq!(gate.take_waiting(), ["b1"]);
+    }
+
+    #[test]
     fn a_waiting_high_job_takes_the_next_slot_before_older_normal_ones() {
         let now = Instant::now();
         let mut gate = Gate::new(1, 1, WAIT);
