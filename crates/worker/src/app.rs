@@ -553,7 +553,9 @@ impl Running<'_> {
                     };
                     if let Some(index) = long_jobs.remove(&id) {
                         longs[index] -= 1;
-                        if let Err(why) = consumers.resume(index).await {
+                        if longs[index] < slots
+                            && let Err(why) = consumers.resume(index).await
+                        {
                             break Some(why);
                         }
                     }
@@ -570,9 +572,12 @@ impl Running<'_> {
                         long_jobs.insert(hold.task, index);
                         longs[index] += 1;
                         if longs[index] >= slots {
-                            consumers.pause(index, deadline).await;
+                            if let Err(why) = consumers.pause(index, deadline).await {
+                                break Some(why);
+                            }
+                            // For other workers; not holding a slot here.
                             for waiting in gate.take_waiting_of(index) {
-                                let _ = broker::settle(&waiting.acker, Settle::Requeue, false, deadline).await;
+                                running.spawn(runner.clone().hand_back(waiting));
                             }
                         }
                     }
@@ -599,7 +604,7 @@ impl Running<'_> {
                     Item::Delivery { index, priority, delivery: Ok(delivery) } => {
                         if consumers.is_paused(index) {
                             // Sent before the cancel took effect: for another worker.
-                            let _ = broker::settle(&delivery.acker, Settle::Requeue, false, deadline).await;
+                            running.spawn(runner.clone().hand_back(delivery));
                             continue;
                         }
                         let now = tokio::time::Instant::now();

@@ -427,7 +427,7 @@ impl JobRunner {
                 let mut event = self.event(&envelope, JobStatus::Succeeded, run_ms);
                 event.result = Some(result);
                 event.artifacts = artifacts;
-                match self.reporter.event(event).await {
+                match self.report(delivery, event).await {
                     Ok(()) => {
                         self.ack(delivery, Some(envelope.id), Settled::Succeeded)
                             .await
@@ -469,6 +469,28 @@ impl JobRunner {
             }
         };
         (kind, settled)
+    }
+
+    /// Publishes `event` and waits for its confirm. For a delivery acknowledged already (a long
+    /// job's), an event not confirmed is sent again, every second for up to a lease, while the
+    /// lease is still renewed: if it stayed unconfirmed the lease would lapse and the API would
+    /// start the job again although its outcome (a retry, a dead letter) is already stored.
+    async fn report(&self, delivery: &Taken<'_>, event: JobEvent) -> Result<(), BrokerError> {
+        if !delivery.is_acked() {
+            return self.reporter.event(event).await;
+        }
+        let until = Instant::now() + self.lease;
+        loop {
+            match self.reporter.event(event.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e @ BrokerError::MessageTooLarge { .. }) => return Err(e),
+                Err(e) if Instant::now() >= until => return Err(e),
+                Err(e) => {
+                    tracing::warn!(job_id = %event.job_id, error = %e, "event not confirmed; sending it again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     /// Starts a long job's lease: reports its start with the lease (confirmed), keeps its slot
@@ -531,6 +553,32 @@ impl JobRunner {
                 envelope.kind
             );
         }
+        self.send_back(delivery, envelope).await
+    }
+
+    /// A delivery this worker will not start now (long jobs fill its queue's slots): sent back
+    /// for another worker as in [`JobRunner::return_unknown`], unchanged and without spending an
+    /// attempt. Not requeued: a quorum queue would count that as a delivery that failed, and
+    /// dead-letter a job handed back often enough.
+    pub async fn hand_back(self, delivery: Delivery) {
+        let delivery = &Taken::new(&delivery);
+        let (kind, settled) = match JobEnvelope::from_bytes(&delivery.data) {
+            Ok(envelope) => (
+                Some(envelope.kind.clone()),
+                self.send_back(delivery, &envelope).await,
+            ),
+            // Whoever takes it next dead-letters it with the reason.
+            Err(_) => (
+                None,
+                self.requeue(delivery, None, "handed back unread").await,
+            ),
+        };
+        self.metrics.settled(kind.as_ref(), settled);
+    }
+
+    /// Republishes the delivery unchanged (same attempt and lane) through the shortest delay
+    /// queue back to its kind's queue, then acks it; requeues it if that is not confirmed.
+    async fn send_back(&self, delivery: &Taken<'_>, envelope: &JobEnvelope) -> Settled {
         let tier_ms = self.retry.delay(1, 0.0).tier_ms;
         if let Err(e) = self
             .reporter
@@ -608,7 +656,7 @@ impl JobRunner {
             "attempt {} failed: {message}; attempt {} in about {} ms{capped}",
             envelope.attempt, next.attempt, delay.jittered_ms
         ));
-        if let Err(e) = self.reporter.event(event).await {
+        if let Err(e) = self.report(delivery, event).await {
             // The retry is stored; only the status is late. Acking avoids a second retry.
             tracing::warn!(job_id = %envelope.id, error = %e, "retrying event not confirmed");
         }
@@ -657,7 +705,7 @@ impl JobRunner {
             return self.requeue(delivery, id, &e.to_string()).await;
         }
         if let Some(event) = event
-            && let Err(e) = self.reporter.event(event).await
+            && let Err(e) = self.report(delivery, event).await
         {
             // The dead letter is stored; the status is only late. Ack anyway rather than
             // dead-letter the job twice.
@@ -676,7 +724,7 @@ impl JobRunner {
         run_ms: Option<u64>,
     ) -> Settled {
         let event = self.event(envelope, JobStatus::Cancelled, run_ms);
-        if let Err(e) = self.reporter.event(event).await {
+        if let Err(e) = self.report(delivery, event).await {
             tracing::warn!(job_id = %envelope.id, error = %e, "cancelled event not confirmed");
         }
         self.ack(delivery, Some(envelope.id), Settled::Cancelled)

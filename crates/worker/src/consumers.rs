@@ -146,24 +146,25 @@ impl<'a> Consumers<'a> {
         self.paused.get(index).copied().unwrap_or(false)
     }
 
-    /// Stops consuming queue `index` until [`Consumers::resume`]. A cancel that fails is only
-    /// logged: the broker then keeps sending, and the gate holds what comes.
-    pub(crate) async fn pause(&mut self, index: usize, deadline: Duration) {
+    /// Stops consuming queue `index` until [`Consumers::resume`]. A cancel that fails (the
+    /// channel is in trouble) is the session's end.
+    pub(crate) async fn pause(&mut self, index: usize, deadline: Duration) -> Result<(), String> {
         if self.is_paused(index) {
-            return;
+            return Ok(());
         }
         let (theirs, rest): (Vec<_>, Vec<_>) = self.tags.drain(..).partition(|(i, _)| *i == index);
         self.tags = rest;
-        for (_, tag) in theirs {
-            self.cancelled.insert(tag.clone());
-            if let Err(e) = cancel(self.channel, tag, deadline).await {
-                tracing::warn!(error = %e, "could not cancel a consumer while long jobs fill its queue's slots");
-            }
-        }
         if let Some(paused) = self.paused.get_mut(index) {
             *paused = true;
         }
+        for (_, tag) in theirs {
+            self.cancelled.insert(tag.clone());
+            cancel(self.channel, tag, deadline).await.map_err(|e| {
+                format!("could not cancel a consumer while long jobs fill its queue's slots: {e}")
+            })?;
+        }
         tracing::debug!(queue = %self.lanes[index], "long jobs fill the queue's slots: not consuming it until one ends");
+        Ok(())
     }
 
     /// Consumes queue `index` again after [`Consumers::pause`].

@@ -55,6 +55,12 @@ impl Lapsed {
 }
 
 impl<D: Dialect> Db<D> {
+    /// See [`super::Store::extend_leases`].
+    pub(super) async fn extend_leases(&self, until: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(D::execute(&mut conn, Stmt::new(sql::EXTEND_LEASES).time(until)).await?)
+    }
+
     /// See [`super::Store::reap_lapsed`].
     pub(super) async fn reap_lapsed(
         &self,

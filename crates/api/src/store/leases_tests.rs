@@ -83,6 +83,14 @@ pub(super) async fn a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_
         (None, None),
         "a job that is not long holds no lease"
     );
+    // A heartbeat of an attempt whose start set no lease (it was redelivered to a worker that
+    // knows the kind is long) sets it, so a worker dying then is noticed too.
+    store
+        .apply(&[heartbeat(plain, s(1), 60_000)])
+        .await
+        .expect("heartbeat");
+    let plain_job = store.get(plain).await.expect("get").expect("stored");
+    assert!(plain_job.lease_until.is_some() && plain_job.heartbeat_at == Some(s(1)));
     assert!(
         store
             .reap_lapsed(OffsetDateTime::now_utc(), 10)
@@ -108,6 +116,25 @@ pub(super) async fn a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_
         got.lease_until.expect("leased") < t0 + time::Duration::seconds(30),
         "the stale heartbeat did not renew the lease"
     );
+
+    // At the reaper's start (or its broker back) every running lease gets time to catch up.
+    let catch_up = OffsetDateTime::now_utc() + time::Duration::seconds(30);
+    assert_eq!(store.extend_leases(catch_up).await.expect("extend"), 2);
+    assert!(
+        store
+            .reap_lapsed(OffsetDateTime::now_utc() + time::Duration::seconds(1), 10)
+            .await
+            .expect("reap")
+            .is_empty(),
+        "extended leases are not lapsed"
+    );
+    store
+        .apply(&[
+            heartbeat(restarts, s(2) + time::Duration::milliseconds(1), 0),
+            heartbeat(dies, s(2) + time::Duration::milliseconds(1), 0),
+        ])
+        .await
+        .expect("heartbeats caught up");
 
     let later = OffsetDateTime::now_utc() + time::Duration::seconds(1);
     let mut reaped = store.reap_lapsed(later, 10).await.expect("reap");

@@ -163,6 +163,12 @@ impl Store {
         on_backend!(self, db => db.reap_lapsed(now, limit).await)
     }
 
+    /// Moves every running long job's lease that lapses before `until` to `until`; returns how
+    /// many were moved. Beside the writer, like [`Store::claim_unresolved`].
+    pub async fn extend_leases(&self, until: OffsetDateTime) -> Result<u64, StoreError> {
+        on_backend!(self, db => db.extend_leases(until).await)
+    }
+
     /// One retention batch: deletes up to `limit` finished jobs (with their keys) whose
     /// `finished_at` is before `finished_before`, and up to `limit` idempotency keys created
     /// before `keys_before`, except keys of pending jobs. Beside the writer, like

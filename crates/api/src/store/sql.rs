@@ -109,10 +109,18 @@ pub(super) const EVENT: &str = "UPDATE jobs SET runs = runs + $11,
      WHERE id = $1 AND (progress < $3 OR $11 > 0)";
 
 /// A heartbeat of job `$1`'s long attempt `$4` (sent at `$3`): its lease now lapses at `$2`.
-/// Applied only while that attempt runs under a lease, and only if no later heartbeat was.
+/// Applied only while that attempt runs, and only if no later heartbeat was. It sets the lease
+/// even where the attempt's start did not (a start without a lease of the same attempt was
+/// applied first: a redelivery, or a worker that did not know the kind is long).
 pub(super) const HEARTBEAT: &str = "UPDATE jobs SET lease_until = $2, heartbeat_at = $3
-     WHERE id = $1 AND status = 'running' AND attempt = $4 AND lease_until IS NOT NULL
+     WHERE id = $1 AND status = 'running' AND attempt = $4
        AND (heartbeat_at IS NULL OR heartbeat_at <= $3)";
+
+/// Moves every running lease that lapses before `$1` to `$1`: at the reaper's start and after
+/// the API was cut off from the broker, so that heartbeats still waiting in the events queue are
+/// applied before any lease is taken for lapsed.
+pub(super) const EXTEND_LEASES: &str = "UPDATE jobs SET lease_until = $1
+     WHERE lease_until < $1 AND status = 'running'";
 
 /// Running long jobs whose lease lapsed before `$1`, the longest lapsed first, at most `$2`.
 pub(super) const LAPSED: &str = "SELECT id, attempt, max_attempts, worker, heartbeat_at FROM jobs
@@ -159,7 +167,7 @@ pub(super) const REDRIVE: &str =
      WHERE id = $1 AND status = 'dead'";
 
 pub(super) const MARK_DEAD: &str = "UPDATE jobs SET status = 'dead', progress = $2, attempt = $3, \
-         error = $4, finished_at = $5, resolve_at = NULL
+         error = $4, finished_at = $5, resolve_at = NULL, lease_until = NULL
      WHERE id = $1 AND status <> 'cancelled'";
 
 /// A worker reported job `$1` cancelled (acked without running, or stopped): its cancel need
@@ -190,7 +198,7 @@ macro_rules! cancel_sql {
             $lock,
             ")
              UPDATE jobs SET status = 'cancelled', progress = $5, error = $7, finished_at = $8,
-                 resolve_at = NULL
+                 resolve_at = NULL, lease_until = NULL
              WHERE id IN (SELECT id FROM target) AND status NOT IN ",
             $crate::store::sql::finished_statuses!(),
             " RETURNING id"
