@@ -94,6 +94,7 @@ const LIVE_SCRIPT: &str = "<script>(() => {\
       show('worker', job.worker || '–');\
       show('error', job.error || '–');\
       show('progress', job.progress ? Math.round(job.progress.fraction * 100) + ' %' + (job.progress.message ? ' – ' + job.progress.message : '') : '–');\
+      show('heartbeat', job.heartbeat_at || '–');\
       show('json', JSON.stringify(job, null, 2));\
     });\
     source.addEventListener('end', () => { source.close(); location.reload(); });\
@@ -123,7 +124,7 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
          <style>{STYLE}</style></head><body><h1>Job <code>{id}</code></h1><dl>\
          <dt>Status</dt><dd id=\"status\">{status}</dd><dt>Kind</dt><dd>{kind}</dd><dt>Priority</dt><dd>{priority}</dd>\
          <dt>Attempt</dt><dd id=\"attempt\">{attempt} of {max}</dd><dt>Worker</dt><dd id=\"worker\">{worker}</dd>\
-         <dt>Progress</dt><dd id=\"progress\">{progress}</dd><dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}{cancel}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
+         <dt>Progress</dt><dd id=\"progress\">{progress}</dd>{heartbeat}<dt>Error</dt><dd id=\"error\">{error}</dd></dl>{artifacts}{cancel}<pre id=\"json\">{json}</pre><p><a href=\"/\">Submit another job</a></p>{live}</body></html>",
         id = job.id,
         status = job.status,
         kind = job.kind,
@@ -139,6 +140,16 @@ pub fn job_page(job: &JobRecord) -> Html<String> {
                 None => format!("{percent} %"),
             }
         })),
+        // Only a long job has one: its worker's latest heartbeat.
+        heartbeat = job.heartbeat_at.map_or(String::new(), |t| {
+            let at = t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            format!(
+                "<dt>Heartbeat</dt><dd id=\"heartbeat\">{}</dd>",
+                escape(&at)
+            )
+        }),
         json = escape(&json),
     ))
 }
@@ -232,6 +243,26 @@ mod tests {
         );
         assert_eq!(page.matches("<img").count(), 1, "only the image is shown");
         assert!(!page.contains("<b>x"), "the name is escaped everywhere");
+    }
+
+    #[test]
+    fn a_long_jobs_heartbeat_shows_and_other_jobs_have_none() {
+        use offload_shared::{JobId, JobKind};
+        use time::macros::datetime;
+        let mut job = JobRecord::queued(
+            JobId::new(),
+            JobKind::parse("report.build").expect("valid"),
+            1,
+            1000,
+            time::OffsetDateTime::now_utc(),
+        );
+        assert!(!job_page(&job).0.contains("<dt>Heartbeat</dt>"));
+        job.heartbeat_at = Some(datetime!(2026-12-07 03:04:05 UTC));
+        let page = job_page(&job).0;
+        assert!(
+            page.contains("<dt>Heartbeat</dt><dd id=\"heartbeat\">2026-12-07T03:04:05Z</dd>"),
+            "{page}"
+        );
     }
 
     #[test]
