@@ -189,18 +189,15 @@ pub struct JobEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
     /// On a long job's `running` events (its start and its heartbeats): the worker holds the
-    /// attempt for this many milliseconds from `at` and renews the lease before it lapses. The
+    /// attempt for this many milliseconds from when the API applies the event, and renews the
+    /// lease before it lapses. The
     /// API starts the job again, as its next attempt, once a lease has lapsed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
     /// Set on a heartbeat: a `running` event with this flag renews the running attempt's lease
     /// (`lease_ms`) and changes nothing else (it is not a start).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub heartbeat: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// How far a running attempt has got, as its handler said.

@@ -168,12 +168,8 @@ pub struct KindSpec {
     /// acknowledges such a job's delivery once it has started and holds it by a lease it renews
     /// with heartbeats, so the broker's consumer timeout never applies; the API starts the job
     /// again if the lease lapses (its worker died).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub long: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 fn any_payload() -> Value {

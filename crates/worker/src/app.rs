@@ -500,9 +500,11 @@ impl Running<'_> {
         let slots = usize::from(settings.prefetch);
         let mut gate = Gate::new(work_queues.len(), slots, MAX_WAIT);
         let mut queue_of = HashMap::new();
-        // Long jobs acknowledged early, by task, with their queue; how many each queue runs.
+        // Long jobs acknowledged early, by task, with their queue.
         let mut long_jobs: HashMap<tokio::task::Id, usize> = HashMap::new();
-        let mut longs = vec![0_usize; work_queues.len()];
+        let longs_of = |long_jobs: &HashMap<tokio::task::Id, usize>, index: usize| {
+            long_jobs.values().filter(|&&queue| queue == index).count()
+        };
         let (holds, mut hold_requests) = tokio::sync::mpsc::unbounded_channel::<Hold>();
         tracing::info!(
             worker = %reporter.worker(),
@@ -551,13 +553,11 @@ impl Running<'_> {
                         Ok((id, ())) => id,
                         Err(e) => e.id(),
                     };
-                    if let Some(index) = long_jobs.remove(&id) {
-                        longs[index] -= 1;
-                        if longs[index] < slots
-                            && let Err(why) = consumers.resume(index).await
-                        {
-                            break Some(why);
-                        }
+                    if let Some(index) = long_jobs.remove(&id)
+                        && longs_of(&long_jobs, index) < slots
+                        && let Err(why) = consumers.resume(index).await
+                    {
+                        break Some(why);
                     }
                     if let Some(index) = queue_of.remove(&id)
                         && let Some(next) = gate.ended(index)
@@ -570,8 +570,7 @@ impl Running<'_> {
                     // every slot of its queue, stop consuming it first.
                     if let Some(&index) = queue_of.get(&hold.task) {
                         long_jobs.insert(hold.task, index);
-                        longs[index] += 1;
-                        if longs[index] >= slots {
+                        if longs_of(&long_jobs, index) >= slots {
                             if let Err(why) = consumers.pause(index, deadline).await {
                                 break Some(why);
                             }

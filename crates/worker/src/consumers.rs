@@ -55,7 +55,6 @@ pub(crate) struct Consumers<'a> {
     tags: Vec<(usize, ShortString)>,
     /// Tags this worker cancelled: their streams' end is expected.
     cancelled: HashSet<ShortString>,
-    paused: Vec<bool>,
     /// Makes each resumed consumer's tag new.
     generation: u64,
 }
@@ -77,7 +76,6 @@ impl<'a> Consumers<'a> {
             stream: SelectAll::new(),
             tags: Vec::with_capacity(2 * queues.len()),
             cancelled: HashSet::new(),
-            paused: vec![false; queues.len()],
             generation: 0,
         };
         for index in 0..queues.len() {
@@ -141,9 +139,10 @@ impl<'a> Consumers<'a> {
         self.cancelled.remove(tag)
     }
 
-    /// True while queue `index` is not consumed (long jobs fill its slots).
+    /// True while queue `index` is not consumed (long jobs fill its slots): none of its
+    /// consumers is live.
     pub(crate) fn is_paused(&self, index: usize) -> bool {
-        self.paused.get(index).copied().unwrap_or(false)
+        !self.tags.iter().any(|(i, _)| *i == index)
     }
 
     /// Stops consuming queue `index` until [`Consumers::resume`]. A cancel that fails (the
@@ -154,9 +153,6 @@ impl<'a> Consumers<'a> {
         }
         let (theirs, rest): (Vec<_>, Vec<_>) = self.tags.drain(..).partition(|(i, _)| *i == index);
         self.tags = rest;
-        if let Some(paused) = self.paused.get_mut(index) {
-            *paused = true;
-        }
         for (_, tag) in theirs {
             self.cancelled.insert(tag.clone());
             cancel(self.channel, tag, deadline).await.map_err(|e| {
@@ -174,9 +170,6 @@ impl<'a> Consumers<'a> {
         }
         self.generation += 1;
         self.consume(index).await?;
-        if let Some(paused) = self.paused.get_mut(index) {
-            *paused = false;
-        }
         tracing::debug!(queue = %self.lanes[index], "consuming the queue again");
         Ok(())
     }

@@ -140,13 +140,9 @@ impl<T> Gate<T> {
 
     /// Every delivery still waiting (to hand back to the broker at shutdown), high ones first.
     pub(crate) fn take_waiting(&mut self) -> Vec<T> {
-        let mut out = Vec::new();
-        for lanes in &mut self.queues {
-            let [normal, high] = &mut lanes.waiting;
-            out.extend(high.drain(..).map(|(_, d)| d));
-            out.extend(normal.drain(..).map(|(_, d)| d));
-        }
-        out
+        (0..self.queues.len())
+            .flat_map(|queue| self.take_waiting_of(queue))
+            .collect()
     }
 }
 
