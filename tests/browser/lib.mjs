@@ -66,7 +66,7 @@ export function check(condition, message) {
 
 /**
  * Opens `/` and signs in with the token through the sign-in form; checks the 303 to `/` that
- * sets the session cookie and that the home page's job form is shown.
+ * sets the session cookie and that the dashboard's overview is shown.
  */
 export async function signIn(s, page) {
   await page.goto(`${s.base}/`);
@@ -79,7 +79,8 @@ export async function signIn(s, page) {
   ]);
   check(response.status() === 303, `POST /session answered ${response.status()}, not 303`);
   await page.waitForURL(`${s.base}/`);
-  await page.locator('form[action="/jobs"]').first().waitFor();
+  // The dashboard's overview, with its navigation.
+  await page.locator('nav[aria-label="Main"] a[href="/ui/jobs"]').waitFor();
   const cookies = await page.context().cookies(s.base);
   const session = cookies.find((c) => c.name === 'offload_session');
   check(session, `no offload_session cookie after signing in: ${JSON.stringify(cookies)}`);

@@ -1,5 +1,5 @@
-// Browser scenario 2: sign in, upload a photo through the home page's `#thumbnail-form`
-// (multipart: file `image`, `payload.width`, `payload.format`), follow the 303 to the job's page,
+// Browser scenario 2: sign in, upload a photo through the submit page's form of
+// `image.thumbnail`, made from its payload schema (multipart: the file, `payload.width`, `payload.format`), follow the 303 to the job's page,
 // wait until its `<img class="artifact">` has loaded, then fetch that image in the page (with the
 // session cookie) and decode it: it must be an image of the requested width and format.
 // Inputs as upload.mjs, plus OFFLOAD_BROWSER_PHOTO (a photo to upload; without it the script
@@ -81,18 +81,20 @@ async function waitForArtifact(s, page) {
 await run('thumbnail', async (s, page) => {
   const width = Number(process.env.OFFLOAD_BROWSER_THUMB_WIDTH || 64);
   await signIn(s, page);
-  const form = page.locator('#thumbnail-form');
-  check((await form.count()) === 1, 'the home page has no #thumbnail-form (is the thumbnail kind registered?)');
+  await page.goto(`${s.base}/ui/submit`);
+  // The form the submit page made from image.thumbnail's payload schema.
+  const form = page.locator('form[data-kind="image.thumbnail"]');
+  check((await form.count()) === 1, 'the submit page has no image.thumbnail form (is the thumbnail kind registered?)');
   const enctype = await form.getAttribute('enctype');
-  check(enctype === 'multipart/form-data', `#thumbnail-form has enctype ${JSON.stringify(enctype)}, not multipart/form-data`);
-  await form.locator('input[type="file"][name="image"]').setInputFiles(await photo(s, page));
+  check(enctype === 'multipart/form-data', `the image.thumbnail form has enctype ${JSON.stringify(enctype)}, not multipart/form-data`);
+  await form.locator('input[type="file"]').setInputFiles(await photo(s, page));
   await form.locator('input[name="payload.width"]').fill(String(width));
   const formats = await form.locator('select[name="payload.format"] option').evaluateAll((os) => os.map((o) => o.value));
   const format = process.env.OFFLOAD_BROWSER_THUMB_FORMAT || (formats.includes('png') ? 'png' : formats[0]);
   check(formats.includes(format), `payload.format offers ${JSON.stringify(formats)}, not ${format}`);
   await form.locator('select[name="payload.format"]').selectOption(format);
   await shot(s, page, '02-thumbnail-form');
-  await submitTo303(s, page, '#thumbnail-form [type="submit"]');
+  await submitTo303(s, page, 'form[data-kind="image.thumbnail"] [type="submit"]');
   await shot(s, page, '03-job-submitted');
   const artifact = await waitForArtifact(s, page);
   console.log(`artifact loaded: ${artifact.src}`);

@@ -1,4 +1,4 @@
-// Browser scenario 1: sign in with a token through the form, submit a `noop` job from the home
+// Browser scenario 1: sign in with a token through the form, submit a `noop` job from the submit
 // page's JSON form, follow the 303 to the job's page and wait until it shows `succeeded`.
 // Screenshots of each page go to OFFLOAD_BROWSER_SCREENSHOTS.
 // Run by tests/tests/browser.rs: `node tests/browser/upload.mjs` with OFFLOAD_BROWSER_BASE,
@@ -25,13 +25,14 @@ async function refusesABadToken(s, page) {
 await run('upload', async (s, page) => {
   await refusesABadToken(s, page);
   await signIn(s, page);
-  const form = page.locator('form[action="/jobs"]').first();
+  await page.goto(`${s.base}/ui/submit`);
+  const form = page.locator('#kind-json form');
   const kinds = await form.locator('select[name="kind"] option').allTextContents();
-  check(kinds.includes('noop'), `the home page does not offer the kind noop: ${JSON.stringify(kinds)}`);
+  check(kinds.includes('noop'), `the submit page does not offer the kind noop: ${JSON.stringify(kinds)}`);
   await form.locator('select[name="kind"]').selectOption('noop');
   await form.locator('textarea[name="payload"]').fill('{"from": "the browser suite"}');
   await shot(s, page, '02-home');
-  const url = await submitTo303(s, page, 'form[action="/jobs"] button[type="submit"]');
+  const url = await submitTo303(s, page, '#kind-json button[type="submit"]');
   await shot(s, page, '03-job-submitted');
   await waitForStatus(s, page, 'succeeded');
   // noop returns its payload: the job page shows it as the result.
@@ -41,10 +42,10 @@ await run('upload', async (s, page) => {
   await shot(s, page, '04-job-succeeded');
 
   // A long job: the page follows it live (no reload) with its progress, and cancels it.
-  await page.goto(`${s.base}/`);
+  await page.goto(`${s.base}/ui/submit`);
   await form.locator('select[name="kind"]').selectOption('sleep');
   await form.locator('textarea[name="payload"]').fill('{"ms": 60000}');
-  const long = await submitTo303(s, page, 'form[action="/jobs"] button[type="submit"]');
+  const long = await submitTo303(s, page, '#kind-json button[type="submit"]');
   await waitForStatus(s, page, 'running');
   await page.evaluate(() => { window.offloadSamePage = true; });
   const readProgress = async () => ((await page.locator('#progress').textContent()) || '').trim();

@@ -34,6 +34,7 @@ pub mod app;
 pub mod artifacts;
 pub mod auth;
 pub mod broker_link;
+pub mod dashboard;
 pub mod depth;
 pub mod error;
 pub mod events;

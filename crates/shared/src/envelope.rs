@@ -26,6 +26,11 @@ impl JobId {
         JobId(Uuid::now_v7())
     }
 
+    /// The id that is this UUID (a v7 one sorts by its time).
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        JobId(uuid)
+    }
+
     /// The underlying UUID.
     pub fn as_uuid(&self) -> Uuid {
         self.0

@@ -41,6 +41,9 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     /// Its own rate limit (per second, burst), if it has one.
     pub rate: Option<(u32, u32)>,
+    /// For a browser session: the token its dashboard forms carry and its actions must send
+    /// back ([`session::csrf_token`]). `None` for a bearer token or without authentication.
+    pub csrf: Option<String>,
 }
 
 impl Caller {
@@ -51,6 +54,7 @@ impl Caller {
             name: "anonymous".to_owned(),
             scopes: vec![Scope::Admin],
             rate: None,
+            csrf: None,
         }
     }
 
@@ -61,6 +65,7 @@ impl Caller {
             name: key.name,
             scopes: key.scopes,
             rate: key.rate,
+            csrf: None,
         }
     }
 
@@ -136,6 +141,9 @@ pub enum Access {
 /// What the route `path` (as matched, e.g. `/jobs/{id}`) needs for `method`. A route this list
 /// does not name needs `admin`, so a new route is never open by mistake.
 pub fn access(method: &Method, path: &str) -> Access {
+    if let Some(access) = crate::dashboard::access(method.as_str(), path) {
+        return access;
+    }
     match (method.as_str(), path) {
         (_, "/" | "/session" | "/session/logout")
         | (_, "/health/live" | "/health/ready" | "/openapi.json" | "/docs") => Access::Open,
@@ -267,7 +275,10 @@ async fn find_caller(
             .session_key(&token::hash(session), now)
             .await
             .map_err(|e| Err(e.into()))?;
-        return usable(key, "the session has ended; sign in again");
+        return usable(key, "the session has ended; sign in again").map(|caller| Caller {
+            csrf: Some(session::csrf_token(session)),
+            ..caller
+        });
     }
     Err(Ok(NoCaller::Missing))
 }
@@ -318,6 +329,7 @@ mod tests {
             name: "k".into(),
             scopes: scopes.to_vec(),
             rate: None,
+            csrf: None,
         }
     }
 

@@ -7,7 +7,7 @@ use axum::{
     body::Bytes,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{IntoResponse, Redirect, Response},
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -80,10 +80,11 @@ pub async fn sign_in(
         None
     };
     let Some(key) = key.filter(|k| k.is_usable(now)) else {
-        let page = pages::sign_in_page(Some(
+        let mut page = pages::sign_in_page(Some(
             "That token is not a valid API key (or it expired or was revoked).",
         ));
-        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+        *page.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(page);
     };
     let session = token::new_session_id().map_err(|e| ApiError::Internal(e.to_string()))?;
     let ttl = state.settings.session_ttl();
@@ -120,9 +121,15 @@ pub async fn sign_out(
     Ok(response)
 }
 
-/// What `GET /` shows a browser that has not signed in.
-pub fn sign_in_form() -> Html<String> {
-    pages::sign_in_page(None)
+/// The dashboard's anti-forgery token of the session `session`: every form of the dashboard
+/// carries it and every action checks it, on top of the same-origin rule and the SameSite
+/// cookie. Derived from the session id (a secret the page's script cannot read), so it needs
+/// no storage and every API replica computes the same.
+pub fn csrf_token(session: &str) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("offload-csrf\0{session}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }
 
 #[cfg(test)]

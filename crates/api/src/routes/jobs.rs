@@ -18,7 +18,7 @@ use crate::{
     accept::{Fate, OnRefused, Outgoing, Record, Settling, publish_and_settle, publish_one},
     auth::{Caller, rate::Quota},
     error::{ApiError, PartialBatch, Problem, rate_limit_headers},
-    routes::{pages, prefers_html},
+    routes::prefers_html,
     state::AppState,
     store::{JobFilter, JobRecord, JobSummary, StoredFile, Write, Written},
     submit::{BatchRequest, BodyFormat, JsonRequest, NewJob, idempotency_key, json_error},
@@ -494,7 +494,7 @@ pub async fn get_job(
     // Another key's job is as unknown as a missing one: 404, not 403.
     let job = find_owned(&state, &raw, caller.visible_owner()).await?;
     if prefers_html(&headers) {
-        return Ok(pages::job_page(&job).into_response());
+        return Ok(crate::dashboard::jobs::job_page(&state, &caller, job).await);
     }
     Ok(Json(job).into_response())
 }

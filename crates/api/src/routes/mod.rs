@@ -53,7 +53,7 @@ pub const ROUTES: [&str; 23] = [
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(pages::index))
         .route("/openapi.json", get(openapi::spec))
         .route("/docs", get(openapi::docs))
@@ -82,7 +82,13 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::serve))
         .route("/session", post(auth::session::sign_in))
-        .route("/session/logout", post(auth::session::sign_out))
+        .route("/session/logout", post(auth::session::sign_out));
+    crate::dashboard::routes(router)
+        // Inside authentication: every action that succeeded, with the caller's key.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::dashboard::audit::record,
+        ))
         // Inside the request counting, so refusals are counted too.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

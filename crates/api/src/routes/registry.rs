@@ -95,7 +95,7 @@ pub struct WorkerList {
 }
 
 /// The workers alive now.
-async fn live_workers(state: &AppState) -> Result<Vec<WorkerRecord>, ApiError> {
+pub(crate) async fn live_workers(state: &AppState) -> Result<Vec<WorkerRecord>, ApiError> {
     let now = OffsetDateTime::now_utc();
     let mut workers = state.store.workers().await?;
     workers.retain(|w| w.is_live(now));

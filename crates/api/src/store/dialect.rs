@@ -33,8 +33,9 @@ pub(crate) enum Param<'a> {
 /// A statement and its parameters, in `$n` order.
 #[derive(Clone)]
 pub(crate) struct Stmt<'a> {
-    /// The SQL.
-    pub sql: &'static str,
+    /// The SQL: a constant, or (for a filtered listing) one put together from constant
+    /// fragments only; whatever a client sent is always a bound parameter.
+    pub sql: Cow<'static, str>,
     /// `$1`, `$2`, …
     pub params: Vec<Param<'a>>,
 }
@@ -42,6 +43,11 @@ pub(crate) struct Stmt<'a> {
 impl<'a> Stmt<'a> {
     /// `sql` with no parameters yet.
     pub fn new(sql: &'static str) -> Self {
+        Self::built(Cow::Borrowed(sql))
+    }
+
+    /// SQL put together from constant fragments, with no parameters yet.
+    pub fn built(sql: Cow<'static, str>) -> Self {
         Stmt {
             sql,
             params: Vec::with_capacity(12),
@@ -132,6 +138,24 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     const GATE_BEGIN: &'static str;
     /// The schema's versions.
     const MIGRATIONS: &'static [Step];
+    /// The case-insensitive `LIKE`.
+    const TEXT_MATCH: &'static str;
+    /// Checks that `$1` is a JSON path, if the database has them.
+    const JSON_PATH_CHECK: Option<&'static str>;
+    /// A group's distinct kinds, comma-separated.
+    const DISTINCT_KINDS: &'static str;
+
+    /// A finished job's run time in milliseconds (`finished_at - started_at`).
+    const RUN_MS: &'static str;
+
+    /// Whole minutes from the time bound as `since` to the time column `col`.
+    fn minutes_since(col: &str, since: &str) -> String;
+    /// `IN …` a list of job ids bound as `param`.
+    fn in_ids(param: &str) -> String;
+    /// `IN …` a JSON array of strings bound as `param`.
+    fn in_text_list(param: &str) -> String;
+    /// True where the JSON path bound as `param` finds something in the payload or the result.
+    fn json_path_match(param: &str) -> String;
 
     /// Runs `stmt`; the number of rows it changed.
     fn execute<'a>(

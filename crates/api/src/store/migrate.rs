@@ -250,6 +250,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0015_leases.sql"),
         adds: &[("jobs", "lease_until"), ("kinds", "long")],
     },
+    Step {
+        version: 16,
+        description: "dashboard",
+        sql: include_str!("../../migrations/sqlite/0016_dashboard.sql"),
+        adds: &[("audit", "seq")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -337,6 +343,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "leases",
         sql: include_str!("../../migrations/postgres/0014_leases.sql"),
         adds: &[("jobs", "lease_until"), ("kinds", "long")],
+    },
+    Step {
+        version: 15,
+        description: "dashboard",
+        sql: include_str!("../../migrations/postgres/0015_dashboard.sql"),
+        adds: &[("audit", "seq")],
     },
 ];
 

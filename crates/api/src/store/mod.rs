@@ -7,6 +7,7 @@
 //! [`writer::StoreWriter`] task, which groups concurrent writes into one transaction so the store
 //! does not become the throughput ceiling.
 
+pub mod dashboard;
 mod decode;
 mod dialect;
 mod inputs;
@@ -22,6 +23,8 @@ mod sql;
 mod sqlite;
 pub mod writer;
 
+#[cfg(test)]
+mod dashboard_tests;
 #[cfg(test)]
 mod inputs_tests;
 #[cfg(test)]
@@ -412,6 +415,78 @@ impl Store {
     /// Ends a browser session.
     pub async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
         on_backend!(self, db => db.delete_session(id_hash).await)
+    }
+
+    /// Checks a search before it runs; `Ok(Err(reason))` for one the store cannot run.
+    pub async fn check_search(
+        &self,
+        search: &dashboard::Search,
+    ) -> Result<Result<(), String>, StoreError> {
+        on_backend!(self, db => db.check_search(search).await)
+    }
+
+    /// A page of jobs matching `q`, newest first, older than `before`.
+    pub async fn find_jobs(
+        &self,
+        q: &dashboard::JobQuery,
+        before: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<JobSummary>, StoreError> {
+        on_backend!(self, db => db.find_jobs(q, before, limit).await)
+    }
+
+    /// How many dead jobs match `q`.
+    pub async fn count_dead(&self, q: &dashboard::JobQuery) -> Result<u64, StoreError> {
+        on_backend!(self, db => db.count_dead(q).await)
+    }
+
+    /// Up to `limit` dead jobs matching `q`, oldest first.
+    pub async fn dead_ids(
+        &self,
+        q: &dashboard::JobQuery,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError> {
+        on_backend!(self, db => db.dead_ids(q, limit).await)
+    }
+
+    /// The dead jobs `owner` may see, grouped by reason, largest group first.
+    pub async fn dead_groups(
+        &self,
+        owner: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<dashboard::DeadGroup>, StoreError> {
+        on_backend!(self, db => db.dead_groups(owner, limit).await)
+    }
+
+    /// Deletes those of `ids` that are still dead; their ids.
+    pub async fn delete_dead(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        on_backend!(self, db => db.delete_dead(ids).await)
+    }
+
+    /// The overview's figures for the hour since `since`.
+    pub async fn hour_stats(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<dashboard::HourStats, StoreError> {
+        on_backend!(self, db => db.hour_stats(since).await)
+    }
+
+    /// Adds an action to the audit list.
+    pub async fn audit(
+        &self,
+        entry: &dashboard::NewAudit<'_>,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, db => db.audit(entry, at).await)
+    }
+
+    /// The audit list, newest first, before `before`.
+    pub async fn audit_list(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<dashboard::AuditEntry>, StoreError> {
+        on_backend!(self, db => db.audit_list(before, limit).await)
     }
 }
 

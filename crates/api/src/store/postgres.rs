@@ -70,6 +70,36 @@ impl Dialect for Postgres {
     const PURGE_KEYS: &'static str = purge_keys_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_ARTIFACTS_OF_JOBS: &'static str = purge_artifacts_of_jobs_sql!("= ANY($1)");
     const LOCKS_ROWS: bool = true;
+    const TEXT_MATCH: &'static str = "ILIKE";
+    const JSON_PATH_CHECK: Option<&'static str> = Some("SELECT CAST($1 AS jsonpath) AS path");
+    const DISTINCT_KINDS: &'static str = "string_agg(DISTINCT kind, ',' ORDER BY kind)";
+
+    const RUN_MS: &'static str =
+        "CAST(EXTRACT(EPOCH FROM (finished_at - started_at)) * 1000 AS BIGINT)";
+
+    fn minutes_since(col: &str, since: &str) -> String {
+        format!(
+            "CAST(FLOOR(EXTRACT(EPOCH FROM ({col} - CAST({since} AS TIMESTAMPTZ))) / 60) AS BIGINT)"
+        )
+    }
+
+    fn in_ids(param: &str) -> String {
+        format!("= ANY({param})")
+    }
+
+    fn in_text_list(param: &str) -> String {
+        format!("IN (SELECT jsonb_array_elements_text(CAST({param} AS jsonb)))")
+    }
+
+    fn json_path_match(param: &str) -> String {
+        // `offload_jsonb` (migration 15) reads text jsonb refuses as no match; `@?` is lax, so a
+        // path that does not fit a document is no match either.
+        format!(
+            "(offload_jsonb(payload) @? CAST({param} AS jsonpath) \
+             OR offload_jsonb(result) @? CAST({param} AS jsonpath))"
+        )
+    }
+
     // One key for the dispatchers of every replica, released at the end of the transaction.
     const GATE_LOCK: &'static str = "SELECT pg_advisory_xact_lock(7262635410)";
     const GATE_BEGIN: &'static str = "BEGIN";
@@ -178,7 +208,10 @@ impl Dialect for Postgres {
 
 /// `stmt` as a query with its parameters bound the PostgreSQL way.
 fn bind(stmt: Stmt<'_>) -> Query<'static, Postgres, PgArguments> {
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(stmt.sql));
+    let mut query = match stmt.sql {
+        Cow::Borrowed(sql) => sqlx::query(sqlx::AssertSqlSafe(sql)),
+        Cow::Owned(sql) => sqlx::query(sqlx::AssertSqlSafe(sql)),
+    };
     for param in stmt.params {
         query = match param {
             Param::Id(id) => query.bind(id.map(|id| id.as_uuid())),

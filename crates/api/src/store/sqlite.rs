@@ -1,7 +1,7 @@
 //! SQLite: one file, WAL mode, so reads never wait for the writer. Ids are TEXT, times Unix
 //! microseconds; the one API process is the only writer, so rows need no locks.
 
-use std::{future::Future, path::Path, str::FromStr, time::Duration};
+use std::{borrow::Cow, future::Future, path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     Row, Sqlite, SqliteConnection,
@@ -70,6 +70,31 @@ impl Dialect for Sqlite {
     const PURGE_ARTIFACTS_OF_JOBS: &'static str =
         purge_artifacts_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const LOCKS_ROWS: bool = false;
+    // ASCII case-insensitive: SQLite's own LIKE.
+    const TEXT_MATCH: &'static str = "LIKE";
+    const JSON_PATH_CHECK: Option<&'static str> = None;
+    const DISTINCT_KINDS: &'static str = "group_concat(DISTINCT kind)";
+
+    // Times are Unix microseconds.
+    const RUN_MS: &'static str = "((finished_at - started_at) / 1000)";
+
+    fn minutes_since(col: &str, since: &str) -> String {
+        format!("(({col} - {since}) / 60000000)")
+    }
+
+    fn in_ids(param: &str) -> String {
+        format!("IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn in_text_list(param: &str) -> String {
+        format!("IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn json_path_match(_param: &str) -> String {
+        // Refused before it runs (`JSON_PATH_CHECK` is `None`).
+        "1 = 0".to_owned()
+    }
+
     // One API process per file: its one dispatcher is alone.
     const GATE_LOCK: &'static str = "SELECT 1";
     const GATE_BEGIN: &'static str = "BEGIN IMMEDIATE";
@@ -172,7 +197,10 @@ impl Dialect for Sqlite {
 
 /// `stmt` as a query with its parameters bound the SQLite way.
 fn bind(stmt: Stmt<'_>) -> Query<'static, Sqlite, SqliteArguments> {
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(stmt.sql));
+    let mut query = match stmt.sql {
+        Cow::Borrowed(sql) => sqlx::query(sqlx::AssertSqlSafe(sql)),
+        Cow::Owned(sql) => sqlx::query(sqlx::AssertSqlSafe(sql)),
+    };
     for param in stmt.params {
         query = match param {
             Param::Id(id) => query.bind(id.map(|id| id.to_string())),

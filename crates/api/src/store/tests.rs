@@ -64,7 +64,10 @@ on_both_backends!(
     artifacts_are_stored_replaced_listed_and_purged_with_their_job,
     a_cancel_takes_unfinished_jobs_once_and_nothing_revives_them,
     a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_attempt,
+    the_dashboards_filters_search_pages_and_bulk_actions,
 );
+
+use super::dashboard_tests::the_dashboards_filters_search_pages_and_bulk_actions;
 
 use super::leases_tests::a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_attempt;
 

@@ -1,0 +1,13 @@
+-- The dashboard: its jobs page filters by kind and by worker, newest first (keyset pages on id),
+-- and every action taken through it or an admin route is kept in the audit list.
+CREATE INDEX jobs_by_kind ON jobs (kind, id);
+CREATE INDEX jobs_by_worker ON jobs (worker, id) WHERE worker IS NOT NULL;
+CREATE TABLE audit (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    key_id   TEXT,
+    key_name TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    detail   TEXT
+);
