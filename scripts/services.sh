@@ -192,12 +192,15 @@ ensure_chromium() {
 # The browser suite's driver: a pinned playwright-core from npm, kept in the user's cache so a
 # fresh clone reuses it (no browser download: it drives Debian's chromium). Exports
 # OFFLOAD_BROWSER_DRIVER (the directory holding node_modules/playwright-core).
+# axe-core, pinned too, checks each dashboard page for accessibility issues.
 PLAYWRIGHT_CORE_VERSION="1.65.1"
+AXE_CORE_VERSION="4.14.1"
 ensure_browser_driver() {
   local dir="${XDG_CACHE_HOME:-$HOME/.cache}/offload/browser"
-  local installed
+  local installed axe
   installed="$(node -p "require('$dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
-  if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
+  axe="$(node -p "require('$dir/node_modules/axe-core/package.json').version" 2>/dev/null || true)"
+  if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ] || [ "$axe" != "$AXE_CORE_VERSION" ]; then
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
       if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         echo "Node.js is not installed; installing it with apt-get (browser suite)" >&2
@@ -207,11 +210,11 @@ ensure_browser_driver() {
         return 1
       fi
     fi
-    echo "installing playwright-core $PLAYWRIGHT_CORE_VERSION into $dir (browser suite)" >&2
+    echo "installing playwright-core $PLAYWRIGHT_CORE_VERSION and axe-core $AXE_CORE_VERSION into $dir (browser suite)" >&2
     mkdir -p "$dir"
     # No browser download: the suite launches Debian's chromium by path.
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$dir" --no-save --no-audit --no-fund \
-      --no-package-lock --silent "playwright-core@$PLAYWRIGHT_CORE_VERSION" >&2
+      --no-package-lock --silent "playwright-core@$PLAYWRIGHT_CORE_VERSION" "axe-core@$AXE_CORE_VERSION" >&2
   fi
   export OFFLOAD_BROWSER_DRIVER="$dir"
 }

@@ -225,3 +225,72 @@ async fn a_browser_uploads_a_photo_and_sees_its_thumbnail_of_the_requested_width
     drop(api);
     env.cleanup().await;
 }
+
+/// The dashboard, driven as an operator would (tests/browser/dashboard.mjs): every page checked
+/// by axe-core and screenshotted, a job submitted from a generated form and followed live,
+/// filters and search, a cancel, a confirmed bulk redrive of the dead jobs made here, a schedule
+/// paused and resumed, the audit list, a phone's width, and a read key offered no action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_the_dashboard_in_a_browser() {
+    const DEAD: usize = 50;
+    let env = TestEnv::new().await;
+    let api = ApiProcess::start(&env, &[]).await;
+    let worker = WorkerProcess::start(&env, "browser-1", 2, &[]).await;
+    poll(WITHIN, "the API to list sleep", || async {
+        api.kind("sleep").await.map(|_| ())
+    })
+    .await;
+    // Dead letters to redrive: each fails its only attempt (retryably), so its redrive, the
+    // second attempt, succeeds.
+    let mut ids = Vec::new();
+    for _ in 0..DEAD {
+        let job = api
+            .submit(serde_json::json!({
+                "kind": "sleep",
+                "payload": {"ms": 1, "fail_attempts": 1},
+                "max_attempts": 1,
+            }))
+            .await;
+        ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        api.wait_for_status(id, "dead", WITHIN).await;
+    }
+    let schedule = "nightly-report";
+    let response = api
+        .http
+        .post(api.url("/schedules"))
+        .json(&serde_json::json!({
+            "name": schedule,
+            "cron": "0 3 * * *",
+            "job": {"kind": "noop"},
+        }))
+        .send()
+        .await
+        .expect("POST /schedules");
+    assert_eq!(response.status(), 201, "the schedule is created");
+    let admin = api.create_key("dashboard-admin", &["admin"], &[]);
+    let reader = api.create_key("dashboard-reader", &["read"], &[]);
+
+    run_script(
+        "dashboard.mjs",
+        &screenshot_dir("dashboard"),
+        &[
+            ("OFFLOAD_BROWSER_BASE", api.base.clone()),
+            ("OFFLOAD_BROWSER_TOKEN", admin),
+            ("OFFLOAD_BROWSER_READ_TOKEN", reader),
+            ("OFFLOAD_BROWSER_DEAD", DEAD.to_string()),
+            ("OFFLOAD_BROWSER_SCHEDULE", schedule.to_owned()),
+        ],
+    )
+    .await;
+    // What the browser saw, checked through the API: every redriven job succeeded.
+    for id in &ids {
+        let job = api.wait_for_status(id, "succeeded", WITHIN).await;
+        assert_eq!(job["attempt"], 2, "{job}");
+    }
+
+    drop(worker);
+    drop(api);
+    env.cleanup().await;
+}

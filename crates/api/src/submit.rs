@@ -846,6 +846,15 @@ mod tests {
         )
         .expect("keys over payload");
         assert_eq!(job.payload, json!({"a": 1, "b": "x", "c": null}));
+        // A blank input is left out: the kind's default applies.
+        let job = NewJob::parse(
+            BodyFormat::Form,
+            b"kind=sleep&payload.ms=5&payload.fail=&payload.fail_attempts=",
+            &Kinds::builtin(),
+            60,
+        )
+        .expect("blank fields left out");
+        assert_eq!(job.payload, json!({"ms": 5}));
         for (body, why) in [
             ("kind=noop&payload.=1", "an empty key"),
             ("kind=noop&payload.a=1&payload.a=2", "a key twice"),

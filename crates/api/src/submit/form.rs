@@ -87,6 +87,9 @@ pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<FormFields, FormError>
             "concurrency_limit" => &mut concurrency_limit,
             other => {
                 match other.strip_prefix(PAYLOAD_KEY_PREFIX) {
+                    // An empty field is an input left blank: the key is left out, so the
+                    // kind's default applies (a form cannot send an empty string).
+                    Some(key) if !key.is_empty() && value.is_empty() => {}
                     Some(key) if !key.is_empty() => {
                         if keys.insert(key.to_owned(), loose_value(&value)).is_some() {
                             return Err(FormError::Invalid(format!(
