@@ -3,7 +3,7 @@
 // form the submit page made from `sleep`'s schema and watch it go live to `succeeded` without a
 // reload, filter and search the jobs page, cancel a running job from its page, bulk-redrive the
 // dead jobs the Rust test made (after the confirmation that counts them) and see them succeed,
-// pause and resume a schedule, find every action in the audit list; then sign in with a `read`
+// pause a queue (a job submitted meanwhile waits) and resume it, pause and resume a schedule, find every action in the audit list; then sign in with a `read`
 // key and find no action offered, and an action posted anyway refused.
 // Run by tests/tests/browser.rs with OFFLOAD_BROWSER_BASE, OFFLOAD_BROWSER_TOKEN (admin),
 // OFFLOAD_BROWSER_READ_TOKEN, OFFLOAD_BROWSER_DEAD (how many dead jobs it made),
@@ -137,19 +137,37 @@ await run('dashboard', async (s, page) => {
   await until(s, page, 'the redriven jobs to leave dead', () => page.locator('#jobs tbody tr').count(), (n) => n === 0);
   console.log(`redrove ${dead} dead jobs after a confirmation; none is dead any more`);
 
+  // A queue paused: its workers cancel their consumers (the broker counts none), a job
+  // submitted meanwhile waits queued; resumed, the job runs.
+  await visit(s, page, '/ui/queues', '11-queues');
+  await Promise.all([page.waitForURL(/done=/), page.click('button[aria-label="Pause default"]')]);
+  check((await page.locator('.flash').innerText()).includes('queue default paused'), 'no word that the queue paused');
+  const consumersOf = async () => (await page.locator('#queues tbody tr', { hasText: 'noop, sleep' }).locator('td').nth(4).innerText()).trim();
+  await until(s, page, 'the default queue to have no consumer', consumersOf, (n) => n === '0');
+  await shot(s, page, '12-queue-paused');
+  await page.goto(`${s.base}/ui/submit`);
+  await sleep.locator('input[name="payload.ms"]').fill('10');
+  const waitingUrl = await submitTo303(s, page, 'form[data-kind="sleep"] button[type="submit"]');
+  check((await page.locator('#status').innerText()).trim() === 'queued', 'a job of a paused queue did not wait queued');
+  await page.goto(`${s.base}/ui/queues`);
+  await Promise.all([page.waitForURL(/done=/), page.click('button[aria-label="Resume default"]')]);
+  await page.goto(waitingUrl);
+  await waitForStatus(s, page, 'succeeded');
+  console.log('paused the default queue (no consumer left, a new job waited queued), resumed it (the job ran)');
+
   // A schedule paused and resumed.
-  await visit(s, page, '/ui/schedules', '11-schedules');
+  await visit(s, page, '/ui/schedules', '13-schedules');
   await Promise.all([page.waitForURL(/done=/), page.click(`button[aria-label="Pause ${schedule}"]`)]);
   check((await page.locator('#schedules').innerText()).includes('paused'), 'the schedule does not show paused');
   await Promise.all([page.waitForURL(/done=/), page.click(`button[aria-label="Resume ${schedule}"]`)]);
   check((await page.locator('#schedules').innerText()).includes('active'), 'the schedule does not show active');
   console.log('paused and resumed a schedule');
 
-  await visit(s, page, '/ui/workers', '12-workers');
+  await visit(s, page, '/ui/workers', '14-workers');
   check((await page.locator('#workers tbody tr').count()) > 0, 'no live worker listed');
-  await visit(s, page, '/ui/audit', '13-audit');
+  await visit(s, page, '/ui/audit', '15-audit');
   const audit = await page.locator('#audit').innerText();
-  for (const action of ['POST /ui/dead/redrive', 'POST /ui/jobs/{id}/cancel', 'POST /ui/schedules/{name}/{action}']) {
+  for (const action of ['POST /ui/dead/redrive', 'POST /ui/jobs/{id}/cancel', 'POST /ui/schedules/{name}/{action}', 'POST /ui/queues/{queue}/{action}']) {
     check(audit.includes(action), `the audit list has no ${action}: ${audit}`);
   }
   check(audit.includes('dashboard-admin'), 'the audit list does not name the key');
@@ -158,7 +176,7 @@ await run('dashboard', async (s, page) => {
 
   // A phone's width: the navigation wraps, tables scroll inside their box.
   await page.setViewportSize({ width: 390, height: 844 });
-  for (const [path, name] of [['/', '14-phone-overview'], ['/ui/jobs', '15-phone-jobs'], ['/ui/dead', '16-phone-dead']]) {
+  for (const [path, name] of [['/', '16-phone-overview'], ['/ui/jobs', '17-phone-jobs'], ['/ui/dead', '18-phone-dead']]) {
     await page.goto(`${s.base}${path}`);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     check(overflow <= 1, `${path} is ${overflow} px wider than a phone`);
@@ -172,7 +190,7 @@ await run('dashboard', async (s, page) => {
   await signIn({ ...s, token: readToken }, page);
   await page.goto(`${s.base}/ui/dead`);
   check((await page.locator('button[value="redrive"]').count()) === 0, 'a read key is offered a redrive');
-  await shot(s, page, '17-read-only-dead');
+  await shot(s, page, '19-read-only-dead');
   await page.goto(`${s.base}/ui/schedules`);
   check((await page.locator('#schedules button').count()) === 0, 'a read key is offered schedule buttons');
   const refused = await page.evaluate(async () => (await fetch('/ui/dead/redrive', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'kind=' })).status);

@@ -1,5 +1,5 @@
-//! Control messages (wire contract v1): what the API tells every worker at once. Today: which
-//! jobs are cancelled.
+//! Control messages (wire contract v1): what the API tells every worker at once: which jobs are
+//! cancelled and, in the API's repeats, which work queues an operator paused.
 //!
 //! The API publishes them to the fanout exchange `<prefix>.control`; each worker binds a queue
 //! of its own (exclusive, deleted with its connection, `<prefix>.control.<worker>.<random>`)
@@ -44,6 +44,12 @@ pub struct ControlMessage {
     /// When it was sent.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Every work queue (its full name, e.g. `offload.default`) an operator paused: a worker
+    /// stops consuming each (its running jobs finish) and consumes again once one is no longer
+    /// listed. Sent in the API's repeat every second; absent from other messages (which say
+    /// nothing of pauses) and from APIs that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_queues: Option<Vec<String>>,
 }
 
 impl ControlMessage {
@@ -58,11 +64,23 @@ impl ControlMessage {
             job_ids: chunk.to_vec(),
             by: by.to_owned(),
             at,
+            paused_queues: None,
         };
         if ids.is_empty() {
             return vec![message(&[])];
         }
         ids.chunks(MAX_IDS_PER_MESSAGE).map(message).collect()
+    }
+
+    /// The same messages, the first stating the paused work queues.
+    pub fn with_paused(
+        mut messages: Vec<ControlMessage>,
+        paused: Vec<String>,
+    ) -> Vec<ControlMessage> {
+        if let Some(first) = messages.first_mut() {
+            first.paused_queues = Some(paused);
+        }
+        messages
     }
 
     /// Serialises the message for publishing.
@@ -108,6 +126,23 @@ mod tests {
         let none = ControlMessage::cancels(&[], "ops");
         assert_eq!(none.len(), 1);
         assert!(none[0].job_ids.is_empty());
+        assert!(
+            !text.contains("paused_queues"),
+            "a cancel says nothing of pauses"
+        );
+        let repeat = ControlMessage::with_paused(none, vec!["offload.default".into()]);
+        let back = ControlMessage::from_bytes(&repeat[0].to_bytes()).expect("parses");
+        assert_eq!(
+            back.paused_queues.as_deref(),
+            Some(&["offload.default".to_owned()][..])
+        );
+        let old = br#"{"v":1,"type":"cancel","job_ids":[],"by":"x","at":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            ControlMessage::from_bytes(old)
+                .expect("an older API's")
+                .paused_queues,
+            None
+        );
     }
 
     #[test]

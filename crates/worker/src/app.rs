@@ -248,6 +248,7 @@ impl Worker {
             announcer: &announcer,
             unknown_kinds: Arc::default(),
             cancels: Arc::default(),
+            paused: Arc::default(),
         };
         let mut session = Some(session);
         loop {
@@ -456,6 +457,8 @@ struct Running<'a> {
     unknown_kinds: Arc<Mutex<HashSet<offload_shared::JobKind>>>,
     /// Cancels heard, across reconnections.
     cancels: Arc<Cancels>,
+    /// The work queues an operator paused, as the API last said; across reconnections.
+    paused: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Running<'_> {
@@ -475,7 +478,9 @@ impl Running<'_> {
         // The API repeats the unsettled cancels every second: the first repeat heard tells this
         // worker of every job cancelled while it was away, before it can be delivered one.
         match tokio::time::timeout(CONTROL_SYNC_WAIT, control.next()).await {
-            Ok(Some(Ok(delivery))) => self.control(&delivery.data),
+            Ok(Some(Ok(delivery))) => {
+                self.control(&delivery.data);
+            }
             Ok(Some(Err(e))) => return SessionEnd::Lost(e.to_string()),
             Ok(None) => {
                 return SessionEnd::Lost("the broker ended the control consumer".to_owned());
@@ -498,6 +503,15 @@ impl Running<'_> {
         };
         // At most `prefetch` jobs of one queue run at once; a high one waiting starts first.
         let slots = usize::from(settings.prefetch);
+        // Queues an operator paused are not consumed (a delivery already on its way is handed
+        // back).
+        for (index, queue) in work_queues.iter().enumerate() {
+            if self.is_paused(queue)
+                && let Err(why) = consumers.pause(index, deadline).await
+            {
+                return SessionEnd::Lost(why);
+            }
+        }
         let mut gate = Gate::new(work_queues.len(), slots, MAX_WAIT);
         let mut queue_of = HashMap::new();
         // Long jobs acknowledged early, by task, with their queue.
@@ -555,6 +569,7 @@ impl Running<'_> {
                     };
                     if let Some(index) = long_jobs.remove(&id)
                         && longs_of(&long_jobs, index) < slots
+                        && !self.is_paused(&work_queues[index])
                         && let Err(why) = consumers.resume(index).await
                     {
                         break Some(why);
@@ -589,7 +604,36 @@ impl Running<'_> {
                     }
                 }
                 message = control.next() => match message {
-                    Some(Ok(delivery)) => self.control(&delivery.data),
+                    Some(Ok(delivery)) => {
+                        if !self.control(&delivery.data) {
+                            continue;
+                        }
+                        // The paused queues changed: consume exactly the queues neither an
+                        // operator paused nor long jobs fill.
+                        let mut failed = None;
+                        for (index, queue) in work_queues.iter().enumerate() {
+                            let pause = self.is_paused(queue) || longs_of(&long_jobs, index) >= slots;
+                            let outcome = if pause && !consumers.is_paused(index) {
+                                let paused = consumers.pause(index, deadline).await;
+                                // For other workers; not holding a slot here.
+                                for waiting in gate.take_waiting_of(index) {
+                                    running.spawn(runner.clone().hand_back(waiting));
+                                }
+                                paused
+                            } else if !pause && consumers.is_paused(index) {
+                                consumers.resume(index).await
+                            } else {
+                                Ok(())
+                            };
+                            if let Err(why) = outcome {
+                                failed = Some(why);
+                                break;
+                            }
+                        }
+                        if let Some(why) = failed {
+                            break Some(why);
+                        }
+                    }
                     Some(Err(e)) => break Some(e.to_string()),
                     None => break Some("the broker ended the control consumer".to_owned()),
                 },
@@ -654,22 +698,53 @@ impl Running<'_> {
 }
 
 impl Running<'_> {
+    /// True if an operator paused the work queue `queue`.
+    fn is_paused(&self, queue: &str) -> bool {
+        self.paused
+            .lock()
+            .is_ok_and(|paused| paused.contains(queue))
+    }
+
     /// Acts on one control message from the API; one that does not parse is logged and dropped.
-    fn control(&self, body: &[u8]) {
+    /// True if it changed which queues are paused.
+    fn control(&self, body: &[u8]) -> bool {
         match ControlMessage::from_bytes(body) {
-            Ok(message) => match message.kind {
-                ControlType::Cancel if message.job_ids.is_empty() => {}
-                ControlType::Cancel => {
-                    let stopping = self.cancels.heard(&message.job_ids);
-                    tracing::info!(
-                        jobs = message.job_ids.len(),
-                        running_here = stopping,
-                        by = %message.by,
-                        "heard a cancel"
-                    );
-                }
-            },
-            Err(why) => tracing::warn!(%why, "dropping a control message that does not parse"),
+            Ok(message) => {
+                let changed = match &message.paused_queues {
+                    Some(queues) => self.paused.lock().is_ok_and(|mut paused| {
+                        let now: HashSet<String> = queues.iter().cloned().collect();
+                        let changed = *paused != now;
+                        if changed {
+                            tracing::info!(paused = ?now, "the paused queues changed");
+                        }
+                        *paused = now;
+                        changed
+                    }),
+                    None => false,
+                };
+                self.cancel(&message);
+                changed
+            }
+            Err(why) => {
+                tracing::warn!(%why, "dropping a control message that does not parse");
+                false
+            }
+        }
+    }
+
+    /// Acts on a control message's cancels.
+    fn cancel(&self, message: &ControlMessage) {
+        match message.kind {
+            ControlType::Cancel if message.job_ids.is_empty() => {}
+            ControlType::Cancel => {
+                let stopping = self.cancels.heard(&message.job_ids);
+                tracing::info!(
+                    jobs = message.job_ids.len(),
+                    running_here = stopping,
+                    by = %message.by,
+                    "heard a cancel"
+                );
+            }
         }
     }
 }

@@ -139,8 +139,8 @@ impl<'a> Consumers<'a> {
         self.cancelled.remove(tag)
     }
 
-    /// True while queue `index` is not consumed (long jobs fill its slots): none of its
-    /// consumers is live.
+    /// True while queue `index` is not consumed (an operator paused it, or long jobs fill its
+    /// slots): none of its consumers is live.
     pub(crate) fn is_paused(&self, index: usize) -> bool {
         !self.tags.iter().any(|(i, _)| *i == index)
     }
@@ -156,10 +156,10 @@ impl<'a> Consumers<'a> {
         for (_, tag) in theirs {
             self.cancelled.insert(tag.clone());
             cancel(self.channel, tag, deadline).await.map_err(|e| {
-                format!("could not cancel a consumer while long jobs fill its queue's slots: {e}")
+                format!("could not cancel a consumer to stop consuming its queue: {e}")
             })?;
         }
-        tracing::debug!(queue = %self.lanes[index], "long jobs fill the queue's slots: not consuming it until one ends");
+        tracing::debug!(queue = %self.lanes[index], "not consuming the queue (paused by an operator, or long jobs fill its slots)");
         Ok(())
     }
 

@@ -1,7 +1,13 @@
 -- The dashboard: its jobs page filters by kind and by worker, newest first (keyset pages on id),
--- and every action taken through it or an admin route is kept in the audit list.
+-- every action taken through it or an admin route is kept in the audit list, and an operator may
+-- pause a work queue (its workers stop consuming it).
 CREATE INDEX jobs_by_kind ON jobs (kind, id);
 CREATE INDEX jobs_by_worker ON jobs (worker, id) WHERE worker IS NOT NULL;
+CREATE TABLE queue_pauses (
+    queue     TEXT PRIMARY KEY,
+    paused_at TIMESTAMPTZ NOT NULL,
+    paused_by TEXT NOT NULL
+);
 CREATE TABLE audit (
     seq      BIGSERIAL PRIMARY KEY,
     at       TIMESTAMPTZ NOT NULL,

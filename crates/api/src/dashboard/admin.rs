@@ -105,7 +105,7 @@ struct SchedulesPage {
 }
 
 /// The `done` message of a page's query, if any.
-fn done_of(query: Option<&str>) -> Option<String> {
+pub(crate) fn done_of(query: Option<&str>) -> Option<String> {
     #[derive(Deserialize)]
     struct Done {
         done: Option<String>,

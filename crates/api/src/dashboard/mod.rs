@@ -5,6 +5,7 @@
 //! - [`overview`]: `/`, queues and the last hour, live over Server-Sent Events.
 //! - [`jobs`]: `/ui/jobs` (filters, search, keyset pages), a job's page and its buttons.
 //! - [`dead`]: `/ui/dead`, dead letters by reason, bulk redrive and delete after a confirmation.
+//! - [`queues`]: `/ui/queues`, pause, resume and purge a work queue.
 //! - [`admin`]: workers, schedules, the audit list, the submit forms made from kinds' schemas.
 //! - [`audit`]: the middleware that records every action with the key's name.
 //! - [`assets`]: `/assets/…`, named by their content's hash and cached for a year.
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod dead;
 pub mod jobs;
 pub mod overview;
+pub mod queues;
 
 use askama::Template;
 use axum::{
@@ -46,6 +48,12 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/ui/dead/confirm", get(dead::confirm))
         .route("/ui/dead/redrive", post(dead::redrive))
         .route("/ui/dead/delete", post(dead::delete))
+        .route("/ui/queues", get(queues::page))
+        .route(
+            "/ui/queues/{queue}/purge",
+            get(queues::confirm_purge).post(queues::purge),
+        )
+        .route("/ui/queues/{queue}/{action}", post(queues::pause_or_resume))
         .route("/ui/workers", get(admin::workers_page))
         .route("/ui/schedules", get(admin::schedules_page))
         .route(
@@ -65,7 +73,7 @@ pub fn access(method: &str, path: &str) -> Option<crate::auth::Access> {
         ("GET" | "HEAD", "/ui/submit") => Needs(Scope::Submit),
         (
             "GET" | "HEAD",
-            "/ui/live" | "/ui/jobs" | "/ui/dead" | "/ui/workers" | "/ui/schedules",
+            "/ui/live" | "/ui/jobs" | "/ui/dead" | "/ui/queues" | "/ui/workers" | "/ui/schedules",
         ) => Needs(Scope::Read),
         ("POST", "/ui/jobs/{id}/cancel" | "/ui/jobs/{id}/duplicate") => Needs(Scope::Submit),
         (_, p) if p.starts_with("/ui/") => Needs(Scope::Admin),
@@ -103,10 +111,11 @@ impl Chrome {
     pub fn new(caller: Option<&Caller>, here: &str) -> Self {
         let mut nav = Vec::new();
         if let Some(caller) = caller {
-            let links: [(&str, &str, Option<Scope>); 7] = [
+            let links: [(&str, &str, Option<Scope>); 8] = [
                 ("/", "Overview", Some(Scope::Read)),
                 ("/ui/jobs", "Jobs", Some(Scope::Read)),
                 ("/ui/dead", "Dead letters", Some(Scope::Read)),
+                ("/ui/queues", "Queues", Some(Scope::Read)),
                 ("/ui/workers", "Workers", Some(Scope::Read)),
                 ("/ui/schedules", "Schedules", Some(Scope::Read)),
                 ("/ui/submit", "Submit", Some(Scope::Submit)),
@@ -276,6 +285,13 @@ mod tests {
                 Some(Needs(Scope::Admin)),
             ),
             ("GET", "/ui/audit", Some(Needs(Scope::Admin))),
+            ("GET", "/ui/queues", Some(Needs(Scope::Read))),
+            (
+                "POST",
+                "/ui/queues/{queue}/{action}",
+                Some(Needs(Scope::Admin)),
+            ),
+            ("GET", "/ui/queues/{queue}/purge", Some(Needs(Scope::Admin))),
             ("GET", "/ui/submit", Some(Needs(Scope::Submit))),
             ("GET", "/jobs", None),
         ];

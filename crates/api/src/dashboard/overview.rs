@@ -63,7 +63,7 @@ struct Overview {
 }
 
 /// Every queue of a known kind, with its kinds and depth.
-fn queue_rows(state: &AppState) -> Vec<QueueRow> {
+pub(crate) fn queue_rows(state: &AppState) -> Vec<QueueRow> {
     let names = offload_shared::topology::Names::for_settings(&state.settings);
     let mut queues: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for known in state.kinds.all() {

@@ -230,6 +230,25 @@ async fn broadcast(state: &AppState, ids: &[JobId], by: &str) -> Result<(), Brok
     Ok(())
 }
 
+/// Sends the workers `ids` (maybe none) as cancelled, with the paused work queues: what the
+/// repeater sends every second, and the dashboard at once when a queue is paused or resumed.
+pub async fn repeat(state: &AppState, ids: &[JobId]) -> Result<(), ApiError> {
+    let names = offload_shared::topology::Names::for_settings(&state.settings);
+    let paused = state
+        .store
+        .paused_queues()
+        .await?
+        .into_iter()
+        .filter_map(|(queue, _, _)| queue.parse().ok().map(|q| names.work_queue(&q)))
+        .collect();
+    let publisher = state.publisher()?;
+    let messages = ControlMessage::cancels(ids, "offload-api (repeated)");
+    for message in ControlMessage::with_paused(messages, paused) {
+        publisher.broadcast(&message).await?;
+    }
+    Ok(())
+}
+
 /// Repeats to the workers, every [`REPEAT_EVERY`], the cancels of the last [`REPEAT_FOR`] that
 /// no worker has reported settled (acked without running, or stopped): a worker that was not
 /// connected when a cancel was first sent (restarted, reconnecting) learns of it before long.
@@ -248,7 +267,7 @@ pub async fn run_repeater(state: AppState) {
             // With none unsettled, one message of no ids: a worker that has just connected
             // waits for it.
             Ok(ids) => {
-                if let Err(e) = broadcast(&state, &ids, "offload-api (repeated)").await {
+                if let Err(e) = repeat(&state, &ids).await {
                     tracing::debug!(error = %e, "could not repeat cancels");
                 }
             }

@@ -307,9 +307,14 @@ impl<D: Dialect> Db<D> {
         rows.iter().map(summary::<D>).collect()
     }
 
-    /// How many dead jobs match `q` (its status is ignored).
-    pub(super) async fn count_dead(&self, q: &JobQuery) -> Result<u64, StoreError> {
-        let f = Filtered::of::<D>(q, true);
+    /// How many dead jobs match `q` (its status is ignored), or with `any_status` how many
+    /// jobs match it.
+    pub(super) async fn count_jobs(
+        &self,
+        q: &JobQuery,
+        any_status: bool,
+    ) -> Result<u64, StoreError> {
+        let f = Filtered::of::<D>(q, !any_status);
         let sql = format!("SELECT COUNT(*) AS n FROM jobs{}", f.where_sql());
         let stmt = Stmt {
             sql: Cow::Owned(sql),
@@ -493,6 +498,50 @@ impl<D: Dialect> Db<D> {
             stats.run_ms = Some((at[0], at[1]));
         }
         Ok(stats)
+    }
+
+    /// The paused work queues (their short names), with who paused them and when.
+    pub(super) async fn paused_queues(
+        &self,
+    ) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let rows = D::fetch_all(
+            &mut conn,
+            Stmt::new("SELECT queue, paused_by, paused_at FROM queue_pauses ORDER BY queue"),
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    D::get_text(row, "queue")?.unwrap_or_default(),
+                    D::get_text(row, "paused_by")?.unwrap_or_default(),
+                    D::get_time(row, "paused_at")?.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                ))
+            })
+            .collect()
+    }
+
+    /// Pauses (or resumes) the work queue `queue`; false if it already was.
+    pub(super) async fn set_queue_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let stmt = if paused {
+            Stmt::new(
+                "INSERT INTO queue_pauses (queue, paused_at, paused_by) VALUES ($1, $2, $3) \
+                 ON CONFLICT (queue) DO NOTHING",
+            )
+            .str(Some(queue))
+            .time(at)
+            .str(Some(by))
+        } else {
+            Stmt::new("DELETE FROM queue_pauses WHERE queue = $1").str(Some(queue))
+        };
+        Ok(D::execute(&mut conn, stmt).await? > 0)
     }
 
     /// Adds `entry` to the audit list, at `at`.

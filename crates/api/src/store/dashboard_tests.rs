@@ -255,7 +255,9 @@ pub(super) async fn the_dashboards_filters_search_pages_and_bulk_actions(store: 
     assert!(stats.oldest_waiting.is_some(), "j[2] and j[3] wait");
     // An end folds in its start: the one success has a run time.
     assert!(
-        stats.run_ms.is_some_and(|(p50, p95)| p50 >= 0 && p95 == p50),
+        stats
+            .run_ms
+            .is_some_and(|(p50, p95)| p50 >= 0 && p95 == p50),
         "{stats:?}"
     );
 

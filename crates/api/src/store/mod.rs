@@ -437,7 +437,12 @@ impl Store {
 
     /// How many dead jobs match `q`.
     pub async fn count_dead(&self, q: &dashboard::JobQuery) -> Result<u64, StoreError> {
-        on_backend!(self, db => db.count_dead(q).await)
+        on_backend!(self, db => db.count_jobs(q, false).await)
+    }
+
+    /// How many jobs match `q`.
+    pub async fn count_jobs(&self, q: &dashboard::JobQuery) -> Result<u64, StoreError> {
+        on_backend!(self, db => db.count_jobs(q, true).await)
     }
 
     /// Up to `limit` dead jobs matching `q`, oldest first.
@@ -469,6 +474,22 @@ impl Store {
         since: OffsetDateTime,
     ) -> Result<dashboard::HourStats, StoreError> {
         on_backend!(self, db => db.hour_stats(since).await)
+    }
+
+    /// The paused work queues (short names), with who paused them and when.
+    pub async fn paused_queues(&self) -> Result<Vec<(String, String, OffsetDateTime)>, StoreError> {
+        on_backend!(self, db => db.paused_queues().await)
+    }
+
+    /// Pauses (or resumes) a work queue; false if it already was.
+    pub async fn set_queue_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.set_queue_paused(queue, paused, by, at).await)
     }
 
     /// Adds an action to the audit list.
