@@ -6,8 +6,56 @@ port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# True if the broker on port $1 answers an AMQP handshake within 5 s (its first frame, a
+# Connection.Start method frame, begins with the byte 01). A node can accept TCP and still not
+# answer (seen here: a node that stopped accepting AMQP connections, and did so again on a
+# restart over the same data directory).
+amqp_answers() {
+  timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1; printf 'AMQP\x00\x00\x09\x01' >&3; head -c 1 <&3 | od -An -tx1" 2>/dev/null \
+    | grep -q 01
+}
+
+# Stops the main node (rabbit@localhost) that does not answer: rabbitmqctl stop, else the beam
+# process listening on its distribution port 25672 (the fault node uses 25673). If its next start
+# does not answer either, its data directory is moved aside (its queues are the tests', made
+# again by each test).
+restart_hung_rabbitmq() {
+  echo "RabbitMQ accepts TCP on 127.0.0.1:$1 but does not answer AMQP within 5 s; restarting it" >&2
+  timeout 30 rabbitmqctl -n rabbit@localhost stop >/dev/null 2>&1 || true
+  local pid
+  pid="$(ss -ltnpH 'sport = :25672' 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)"
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    sleep 3
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  for _ in $(seq 1 50); do
+    port_open "$1" || break
+    sleep 0.2
+  done
+}
+
 ensure_rabbitmq() {
   local port="${OFFLOAD_TEST_AMQP_PORT:-5672}"
+  if port_open "$port"; then
+    if amqp_answers "$port"; then
+      return 0
+    fi
+    restart_hung_rabbitmq "$port"
+    start_rabbitmq "$port" && amqp_answers "$port" && return 0
+    local data=/var/lib/rabbitmq/mnesia
+    if [ -d "$data" ] && [ "$(id -u)" = 0 ]; then
+      echo "RabbitMQ still does not answer; moving $data aside to $data.hung-$(date +%s) and starting afresh" >&2
+      restart_hung_rabbitmq "$port"
+      mv "$data" "$data.hung-$(date +%s)"
+    fi
+  fi
+  start_rabbitmq "$port"
+}
+
+# Installs RabbitMQ if needed and starts it; waits until port $1 answers.
+start_rabbitmq() {
+  local port="$1"
   if port_open "$port"; then
     return 0
   fi
