@@ -213,10 +213,18 @@ async fn run(args: Args) -> Result<(), Failure> {
         );
     }
     let _ = api.kill().await;
+    let amqp = std::env::var("OFFLOAD_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    offload_bench::raw::delete_topology(&amqp, &prefix()).await;
     if !postgres {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// The queue prefix of this run's API.
+fn prefix() -> String {
+    format!("bench-dash-{}", std::process::id())
 }
 
 /// `offload-api` (or another binary) beside this executable.
