@@ -444,11 +444,11 @@ async fn a_browser_signs_in_with_a_token_and_submits_the_form_with_its_cookie() 
     let token = api.create_key("browser", &["submit", "read"], &[]);
     let cookie = sign_in(&api, &token).await;
     let page = browser
-        .get(api.url("/"))
+        .get(api.url("/ui/submit"))
         .header(header::COOKIE, &cookie)
         .send()
         .await
-        .expect("GET /")
+        .expect("GET /ui/submit")
         .text()
         .await
         .expect("page");

@@ -1,6 +1,6 @@
 //! The browser suite: a real headless Chromium, driven by the scripts in `tests/browser/`
 //! (plain ESM on a pinned playwright-core), signs in through the form and submits jobs from the
-//! home page against the real API and worker. Screenshots of each page go to
+//! submit page against the real API and worker. Screenshots of each page go to
 //! `target/browser-screenshots/<scenario>/` (CI keeps them).
 //!
 //! Chromium is Debian's (`OFFLOAD_CHROMIUM`, else `chromium` on the PATH) and the driver is the
@@ -164,7 +164,7 @@ async fn a_browser_signs_in_submits_a_noop_job_from_the_form_and_sees_it_succeed
     let env = TestEnv::new().await;
     let api = ApiProcess::start(&env, &[]).await;
     let worker = WorkerProcess::start(&env, "browser-1", 1, &[]).await;
-    // The home page offers the kinds the API knows: wait for the worker's announcement.
+    // The submit page offers the kinds the API knows: wait for the worker's announcement.
     poll(WITHIN, "the API to list noop", || async {
         api.kind("noop").await.map(|_| ())
     })
@@ -187,7 +187,7 @@ async fn a_browser_signs_in_submits_a_noop_job_from_the_form_and_sees_it_succeed
     env.cleanup().await;
 }
 
-/// A phone photo uploaded through the home page's `#thumbnail-form`: a 300×400 JPEG whose
+/// A phone photo uploaded through the submit page's `image.thumbnail` form: a 300×400 JPEG whose
 /// EXIF Orientation (6) turns it into a 400×300 landscape, so a 64 px wide thumbnail (64×48)
 /// is only what the script sees if the worker applied the orientation (else it is 48×64).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,12 +99,17 @@ async fn an_html_form_submits_a_job_and_a_browser_is_redirected_to_it() {
             .text()
             .await
             .ok()?;
-        page.contains("<dd id=\"status\">succeeded</dd>")
+        page.contains("<span id=\"status\" class=\"status s-succeeded\">succeeded</span>")
             .then_some(page)
     })
     .await;
     assert!(page.contains("<!doctype html>"));
-    let index = api.http.get(api.url("/")).send().await.expect("GET /");
+    let index = api
+        .http
+        .get(api.url("/ui/submit"))
+        .send()
+        .await
+        .expect("GET /ui/submit");
     assert!(
         index
             .text()

@@ -278,28 +278,29 @@ async fn multipart_submits_answer_like_forms_and_keep_to_the_limits() {
     .await;
     let small = || file(b"tiny file".to_vec(), "t.bin", "application/octet-stream");
 
-    // The home page offers the thumbnail form beside the job form.
+    // The submit page offers the thumbnail form, made from the kind's payload schema (a file
+    // input for its upload field), beside the JSON form.
     let home = api
         .http
-        .get(api.url("/"))
+        .get(api.url("/ui/submit"))
         .send()
         .await
-        .expect("GET /")
+        .expect("GET /ui/submit")
         .text()
         .await
         .expect("page");
     for needle in [
-        r#"<form id="thumbnail-form" method="post" action="/jobs" enctype="multipart/form-data">"#,
+        r#"<form method="post" action="/jobs" data-kind="image.thumbnail" enctype="multipart/form-data">"#,
         r#"name="kind" value="image.thumbnail""#,
-        r#"name="payload.file" value="image""#,
-        r#"<input type="file" name="image" accept="image/*" required>"#,
-        r#"name="payload.width" value="256""#,
-        r#"<select name="payload.format">"#,
-        r#"<textarea name="payload""#,
+        r#"<input type="hidden" name="payload.file" value="upload-file">"#,
+        r#"type="file" name="upload-file""#,
+        r#"name="payload.width""#,
+        r#"name="payload.format">"#,
+        r#"<textarea id="json-payload" name="payload""#,
     ] {
         assert!(
             home.contains(needle),
-            "{needle} not on the home page: {home}"
+            "{needle} not on the submit page: {home}"
         );
     }
 
