@@ -45,6 +45,19 @@ async fn page(api: &ApiProcess, cookie: &str, path: &str) -> (u16, String) {
     (status, response.text().await.expect("body"))
 }
 
+/// `text` percent-encoded for a query string (every byte but letters and digits).
+fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The value of the first `name="csrf"` field of `html`.
 fn csrf_of(html: &str) -> String {
     let at = html
@@ -224,6 +237,29 @@ async fn the_dashboards_forms_need_their_token_and_bad_input_is_a_clear_page() {
         .expect("GET");
     assert_eq!(response.status(), 404);
 
+    // A key that may not read sees no overview: a submit key is sent to its form, a metrics
+    // key refused.
+    let submitter = api.create_key("dash-submitter", &["submit"], &[]);
+    let submit_cookie = session(&api, &submitter).await;
+    let response = api
+        .anonymous()
+        .get(api.url("/"))
+        .header(header::COOKIE, &submit_cookie)
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[header::LOCATION], "/ui/submit");
+    let prometheus = api.create_key("dash-prometheus", &["metrics"], &[]);
+    let response = api
+        .anonymous()
+        .get(api.url("/"))
+        .bearer_auth(&prometheus)
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), 403, "no overview without read");
+
     // A read key gets the pages and is refused every action.
     let reader = api.create_key("dash-reader", &["read"], &[]);
     let read_cookie = session(&api, &reader).await;
@@ -274,6 +310,20 @@ async fn on_postgresql_the_jobs_page_searches_with_a_json_path() {
     let (status, html) = page(&api, &cookie, "/ui/jobs?q=%24.%5B%5B").await;
     assert_eq!(status, 422, "a malformed path: {html}");
     assert!(html.contains("not a JSON path"), "{html}");
+    // A path that parses but cannot run (a date compared without a time zone) is the client's
+    // to change: a 422, not the store's 503.
+    let path = r#"$ ? ("2020-01-01".datetime() < "2020-01-01 00:00:00+00".datetime())"#;
+    let response = api
+        .anonymous()
+        .get(api.url(&format!("/ui/jobs?q={}", encoded(path))))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    let html = response.text().await.expect("page");
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("cannot be run"), "{html}");
 
     drop(worker);
     drop(api);

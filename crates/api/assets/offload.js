@@ -10,15 +10,17 @@
   const overview = () => {
     const target = document.getElementById('live');
     if (!target) return;
+    // Not while the keyboard is inside it: replacing it would lose the focus.
+    const replace = (html) => { if (!target.contains(document.activeElement)) target.innerHTML = html; };
     let polling = null;
     const poll = () => {
       fetch('/ui/live?fragment=1', { headers: { accept: 'text/html' }, credentials: 'same-origin' })
         .then((r) => (r.ok ? r.text() : Promise.reject(new Error(String(r.status)))))
-        .then((html) => { target.innerHTML = html; })
+        .then(replace)
         .catch(() => {});
     };
     const source = new EventSource('/ui/live');
-    source.addEventListener('overview', (e) => { target.innerHTML = e.data; });
+    source.addEventListener('overview', (e) => replace(e.data));
     source.onerror = () => {
       // The stream ended or cannot start (a proxy that buffers, a replica restarting):
       // read the same fragment every 5 s instead.

@@ -477,17 +477,27 @@ impl Running<'_> {
         self.announcer.send(&reporter, WorkerState::Alive).await;
         // The API repeats the unsettled cancels every second: the first repeat heard tells this
         // worker of every job cancelled while it was away, before it can be delivered one.
-        match tokio::time::timeout(CONTROL_SYNC_WAIT, control.next()).await {
-            Ok(Some(Ok(delivery))) => {
-                self.control(&delivery.data);
+        // The repeat also says which queues are paused: wait for one that does (a cancel sent
+        // on its own says nothing of pauses; an API that predates them never does).
+        let synced_by = tokio::time::Instant::now() + CONTROL_SYNC_WAIT;
+        loop {
+            match tokio::time::timeout_at(synced_by, control.next()).await {
+                Ok(Some(Ok(delivery))) => {
+                    if self.control_synced(&delivery.data) {
+                        break;
+                    }
+                }
+                Ok(Some(Err(e))) => return SessionEnd::Lost(e.to_string()),
+                Ok(None) => {
+                    return SessionEnd::Lost("the broker ended the control consumer".to_owned());
+                }
+                Err(_) => {
+                    tracing::info!(
+                        "no API repeated its cancels and paused queues within {CONTROL_SYNC_WAIT:?} (is one running?); consuming anyway"
+                    );
+                    break;
+                }
             }
-            Ok(Some(Err(e))) => return SessionEnd::Lost(e.to_string()),
-            Ok(None) => {
-                return SessionEnd::Lost("the broker ended the control consumer".to_owned());
-            }
-            Err(_) => tracing::info!(
-                "no API repeated its cancels within {CONTROL_SYNC_WAIT:?} (is one running?); consuming anyway"
-            ),
         }
         // Every lane's deliveries flow into one runner, with their queue and priority.
         let mut consumers = match Consumers::start(
@@ -698,6 +708,13 @@ impl Running<'_> {
 }
 
 impl Running<'_> {
+    /// Acts on a control message at a session's start; true if it was the API's repeat (it
+    /// states the paused queues).
+    fn control_synced(&self, body: &[u8]) -> bool {
+        self.control(body);
+        ControlMessage::from_bytes(body).is_ok_and(|m| m.paused_queues.is_some())
+    }
+
     /// True if an operator paused the work queue `queue`.
     fn is_paused(&self, queue: &str) -> bool {
         self.paused

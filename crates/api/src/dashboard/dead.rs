@@ -66,11 +66,9 @@ impl DeadFilter {
             return Err(ApiError::Invalid(why));
         }
         let kind = self.kind.trim();
-        let reason: String = self.reason.chars().take(REASON_CHARS as usize).collect();
         Ok(JobQuery {
             kinds: (!kind.is_empty()).then(|| vec![kind.to_owned()]),
-            // The groups' reasons are shown as stored; an empty one is the jobs without one.
-            reason: (!self.reason.is_empty()).then_some(reason),
+            reason: reason_of(&self.reason),
             search,
             owner: caller.visible_owner().map(str::to_owned),
             ..JobQuery::default()
@@ -94,6 +92,24 @@ impl DeadFilter {
         } else {
             format!(" {}", parts.join(", "))
         }
+    }
+}
+
+/// What the group of dead jobs without an error is called in links and forms.
+pub const NO_REASON: &str = "(none)";
+
+/// The reason filter of a form's or link's `reason`: none when empty; [`NO_REASON`] for the
+/// jobs without an error. A form sends line breaks as CRLF: the stored text has LF.
+pub fn reason_of(raw: &str) -> Option<String> {
+    match raw {
+        "" => None,
+        NO_REASON => Some(String::new()),
+        text => Some(
+            text.replace("\r\n", "\n")
+                .chars()
+                .take(REASON_CHARS as usize)
+                .collect(),
+        ),
     }
 }
 
@@ -149,12 +165,12 @@ pub async fn page(
         .store
         .dead_groups(caller.visible_owner(), GROUPS)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| fail(super::store_error(e)))?;
     let matching = state
         .store
         .count_dead(&q)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| fail(super::store_error(e)))?;
     let filtered = !(f.kind.is_empty() && f.reason.is_empty() && f.q.is_empty());
     let jobs = if filtered {
         let dead = JobQuery {
@@ -165,7 +181,7 @@ pub async fn page(
             .store
             .find_jobs(&dead, None, 20)
             .await
-            .map_err(|e| fail(e.into()))?
+            .map_err(|e| fail(super::store_error(e)))?
     } else {
         Vec::new()
     };
@@ -181,7 +197,11 @@ pub async fn page(
         groups: groups
             .into_iter()
             .map(|g| GroupRow {
-                reason: g.reason,
+                reason: if g.reason.is_empty() {
+                    NO_REASON.to_owned()
+                } else {
+                    g.reason
+                },
                 count: g.count,
                 kinds: g.kinds.replace(',', ", "),
                 latest: shown_time(g.latest),
@@ -219,7 +239,7 @@ pub async fn confirm(
         .store
         .count_dead(&q)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| fail(super::store_error(e)))?;
     Ok(render(&ConfirmPage {
         chrome: Chrome::new(Some(&caller), "/ui/dead"),
         described: f.described(),
@@ -242,17 +262,27 @@ async fn confirmed(
     let f: DeadFilter = read_form(body).await?;
     check_csrf(caller, f.csrf.as_deref())?;
     let q = f.query(state, caller).await?;
-    let ids = state.store.dead_ids(&q, MAX_BULK).await?;
+    // No more than the confirmation counted (jobs that died since are not in it).
+    let limit = f.expected.map_or(MAX_BULK, |n| {
+        u32::try_from(n).unwrap_or(MAX_BULK).min(MAX_BULK)
+    });
+    let ids = state
+        .store
+        .dead_ids(&q, limit)
+        .await
+        .map_err(super::store_error)?;
     Ok((f, ids))
 }
 
-/// The answer to a bulk action that did `done` of `ids`.
+/// The answer to a bulk action that did `done` of its jobs; `full` when it took as many as one
+/// action may (so more may match).
 fn bulk_done(
     f: &DeadFilter,
     verb: &str,
     done: usize,
     failed: usize,
     first_error: Option<String>,
+    full: bool,
 ) -> Response {
     let mut flash = format!("{verb} {done} dead jobs{}", f.described());
     if failed > 0 {
@@ -261,7 +291,7 @@ fn bulk_done(
             first_error.unwrap_or_default()
         ));
     }
-    if f.expected.is_some_and(|e| e > done as u64 + failed as u64) {
+    if full && f.expected.is_some_and(|e| e > u64::from(MAX_BULK)) {
         flash.push_str(&format!(
             "; at most {MAX_BULK} at once: confirm again for the rest"
         ));
@@ -281,8 +311,9 @@ pub async fn redrive(
         Ok(found) => found,
         Err(e) => return PageError(e, Some(caller)).into_response(),
     };
+    let full = ids.len() == MAX_BULK as usize;
     let (mut done, mut failed, mut first_error) = (0, 0, None);
-    for id in ids {
+    for (i, id) in ids.iter().enumerate() {
         match api::retry_job(State(state.clone()), Path(id.to_string()), HeaderMap::new()).await {
             Ok(_) => done += 1,
             // Redriven by someone else meanwhile: no longer dead, nothing to do.
@@ -290,14 +321,16 @@ pub async fn redrive(
             Err(e) => {
                 failed += 1;
                 first_error.get_or_insert_with(|| e.to_string());
-                // The broker or the store is away: the rest would fail the same way.
+                // The broker or the store is away: the rest would fail the same way, and
+                // are not tried (counted as not done).
                 if matches!(e, ApiError::Broker(_) | ApiError::Store(_)) {
+                    failed += ids.len() - i - 1;
                     break;
                 }
             }
         }
     }
-    bulk_done(&f, "redrove", done, failed, first_error)
+    bulk_done(&f, "redrove", done, failed, first_error, full)
 }
 
 /// `POST /ui/dead/delete`: deletes every dead job the filter matches, with its files.
@@ -310,8 +343,34 @@ pub async fn delete(
         Ok(found) => found,
         Err(e) => return PageError(e, Some(caller)).into_response(),
     };
+    let full = ids.len() == MAX_BULK as usize;
     match state.store.delete_dead(&ids).await {
-        Ok(deleted) => bulk_done(&f, "deleted", deleted.len(), 0, None),
+        Ok(deleted) => bulk_done(&f, "deleted", deleted.len(), 0, None, full),
         Err(e) => PageError(e.into(), Some(caller)).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_from_a_form_matches_the_stored_one() {
+        assert_eq!(reason_of(""), None, "no reason filter");
+        assert_eq!(
+            reason_of(NO_REASON),
+            Some(String::new()),
+            "the jobs without an error"
+        );
+        assert_eq!(
+            reason_of("boom\r\n  at line 2").as_deref(),
+            Some("boom\n  at line 2"),
+            "a form's CRLF is the stored LF"
+        );
+        let long = "é".repeat(200);
+        assert_eq!(
+            reason_of(&long).map(|r| r.chars().count()),
+            Some(REASON_CHARS as usize)
+        );
     }
 }

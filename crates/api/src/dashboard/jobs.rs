@@ -268,7 +268,7 @@ pub async fn list_page(
         .store
         .find_jobs(&q, before, PAGE)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| fail(super::store_error(e)))?;
     let took_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0);
     let next = (found.len() == PAGE as usize)
         .then(|| {

@@ -197,7 +197,18 @@ impl From<ApiError> for PageError {
 
 impl From<crate::store::StoreError> for PageError {
     fn from(e: crate::store::StoreError) -> Self {
-        PageError(e.into(), None)
+        PageError(store_error(e), None)
+    }
+}
+
+/// A store error as the client should see it: a search the store could not run is the
+/// client's (422), anything else the store's (503).
+pub fn store_error(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::BadSearch(why) => {
+            ApiError::Invalid(format!("the JSON path cannot be run: {why}"))
+        }
+        other => other.into(),
     }
 }
 

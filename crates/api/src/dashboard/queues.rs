@@ -4,7 +4,7 @@
 //!
 //! A pause is kept in the store (every API replica sees it, and it outlives restarts) and sent
 //! to every worker in the API's control repeat every second ([`cancel::repeat`]), at once on a
-//! change; a worker that connects hears it before it consumes anything.
+//! change; a worker that connects waits (up to 2.5 s) for that message before it consumes.
 
 use askama::Template;
 use axum::{
@@ -88,7 +88,20 @@ pub async fn page(
         .paused_queues()
         .await
         .map_err(|e| PageError(e.into(), Some(caller.clone())))?;
-    let queues = queue_rows(&state)
+    let mut rows = queue_rows(&state);
+    // A pause of a queue no known kind uses any more, so it can be resumed.
+    for (name, _, _) in &paused {
+        if !rows.iter().any(|q| q.name == *name) {
+            rows.push(super::overview::QueueRow {
+                name: name.clone(),
+                kinds: "(no known kind)".to_owned(),
+                ready: "–".to_owned(),
+                unacked: "–".to_owned(),
+                consumers: "–".to_owned(),
+            });
+        }
+    }
+    let queues = rows
         .into_iter()
         .map(|q| {
             let pause = paused.iter().find(|(name, _, _)| *name == q.name);
@@ -124,7 +137,6 @@ pub async fn pause_or_resume(
     let result = async {
         let form: CsrfOnly = read_form(body).await?;
         check_csrf(&caller, form.csrf.as_deref())?;
-        kinds_of(&state, &queue)?;
         let pause = match action.as_str() {
             "pause" => true,
             "resume" => false,
@@ -135,6 +147,10 @@ pub async fn pause_or_resume(
                 )));
             }
         };
+        // A queue no kind uses any more may still be resumed.
+        if pause {
+            kinds_of(&state, &queue)?;
+        }
         let changed = state
             .store
             .set_queue_paused(&queue, pause, &caller.name, OffsetDateTime::now_utc())
@@ -185,7 +201,7 @@ pub async fn confirm_purge(
         .store
         .count_jobs(&queued_of(kinds.clone()))
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| fail(super::store_error(e)))?;
     Ok(render(&PurgePage {
         chrome: Chrome::new(Some(&caller), "/ui/queues"),
         kinds: kinds.join(", "),

@@ -2,11 +2,18 @@
 //! the form to sign in with an API key's token.
 
 use askama::Template;
-use axum::{Extension, extract::State, response::Response};
+use axum::{
+    Extension,
+    extract::State,
+    response::{IntoResponse, Redirect, Response},
+};
+
+use offload_shared::settings::Scope;
 
 use crate::{
     auth::Caller,
     dashboard::{self, Chrome},
+    error::ApiError,
     state::AppState,
 };
 
@@ -15,7 +22,17 @@ use crate::{
     responses((status = 200, description = "The dashboard's overview, or the form to sign in", content_type = "text/html")))]
 pub async fn index(State(state): State<AppState>, caller: Option<Extension<Caller>>) -> Response {
     match caller {
-        Some(Extension(caller)) => dashboard::overview::page(&state, &caller).await,
+        Some(Extension(caller)) if caller.allows(Scope::Read) => {
+            dashboard::overview::page(&state, &caller).await
+        }
+        // A key that may submit but not read: its one page.
+        Some(Extension(caller)) if caller.allows(Scope::Submit) => {
+            Redirect::to("/ui/submit").into_response()
+        }
+        Some(Extension(caller)) => {
+            dashboard::PageError(ApiError::InsufficientScope(Scope::Read), Some(caller))
+                .into_response()
+        }
         None => sign_in_page(None),
     }
 }

@@ -246,6 +246,21 @@ pub struct HourStats {
     pub run_ms: Option<(i64, i64)>,
 }
 
+/// A database error of a query with a JSON path search that the path caused (a data
+/// exception, an unsupported feature such as a datetime without a time zone, an unknown
+/// variable) as [`StoreError::BadSearch`]; any other as it is.
+fn search_error(q: &JobQuery, e: sqlx::Error) -> StoreError {
+    if matches!(q.search, Some(Search::JsonPath(_)))
+        && let sqlx::Error::Database(db) = &e
+        && db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c == "0A000" || c == "42704")
+    {
+        return StoreError::BadSearch(db.message().to_owned());
+    }
+    e.into()
+}
+
 /// The columns of a listing row (as `sql::LIST`).
 const SUMMARY_COLUMNS: &str = "id, kind, status, attempt, max_attempts, timeout_ms, worker, \
      submitted_at, started_at, finished_at, runs, substr(error, 1, 257) AS error, owner, artifacts, \
@@ -303,7 +318,9 @@ impl<D: Dialect> Db<D> {
             ..stmt
         };
         let mut conn = self.pool().acquire().await?;
-        let rows = D::fetch_all(&mut conn, stmt).await?;
+        let rows = D::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| search_error(q, e))?;
         rows.iter().map(summary::<D>).collect()
     }
 
@@ -321,7 +338,9 @@ impl<D: Dialect> Db<D> {
             ..f.stmt
         };
         let mut conn = self.pool().acquire().await?;
-        let row = D::fetch_optional(&mut conn, stmt).await?;
+        let row = D::fetch_optional(&mut conn, stmt)
+            .await
+            .map_err(|e| search_error(q, e))?;
         let n = match row {
             Some(row) => D::get_int(&row, "n")?.unwrap_or(0),
             None => 0,
@@ -344,7 +363,9 @@ impl<D: Dialect> Db<D> {
             ..stmt
         };
         let mut conn = self.pool().acquire().await?;
-        let rows = D::fetch_all(&mut conn, stmt).await?;
+        let rows = D::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| search_error(q, e))?;
         rows.iter().map(|r| D::get_id(r, "id")).collect()
     }
 

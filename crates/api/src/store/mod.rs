@@ -1066,6 +1066,10 @@ pub enum StoreError {
          shipped ({0}); point OFFLOAD_DATABASE_URL at Offload's database, or at an empty one"
     )]
     UnrecognisedSchema(String),
+    /// A JSON path search that parsed but that PostgreSQL could not run (a datetime without a
+    /// time zone, a variable): the client's to change, not the store's failure.
+    #[error("the JSON path cannot be run: {0}")]
+    BadSearch(String),
     /// A stored row does not decode (written by another version?).
     #[error("stored job {id} does not decode: {reason}")]
     Corrupt {
