@@ -12,13 +12,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
-    Chrome, PageError,
-    audit::Outcome,
-    back_to, check_csrf,
-    jobs::{CsrfOnly, read_form},
-    render, shown_time,
-};
+use super::{Chrome, PageError, back_to, render, shown_time};
 use crate::{
     auth::Caller,
     error::ApiError,
@@ -161,8 +155,7 @@ pub async fn schedule_action(
     body: Body,
 ) -> Response {
     let result = async {
-        let form: CsrfOnly = read_form(body).await?;
-        check_csrf(&caller, form.csrf.as_deref())?;
+        super::checked_form(&caller, body).await?;
         let (state, who, path) = (State(state), Extension(caller.clone()), Path(name.clone()));
         match action.as_str() {
             "pause" => schedules::pause_schedule(state, who, path)
@@ -184,9 +177,7 @@ pub async fn schedule_action(
     match result {
         Ok(what) => {
             let flash = format!("schedule {name} {what}");
-            let mut response = back_to("/ui/schedules", &flash);
-            response.extensions_mut().insert(Outcome(flash));
-            response
+            back_to("/ui/schedules", flash)
         }
         Err(e) => PageError(e, Some(caller)).into_response(),
     }

@@ -15,10 +15,8 @@ use axum::{
 use serde::Deserialize;
 
 use super::{
-    Chrome, PageError,
-    audit::Outcome,
-    back_to, check_csrf,
-    jobs::{JobRow, parse_search, read_form},
+    Chrome, PageError, back_to, check_csrf,
+    jobs::{JobRow, checked_search, read_form},
     render, shown_time,
 };
 use crate::{
@@ -59,12 +57,7 @@ pub struct DeadFilter {
 
 impl DeadFilter {
     async fn query(&self, state: &AppState, caller: &Caller) -> Result<JobQuery, ApiError> {
-        let search = parse_search(&self.q)?;
-        if let Some(search) = &search
-            && let Err(why) = state.store.check_search(search).await?
-        {
-            return Err(ApiError::Invalid(why));
-        }
+        let search = checked_search(state, &self.q).await?;
         let kind = self.kind.trim();
         Ok(JobQuery {
             kinds: (!kind.is_empty()).then(|| vec![kind.to_owned()]),
@@ -296,9 +289,7 @@ fn bulk_done(
             "; at most {MAX_BULK} at once: confirm again for the rest"
         ));
     }
-    let mut response = back_to("/ui/dead", &flash);
-    response.extensions_mut().insert(Outcome(flash));
-    response
+    back_to("/ui/dead", flash)
 }
 
 /// `POST /ui/dead/redrive`: each dead job the filter matches runs again as its next attempt.

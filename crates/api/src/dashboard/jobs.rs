@@ -22,7 +22,7 @@ use time::{
 
 use offload_shared::{JobId, JobStatus, settings::Scope};
 
-use super::{Chrome, PageError, audit::Outcome, check_csrf, render, shown_time};
+use super::{Chrome, PageError, audit::Outcome, render, shown_time};
 use crate::{
     auth::Caller,
     error::ApiError,
@@ -104,6 +104,18 @@ pub fn parse_search(raw: &str) -> Result<Option<Search>, ApiError> {
     }))
 }
 
+/// The search typed into the box, checked by the store (a JSON path must parse, and needs
+/// PostgreSQL).
+pub async fn checked_search(state: &AppState, raw: &str) -> Result<Option<Search>, ApiError> {
+    let search = parse_search(raw)?;
+    if let Some(search) = &search
+        && let Err(why) = state.store.check_search(search).await?
+    {
+        return Err(ApiError::Invalid(why));
+    }
+    Ok(search)
+}
+
 impl Filters {
     /// Reads a query string; an unknown or repeated parameter is a 422.
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
@@ -137,12 +149,7 @@ impl Filters {
                 Some(of_queue)
             }
         };
-        let search = parse_search(&self.q)?;
-        if let Some(search) = &search
-            && let Err(why) = state.store.check_search(search).await?
-        {
-            return Err(ApiError::Invalid(why));
-        }
+        let search = checked_search(state, &self.q).await?;
         let from = parse_time(&self.from, "from")?;
         let to = parse_time(&self.to, "until")?;
         Ok(JobQuery {
@@ -494,8 +501,7 @@ pub async fn cancel(
 ) -> Response {
     let to = format!("/jobs/{raw}");
     let result = async {
-        let form: CsrfOnly = read_form(body).await?;
-        check_csrf(&caller, form.csrf.as_deref())?;
+        super::checked_form(&caller, body).await?;
         cancel::cancel_job(
             State(state),
             Extension(caller.clone()),
@@ -517,8 +523,7 @@ pub async fn retry(
 ) -> Response {
     let to = format!("/jobs/{raw}");
     let result = async {
-        let form: CsrfOnly = read_form(body).await?;
-        check_csrf(&caller, form.csrf.as_deref())?;
+        super::checked_form(&caller, body).await?;
         api::retry_job(State(state), Path(raw), HeaderMap::new()).await
     }
     .await;
@@ -539,8 +544,7 @@ pub async fn duplicate(
     body: Body,
 ) -> Response {
     let result = async {
-        let form: CsrfOnly = read_form(body).await?;
-        check_csrf(&caller, form.csrf.as_deref())?;
+        super::checked_form(&caller, body).await?;
         let job = api::find_owned(&state, &raw, caller.visible_owner()).await?;
         if !job.inputs.is_empty() {
             return Err(ApiError::Invalid(

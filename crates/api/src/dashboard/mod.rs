@@ -246,11 +246,20 @@ pub fn check_csrf(caller: &Caller, sent: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// A 303 back to `to` with a message for the page.
-pub fn back_to(to: &str, flash: &str) -> Response {
+/// A 303 back to `to` with a message for the page, which is also the action's outcome in the
+/// audit list.
+pub fn back_to(to: &str, flash: String) -> Response {
     let sep = if to.contains('?') { '&' } else { '?' };
-    let location = format!("{to}{sep}done={}", crate::store::percent_encode(flash));
-    (StatusCode::SEE_OTHER, Redirect::to(&location)).into_response()
+    let location = format!("{to}{sep}done={}", crate::store::percent_encode(&flash));
+    let mut response = (StatusCode::SEE_OTHER, Redirect::to(&location)).into_response();
+    response.extensions_mut().insert(audit::Outcome(flash));
+    response
+}
+
+/// Reads an action's form (its anti-forgery token only) and checks the token.
+pub async fn checked_form(caller: &Caller, body: axum::body::Body) -> Result<(), ApiError> {
+    let form: jobs::CsrfOnly = jobs::read_form(body).await?;
+    check_csrf(caller, form.csrf.as_deref())
 }
 
 /// `2026-12-07 06:01:02`, in UTC.

@@ -18,14 +18,7 @@ use time::OffsetDateTime;
 
 use offload_shared::JobStatus;
 
-use super::{
-    Chrome, PageError,
-    audit::Outcome,
-    back_to, check_csrf,
-    jobs::{CsrfOnly, read_form},
-    overview::queue_rows,
-    render, shown_time,
-};
+use super::{Chrome, PageError, back_to, overview::queue_rows, render, shown_time};
 use crate::{
     auth::Caller, error::ApiError, routes::cancel, state::AppState, store::dashboard::JobQuery,
 };
@@ -135,8 +128,7 @@ pub async fn pause_or_resume(
     body: Body,
 ) -> Response {
     let result = async {
-        let form: CsrfOnly = read_form(body).await?;
-        check_csrf(&caller, form.csrf.as_deref())?;
+        super::checked_form(&caller, body).await?;
         let pause = match action.as_str() {
             "pause" => true,
             "resume" => false,
@@ -171,11 +163,7 @@ pub async fn pause_or_resume(
     }
     .await;
     match result {
-        Ok(flash) => {
-            let mut response = back_to("/ui/queues", &flash);
-            response.extensions_mut().insert(Outcome(flash));
-            response
-        }
+        Ok(flash) => back_to("/ui/queues", flash),
         Err(e) => PageError(e, Some(caller)).into_response(),
     }
 }
@@ -220,8 +208,7 @@ pub async fn purge(
     body: Body,
 ) -> Response {
     let result = async {
-        let form: CsrfOnly = read_form(body).await?;
-        check_csrf(&caller, form.csrf.as_deref())?;
+        super::checked_form(&caller, body).await?;
         kinds_of(&state, &queue)?;
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -251,11 +238,7 @@ pub async fn purge(
     }
     .await;
     match result {
-        Ok(flash) => {
-            let mut response = back_to("/ui/queues", &flash);
-            response.extensions_mut().insert(Outcome(flash));
-            response
-        }
+        Ok(flash) => back_to("/ui/queues", flash),
         Err(e) => PageError(e, Some(caller)).into_response(),
     }
 }
