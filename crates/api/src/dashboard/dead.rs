@@ -166,10 +166,7 @@ pub async fn page(
         .map_err(|e| fail(super::store_error(e)))?;
     let filtered = !(f.kind.is_empty() && f.reason.is_empty() && f.q.is_empty());
     let jobs = if filtered {
-        let dead = JobQuery {
-            status: Some(offload_shared::JobStatus::Dead),
-            ..q
-        };
+        let dead = q.dead();
         state
             .store
             .find_jobs(&dead, None, 20)

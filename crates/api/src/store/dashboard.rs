@@ -51,6 +51,16 @@ pub struct JobQuery {
     pub owner: Option<String>,
 }
 
+impl JobQuery {
+    /// The same query, of dead jobs only.
+    pub fn dead(&self) -> JobQuery {
+        JobQuery {
+            status: Some(JobStatus::Dead),
+            ..self.clone()
+        }
+    }
+}
+
 /// Characters of a dead job's error its dead-letter group is named by.
 pub const REASON_CHARS: i64 = 160;
 
@@ -148,14 +158,9 @@ impl<'a> Filtered<'a> {
         p
     }
 
-    fn of<D: Dialect>(q: &'a JobQuery, dead_only: bool) -> Self {
+    fn of<D: Dialect>(q: &'a JobQuery) -> Self {
         let mut f = Filtered::new();
-        let status = if dead_only {
-            Some(JobStatus::Dead)
-        } else {
-            q.status
-        };
-        if let Some(status) = status {
+        if let Some(status) = q.status {
             let p = f.param();
             f.clauses.push(format!("status = {p}"));
             f.stmt = f.stmt.str(Some(status.as_str()));
@@ -222,11 +227,23 @@ impl<'a> Filtered<'a> {
         f
     }
 
-    fn where_sql(&self) -> String {
-        if self.clauses.is_empty() {
+    /// Binds `n` as the next parameter; its placeholder.
+    fn bind_int(&mut self, n: i64) -> String {
+        let p = self.param();
+        self.stmt = std::mem::replace(&mut self.stmt, Stmt::new("")).int(n);
+        p
+    }
+
+    /// The statement: `head`, the `WHERE` of the filters, then `tail`.
+    fn into_stmt(self, head: &str, tail: &str) -> Stmt<'a> {
+        let filters = if self.clauses.is_empty() {
             String::new()
         } else {
             format!(" WHERE {}", self.clauses.join(" AND "))
+        };
+        Stmt {
+            sql: Cow::Owned(format!("{head}{filters}{tail}")),
+            ..self.stmt
         }
     }
 }
@@ -301,22 +318,15 @@ impl<D: Dialect> Db<D> {
         before: Option<JobId>,
         limit: u32,
     ) -> Result<Vec<JobSummary>, StoreError> {
-        let mut f = Filtered::of::<D>(q, false);
+        let mut f = Filtered::of::<D>(q);
         if let Some(before) = before {
             let p = f.param();
             f.clauses.push(format!("id < {p}"));
             f.stmt = f.stmt.id(before);
         }
-        let p = f.param();
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM jobs{} ORDER BY id DESC LIMIT {p}",
-            f.where_sql()
-        );
-        let stmt = f.stmt.int(i64::from(limit));
-        let stmt = Stmt {
-            sql: Cow::Owned(sql),
-            ..stmt
-        };
+        let p = f.bind_int(i64::from(limit));
+        let head = format!("SELECT {SUMMARY_COLUMNS} FROM jobs");
+        let stmt = f.into_stmt(&head, &format!(" ORDER BY id DESC LIMIT {p}"));
         let mut conn = self.pool().acquire().await?;
         let rows = D::fetch_all(&mut conn, stmt)
             .await
@@ -324,19 +334,9 @@ impl<D: Dialect> Db<D> {
         rows.iter().map(summary::<D>).collect()
     }
 
-    /// How many dead jobs match `q` (its status is ignored), or with `any_status` how many
-    /// jobs match it.
-    pub(super) async fn count_jobs(
-        &self,
-        q: &JobQuery,
-        any_status: bool,
-    ) -> Result<u64, StoreError> {
-        let f = Filtered::of::<D>(q, !any_status);
-        let sql = format!("SELECT COUNT(*) AS n FROM jobs{}", f.where_sql());
-        let stmt = Stmt {
-            sql: Cow::Owned(sql),
-            ..f.stmt
-        };
+    /// How many jobs match `q`.
+    pub(super) async fn count_jobs(&self, q: &JobQuery) -> Result<u64, StoreError> {
+        let stmt = Filtered::of::<D>(q).into_stmt("SELECT COUNT(*) AS n FROM jobs", "");
         let mut conn = self.pool().acquire().await?;
         let row = D::fetch_optional(&mut conn, stmt)
             .await
@@ -354,14 +354,10 @@ impl<D: Dialect> Db<D> {
         q: &JobQuery,
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError> {
-        let mut f = Filtered::of::<D>(q, true);
-        let p = f.param();
-        let sql = format!("SELECT id FROM jobs{} ORDER BY id LIMIT {p}", f.where_sql());
-        let stmt = f.stmt.int(i64::from(limit));
-        let stmt = Stmt {
-            sql: Cow::Owned(sql),
-            ..stmt
-        };
+        let dead = q.dead();
+        let mut f = Filtered::of::<D>(&dead);
+        let p = f.bind_int(i64::from(limit));
+        let stmt = f.into_stmt("SELECT id FROM jobs", &format!(" ORDER BY id LIMIT {p}"));
         let mut conn = self.pool().acquire().await?;
         let rows = D::fetch_all(&mut conn, stmt)
             .await
@@ -376,23 +372,21 @@ impl<D: Dialect> Db<D> {
         limit: u32,
     ) -> Result<Vec<DeadGroup>, StoreError> {
         let q = JobQuery {
+            status: Some(JobStatus::Dead),
             owner: owner.map(str::to_owned),
             ..JobQuery::default()
         };
-        let mut f = Filtered::of::<D>(&q, true);
-        let p = f.param();
-        let sql = format!(
+        let mut f = Filtered::of::<D>(&q);
+        let p = f.bind_int(i64::from(limit));
+        let head = format!(
             "SELECT COALESCE(substr(error, 1, {REASON_CHARS}), '') AS reason, COUNT(*) AS n, \
-             {} AS kinds, MAX(finished_at) AS latest FROM jobs{} \
-             GROUP BY COALESCE(substr(error, 1, {REASON_CHARS}), '') ORDER BY n DESC, reason LIMIT {p}",
-            D::DISTINCT_KINDS,
-            f.where_sql()
+             {} AS kinds, MAX(finished_at) AS latest FROM jobs",
+            D::DISTINCT_KINDS
         );
-        let stmt = f.stmt.int(i64::from(limit));
-        let stmt = Stmt {
-            sql: Cow::Owned(sql),
-            ..stmt
-        };
+        let tail = format!(
+            " GROUP BY COALESCE(substr(error, 1, {REASON_CHARS}), '') ORDER BY n DESC, reason LIMIT {p}"
+        );
+        let stmt = f.into_stmt(&head, &tail);
         let mut conn = self.pool().acquire().await?;
         let rows = D::fetch_all(&mut conn, stmt).await?;
         rows.iter()

@@ -437,12 +437,12 @@ impl Store {
 
     /// How many dead jobs match `q`.
     pub async fn count_dead(&self, q: &dashboard::JobQuery) -> Result<u64, StoreError> {
-        on_backend!(self, db => db.count_jobs(q, false).await)
+        on_backend!(self, db => db.count_jobs(&q.dead()).await)
     }
 
     /// How many jobs match `q`.
     pub async fn count_jobs(&self, q: &dashboard::JobQuery) -> Result<u64, StoreError> {
-        on_backend!(self, db => db.count_jobs(q, true).await)
+        on_backend!(self, db => db.count_jobs(q).await)
     }
 
     /// Up to `limit` dead jobs matching `q`, oldest first.
