@@ -7,6 +7,7 @@
 // key and find no action offered, and an action posted anyway refused.
 // Run by tests/tests/browser.rs with OFFLOAD_BROWSER_BASE, OFFLOAD_BROWSER_TOKEN (admin),
 // OFFLOAD_BROWSER_READ_TOKEN, OFFLOAD_BROWSER_DEAD (how many dead jobs it made),
+// OFFLOAD_BROWSER_REDRIVEN (one of them),
 // OFFLOAD_BROWSER_SCHEDULE, OFFLOAD_BROWSER_SCREENSHOTS, OFFLOAD_CHROMIUM, OFFLOAD_BROWSER_DRIVER.
 import { join } from 'node:path';
 import { check, required, run, shot, signIn, submitTo303, waitForStatus } from './lib.mjs';
@@ -60,6 +61,7 @@ await run('dashboard', async (s, page) => {
   const readToken = required('OFFLOAD_BROWSER_READ_TOKEN');
   const dead = Number(required('OFFLOAD_BROWSER_DEAD'));
   const schedule = required('OFFLOAD_BROWSER_SCHEDULE');
+  const redriven = required('OFFLOAD_BROWSER_REDRIVEN');
   await signIn(s, page);
   await accessible(s, page, '/');
   await shot(s, page, '01-overview');
@@ -86,7 +88,7 @@ await run('dashboard', async (s, page) => {
   await waitForStatus(s, page, 'succeeded');
   check(page.url() === jobUrl, `the browser left the job page for ${page.url()}`);
   const timeline = await page.locator('.timeline').innerText();
-  check(/submitted/.test(timeline) && /succeeded on attempt 1/.test(timeline), `the timeline does not tell the job's story: ${timeline}`);
+  check(/submitted/.test(timeline) && /attempt 1 succeeded on /.test(timeline), `the timeline does not tell the job's story: ${timeline}`);
   await shot(s, page, '04-job-succeeded');
   const id = jobUrl.split('/').pop();
   console.log(`submitted from the generated form: ${id} succeeded, followed live`);
@@ -136,6 +138,18 @@ await run('dashboard', async (s, page) => {
   await page.goto(`${s.base}/ui/jobs?status=dead`);
   await until(s, page, 'the redriven jobs to leave dead', () => page.locator('#jobs tbody tr').count(), (n) => n === 0);
   console.log(`redrove ${dead} dead jobs after a confirmation; none is dead any more`);
+  // A redriven job's page tells every attempt: the first dead-lettered with its reason, the
+  // redrive, the second's success.
+  await page.goto(`${s.base}/jobs/${redriven}`);
+  await waitForStatus(s, page, 'succeeded');
+  const history = await page.locator('.timeline').innerText();
+  for (const step of [/attempt 1 ended dead-lettered on /, /attempt 2 queued to run again/, /attempt 2 succeeded on /]) {
+    check(step.test(history), `the redriven job's timeline lacks ${step}: ${history}`);
+  }
+  check((await page.locator('.timeline pre.error').count()) === 1, `the first attempt's error is not shown: ${history}`);
+  await accessible(s, page, 'a redriven job');
+  await shot(s, page, '10a-job-history');
+  console.log('a redriven job\'s timeline shows both attempts, the first one\'s error and the redrive');
 
   // A queue paused: its workers cancel their consumers (the broker counts none), a job
   // submitted meanwhile waits queued; resumed, the job runs.

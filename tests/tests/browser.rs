@@ -280,6 +280,7 @@ async fn an_operator_runs_the_dashboard_in_a_browser() {
             ("OFFLOAD_BROWSER_TOKEN", admin),
             ("OFFLOAD_BROWSER_READ_TOKEN", reader),
             ("OFFLOAD_BROWSER_DEAD", DEAD.to_string()),
+            ("OFFLOAD_BROWSER_REDRIVEN", ids[0].clone()),
             ("OFFLOAD_BROWSER_SCHEDULE", schedule.to_owned()),
         ],
     )

@@ -114,6 +114,34 @@ async fn the_dashboards_forms_need_their_token_and_bad_input_is_a_clear_page() {
     let admin = api.create_key("dash-admin", &["admin"], &[]);
     let cookie = session(&api, &admin).await;
 
+    // A job that failed once and then succeeded: its page shows both attempts, the first one's
+    // error with it, not only the latest.
+    let retried = api
+        .submit(
+            json!({"kind": "sleep", "payload": {"ms": 1, "fail_attempts": 1}, "max_attempts": 2}),
+        )
+        .await;
+    let retried = retried["id"].as_str().expect("id");
+    api.wait_for_status(retried, "succeeded", WITHIN).await;
+    let response = api
+        .anonymous()
+        .get(api.url(&format!("/jobs/{retried}")))
+        .header(header::COOKIE, &cookie)
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .expect("GET the job's page");
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.expect("page");
+    for step in [
+        "attempt 1 failed on dash-1",
+        "it will be retried after",
+        "asked to fail its first 1 attempts; this was attempt 1",
+        "attempt 2 succeeded on dash-1",
+    ] {
+        assert!(html.contains(step), "{step}: {html}");
+    }
+
     // Without the token, or with another, the action is refused and nothing is deleted.
     for form in [
         vec![("kind", "sleep")],

@@ -22,7 +22,7 @@ use time::{
 
 use offload_shared::{JobId, JobStatus, settings::Scope};
 
-use super::{Chrome, PageError, audit::Outcome, render, shown_time};
+use super::{Chrome, PageError, audit::Outcome, render, shown_ms, shown_time};
 use crate::{
     auth::Caller,
     error::ApiError,
@@ -30,7 +30,7 @@ use crate::{
     state::AppState,
     store::{
         JobRecord, JobSummary,
-        dashboard::{JobQuery, Search},
+        dashboard::{JobQuery, JobStep, Search},
     },
 };
 
@@ -321,6 +321,8 @@ pub async fn list_page(
 pub struct Step {
     pub at: String,
     pub what: String,
+    /// What went wrong, in full.
+    pub error: Option<String>,
     sort: Option<OffsetDateTime>,
 }
 
@@ -352,37 +354,78 @@ struct JobPage {
     json: String,
 }
 
-/// What the job went through, as far as its record tells: submitted, asked to run at, its
-/// latest attempt's start, progress and heartbeat, its end.
-pub fn timeline(job: &JobRecord) -> Vec<Step> {
-    let mut steps = vec![Step {
-        at: shown_time(Some(job.submitted_at)),
-        what: format!(
-            "submitted ({}, {} attempts allowed)",
-            job.kind, job.max_attempts
-        ),
-        sort: Some(job.submitted_at),
-    }];
-    let mut push = |t: Option<OffsetDateTime>, what: String| {
+/// What the job went through: submitted, asked to run at, each start and end of each of its
+/// attempts (its history: worker, run time, error), the running attempt's progress and latest
+/// heartbeat, in time order. A job whose history is empty (recorded before the store kept
+/// histories) shows its latest attempt from its record.
+pub fn timeline(job: &JobRecord, history: &[JobStep]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut push = |t: Option<OffsetDateTime>, what: String, error: Option<&str>| {
         if let Some(t) = t {
             steps.push(Step {
                 at: shown_time(Some(t)),
                 what,
+                error: error.map(str::to_owned),
                 sort: Some(t),
             });
         }
     };
-    push(job.run_at, "asked to run at this time".to_owned());
-    let worker = job.worker.as_deref().unwrap_or("a worker");
-    let runs = if job.runs > job.attempt {
-        format!(" (started {} times: the broker redelivered it)", job.runs)
-    } else {
-        String::new()
-    };
     push(
-        job.started_at,
-        format!("attempt {} started on {worker}{runs}", job.attempt),
+        Some(job.submitted_at),
+        format!(
+            "submitted ({}, {} attempts allowed)",
+            job.kind, job.max_attempts
+        ),
+        None,
     );
+    push(job.run_at, "asked to run at this time".to_owned(), None);
+    if history.is_empty() {
+        let worker = job.worker.as_deref().unwrap_or("a worker");
+        let runs = if job.runs > job.attempt {
+            format!(" (started {} times: the broker redelivered it)", job.runs)
+        } else {
+            String::new()
+        };
+        push(
+            job.started_at,
+            format!("attempt {} started on {worker}{runs}", job.attempt),
+            None,
+        );
+    }
+    let mut started = std::collections::HashSet::new();
+    let mut start = |attempt: u32, on: &str| {
+        if started.insert(attempt) {
+            format!("attempt {attempt} started{on}")
+        } else {
+            format!("attempt {attempt} started again{on} (the broker redelivered it)")
+        }
+    };
+    for step in history {
+        let on = step
+            .worker
+            .as_deref()
+            .map(|w| format!(" on {w}"))
+            .unwrap_or_default();
+        if let Some(t) = step.started_at {
+            push(Some(t), start(step.attempt, &on), None);
+        }
+        let what = match step.status {
+            JobStatus::Running => start(step.attempt, &on),
+            JobStatus::Pending | JobStatus::Queued => {
+                format!("attempt {} queued to run again", step.attempt)
+            }
+            JobStatus::Retrying => {
+                format!("attempt {} failed{on}; it will be retried", step.attempt)
+            }
+            JobStatus::Dead => format!("attempt {} ended dead-lettered{on}", step.attempt),
+            status => format!("attempt {} {status}{on}", step.attempt),
+        };
+        let ran = step
+            .run_ms
+            .map(|ms| format!(" after {}", shown_ms(i64::try_from(ms).unwrap_or(i64::MAX))))
+            .unwrap_or_default();
+        push(Some(step.at), format!("{what}{ran}"), step.error.as_deref());
+    }
     if let Some(p) = &job.progress {
         push(
             Some(p.at),
@@ -394,18 +437,20 @@ pub fn timeline(job: &JobRecord) -> Vec<Step> {
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             ),
+            None,
         );
     }
-    push(job.heartbeat_at, "latest heartbeat".to_owned());
-    if job.status.is_terminal() {
-        let why = job
-            .error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+    push(job.heartbeat_at, "latest heartbeat".to_owned(), None);
+    // An end the history does not hold: the job's from before histories were kept, or one the
+    // API made without a step (a cancel).
+    let ended_in_history = history
+        .iter()
+        .any(|s| s.attempt == job.attempt && s.status == job.status);
+    if job.status.is_terminal() && !ended_in_history {
         push(
             job.finished_at,
-            format!("{} on attempt {}{why}", job.status, job.attempt),
+            format!("{} on attempt {}", job.status, job.attempt),
+            job.error.as_deref(),
         );
     }
     steps.sort_by_key(|s| s.sort);
@@ -414,8 +459,16 @@ pub fn timeline(job: &JobRecord) -> Vec<Step> {
 
 /// A job's page, for `GET /jobs/{id}` from a browser.
 pub async fn job_page(state: &AppState, caller: &Caller, job: JobRecord) -> Response {
-    let payload = match state.store.input(job.id).await {
-        Ok(input) => input.map(|i| serde_json::to_string_pretty(&i.payload).unwrap_or_default()),
+    let read = async {
+        let input = state.store.input(job.id).await?;
+        let history = state.store.job_steps(job.id).await?;
+        Ok::<_, crate::store::StoreError>((input, history))
+    };
+    let (payload, history) = match read.await {
+        Ok((input, history)) => (
+            input.map(|i| serde_json::to_string_pretty(&i.payload).unwrap_or_default()),
+            history,
+        ),
         Err(e) => return PageError(e.into(), Some(caller.clone())).into_response(),
     };
     let terminal = job.status.is_terminal();
@@ -453,7 +506,7 @@ pub async fn job_page(state: &AppState, caller: &Caller, job: JobRecord) -> Resp
         can_cancel: !terminal && caller.allows(Scope::Submit),
         can_retry: job.status == JobStatus::Dead && caller.is_admin(),
         can_duplicate: caller.allows(Scope::Submit) && job.inputs.is_empty(),
-        timeline: timeline(&job),
+        timeline: timeline(&job, &history),
         artifacts,
         payload,
         json: serde_json::to_string_pretty(&job).unwrap_or_default(),
@@ -654,14 +707,90 @@ mod tests {
         job.started_at = Some(t0 + time::Duration::seconds(2));
         job.finished_at = Some(t0 + time::Duration::seconds(3));
         job.error = Some("boom".into());
-        let steps = timeline(&job);
-        let what: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+        let steps = timeline(&job, &[]);
+        let what: Vec<(&str, Option<&str>)> = steps
+            .iter()
+            .map(|s| (s.what.as_str(), s.error.as_deref()))
+            .collect();
         assert_eq!(
             what,
             [
-                "submitted (sleep, 3 attempts allowed)",
-                "attempt 3 started on w1 (started 4 times: the broker redelivered it)",
-                "dead on attempt 3: boom",
+                ("submitted (sleep, 3 attempts allowed)", None),
+                (
+                    "attempt 3 started on w1 (started 4 times: the broker redelivered it)",
+                    None
+                ),
+                ("dead on attempt 3", Some("boom")),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_timeline_shows_every_attempt_from_the_history() {
+        use offload_shared::JobKind;
+        let t0 = OffsetDateTime::now_utc();
+        let s = |n: i64| t0 + time::Duration::seconds(n);
+        let mut job = JobRecord::queued(
+            JobId::new(),
+            JobKind::parse("sleep").expect("valid"),
+            3,
+            1000,
+            t0,
+        );
+        job.status = JobStatus::Cancelled;
+        job.attempt = 3;
+        job.finished_at = Some(s(9));
+        let step = |at, attempt, status, worker: Option<&str>| JobStep {
+            at,
+            attempt,
+            status,
+            worker: worker.map(str::to_owned),
+            started_at: None,
+            run_ms: None,
+            error: None,
+        };
+        let history = [
+            // A start reported on its own, redelivered, then an end with its own start folded in.
+            step(s(1), 1, JobStatus::Running, Some("w1")),
+            step(s(2), 1, JobStatus::Running, Some("w2")),
+            JobStep {
+                started_at: Some(s(3)),
+                run_ms: Some(1500),
+                error: Some("boom\nat line 2".into()),
+                ..step(s(4), 1, JobStatus::Retrying, Some("w2"))
+            },
+            JobStep {
+                error: Some("the lease lapsed".into()),
+                ..step(s(5), 2, JobStatus::Dead, None)
+            },
+            step(s(6), 3, JobStatus::Pending, None),
+        ];
+        let steps = timeline(&job, &history);
+        let what: Vec<(&str, Option<&str>)> = steps
+            .iter()
+            .map(|s| (s.what.as_str(), s.error.as_deref()))
+            .collect();
+        assert_eq!(
+            what,
+            [
+                ("submitted (sleep, 3 attempts allowed)", None),
+                ("attempt 1 started on w1", None),
+                (
+                    "attempt 1 started again on w2 (the broker redelivered it)",
+                    None
+                ),
+                (
+                    "attempt 1 started again on w2 (the broker redelivered it)",
+                    None
+                ),
+                (
+                    "attempt 1 failed on w2; it will be retried after 1.5 s",
+                    Some("boom\nat line 2")
+                ),
+                ("attempt 2 ended dead-lettered", Some("the lease lapsed")),
+                ("attempt 3 queued to run again", None),
+                // The cancel the API made, from the record.
+                ("cancelled on attempt 3", None),
             ]
         );
     }

@@ -13,9 +13,10 @@ use offload_shared::{JobId, JobStatus};
 
 use super::{
     JobSummary, StoreError,
-    decode::summary,
+    decode::{count, summary},
     dialect::{Dialect, Stmt},
-    ops::Db,
+    ops::{Db, delete_what_jobs_leave},
+    sql,
 };
 
 /// How a search string is matched.
@@ -75,6 +76,28 @@ pub struct DeadGroup {
     pub kinds: String,
     /// When the latest of them died.
     pub latest: Option<OffsetDateTime>,
+}
+
+/// Most steps of one job's history a page shows.
+pub const MAX_STEPS: u32 = 500;
+
+/// One step of a job's history: an attempt started or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStep {
+    /// When the worker (or the API) saw it.
+    pub at: OffsetDateTime,
+    /// Which attempt.
+    pub attempt: u32,
+    /// What it reached.
+    pub status: JobStatus,
+    /// The worker; `None` where the API decided it (a lapsed lease, a redrive).
+    pub worker: Option<String>,
+    /// When the attempt started, on an end whose start was reported with it.
+    pub started_at: Option<OffsetDateTime>,
+    /// How long the handler ran, on an end.
+    pub run_ms: Option<u64>,
+    /// What went wrong.
+    pub error: Option<String>,
 }
 
 /// One entry of the audit list.
@@ -401,8 +424,8 @@ impl<D: Dialect> Db<D> {
             .collect()
     }
 
-    /// Deletes the jobs of `ids` that are still dead, with their keys, input files and
-    /// artifacts; their ids.
+    /// Deletes the jobs of `ids` that are still dead, with their keys, input files, artifacts
+    /// and history; their ids.
     pub(super) async fn delete_dead(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -418,11 +441,7 @@ impl<D: Dialect> Db<D> {
             .iter()
             .map(|row| D::get_id(row, "id"))
             .collect::<Result<Vec<_>, _>>()?;
-        if !deleted.is_empty() {
-            D::execute(&mut tx, Stmt::new(D::PURGE_KEYS_OF_JOBS).ids(&deleted)).await?;
-            D::execute(&mut tx, Stmt::new(D::PURGE_INPUTS_OF_JOBS).ids(&deleted)).await?;
-            D::execute(&mut tx, Stmt::new(D::PURGE_ARTIFACTS_OF_JOBS).ids(&deleted)).await?;
-        }
+        delete_what_jobs_leave::<D>(&mut tx, &deleted).await?;
         tx.commit().await?;
         Ok(deleted)
     }
@@ -578,6 +597,33 @@ impl<D: Dialect> Db<D> {
         .str(entry.detail);
         D::execute(&mut conn, stmt).await?;
         Ok(())
+    }
+
+    /// The history of job `id`, oldest first, at most [`MAX_STEPS`] steps.
+    pub(super) async fn job_steps(&self, id: JobId) -> Result<Vec<JobStep>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let stmt = Stmt::new(sql::JOB_STEPS).id(id).int(i64::from(MAX_STEPS));
+        let rows = D::fetch_all(&mut conn, stmt).await?;
+        rows.iter()
+            .map(|row| {
+                let corrupt = |reason: String| StoreError::Corrupt {
+                    id: id.to_string(),
+                    reason,
+                };
+                let status = D::get_text(row, "status")?.unwrap_or_default();
+                Ok(JobStep {
+                    at: D::get_time(row, "at")?.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    attempt: count::<D>(row, "attempt").map_err(corrupt)?,
+                    status: status
+                        .parse()
+                        .map_err(|e| corrupt(format!("step status {status}: {e}")))?,
+                    worker: D::get_text(row, "worker")?,
+                    started_at: D::get_time(row, "started_at")?,
+                    run_ms: D::get_int(row, "run_ms")?.and_then(|ms| u64::try_from(ms).ok()),
+                    error: D::get_text(row, "error")?,
+                })
+            })
+            .collect()
     }
 
     /// Up to `limit` entries of the audit list, newest first, before `before` (a `seq`).

@@ -284,3 +284,142 @@ pub(super) async fn the_dashboards_filters_search_pages_and_bulk_actions(store: 
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].target, "/jobs/0");
 }
+
+/// An event of attempt `attempt` seen `ms` milliseconds after `t0`.
+fn step_event(
+    id: JobId,
+    attempt: u32,
+    status: JobStatus,
+    worker: &str,
+    t0: OffsetDateTime,
+    ms: i64,
+) -> JobEvent {
+    let mut ev = JobEvent::now(id, attempt, status, worker);
+    ev.at = t0 + time::Duration::milliseconds(ms);
+    ev
+}
+
+pub(super) async fn a_jobs_history_keeps_every_step_once_and_goes_with_the_job(store: Store) {
+    // Whole microseconds, as the stores keep times.
+    let now = OffsetDateTime::now_utc();
+    let t0 = now
+        .replace_nanosecond(now.nanosecond() / 1000 * 1000)
+        .expect("in range");
+    let [job, dead, done, unknown] = [(); 4].map(|()| JobId::new());
+    let start = step_event(job, 1, JobStatus::Running, "w1", t0, 1);
+    let mut failed = step_event(job, 1, JobStatus::Retrying, "w1", t0, 2);
+    failed.error = Some("boom".into());
+    failed.run_ms = Some(1500);
+    let mut succeeded = step_event(job, 2, JobStatus::Succeeded, "w2", t0, 4);
+    succeeded.started_at = Some(t0 + time::Duration::milliseconds(3));
+    succeeded.run_ms = Some(7);
+    // A start that arrives after the end: too late to change the job, still a step.
+    let late = step_event(job, 2, JobStatus::Running, "w3", t0, 5);
+    store
+        .apply(&[
+            insert(job, "sleep", json!({}), None),
+            insert(dead, "sleep", json!({}), None),
+            insert(done, "sleep", json!({}), None),
+            Write::Event(start.clone()),
+            // The same message delivered twice.
+            Write::Event(start),
+            Write::Event(failed),
+            Write::Event(succeeded),
+            Write::Event(late),
+            Write::Event(step_event(unknown, 1, JobStatus::Succeeded, "w1", t0, 1)),
+            Write::Event(step_event(dead, 1, JobStatus::Dead, "w1", t0, 1)),
+            Write::Event(step_event(done, 1, JobStatus::Succeeded, "w1", t0, 1)),
+        ])
+        .await
+        .expect("events");
+    let steps = store.job_steps(job).await.expect("steps");
+    let seen: Vec<_> = steps
+        .iter()
+        .map(|s| {
+            (
+                s.attempt,
+                s.status,
+                s.worker.as_deref(),
+                s.started_at,
+                s.run_ms,
+                s.error.as_deref(),
+            )
+        })
+        .collect();
+    let ms = |n| Some(t0 + time::Duration::milliseconds(n));
+    assert_eq!(
+        seen,
+        [
+            (1, JobStatus::Running, Some("w1"), None, None, None),
+            (
+                1,
+                JobStatus::Retrying,
+                Some("w1"),
+                None,
+                Some(1500),
+                Some("boom")
+            ),
+            (2, JobStatus::Succeeded, Some("w2"), ms(3), Some(7), None),
+            (2, JobStatus::Running, Some("w3"), None, None, None),
+        ]
+    );
+    assert_eq!(steps[0].at, t0 + time::Duration::milliseconds(1));
+    let job_record = store.get(job).await.expect("get").expect("kept");
+    assert_eq!(
+        job_record.status,
+        JobStatus::Succeeded,
+        "the late start changed nothing"
+    );
+    assert!(store.job_steps(unknown).await.expect("steps").is_empty());
+
+    // A redrive is a step the API took: the next attempt is queued again, by no worker.
+    let redrive = Write::Redrive {
+        id: dead,
+        attempt: 2,
+        max_attempts: 2,
+        resolve_at: t0,
+    };
+    store.apply(&[redrive]).await.expect("redrive");
+    let steps = store.job_steps(dead).await.expect("steps");
+    let seen: Vec<_> = steps
+        .iter()
+        .map(|s| (s.attempt, s.status, s.worker.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, JobStatus::Dead, Some("w1")),
+            (2, JobStatus::Pending, None)
+        ]
+    );
+    store
+        .apply(&[Write::MarkDead {
+            id: dead,
+            attempt: 2,
+            error: "its publish failed".into(),
+        }])
+        .await
+        .expect("dead again");
+    let last = store
+        .job_steps(dead)
+        .await
+        .expect("steps")
+        .pop()
+        .expect("a step");
+    assert_eq!(
+        (last.attempt, last.status, last.error.as_deref()),
+        (2, JobStatus::Dead, Some("its publish failed"))
+    );
+
+    // Each way a job goes takes its history: deleted, dead and deleted in bulk, purged.
+    store.apply(&[Write::Delete(job)]).await.expect("delete");
+    assert_eq!(
+        store.delete_dead(&[dead]).await.expect("bulk delete"),
+        [dead]
+    );
+    let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    store.purge(later, later, 100).await.expect("purge");
+    for id in [job, dead, done] {
+        assert!(store.job_steps(id).await.expect("steps").is_empty(), "{id}");
+    }
+}

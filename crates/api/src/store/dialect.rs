@@ -128,6 +128,8 @@ pub(crate) trait Dialect: Database<Connection: Migrate> {
     const PURGE_INPUTS_OF_JOBS: &'static str;
     /// Delete the artifacts of the jobs `$1`.
     const PURGE_ARTIFACTS_OF_JOBS: &'static str;
+    /// Delete the history of the jobs `$1`.
+    const PURGE_STEPS_OF_JOBS: &'static str;
     /// Delete expired keys: `$1` the cut-off, `$2` the limit.
     const PURGE_KEYS: &'static str;
     /// Whether a batch must lock the rows it touches first (several writers share the rows).

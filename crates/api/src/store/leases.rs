@@ -10,7 +10,7 @@ use super::{
     StoreError,
     decode::count,
     dialect::{Dialect, Stmt},
-    ops::Db,
+    ops::{Db, NewStep, record_step},
     sql,
 };
 
@@ -70,6 +70,7 @@ impl<D: Dialect> Db<D> {
         let mut conn = self.pool().acquire().await?;
         let look = Stmt::new(sql::LAPSED).time(now).int(i64::from(limit));
         let rows = D::fetch_all(&mut conn, look).await?;
+        drop(conn);
         let mut reaped = Vec::with_capacity(rows.len());
         for row in &rows {
             let id = D::get_id(row, "id")?;
@@ -104,7 +105,21 @@ impl<D: Dialect> Db<D> {
                     .str(Some(&reason))
                     .time(now)
             };
-            if D::execute(&mut conn, act).await? > 0 {
+            // The restart and its step in the history, together.
+            let mut tx = self.pool().begin().await?;
+            if D::execute(&mut tx, act).await? > 0 {
+                let status = if lapsed.restarted {
+                    JobStatus::Retrying
+                } else {
+                    JobStatus::Dead
+                };
+                let step = NewStep {
+                    worker: lapsed.worker.as_deref(),
+                    error: Some(&reason),
+                    ..NewStep::by_api(id, now, attempt, status)
+                };
+                record_step::<D>(&mut tx, step).await?;
+                tx.commit().await?;
                 reaped.push(lapsed);
             }
         }

@@ -256,6 +256,12 @@ pub(crate) const SQLITE: &[Step] = &[
         sql: include_str!("../../migrations/sqlite/0016_dashboard.sql"),
         adds: &[("audit", "seq")],
     },
+    Step {
+        version: 17,
+        description: "job steps",
+        sql: include_str!("../../migrations/sqlite/0017_job_steps.sql"),
+        adds: &[("job_steps", "job_id")],
+    },
 ];
 
 /// The PostgreSQL migrations.
@@ -349,6 +355,12 @@ pub(crate) const POSTGRES: &[Step] = &[
         description: "dashboard",
         sql: include_str!("../../migrations/postgres/0015_dashboard.sql"),
         adds: &[("audit", "seq")],
+    },
+    Step {
+        version: 16,
+        description: "job steps",
+        sql: include_str!("../../migrations/postgres/0016_job_steps.sql"),
+        adds: &[("job_steps", "job_id")],
     },
 ];
 

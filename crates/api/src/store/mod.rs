@@ -501,6 +501,11 @@ impl Store {
         on_backend!(self, db => db.audit(entry, at).await)
     }
 
+    /// Job `id`'s history (each start and end of its attempts), oldest first.
+    pub async fn job_steps(&self, id: JobId) -> Result<Vec<dashboard::JobStep>, StoreError> {
+        on_backend!(self, db => db.job_steps(id).await)
+    }
+
     /// The audit list, newest first, before `before`.
     pub async fn audit_list(
         &self,

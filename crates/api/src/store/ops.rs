@@ -267,15 +267,7 @@ impl<D: Dialect> Db<D> {
             .iter()
             .map(|row| D::get_id(row, "id"))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut keys = 0;
-        let mut artifacts = 0;
-        if !jobs.is_empty() {
-            let stmt = Stmt::new(D::PURGE_KEYS_OF_JOBS).ids(&jobs);
-            keys += D::execute(&mut tx, stmt).await?;
-            D::execute(&mut tx, Stmt::new(D::PURGE_INPUTS_OF_JOBS).ids(&jobs)).await?;
-            let stmt = Stmt::new(D::PURGE_ARTIFACTS_OF_JOBS).ids(&jobs);
-            artifacts += D::execute(&mut tx, stmt).await?;
-        }
+        let (mut keys, mut artifacts) = delete_what_jobs_leave::<D>(&mut tx, &jobs).await?;
         // Orphans as old as a finished job kept: the event that would have listed them never
         // came, or their job is gone.
         let stmt = Stmt::new(sql::PURGE_ORPHAN_ARTIFACTS).time(finished_before);
@@ -373,6 +365,70 @@ fn touches(write: &Write) -> Vec<JobId> {
     }
 }
 
+/// Deletes what the deleted jobs `ids` leave behind: their keys, input files, artifacts and
+/// history. How many keys and artifacts that was.
+pub(super) async fn delete_what_jobs_leave<D: Dialect>(
+    tx: &mut D::Connection,
+    ids: &[JobId],
+) -> Result<(u64, u64), StoreError> {
+    if ids.is_empty() {
+        return Ok((0, 0));
+    }
+    let keys = D::execute(tx, Stmt::new(D::PURGE_KEYS_OF_JOBS).ids(ids)).await?;
+    D::execute(tx, Stmt::new(D::PURGE_INPUTS_OF_JOBS).ids(ids)).await?;
+    let artifacts = D::execute(tx, Stmt::new(D::PURGE_ARTIFACTS_OF_JOBS).ids(ids)).await?;
+    D::execute(tx, Stmt::new(D::PURGE_STEPS_OF_JOBS).ids(ids)).await?;
+    Ok((keys, artifacts))
+}
+
+/// A step of a job's history, as [`sql::RECORD_STEP`] adds it.
+pub(super) struct NewStep<'a> {
+    pub id: JobId,
+    pub at: OffsetDateTime,
+    pub attempt: u32,
+    pub status: JobStatus,
+    /// `None`: the API decided it.
+    pub worker: Option<&'a str>,
+    /// When the attempt started, on an end whose start was reported with it.
+    pub started_at: Option<OffsetDateTime>,
+    pub run_ms: Option<u64>,
+    pub error: Option<&'a str>,
+}
+
+impl NewStep<'_> {
+    /// A step the API took: no worker, no run.
+    pub fn by_api(id: JobId, at: OffsetDateTime, attempt: u32, status: JobStatus) -> Self {
+        NewStep {
+            id,
+            at,
+            attempt,
+            status,
+            worker: None,
+            started_at: None,
+            run_ms: None,
+            error: None,
+        }
+    }
+}
+
+/// Adds `step` to its job's history (nothing if the store does not have the job).
+pub(super) async fn record_step<D: Dialect>(
+    tx: &mut D::Connection,
+    step: NewStep<'_>,
+) -> Result<(), StoreError> {
+    let stmt = Stmt::new(sql::RECORD_STEP)
+        .id(step.id)
+        .time(step.at)
+        .int(i64::from(step.attempt))
+        .str(Some(step.status.as_str()))
+        .str(step.worker)
+        .time(step.started_at)
+        .int(step.run_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+        .str(step.error);
+    D::execute(tx, stmt).await?;
+    Ok(())
+}
+
 /// Records the job of an event whose id the store does not have (a job another producer
 /// published straight to the jobs exchange), when the event says enough to show it: its kind,
 /// attempt limit and submission time (a `running` event, or an end with its start folded in).
@@ -437,6 +493,7 @@ async fn apply_one<D: Dialect>(
             D::execute(tx, Stmt::new(sql::DELETE_KEY_OF_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
             D::execute(tx, Stmt::new(sql::DELETE_ARTIFACTS_OF_JOB).id(*id)).await?;
+            D::execute(tx, Stmt::new(sql::DELETE_STEPS_OF_JOB).id(*id)).await?;
         }
         Write::Event(
             ev @ JobEvent {
@@ -501,6 +558,18 @@ async fn apply_one<D: Dialect>(
             if D::execute(tx, stmt.clone()).await? == 0 && adopt::<D>(tx, ev).await? {
                 D::execute(tx, stmt).await?;
             }
+            // Every step, even one too late to change the row: the history is what happened.
+            let step = NewStep {
+                id: ev.job_id,
+                at: ev.at,
+                attempt: ev.attempt,
+                status: ev.status,
+                worker: Some(&ev.worker),
+                started_at: ev.started_at,
+                run_ms: ev.run_ms,
+                error: ev.error.as_deref(),
+            };
+            record_step::<D>(tx, step).await?;
             if ev.status == JobStatus::Cancelled {
                 let settle = Stmt::new(sql::SETTLE_CANCEL).id(ev.job_id).time(ev.at);
                 D::execute(tx, settle).await?;
@@ -540,15 +609,25 @@ async fn apply_one<D: Dialect>(
             if D::execute(tx, stmt).await? == 0 {
                 return Ok(Written::Nothing);
             }
+            let step =
+                NewStep::by_api(*id, OffsetDateTime::now_utc(), *attempt, JobStatus::Pending);
+            record_step::<D>(tx, step).await?;
         }
         Write::MarkDead { id, attempt, error } => {
+            let now = OffsetDateTime::now_utc();
             let stmt = Stmt::new(sql::MARK_DEAD)
                 .id(*id)
                 .int(JobStatus::Dead.progress(*attempt))
                 .int(i64::from(*attempt))
                 .str(Some(error))
-                .time(OffsetDateTime::now_utc());
-            D::execute(tx, stmt).await?;
+                .time(now);
+            if D::execute(tx, stmt).await? > 0 {
+                let step = NewStep {
+                    error: Some(error),
+                    ..NewStep::by_api(*id, now, *attempt, JobStatus::Dead)
+                };
+                record_step::<D>(tx, step).await?;
+            }
         }
     }
     Ok(Written::Done)

@@ -20,7 +20,8 @@ use super::{
     ops::Db,
     sql::{
         cancel_sql, claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
-        purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
+        purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, purge_steps_of_jobs_sql,
+        unconfirm_sql,
     },
 };
 
@@ -69,6 +70,7 @@ impl Dialect for Postgres {
     const PURGE_INPUTS_OF_JOBS: &'static str = purge_inputs_of_jobs_sql!("= ANY($1)");
     const PURGE_KEYS: &'static str = purge_keys_sql!(" FOR UPDATE SKIP LOCKED");
     const PURGE_ARTIFACTS_OF_JOBS: &'static str = purge_artifacts_of_jobs_sql!("= ANY($1)");
+    const PURGE_STEPS_OF_JOBS: &'static str = purge_steps_of_jobs_sql!("= ANY($1)");
     const LOCKS_ROWS: bool = true;
     const TEXT_MATCH: &'static str = "ILIKE";
     const JSON_PATH_CHECK: Option<&'static str> = Some("SELECT CAST($1 AS jsonpath) AS path");

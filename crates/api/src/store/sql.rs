@@ -67,6 +67,20 @@ pub(super) const DELETE_KEY_OF_JOB: &str = "DELETE FROM idempotency_keys WHERE j
 
 pub(super) const DELETE_ARTIFACTS_OF_JOB: &str = "DELETE FROM artifacts WHERE job_id = $1";
 
+pub(super) const DELETE_STEPS_OF_JOB: &str = "DELETE FROM job_steps WHERE job_id = $1";
+
+/// Adds a step to job `$1`'s history, if the store has the job; a step it has already (the same
+/// attempt reaching the same status at the same time) is not added again.
+pub(super) const RECORD_STEP: &str =
+    "INSERT INTO job_steps (job_id, at, attempt, status, worker, started_at, run_ms, error)
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)
+     ON CONFLICT DO NOTHING";
+
+/// Job `$1`'s history, oldest first, at most `$2` steps.
+pub(super) const JOB_STEPS: &str =
+    "SELECT at, attempt, status, worker, started_at, run_ms, error FROM job_steps
+     WHERE job_id = $1 ORDER BY at, attempt LIMIT $2";
+
 /// Stores an artifact; a redelivery (or a later attempt's artifact of the same name) replaces it.
 pub(super) const PUT_ARTIFACT: &str =
     "INSERT INTO artifacts (job_id, name, content_type, size, sha256, data, attempt, stored_at)
@@ -307,6 +321,13 @@ macro_rules! purge_artifacts_of_jobs_sql {
     };
 }
 
+/// The history of the jobs `$1` (matched by `$ids`).
+macro_rules! purge_steps_of_jobs_sql {
+    ($ids:literal) => {
+        concat!("DELETE FROM job_steps WHERE job_id ", $ids)
+    };
+}
+
 /// One retention batch of expired keys, picked like [`claim_sql`]'s; the key of an unresolved
 /// job stays whatever its age (a keyed retry must find the job its first request left unresolved).
 macro_rules! purge_keys_sql {
@@ -330,5 +351,5 @@ macro_rules! purge_keys_sql {
 pub(super) use {
     cancel_sql, claim_sql, confirm_sql, finished_statuses, job_columns,
     purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql, purge_jobs_sql, purge_keys_of_jobs_sql,
-    purge_keys_sql, unconfirm_sql,
+    purge_keys_sql, purge_steps_of_jobs_sql, unconfirm_sql,
 };

@@ -22,7 +22,8 @@ use super::{
     ops::Db,
     sql::{
         cancel_sql, claim_sql, confirm_sql, purge_artifacts_of_jobs_sql, purge_inputs_of_jobs_sql,
-        purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, unconfirm_sql,
+        purge_jobs_sql, purge_keys_of_jobs_sql, purge_keys_sql, purge_steps_of_jobs_sql,
+        unconfirm_sql,
     },
 };
 
@@ -69,6 +70,8 @@ impl Dialect for Sqlite {
     const PURGE_KEYS: &'static str = purge_keys_sql!("");
     const PURGE_ARTIFACTS_OF_JOBS: &'static str =
         purge_artifacts_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
+    const PURGE_STEPS_OF_JOBS: &'static str =
+        purge_steps_of_jobs_sql!("IN (SELECT value FROM json_each($1))");
     const LOCKS_ROWS: bool = false;
     // ASCII case-insensitive: SQLite's own LIKE.
     const TEXT_MATCH: &'static str = "LIKE";

@@ -65,9 +65,13 @@ on_both_backends!(
     a_cancel_takes_unfinished_jobs_once_and_nothing_revives_them,
     a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_attempt,
     the_dashboards_filters_search_pages_and_bulk_actions,
+    a_jobs_history_keeps_every_step_once_and_goes_with_the_job,
 );
 
-use super::dashboard_tests::the_dashboards_filters_search_pages_and_bulk_actions;
+use super::dashboard_tests::{
+    a_jobs_history_keeps_every_step_once_and_goes_with_the_job,
+    the_dashboards_filters_search_pages_and_bulk_actions,
+};
 
 use super::leases_tests::a_lapsed_lease_starts_the_job_again_once_and_fences_its_old_attempt;
 
