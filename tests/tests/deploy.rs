@@ -523,6 +523,21 @@ fn no_compose_file_holds_a_password_or_cookie() {
     assert!(is_secret_key("POSTGRES_PASSWORD") && !is_secret_key("POSTGRES_PASSWORD_FILE"));
 }
 
+/// A limit as a number, or as `${VARIABLE:-default}` (its default).
+fn limit(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s
+            .strip_prefix("${")?
+            .strip_suffix('}')?
+            .split_once(":-")?
+            .1
+            .parse()
+            .ok(),
+        _ => None,
+    }
+}
+
 #[test]
 fn every_api_and_worker_may_hold_many_connections() {
     for compose in [Compose::load(COMPOSE), Compose::load(CLUSTER)] {
@@ -531,7 +546,7 @@ fn every_api_and_worker_may_hold_many_connections() {
             let nofile = &service["ulimits"]["nofile"];
             let (soft, hard) = match nofile {
                 Value::Number(n) => (n.as_u64(), n.as_u64()),
-                _ => (nofile["soft"].as_u64(), nofile["hard"].as_u64()),
+                _ => (limit(&nofile["soft"]), limit(&nofile["hard"])),
             };
             assert!(
                 soft.is_some_and(|s| s >= 65536) && hard.is_some_and(|h| h >= 65536),

@@ -1,0 +1,436 @@
+//! The compose suite: deploy/docker-compose.yml run for real in Docker, as a user runs it, with
+//! the images of scripts/compose-images.sh (Offload's own from the release binaries, RabbitMQ
+//! and PostgreSQL from Debian's packages: nothing is pulled) swapped in by
+//! scripts/compose/standin.override.yml, which changes only the image names and RabbitMQ's
+//! published ports (the host's test broker holds 5672). Everything else is the file's own:
+//! healthchecks, `depends_on`, environment, volumes, stop grace, replicas, profiles.
+//!
+//! One stack, in steps: every healthcheck turns healthy and nothing starts before the broker is
+//! healthy; 60 jobs spread over three `worker` replicas; scaled down to one while jobs run, the
+//! stopped replicas finish their jobs within `stop_grace_period`; a replica killed mid-job, the
+//! job redelivered and succeeded; `down` then `up`, queued jobs and the job store survive on
+//! their volumes; the `postgres` profile, two API replicas sharing one store.
+//!
+//! Skips, saying why, only where no Docker engine can run (scripts/compose-images.sh exits 3).
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use offload_tests::{client, poll};
+use serde_json::{Value, json};
+
+const COMPOSE: &str = "deploy/docker-compose.yml";
+const OVERRIDE: &str = "scripts/compose/standin.override.yml";
+/// The file's `stop_grace_period`.
+const STOP_GRACE: Duration = Duration::from_secs(45);
+const WITHIN: Duration = Duration::from_secs(120);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// stdout of `cmd`, or a failed test with its output.
+fn ok(cmd: &mut Command) -> String {
+    let output = run(cmd);
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Builds (or finds cached) the images; false if no Docker engine can run here.
+fn images() -> bool {
+    let output = run(Command::new("bash").arg("scripts/compose-images.sh"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(0) => {
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+            true
+        }
+        Some(3) => {
+            println!("SKIPPED the compose suite: no Docker engine can run here: {stderr}");
+            false
+        }
+        _ => panic!(
+            "scripts/compose-images.sh failed ({}): {stderr}\n(the release binaries come from \
+             cargo build --release --locked -p offload-api -p offload-worker)",
+            output.status
+        ),
+    }
+}
+
+/// A compose project of the real files with the stand-in override; `down -v` when dropped.
+struct Stack {
+    name: String,
+    profiles: Vec<&'static str>,
+}
+
+impl Stack {
+    fn new() -> Self {
+        let stack = Stack {
+            name: format!("offload-suite-{}", std::process::id()),
+            profiles: vec!["postgres"],
+        };
+        // A project of an earlier run that died without cleaning up.
+        stack.down(true);
+        stack
+    }
+
+    /// `docker compose` on the files, with this project's name.
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.args(["compose", "-p", &self.name, "-f", COMPOSE, "-f", OVERRIDE]);
+        // The engine here may not raise a container's open-file limit above its own: the file's
+        // own setting for that case.
+        if let Some(hard) = hard_nofile().filter(|h| *h < 65536) {
+            cmd.env("OFFLOAD_NOFILE", hard.to_string());
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        ok(&mut self.compose(args))
+    }
+
+    fn down(&self, volumes: bool) {
+        let mut args = vec![];
+        for p in &self.profiles {
+            args.extend(["--profile", p]);
+        }
+        args.extend(["down", "--remove-orphans", "-t", "5"]);
+        if volumes {
+            args.push("-v");
+        }
+        run(&mut self.compose(&args));
+    }
+
+    /// Container ids of `service`'s running replicas.
+    fn containers(&self, service: &str) -> Vec<String> {
+        self.ok(&["ps", "-q", service])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `docker inspect` of one container.
+    fn inspect(id: &str) -> Value {
+        let text = ok(Command::new("docker").args(["inspect", id]));
+        let list: Value = serde_json::from_str(&text).expect("inspect is JSON");
+        list[0].clone()
+    }
+
+    /// The hostnames of `service`'s replicas: a worker names itself `<hostname>-<pid>`.
+    fn hostnames(&self, service: &str) -> BTreeSet<String> {
+        self.containers(service)
+            .iter()
+            .map(|id| {
+                Self::inspect(id)["Config"]["Hostname"]
+                    .as_str()
+                    .expect("hostname")
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Every container of the project: none may be unhealthy, every one with a healthcheck
+    /// healthy, the one-shot `secrets` exited 0.
+    fn assert_all_healthy(&self) {
+        let all = self.ok(&["ps", "-a", "-q"]);
+        for id in all.lines() {
+            let c = Self::inspect(id);
+            let name = c["Name"].as_str().unwrap_or(id);
+            if name.contains("-secrets-") {
+                assert_eq!(c["State"]["ExitCode"], 0, "{name}: {}", c["State"]);
+                continue;
+            }
+            assert_eq!(c["State"]["Status"], "running", "{name}: {}", c["State"]);
+            assert_eq!(
+                c["State"]["Health"]["Status"], "healthy",
+                "{name}: {}",
+                c["State"]["Health"]
+            );
+        }
+    }
+
+    /// A new admin key on the store of `service`'s first replica, with the image's own CLI.
+    fn token(&self, service: &str) -> String {
+        self.ok(&[
+            "exec",
+            "-T",
+            service,
+            "offload-api",
+            "keys",
+            "create",
+            "--name",
+            "compose-suite",
+            "--scope",
+            "admin",
+        ])
+        .trim()
+        .to_owned()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = run(&mut self.compose(&["logs", "--no-color", "--tail", "30"]));
+            eprintln!(
+                "---- the stack's logs ----\n{}",
+                String::from_utf8_lossy(&logs.stdout)
+            );
+        }
+        self.down(true);
+    }
+}
+
+/// The open-file hard limit of this process (the engine's, in the same sandbox).
+fn hard_nofile() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(_, hard)| hard)
+}
+
+/// One API of the stack, over its published port.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(port: u16, token: &str) -> Self {
+        Api {
+            base: format!("http://127.0.0.1:{port}"),
+            http: client(Some(token)),
+        }
+    }
+
+    async fn submit(&self, body: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/jobs", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /jobs");
+        assert_eq!(response.status(), 202, "{body}");
+        let job: Value = response.json().await.expect("JSON");
+        job["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn job(&self, id: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/jobs/{id}", self.base))
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// Waits until every one of `ids` shows `status`; their records.
+    async fn all_reach(&self, ids: &[String], status: &str, within: Duration) -> Vec<Value> {
+        let mut done = Vec::new();
+        for id in ids {
+            let job = poll(within, &format!("job {id} to be {status}"), || async {
+                self.job(id).await.filter(|j| j["status"] == status)
+            })
+            .await;
+            done.push(job);
+        }
+        done
+    }
+}
+
+/// `<hostname>-<pid>` → `<hostname>`.
+fn host_of(worker: &Value) -> String {
+    let name = worker.as_str().expect("a worker name");
+    name.rsplit_once('-')
+        .map_or(name, |(host, _)| host)
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_file_runs_scales_drains_survives_and_shares_a_postgres_store() {
+    if !images() {
+        return;
+    }
+    let stack = Stack::new();
+
+    // Up with three default workers: every healthcheck turns healthy, and no API or worker
+    // started before the broker was healthy (it waits while the broker is not).
+    let started = Instant::now();
+    stack.ok(&[
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "240",
+        "--scale",
+        "worker=3",
+    ]);
+    println!(
+        "up --wait: every service healthy in {:?}",
+        started.elapsed()
+    );
+    stack.assert_all_healthy();
+    let rabbitmq = Stack::inspect(&stack.containers("rabbitmq")[0]);
+    let broker_healthy = rabbitmq["State"]["Health"]["Log"]
+        .as_array()
+        .expect("health log")
+        .iter()
+        .find(|check| check["ExitCode"] == 0)
+        .and_then(|check| check["End"].as_str())
+        .map(str::to_owned)
+        .expect("a passing check");
+    for service in ["api", "worker", "thumbnails"] {
+        for id in stack.containers(service) {
+            let c = Stack::inspect(&id);
+            let started_at = c["State"]["StartedAt"].as_str().expect("StartedAt");
+            // RFC 3339 in UTC with the same precision: they compare as text.
+            assert!(
+                started_at > broker_healthy.as_str(),
+                "{service} started at {started_at}, before the broker's first passing check \
+                 ended ({broker_healthy})"
+            );
+        }
+    }
+
+    let api = Api::new(8080, &stack.token("api"));
+
+    // 60 jobs spread over all three worker containers.
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(
+            api.submit(json!({"kind": "sleep", "payload": {"ms": 200}}))
+                .await,
+        );
+    }
+    let done = api.all_reach(&ids, "succeeded", WITHIN).await;
+    let used: BTreeSet<String> = done.iter().map(|j| host_of(&j["worker"])).collect();
+    let replicas = stack.hostnames("worker");
+    assert_eq!(replicas.len(), 3);
+    assert_eq!(
+        used, replicas,
+        "60 jobs ran on {used:?}, not on every replica"
+    );
+    println!("60 jobs: all succeeded, on all three worker containers");
+
+    // Scaled to one while every replica runs a job: the two stopped finish theirs within the
+    // stop grace (nothing redelivered, nothing lost).
+    let mut running = Vec::new();
+    for _ in 0..9 {
+        running.push(
+            api.submit(json!({"kind": "sleep", "payload": {"ms": 3000}}))
+                .await,
+        );
+    }
+    poll(WITHIN, "three jobs running at once", || async {
+        let mut n = 0;
+        for id in &running {
+            if api.job(id).await.is_some_and(|j| j["status"] == "running") {
+                n += 1;
+            }
+        }
+        (n == 3).then_some(())
+    })
+    .await;
+    let scaling = Instant::now();
+    stack.ok(&["up", "-d", "--no-recreate", "--scale", "worker=1"]);
+    let took = scaling.elapsed();
+    assert!(took < STOP_GRACE, "scaling down took {took:?}");
+    let done = api.all_reach(&running, "succeeded", WITHIN).await;
+    for job in &done {
+        assert_eq!(job["runs"], 1, "a job ran twice: {job}");
+    }
+    println!("scaled 3 -> 1 while 3 jobs ran: stopped in {took:?}; all 9 succeeded, each run once");
+
+    // A replica killed mid-job: the broker redelivers the job to another, which succeeds.
+    stack.ok(&["up", "-d", "--wait", "--no-recreate", "--scale", "worker=2"]);
+    let id = api
+        .submit(json!({"kind": "sleep", "payload": {"ms": 4000}}))
+        .await;
+    let job = poll(WITHIN, "the job to run", || async {
+        api.job(&id).await.filter(|j| j["status"] == "running")
+    })
+    .await;
+    let victim_host = host_of(&job["worker"]);
+    let victim = stack
+        .containers("worker")
+        .into_iter()
+        .find(|c| Stack::inspect(c)["Config"]["Hostname"] == victim_host.as_str())
+        .expect("the container running the job");
+    ok(Command::new("docker").args(["kill", &victim]));
+    let job = api.all_reach(&[id], "succeeded", WITHIN).await.remove(0);
+    assert_eq!(
+        job["runs"], 2,
+        "the killed run and the redelivered one: {job}"
+    );
+    println!(
+        "killed the worker container running a job ({victim_host}); redelivered, it succeeded on {}",
+        job["worker"]
+    );
+
+    // down, then up: jobs still queued (no default worker to take them) and the job store
+    // are on volumes, so both are there after it.
+    stack.ok(&["up", "-d", "--no-recreate", "--scale", "worker=0"]);
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        queued.push(
+            api.submit(json!({"kind": "sleep", "payload": {"ms": 10}}))
+                .await,
+        );
+    }
+    api.all_reach(&queued, "queued", WITHIN).await;
+    stack.ok(&["down", "-t", "50"]);
+    stack.ok(&["up", "-d", "--wait", "--wait-timeout", "240"]);
+    // The key is in the store, so the same token still works.
+    api.all_reach(&queued, "succeeded", WITHIN).await;
+    let first = api.job(&ids[0]).await.expect("a job from before down");
+    assert_eq!(first["status"], "succeeded");
+    println!("down and up: 5 queued jobs ran after it; the store kept the earlier jobs");
+
+    // The postgres profile: two API replicas on one PostgreSQL store see each other's jobs.
+    stack.ok(&[
+        "--profile",
+        "postgres",
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "240",
+    ]);
+    let token = stack.token("api-pg");
+    let (one, two) = (Api::new(8081, &token), Api::new(8082, &token));
+    let mut shared = Vec::new();
+    for _ in 0..5 {
+        shared.push(one.submit(json!({"kind": "noop", "payload": {}})).await);
+        shared.push(two.submit(json!({"kind": "noop", "payload": {}})).await);
+    }
+    one.all_reach(&shared, "succeeded", WITHIN).await;
+    two.all_reach(&shared, "succeeded", WITHIN).await;
+    println!(
+        "postgres profile: 10 jobs submitted across both replicas, each seen succeeded by both"
+    );
+}
