@@ -98,10 +98,21 @@ fn every_api_and_worker_checks_itself_restarts_and_reaches_a_broker_of_its_file(
                 .get("OFFLOAD_AMQP_URL")
                 .cloned()
                 .unwrap_or_else(|| panic!("{file}: service {name} must set OFFLOAD_AMQP_URL"));
-            assert!(
-                brokers.contains(&url_host(&url).to_owned()),
-                "{file}: service {name}'s OFFLOAD_AMQP_URL {url} must point at one of the RabbitMQ services {brokers:?}"
-            );
+            // One address, or a list of the cluster's nodes: each a RabbitMQ service.
+            for address in url.split(',') {
+                assert!(
+                    brokers.contains(&url_host(address.trim()).to_owned()),
+                    "{file}: service {name}'s OFFLOAD_AMQP_URL {url} must point at RabbitMQ services {brokers:?}"
+                );
+            }
+            if file == CLUSTER {
+                assert_eq!(
+                    url.split(',').count(),
+                    3,
+                    "{file}: service {name}'s OFFLOAD_AMQP_URL must list all three nodes, so it \
+                     fails over when one is lost"
+                );
+            }
         }
     }
 }

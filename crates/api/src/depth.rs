@@ -120,8 +120,10 @@ impl Management {
         let url = reqwest::Url::parse(raw)
             .map_err(|e| tracing::warn!(error = %e, "OFFLOAD_MANAGEMENT_URL does not parse; unacked counts are off"))
             .ok()?;
-        let vhost = settings
-            .amqp_url
+        let vhost = offload_shared::broker::addresses(&settings.amqp_url)
+            .first()
+            .copied()
+            .unwrap_or_default()
             .parse::<lapin::uri::AMQPUri>()
             .map(|u| u.vhost)
             .unwrap_or_else(|_| "/".to_owned());

@@ -87,12 +87,63 @@ pub async fn with_deadline<T>(
     }
 }
 
-/// Connects with a deadline; `name` shows in the broker's connection list. Unless the URL sets
-/// one, the heartbeat is `heartbeat_s`, so a silent broker is noticed within about two of them.
+/// The addresses of `OFFLOAD_AMQP_URL`: one URL, or several separated by commas (the nodes of
+/// one cluster).
+pub fn addresses(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Where the next [`connect`] starts in the list of addresses: each connection starts at the
+/// next one, so the connections of one process (and, with the process id, of many) spread over
+/// the nodes, and a reconnect after a loss tries another node first.
+static NEXT_ADDRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Connects with a deadline to the first address of `url` (a comma-separated list: a cluster's
+/// nodes) that answers, trying each in turn from a rotating start; the last failure if none
+/// does. `name` shows in the broker's connection list. Unless the URL sets one, the heartbeat
+/// is `heartbeat_s`, so a silent broker is noticed within about two of them.
 ///
 /// lapin's own auto-recovery stays off: after a loss the caller builds a new connection and
 /// new channels, so a delivery can never be acknowledged on a channel it did not come from.
 pub async fn connect(
+    url: &str,
+    name: &str,
+    deadline: Duration,
+    heartbeat_s: u16,
+) -> Result<Connection, BrokerError> {
+    let list = addresses(url);
+    // Checked before any is tried: a typo in the third address is not found at a failover.
+    for address in &list {
+        address
+            .parse::<lapin::uri::AMQPUri>()
+            .map_err(BrokerError::BadUrl)?;
+    }
+    let Some(&first) = list.first() else {
+        return Err(BrokerError::BadUrl("no address".to_owned()));
+    };
+    if list.len() == 1 {
+        return connect_one(first, name, deadline, heartbeat_s).await;
+    }
+    let start = NEXT_ADDRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + std::process::id() as usize;
+    let mut last = None;
+    for i in 0..list.len() {
+        let address = list[(start + i) % list.len()];
+        match connect_one(address, name, deadline, heartbeat_s).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) => {
+                tracing::warn!(address = %redact(address), error = %e, "this broker address does not answer; trying the next");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| BrokerError::BadUrl("no address".to_owned())))
+}
+
+async fn connect_one(
     url: &str,
     name: &str,
     deadline: Duration,
@@ -481,7 +532,11 @@ fn confirmed(result: lapin::Result<Confirmation>) -> Confirm {
 
 /// The broker address without its password, for logs and error messages.
 pub fn redact(url: &str) -> String {
-    match url.parse::<lapin::uri::AMQPUri>() {
+    let list = addresses(url);
+    if list.len() > 1 {
+        return list.iter().map(|a| redact(a)).collect::<Vec<_>>().join(",");
+    }
+    match url.trim().parse::<lapin::uri::AMQPUri>() {
         Ok(uri) => format!(
             "{}://{}@{}:{}/{}",
             if matches!(uri.scheme, lapin::uri::AMQPScheme::AMQPS) {
@@ -507,5 +562,30 @@ mod tests {
         let shown = redact("amqp://user:secret@example:5672/%2f");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("user@example:5672"), "{shown}");
+        let shown = redact("amqp://u:secret@rabbit1:5672/%2f, amqp://u:secret@rabbit2:5672/%2f");
+        assert_eq!(shown, "amqp://u@rabbit1:5672//,amqp://u@rabbit2:5672//");
+    }
+
+    #[test]
+    fn a_url_may_list_several_addresses() {
+        assert_eq!(
+            addresses(" amqp://a/%2f ,amqp://b/%2f,, "),
+            ["amqp://a/%2f", "amqp://b/%2f"]
+        );
+        assert_eq!(addresses("amqp://a/%2f"), ["amqp://a/%2f"]);
+        assert!(addresses(" , ").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_address_anywhere_in_the_list_is_refused_before_any_is_tried() {
+        let err = connect(
+            "amqp://127.0.0.1:1/%2f,ftp://nowhere",
+            "test",
+            Duration::from_secs(1),
+            10,
+        )
+        .await
+        .expect_err("refused");
+        assert!(matches!(err, BrokerError::BadUrl(_)), "{err}");
     }
 }

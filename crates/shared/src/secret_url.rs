@@ -90,12 +90,35 @@ pub(crate) fn with_password(url: &str, password: &str) -> Result<String, String>
     Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
 }
 
+/// One `amqp://` URL, or several separated by commas (the nodes of one cluster, tried in turn).
 pub(crate) fn check_amqp_url(raw: &str) -> Result<(), String> {
-    raw.parse::<lapin::uri::AMQPUri>().map(|_| ()).map_err(|e| {
-        format!(
-            "{e}; expected e.g. amqp://user:password@host:5672/%2f (the vhost `/` is written %2f)"
-        )
-    })
+    let list = crate::broker::addresses(raw);
+    if list.is_empty() {
+        return Err("no address; expected e.g. amqp://user:password@host:5672/%2f".to_owned());
+    }
+    for (i, address) in list.iter().enumerate() {
+        address.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+            let which = if list.len() > 1 {
+                format!("address {} of {}: ", i + 1, list.len())
+            } else {
+                String::new()
+            };
+            format!(
+                "{which}{e}; expected e.g. amqp://user:password@host:5672/%2f (the vhost `/` is \
+                 written %2f), or several such URLs separated by commas"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// [`with_password`] for each address of an `OFFLOAD_AMQP_URL` list.
+pub(crate) fn with_password_each(urls: &str, password: &str) -> Result<String, String> {
+    let completed = crate::broker::addresses(urls)
+        .into_iter()
+        .map(|url| with_password(url, password))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(completed.join(","))
 }
 
 pub(crate) fn check_database_url(raw: &str) -> Result<(), String> {
@@ -121,6 +144,18 @@ pub(crate) fn check_management_url(raw: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_amqp_addresses_is_checked_and_completed_address_by_address() {
+        assert!(check_amqp_url("amqp://u@r1:5672/%2f,amqp://u@r2:5672/%2f").is_ok());
+        let err = check_amqp_url("amqp://u@r1:5672/%2f,http://r2").expect_err("refused");
+        assert!(err.starts_with("address 2 of 2: "), "{err}");
+        assert!(check_amqp_url(" , ").is_err());
+        assert_eq!(
+            with_password_each("amqp://u@r1/%2f, amqp://u:old@r2/%2f", "p,w").expect("completed"),
+            "amqp://u:p%2Cw@r1/%2f,amqp://u:p%2Cw@r2/%2f"
+        );
+    }
 
     #[test]
     fn the_password_is_found_and_taken_out_of_messages() {

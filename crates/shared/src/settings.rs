@@ -12,7 +12,7 @@ use crate::{
     kinds::QueueName,
     secret_url::{
         SecretUrl, check_amqp_url, check_database_url, check_management_url, with_password,
-        without_secrets,
+        with_password_each, without_secrets,
     },
     topology::QueuePrefix,
 };
@@ -180,7 +180,9 @@ pub struct Settings {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// RabbitMQ address (`amqp://` or `amqps://`).
+    /// RabbitMQ address (`amqp://` or `amqps://`), or the addresses of a cluster's nodes
+    /// separated by commas: each connection goes to the first that answers, starting from a
+    /// different one each time, so a node's loss moves connections to the others.
     #[arg(long, hide_env_values = true, env = "OFFLOAD_AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = SecretUrl(check_amqp_url))]
     pub amqp_url: String,
 
@@ -580,7 +582,13 @@ impl Settings {
                 format!("{name}_PASSWORD_FILE: cannot read {}: {e}", file.display())
             })?;
             let password = password.trim_end_matches(['\n', '\r']);
-            let completed = with_password(url, password).map_err(|problem| {
+            // An AMQP URL may be a list of a cluster's nodes: each gets the password.
+            let complete = if name == "OFFLOAD_AMQP" {
+                with_password_each
+            } else {
+                with_password
+            };
+            let completed = complete(url, password).map_err(|problem| {
                 format!("{name}_URL cannot take the password of {name}_PASSWORD_FILE: {problem}")
             })?;
             check(&completed).map_err(|problem| {
