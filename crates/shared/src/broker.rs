@@ -96,14 +96,10 @@ pub fn addresses(url: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Where the next [`connect`] starts in the list of addresses: each connection starts at the
-/// next one, so the connections of one process (and, with the process id, of many) spread over
-/// the nodes, and a reconnect after a loss tries another node first.
-static NEXT_ADDRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Connects with a deadline to the first address of `url` (a comma-separated list: a cluster's
-/// nodes) that answers, trying each in turn from a rotating start; the last failure if none
-/// does. `name` shows in the broker's connection list. Unless the URL sets one, the heartbeat
+/// nodes) that answers, trying each in turn from a random start, so the connections of many
+/// processes spread over the nodes (a process id would not: in a container it is 1); the last
+/// failure if none does. `name` shows in the broker's connection list. Unless the URL sets one, the heartbeat
 /// is `heartbeat_s`, so a silent broker is noticed within about two of them.
 ///
 /// lapin's own auto-recovery stays off: after a loss the caller builds a new connection and
@@ -127,8 +123,7 @@ pub async fn connect(
     if list.len() == 1 {
         return connect_one(first, name, deadline, heartbeat_s).await;
     }
-    let start = NEXT_ADDRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        + std::process::id() as usize;
+    let start = fastrand::usize(..list.len());
     let mut last = None;
     for i in 0..list.len() {
         let address = list[(start + i) % list.len()];
