@@ -3,6 +3,8 @@
 # they are not answering, makes the Python virtualenv of the protocol peer test, installs
 # poppler-utils (the PDF tests read PDFs with pdftotext), Debian's chromium and the pinned
 # playwright-core of the browser suite (tests/tests/browser.rs) when missing, then `cargo test`.
+# The compose suite (tests/tests/compose.rs) runs scripts/compose-images.sh itself, which starts
+# (or installs) the Docker engine and builds its images from the release binaries built here.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

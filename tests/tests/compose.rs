@@ -22,12 +22,18 @@ use std::{
 
 use offload_tests::{client, poll};
 use serde_json::{Value, json};
+use tokio::sync::Mutex;
 
 const COMPOSE: &str = "deploy/docker-compose.yml";
 const OVERRIDE: &str = "scripts/compose/standin.override.yml";
+const CLUSTER: &str = "deploy/docker-compose.cluster.yml";
+const CLUSTER_OVERRIDE: &str = "scripts/compose/standin.cluster.override.yml";
 /// The file's `stop_grace_period`.
 const STOP_GRACE: Duration = Duration::from_secs(45);
 const WITHIN: Duration = Duration::from_secs(120);
+
+/// One stack at a time: both publish the API on 8080.
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,14 +85,26 @@ fn images() -> bool {
 /// A compose project of the real files with the stand-in override; `down -v` when dropped.
 struct Stack {
     name: String,
+    files: [&'static str; 2],
     profiles: Vec<&'static str>,
 }
 
 impl Stack {
+    /// The single-node file (with its `postgres` profile).
     fn new() -> Self {
+        Self::of("offload-suite", [COMPOSE, OVERRIDE], vec!["postgres"])
+    }
+
+    /// The 3-node cluster file.
+    fn cluster() -> Self {
+        Self::of("offload-cluster-suite", [CLUSTER, CLUSTER_OVERRIDE], vec![])
+    }
+
+    fn of(name: &str, files: [&'static str; 2], profiles: Vec<&'static str>) -> Self {
         let stack = Stack {
-            name: format!("offload-suite-{}", std::process::id()),
-            profiles: vec!["postgres"],
+            name: format!("{name}-{}", std::process::id()),
+            files,
+            profiles,
         };
         // A project of an earlier run that died without cleaning up.
         stack.down(true);
@@ -96,7 +114,10 @@ impl Stack {
     /// `docker compose` on the files, with this project's name.
     fn compose(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("docker");
-        cmd.args(["compose", "-p", &self.name, "-f", COMPOSE, "-f", OVERRIDE]);
+        cmd.args(["compose", "-p", &self.name]);
+        for file in self.files {
+            cmd.args(["-f", file]);
+        }
         // The engine here may not raise a container's open-file limit above its own: the file's
         // own setting for that case.
         if let Some(hard) = hard_nofile().filter(|h| *h < 65536) {
@@ -170,7 +191,8 @@ impl Stack {
         }
     }
 
-    /// A new admin key on the store of `service`'s first replica, with the image's own CLI.
+    /// A new admin key on the store of `service`'s first replica, with the image's own CLI; its
+    /// rate limit above any load here.
     fn token(&self, service: &str) -> String {
         self.ok(&[
             "exec",
@@ -183,6 +205,10 @@ impl Stack {
             "compose-suite",
             "--scope",
             "admin",
+            "--rate-per-s",
+            "100000",
+            "--burst",
+            "100000",
         ])
         .trim()
         .to_owned()
@@ -210,6 +236,7 @@ fn hard_nofile() -> Option<u64> {
 }
 
 /// One API of the stack, over its published port.
+#[derive(Clone)]
 struct Api {
     base: String,
     http: reqwest::Client,
@@ -273,6 +300,7 @@ fn host_of(worker: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_file_runs_scales_drains_survives_and_shares_a_postgres_store() {
+    let _one = SERIAL.lock().await;
     if !images() {
         return;
     }
@@ -433,4 +461,354 @@ async fn the_compose_file_runs_scales_drains_survives_and_shares_a_postgres_stor
     println!(
         "postgres profile: 10 jobs submitted across both replicas, each seen succeeded by both"
     );
+}
+
+/// What a steady load saw, counted as RabbitMQ's Jepsen checker counts.
+#[derive(Debug, Default)]
+struct Counts {
+    /// 202s: the ids accepted.
+    accepted: Vec<String>,
+    /// 503s.
+    refused: u64,
+    /// Anything else (a connection error, another status).
+    errors: u64,
+    /// What the errors were, by kind.
+    error_kinds: std::collections::BTreeMap<String, u64>,
+    /// When each 202 arrived, from the load's start.
+    accepted_at: Vec<Duration>,
+}
+
+/// Submits a `noop` job every `1 / rate` seconds (each request on its own, at most 256 in
+/// flight) until `stop` is set; what came back.
+async fn steady_load(api: Api, rate: u32, stop: tokio::sync::watch::Receiver<bool>) -> Counts {
+    let counts = std::sync::Arc::new(Mutex::new(Counts::default()));
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut tasks = Vec::new();
+    while !*stop.borrow() {
+        tick.tick().await;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let mut counts = counts.lock().await;
+            counts.errors += 1;
+            *counts
+                .error_kinds
+                .entry("not sent: 256 in flight".into())
+                .or_default() += 1;
+            continue;
+        };
+        let (api, counts) = (api.clone(), counts.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let sent = api
+                .http
+                .post(format!("{}/jobs", api.base))
+                .json(&json!({"kind": "noop", "payload": {}}))
+                .send()
+                .await;
+            let mut counts = counts.lock().await;
+            match sent {
+                Ok(r) if r.status() == 202 => {
+                    let job: Value = r.json().await.unwrap_or_default();
+                    if let Some(id) = job["id"].as_str() {
+                        counts.accepted.push(id.to_owned());
+                        counts.accepted_at.push(start.elapsed());
+                    } else {
+                        counts.errors += 1;
+                    }
+                }
+                Ok(r) if r.status() == 503 => counts.refused += 1,
+                other => {
+                    let kind = match other {
+                        Ok(r) => format!("HTTP {}", r.status()),
+                        Err(e) if e.is_timeout() => "timed out (10 s)".to_owned(),
+                        Err(e) if e.is_connect() => "connection refused".to_owned(),
+                        Err(_) => "request failed".to_owned(),
+                    };
+                    counts.errors += 1;
+                    *counts.error_kinds.entry(kind).or_default() += 1;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut counts = std::mem::take(&mut *counts.lock().await);
+    counts.accepted_at.sort();
+    counts
+}
+
+/// One scenario's row: accepted, lost (accepted, never succeeded), duplicated (ran more than
+/// once), refused, other errors, the longest time without a 202.
+struct Row {
+    scenario: &'static str,
+    accepted: usize,
+    lost: usize,
+    duplicated: usize,
+    refused: u64,
+    errors: u64,
+    longest_gap: Duration,
+}
+
+/// Waits for every accepted job to succeed (up to `within`), then counts.
+async fn checked(api: &Api, scenario: &'static str, counts: Counts, within: Duration) -> Row {
+    let deadline = Instant::now() + within;
+    let mut lost = 0;
+    let mut duplicated = 0;
+    for id in &counts.accepted {
+        let job = loop {
+            let job = api.job(id).await;
+            if job.as_ref().is_some_and(|j| j["status"] == "succeeded") || Instant::now() > deadline
+            {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match job {
+            Some(j) if j["status"] == "succeeded" => {
+                if j["runs"].as_u64().unwrap_or(0) > 1 {
+                    duplicated += 1;
+                }
+            }
+            other => {
+                eprintln!("{scenario}: job {id} did not succeed: {other:?}");
+                lost += 1;
+            }
+        }
+    }
+    let longest_gap = counts
+        .accepted_at
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    Row {
+        scenario,
+        accepted: counts.accepted.len(),
+        lost,
+        duplicated,
+        refused: counts.refused,
+        errors: counts.errors,
+        longest_gap,
+    }
+}
+
+impl Stack {
+    /// The node (`rabbit1`..) the container `id`'s connections go to, as the cluster lists them.
+    fn node_of(&self, id: &str, ask: &str) -> Option<String> {
+        let c = Self::inspect(id);
+        let ip = c["NetworkSettings"]["Networks"]
+            .as_object()?
+            .values()
+            .find_map(|n| n["IPAddress"].as_str().filter(|ip| !ip.is_empty()))?
+            .to_owned();
+        let listed = self.ok(&[
+            "exec",
+            "-T",
+            ask,
+            "rabbitmqctl",
+            "list_connections",
+            "-q",
+            "pid",
+            "peer_host",
+        ]);
+        listed.lines().find_map(|line| {
+            let (pid, host) = line.split_once('\t')?;
+            (host.trim() == ip).then(|| {
+                pid.trim_start_matches("<rabbit@")
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+    }
+
+    /// The node the API's connection goes to (asked of a node that is up).
+    async fn api_node(self: &std::sync::Arc<Self>) -> String {
+        let s = self.clone();
+        blocking(move || {
+            let api = s.containers("api")[0].clone();
+            ["rabbit1", "rabbit2", "rabbit3"]
+                .iter()
+                .find_map(|ask| s.node_of(&api, ask))
+        })
+        .await
+        .expect("the API's connection is listed")
+    }
+
+    /// Waits until `service`'s container is healthy again.
+    async fn healthy(&self, service: &str) {
+        poll(
+            Duration::from_secs(180),
+            &format!("{service} to be healthy"),
+            || async {
+                let id = self.containers(service).pop()?;
+                (Self::inspect(&id)["State"]["Health"]["Status"] == "healthy").then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// The compose network's name.
+    fn network(&self) -> String {
+        format!("{}_default", self.name)
+    }
+}
+
+/// Runs `fault` under a steady load of `rate` jobs/s (3 s of load before, `settle` after), then
+/// checks every accepted job.
+async fn under_load<F, Fut>(
+    api: &Api,
+    scenario: &'static str,
+    rate: u32,
+    settle: Duration,
+    fault: F,
+) -> Row
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(steady_load(api.clone(), rate, stopped));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fault().await;
+    tokio::time::sleep(settle).await;
+    stop.send(true).expect("the load listens");
+    let counts = load.await.expect("the load ran");
+    if !counts.error_kinds.is_empty() {
+        println!("({scenario}: other errors {:?})", counts.error_kinds);
+    }
+    let row = checked(api, scenario, counts, Duration::from_secs(120)).await;
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {:.1} |",
+        row.scenario,
+        row.accepted,
+        row.lost,
+        row.duplicated,
+        row.refused,
+        row.errors,
+        row.longest_gap.as_secs_f64()
+    );
+    row
+}
+
+/// Runs a blocking command off the runtime's threads (the load keeps its pace).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("ran")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_file_loses_no_accepted_job_when_nodes_fail() {
+    let _one = SERIAL.lock().await;
+    if !images() {
+        return;
+    }
+    let stack = std::sync::Arc::new(Stack::cluster());
+    // The API and the default workers on the three nodes (the other worker services are the
+    // same binary on other queues).
+    let started = Instant::now();
+    stack.ok(&[
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "300",
+        "api",
+        "worker",
+    ]);
+    println!("cluster up --wait: healthy in {:?}", started.elapsed());
+    let api = Api::new(8080, &stack.token("api"));
+    let rate = 100;
+    println!(
+        "| scenario ({rate} submits/s) | accepted | lost | duplicated | refused (503) | other errors | longest window without a 202 (s) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+
+    // The node the API is connected to, killed; started again after 15 s.
+    let s = stack.clone();
+    rows.push(
+        under_load(
+            &api,
+            "kill the API's node",
+            rate,
+            Duration::from_secs(10),
+            || async move {
+                let node = s.api_node().await;
+                let victim = s.containers(&node)[0].clone();
+                blocking(move || ok(Command::new("docker").args(["kill", &victim]))).await;
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                let victim = {
+                    let s = s.clone();
+                    let node = node.clone();
+                    blocking(move || s.ok(&["start", &node])).await
+                };
+                let _ = victim;
+                s.healthy(&node).await;
+            },
+        )
+        .await,
+    );
+
+    // The API's node cut off from the others and from every client for 20 s (the minority
+    // side pauses), then reconnected.
+    let s = stack.clone();
+    rows.push(
+        under_load(
+            &api,
+            "cut the API's node off for 20 s",
+            rate,
+            Duration::from_secs(10),
+            || async move {
+                let node = s.api_node().await;
+                let id = s.containers(&node)[0].clone();
+                let network = s.network();
+                blocking({
+                    let (id, network) = (id.clone(), network.clone());
+                    move || {
+                        ok(Command::new("docker").args(["network", "disconnect", &network, &id]))
+                    }
+                })
+                .await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                blocking({
+                    let node = node.clone();
+                    move || {
+                        ok(Command::new("docker")
+                            .args(["network", "connect", "--alias", &node, &network, &id]))
+                    }
+                })
+                .await;
+                s.healthy(&node).await;
+            },
+        )
+        .await,
+    );
+
+    // Every node restarted in turn, each once the one before is healthy again.
+    let s = stack.clone();
+    rows.push(
+        under_load(
+            &api,
+            "rolling restart of all three",
+            rate,
+            Duration::from_secs(10),
+            || async move {
+                for node in ["rabbit1", "rabbit2", "rabbit3"] {
+                    let id = s.containers(node)[0].clone();
+                    blocking(move || ok(Command::new("docker").args(["restart", "-t", "30", &id])))
+                        .await;
+                    s.healthy(node).await;
+                }
+            },
+        )
+        .await,
+    );
+
+    for row in &rows {
+        assert_eq!(row.lost, 0, "{}: accepted jobs were lost", row.scenario);
+        assert!(row.accepted > 0, "{}: nothing was accepted", row.scenario);
+    }
 }

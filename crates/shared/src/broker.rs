@@ -121,13 +121,15 @@ pub async fn connect(
         return Err(BrokerError::BadUrl("no address".to_owned()));
     };
     if list.len() == 1 {
-        return connect_one(first, name, deadline, heartbeat_s).await;
+        return connect_one(first, name, deadline, heartbeat_s, CONNECT_ATTEMPTS).await;
     }
     let start = fastrand::usize(..list.len());
     let mut last = None;
     for i in 0..list.len() {
         let address = list[(start + i) % list.len()];
-        match connect_one(address, name, deadline, heartbeat_s).await {
+        // One try each: a node cut off from the network answers nothing until the deadline, and
+        // the next node may well answer at once.
+        match connect_one(address, name, deadline, heartbeat_s, 1).await {
             Ok(connection) => return Ok(connection),
             Err(e) => {
                 tracing::warn!(address = %redact(address), error = %e, "this broker address does not answer; trying the next");
@@ -138,11 +140,13 @@ pub async fn connect(
     Err(last.unwrap_or_else(|| BrokerError::BadUrl("no address".to_owned())))
 }
 
+/// Connects to one address; a connection that times out is tried again, up to `attempts` in all.
 async fn connect_one(
     url: &str,
     name: &str,
     deadline: Duration,
     heartbeat_s: u16,
+    attempts: u32,
 ) -> Result<Connection, BrokerError> {
     let mut uri = url
         .parse::<lapin::uri::AMQPUri>()
@@ -158,7 +162,7 @@ async fn connect_one(
             // Seen in CI: a connection the broker never took up while it answered others (its
             // acceptor busy creating queues, or the first packet lost). A new socket is tried
             // before giving up; a refused connection still fails at once.
-            Err(BrokerError::Timeout(..)) if attempt < CONNECT_ATTEMPTS => {
+            Err(BrokerError::Timeout(..)) if attempt < attempts => {
                 tracing::warn!(
                     attempt,
                     ?deadline,
