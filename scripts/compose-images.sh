@@ -84,6 +84,7 @@ debian_mirror() {
   fi
   local found
   found="$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+    | sed -E 's/^deb +\[[^]]*\]/deb/' \
     | awk '$1 == "deb" && $3 == "'"$SUITE"'" { print $2; exit }
            $1 == "URIs:" && $2 ~ /\/debian\/?$/ { print $2; exit }')" || true
   echo "${found:-http://deb.debian.org/debian}"
@@ -107,7 +108,8 @@ ensure_docker() {
       no_engine "no Docker engine answers and dockerd is missing: install Debian's docker.io and start dockerd"
     fi
     say "the Docker engine is not installed; installing docker.io with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; } \
+      || no_engine "the Docker engine is not installed and apt-get could not install docker.io"
   fi
   if ! docker info >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || no_engine "the Docker engine is not answering: start it (as root) with dockerd &"

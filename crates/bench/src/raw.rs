@@ -38,13 +38,21 @@ pub struct RawResult {
     pub server_version: String,
 }
 
+/// Connects to the first address of `url` (it may list a cluster's nodes).
 async fn connect(url: &str) -> Result<Connection> {
+    let first = offload_shared::broker::addresses(url)
+        .first()
+        .copied()
+        .unwrap_or(url);
     tokio::time::timeout(
         Duration::from_secs(5),
-        Connection::connect(url, ConnectionProperties::default()),
+        Connection::connect(first, ConnectionProperties::default()),
     )
     .await
-    .map_err(|_| BenchError::Timeout(Duration::from_secs(5), format!("RabbitMQ at {url}")))?
+    .map_err(|_| {
+        let shown = offload_shared::broker::redact(first);
+        BenchError::Timeout(Duration::from_secs(5), format!("RabbitMQ at {shown}"))
+    })?
     .map_err(|e| BenchError::Broker(e, "connect (is RabbitMQ running?)"))
 }
 

@@ -103,6 +103,8 @@ pub(crate) fn check_amqp_url(raw: &str) -> Result<(), String> {
             } else {
                 String::new()
             };
+            // lapin's message repeats the address, password and all.
+            let e = without_secrets(&e.to_string(), address);
             format!(
                 "{which}{e}; expected e.g. amqp://user:password@host:5672/%2f (the vhost `/` is \
                  written %2f), or several such URLs separated by commas"
@@ -150,6 +152,8 @@ mod tests {
         assert!(check_amqp_url("amqp://u@r1:5672/%2f,amqp://u@r2:5672/%2f").is_ok());
         let err = check_amqp_url("amqp://u@r1:5672/%2f,http://r2").expect_err("refused");
         assert!(err.starts_with("address 2 of 2: "), "{err}");
+        let err = check_amqp_url("amqp://u:first@r1/%2f,amqp:u:secret@r2").expect_err("refused");
+        assert!(!err.contains("secret") && !err.contains("first"), "{err}");
         assert!(check_amqp_url(" , ").is_err());
         assert_eq!(
             with_password_each("amqp://u@r1/%2f, amqp://u:old@r2/%2f", "p,w").expect("completed"),

@@ -181,8 +181,9 @@ pub struct Settings {
     pub command: Option<Command>,
 
     /// RabbitMQ address (`amqp://` or `amqps://`), or the addresses of a cluster's nodes
-    /// separated by commas: each connection goes to the first that answers, starting from a
-    /// different one each time, so a node's loss moves connections to the others.
+    /// separated by commas (a comma in a password is written %2C): each connection goes to the
+    /// first that answers, starting from a random one, so a node's loss moves connections to
+    /// the others.
     #[arg(long, hide_env_values = true, env = "OFFLOAD_AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = SecretUrl(check_amqp_url))]
     pub amqp_url: String,
 

@@ -379,7 +379,16 @@ pub fn timeline(job: &JobRecord, history: &[JobStep]) -> Vec<Step> {
         None,
     );
     push(job.run_at, "asked to run at this time".to_owned(), None);
-    if history.is_empty() {
+    // The latest attempt's start from the record, where the history lacks it: a job from before
+    // histories were kept, or one that started before an upgrade and ended after it.
+    let start_in_history = history.iter().any(|s| {
+        s.attempt == job.attempt && (s.status == JobStatus::Running || s.started_at.is_some())
+    });
+    let start_is_latest = history
+        .iter()
+        .filter(|s| s.attempt < job.attempt)
+        .all(|s| job.started_at.is_some_and(|t| t > s.at));
+    if !start_in_history && start_is_latest {
         let worker = job.worker.as_deref().unwrap_or("a worker");
         let runs = if job.runs > job.attempt {
             format!(" (started {} times: the broker redelivered it)", job.runs)
@@ -721,6 +730,42 @@ mod tests {
                     None
                 ),
                 ("dead on attempt 3", Some("boom")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_start_the_history_lacks_comes_from_the_record() {
+        use offload_shared::JobKind;
+        let t0 = OffsetDateTime::now_utc();
+        let mut job = JobRecord::queued(
+            JobId::new(),
+            JobKind::parse("sleep").expect("valid"),
+            3,
+            1000,
+            t0,
+        );
+        // Started before the store kept histories, ended after.
+        job.status = JobStatus::Succeeded;
+        job.worker = Some("w1".into());
+        job.started_at = Some(t0 + time::Duration::seconds(1));
+        job.finished_at = Some(t0 + time::Duration::seconds(2));
+        let end = JobStep {
+            at: t0 + time::Duration::seconds(2),
+            attempt: 1,
+            status: JobStatus::Succeeded,
+            worker: Some("w1".into()),
+            started_at: None,
+            run_ms: None,
+            error: None,
+        };
+        let what: Vec<String> = timeline(&job, &[end]).into_iter().map(|s| s.what).collect();
+        assert_eq!(
+            what,
+            [
+                "submitted (sleep, 3 attempts allowed)",
+                "attempt 1 started on w1",
+                "attempt 1 succeeded on w1",
             ]
         );
     }

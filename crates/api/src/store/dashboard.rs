@@ -78,7 +78,7 @@ pub struct DeadGroup {
     pub latest: Option<OffsetDateTime>,
 }
 
-/// Most steps of one job's history a page shows.
+/// Most steps of one job's history the store keeps (and a page shows).
 pub const MAX_STEPS: u32 = 500;
 
 /// One step of a job's history: an attempt started or ended.
@@ -599,7 +599,7 @@ impl<D: Dialect> Db<D> {
         Ok(())
     }
 
-    /// The history of job `id`, oldest first, at most [`MAX_STEPS`] steps.
+    /// The history of job `id`, oldest first: its latest [`MAX_STEPS`] steps.
     pub(super) async fn job_steps(&self, id: JobId) -> Result<Vec<JobStep>, StoreError> {
         let mut conn = self.pool().acquire().await?;
         let stmt = Stmt::new(sql::JOB_STEPS).id(id).int(i64::from(MAX_STEPS));
@@ -623,6 +623,7 @@ impl<D: Dialect> Db<D> {
                     error: D::get_text(row, "error")?,
                 })
             })
+            .rev()
             .collect()
     }
 

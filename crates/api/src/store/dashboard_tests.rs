@@ -411,6 +411,35 @@ pub(super) async fn a_jobs_history_keeps_every_step_once_and_goes_with_the_job(s
         (2, JobStatus::Dead, Some("its publish failed"))
     );
 
+    // A history is bounded: a job redelivered without end (or events forged for it) keeps at
+    // most MAX_STEPS steps, and a step keeps the first 4096 characters of an error.
+    let chatty = JobId::new();
+    let mut writes = vec![insert(chatty, "sleep", json!({}), None)];
+    let limit = i64::from(super::dashboard::MAX_STEPS);
+    for ms in 0..limit + 10 {
+        writes.push(Write::Event(step_event(
+            chatty,
+            1,
+            JobStatus::Running,
+            "w1",
+            t0,
+            ms,
+        )));
+    }
+    let mut long = step_event(job, 9, JobStatus::Failed, "w1", t0, 9);
+    long.error = Some("é".repeat(10_000));
+    writes.push(Write::Event(long));
+    store.apply(&writes).await.expect("events");
+    let steps = store.job_steps(chatty).await.expect("steps");
+    assert_eq!(steps.len() as i64, limit);
+    let cut = store
+        .job_steps(job)
+        .await
+        .expect("steps")
+        .pop()
+        .expect("a step");
+    assert_eq!(cut.error.expect("an error").chars().count(), 4096);
+
     // Each way a job goes takes its history: deleted, dead and deleted in bulk, purged.
     store.apply(&[Write::Delete(job)]).await.expect("delete");
     assert_eq!(
@@ -419,7 +448,8 @@ pub(super) async fn a_jobs_history_keeps_every_step_once_and_goes_with_the_job(s
     );
     let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
     store.purge(later, later, 100).await.expect("purge");
-    for id in [job, dead, done] {
+    store.apply(&[Write::Delete(chatty)]).await.expect("delete");
+    for id in [job, dead, done, chatty] {
         assert!(store.job_steps(id).await.expect("steps").is_empty(), "{id}");
     }
 }

@@ -411,6 +411,18 @@ impl NewStep<'_> {
     }
 }
 
+/// Longest error a step keeps, in characters (the job's own row keeps the latest whole).
+const MAX_STEP_ERROR_CHARS: usize = 4096;
+/// Longest worker name a step keeps, in characters.
+const MAX_STEP_WORKER_CHARS: usize = 200;
+
+/// The first `max` characters of `text`.
+fn cut(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(at, _)| &text[..at])
+}
+
 /// Adds `step` to its job's history (nothing if the store does not have the job).
 pub(super) async fn record_step<D: Dialect>(
     tx: &mut D::Connection,
@@ -421,10 +433,11 @@ pub(super) async fn record_step<D: Dialect>(
         .time(step.at)
         .int(i64::from(step.attempt))
         .str(Some(step.status.as_str()))
-        .str(step.worker)
+        .str(step.worker.map(|w| cut(w, MAX_STEP_WORKER_CHARS)))
         .time(step.started_at)
         .int(step.run_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
-        .str(step.error);
+        .str(step.error.map(|e| cut(e, MAX_STEP_ERROR_CHARS)))
+        .int(i64::from(super::dashboard::MAX_STEPS));
     D::execute(tx, stmt).await?;
     Ok(())
 }
@@ -565,7 +578,8 @@ async fn apply_one<D: Dialect>(
                 attempt: ev.attempt,
                 status: ev.status,
                 worker: Some(&ev.worker),
-                started_at: ev.started_at,
+                // A start folded into an end; a `running` event is itself the start.
+                started_at: ev.started_at.filter(|_| ev.status != JobStatus::Running),
                 run_ms: ev.run_ms,
                 error: ev.error.as_deref(),
             };

@@ -69,17 +69,21 @@ pub(super) const DELETE_ARTIFACTS_OF_JOB: &str = "DELETE FROM artifacts WHERE jo
 
 pub(super) const DELETE_STEPS_OF_JOB: &str = "DELETE FROM job_steps WHERE job_id = $1";
 
-/// Adds a step to job `$1`'s history, if the store has the job; a step it has already (the same
-/// attempt reaching the same status at the same time) is not added again.
+/// Adds a step to job `$1`'s history, if the store has the job and its history holds fewer than
+/// `$9` steps (a job redelivered without end, or events forged for it, cannot grow it without
+/// bound); a step it has already (the same attempt reaching the same status at the same time)
+/// is not added again.
 pub(super) const RECORD_STEP: &str =
     "INSERT INTO job_steps (job_id, at, attempt, status, worker, started_at, run_ms, error)
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8
+     WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)
+       AND (SELECT COUNT(*) FROM job_steps WHERE job_id = $1) < $9
      ON CONFLICT DO NOTHING";
 
-/// Job `$1`'s history, oldest first, at most `$2` steps.
+/// Job `$1`'s latest `$2` steps, newest first.
 pub(super) const JOB_STEPS: &str =
     "SELECT at, attempt, status, worker, started_at, run_ms, error FROM job_steps
-     WHERE job_id = $1 ORDER BY at, attempt LIMIT $2";
+     WHERE job_id = $1 ORDER BY at DESC, attempt DESC LIMIT $2";
 
 /// Stores an artifact; a redelivery (or a later attempt's artifact of the same name) replaces it.
 pub(super) const PUT_ARTIFACT: &str =
