@@ -503,10 +503,7 @@ async fn apply_one<D: Dialect>(
         }
         Write::Delete(id) => {
             D::execute(tx, Stmt::new(sql::DELETE_JOB).id(*id)).await?;
-            D::execute(tx, Stmt::new(sql::DELETE_KEY_OF_JOB).id(*id)).await?;
-            D::execute(tx, Stmt::new(sql::DELETE_INPUTS_OF_JOB).id(*id)).await?;
-            D::execute(tx, Stmt::new(sql::DELETE_ARTIFACTS_OF_JOB).id(*id)).await?;
-            D::execute(tx, Stmt::new(sql::DELETE_STEPS_OF_JOB).id(*id)).await?;
+            delete_what_jobs_leave::<D>(tx, &[*id]).await?;
         }
         Write::Event(
             ev @ JobEvent {

@@ -61,14 +61,6 @@ pub(super) const GET_INPUT_META: &str =
     "SELECT field, filename, content_type, size, sha256 FROM job_inputs
      WHERE job_id = $1 ORDER BY position";
 
-pub(super) const DELETE_INPUTS_OF_JOB: &str = "DELETE FROM job_inputs WHERE job_id = $1";
-
-pub(super) const DELETE_KEY_OF_JOB: &str = "DELETE FROM idempotency_keys WHERE job_id = $1";
-
-pub(super) const DELETE_ARTIFACTS_OF_JOB: &str = "DELETE FROM artifacts WHERE job_id = $1";
-
-pub(super) const DELETE_STEPS_OF_JOB: &str = "DELETE FROM job_steps WHERE job_id = $1";
-
 /// Adds a step to job `$1`'s history, if the store has the job and its history holds fewer than
 /// `$9` steps (a job redelivered without end, or events forged for it, cannot grow it without
 /// bound); a step it has already (the same attempt reaching the same status at the same time)
