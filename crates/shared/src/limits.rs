@@ -7,6 +7,14 @@
 
 use serde_json::Value;
 
+/// The first `max` characters of `text` (all of it if it is shorter), cut on a character
+/// boundary: how a text from outside is bounded before it is kept or shown.
+pub fn first_chars(text: &str, max: usize) -> &str {
+    text.char_indices()
+        .nth(max)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
 /// Deepest nesting of arrays and objects a payload or a result may have (see [`json_depth`]).
 pub const MAX_JSON_DEPTH: usize = 64;
 
@@ -64,6 +72,14 @@ pub fn json_len(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_chars_cuts_on_a_character_boundary() {
+        assert_eq!(first_chars("héllo", 2), "hé");
+        assert_eq!(first_chars("héllo", 5), "héllo");
+        assert_eq!(first_chars("héllo", 50), "héllo");
+        assert_eq!(first_chars("", 3), "");
+    }
     use serde_json::json;
 
     fn nested(levels: usize) -> Value {

@@ -203,8 +203,7 @@ pub fn check_origin(method: &Method, headers: &HeaderMap) -> Result<(), ApiError
 }
 
 fn truncate(text: &str) -> &str {
-    let end = text.char_indices().nth(100).map_or(text.len(), |(i, _)| i);
-    &text[..end]
+    offload_shared::limits::first_chars(text, 100)
 }
 
 /// Why no caller was found.

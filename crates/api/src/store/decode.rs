@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use offload_shared::{Priority, artifacts::ArtifactMeta};
+use offload_shared::{Priority, artifacts::ArtifactMeta, limits::first_chars};
 
 use super::{
     ArtifactLink, Gate, JobProgress, JobRecord, JobSummary, SUMMARY_ERROR_CHARS, StoreError,
@@ -150,14 +150,9 @@ pub(super) fn summary<D: Dialect>(row: &D::Row) -> Result<JobSummary, StoreError
 
 /// `error` cut to [`SUMMARY_ERROR_CHARS`] characters, the last one `…` when it was longer.
 fn shorten(error: String) -> String {
-    match error.char_indices().nth(SUMMARY_ERROR_CHARS) {
-        None => error,
-        Some(_) => {
-            let end = error
-                .char_indices()
-                .nth(SUMMARY_ERROR_CHARS - 1)
-                .map_or(error.len(), |(i, _)| i);
-            format!("{}…", &error[..end])
-        }
+    if first_chars(&error, SUMMARY_ERROR_CHARS).len() == error.len() {
+        error
+    } else {
+        format!("{}…", first_chars(&error, SUMMARY_ERROR_CHARS - 1))
     }
 }

@@ -5,7 +5,7 @@ use std::{borrow::Cow, time::Duration};
 use sqlx::Pool;
 use time::OffsetDateTime;
 
-use offload_shared::{JobEvent, JobId, JobKind, JobStatus};
+use offload_shared::{JobEvent, JobId, JobKind, JobStatus, limits::first_chars};
 
 use super::{
     CancelFilter, JobFilter, JobRecord, JobSummary, NewArtifact, Purged, StoreError,
@@ -416,13 +416,6 @@ const MAX_STEP_ERROR_CHARS: usize = 4096;
 /// Longest worker name a step keeps, in characters.
 const MAX_STEP_WORKER_CHARS: usize = 200;
 
-/// The first `max` characters of `text`.
-fn cut(text: &str, max: usize) -> &str {
-    text.char_indices()
-        .nth(max)
-        .map_or(text, |(at, _)| &text[..at])
-}
-
 /// Adds `step` to its job's history (nothing if the store does not have the job).
 pub(super) async fn record_step<D: Dialect>(
     tx: &mut D::Connection,
@@ -433,10 +426,10 @@ pub(super) async fn record_step<D: Dialect>(
         .time(step.at)
         .int(i64::from(step.attempt))
         .str(Some(step.status.as_str()))
-        .str(step.worker.map(|w| cut(w, MAX_STEP_WORKER_CHARS)))
+        .str(step.worker.map(|w| first_chars(w, MAX_STEP_WORKER_CHARS)))
         .time(step.started_at)
         .int(step.run_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
-        .str(step.error.map(|e| cut(e, MAX_STEP_ERROR_CHARS)))
+        .str(step.error.map(|e| first_chars(e, MAX_STEP_ERROR_CHARS)))
         .int(i64::from(super::dashboard::MAX_STEPS));
     D::execute(tx, stmt).await?;
     Ok(())
