@@ -120,10 +120,7 @@ impl Management {
         let url = reqwest::Url::parse(raw)
             .map_err(|e| tracing::warn!(error = %e, "OFFLOAD_MANAGEMENT_URL does not parse; unacked counts are off"))
             .ok()?;
-        let vhost = offload_shared::broker::addresses(&settings.amqp_url)
-            .first()
-            .copied()
-            .unwrap_or_default()
+        let vhost = offload_shared::broker::first_address(&settings.amqp_url)
             .parse::<lapin::uri::AMQPUri>()
             .map(|u| u.vhost)
             .unwrap_or_else(|_| "/".to_owned());

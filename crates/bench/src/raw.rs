@@ -40,10 +40,7 @@ pub struct RawResult {
 
 /// Connects to the first address of `url` (it may list a cluster's nodes).
 async fn connect(url: &str) -> Result<Connection> {
-    let first = offload_shared::broker::addresses(url)
-        .first()
-        .copied()
-        .unwrap_or(url);
+    let first = offload_shared::broker::first_address(url);
     tokio::time::timeout(
         Duration::from_secs(5),
         Connection::connect(first, ConnectionProperties::default()),

@@ -117,27 +117,29 @@ pub async fn connect(
             .parse::<lapin::uri::AMQPUri>()
             .map_err(BrokerError::BadUrl)?;
     }
-    let Some(&first) = list.first() else {
-        return Err(BrokerError::BadUrl("no address".to_owned()));
-    };
-    if list.len() == 1 {
-        return connect_one(first, name, deadline, heartbeat_s, CONNECT_ATTEMPTS).await;
-    }
-    let start = fastrand::usize(..list.len());
-    let mut last = None;
+    let mut last = BrokerError::BadUrl("no address".to_owned());
+    // Of a list, one try each: a node cut off from the network answers nothing until the
+    // deadline, and the next node may well answer at once.
+    let attempts = if list.len() == 1 { CONNECT_ATTEMPTS } else { 1 };
+    let start = fastrand::usize(..list.len().max(1));
     for i in 0..list.len() {
         let address = list[(start + i) % list.len()];
-        // One try each: a node cut off from the network answers nothing until the deadline, and
-        // the next node may well answer at once.
-        match connect_one(address, name, deadline, heartbeat_s, 1).await {
+        match connect_one(address, name, deadline, heartbeat_s, attempts).await {
             Ok(connection) => return Ok(connection),
-            Err(e) => {
+            Err(e) if list.len() > 1 => {
                 tracing::warn!(address = %redact(address), error = %e, "this broker address does not answer; trying the next");
-                last = Some(e);
+                last = e;
             }
+            Err(e) => last = e,
         }
     }
-    Err(last.unwrap_or_else(|| BrokerError::BadUrl("no address".to_owned())))
+    Err(last)
+}
+
+/// The first address of `url` (all of it if it lists none): where a tool that needs one
+/// connection, or the vhost, looks.
+pub fn first_address(url: &str) -> &str {
+    addresses(url).first().copied().unwrap_or(url)
 }
 
 /// Connects to one address; a connection that times out is tried again, up to `attempts` in all.
