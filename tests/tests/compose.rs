@@ -692,6 +692,12 @@ impl Stack {
         );
     }
 
+    /// Waits until the node `service` is healthy and the cluster whole again after a fault.
+    async fn recovered(self: &std::sync::Arc<Self>, service: &str) {
+        self.healthy(service).await;
+        self.whole().await;
+    }
+
     /// Waits until `service`'s container is healthy again.
     async fn healthy(&self, service: &str) {
         poll(
@@ -711,15 +717,12 @@ impl Stack {
     }
 }
 
-/// Runs `fault` under a steady load of `rate` jobs/s (3 s of load before, `settle` after), then
-/// checks every accepted job.
-async fn under_load<F, Fut>(
-    api: &Api,
-    scenario: &'static str,
-    rate: u32,
-    settle: Duration,
-    fault: F,
-) -> Row
+/// Load kept on after a fault has healed, before the counts close.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Runs `fault` under a steady load of `rate` jobs/s (3 s of load before, [`SETTLE`] after),
+/// then checks every accepted job.
+async fn under_load<F, Fut>(api: &Api, scenario: &'static str, rate: u32, fault: F) -> Row
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -728,7 +731,7 @@ where
     let load = tokio::spawn(steady_load(api.clone(), rate, stopped));
     tokio::time::sleep(Duration::from_secs(3)).await;
     fault().await;
-    tokio::time::sleep(settle).await;
+    tokio::time::sleep(SETTLE).await;
     stop.send(true).expect("the load listens");
     let counts = load.await.expect("the load ran");
     if !counts.error_kinds.is_empty() {
@@ -751,6 +754,12 @@ where
 /// Runs a blocking command off the runtime's threads (the load keeps its pace).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("ran")
+}
+
+/// `docker <args>` off the runtime's threads; its stdout, or a failed test.
+async fn docker(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    blocking(move || ok(Command::new("docker").args(&args))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -784,26 +793,15 @@ async fn the_cluster_file_loses_no_accepted_job_when_nodes_fail() {
     // The node the API is connected to, killed; started again after 15 s.
     let s = stack.clone();
     rows.push(
-        under_load(
-            &api,
-            "kill the API's node",
-            rate,
-            Duration::from_secs(10),
-            || async move {
-                let node = s.api_node().await;
-                let victim = s.containers(&node)[0].clone();
-                blocking(move || ok(Command::new("docker").args(["kill", &victim]))).await;
-                tokio::time::sleep(Duration::from_secs(15)).await;
-                let victim = {
-                    let s = s.clone();
-                    let node = node.clone();
-                    blocking(move || s.ok(&["start", &node])).await
-                };
-                let _ = victim;
-                s.healthy(&node).await;
-                s.whole().await;
-            },
-        )
+        under_load(&api, "kill the API's node", rate, || async move {
+            let node = s.api_node().await;
+            let victim = s.containers(&node)[0].clone();
+            docker(&["kill", &victim]).await;
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let (again, name) = (s.clone(), node.clone());
+            blocking(move || again.ok(&["start", &name])).await;
+            s.recovered(&node).await;
+        })
         .await,
     );
 
@@ -815,52 +813,29 @@ async fn the_cluster_file_loses_no_accepted_job_when_nodes_fail() {
             &api,
             "cut the API's node off for 20 s",
             rate,
-            Duration::from_secs(10),
             || async move {
                 let node = s.api_node().await;
                 let id = s.containers(&node)[0].clone();
                 let network = s.network();
-                blocking({
-                    let (id, network) = (id.clone(), network.clone());
-                    move || {
-                        ok(Command::new("docker").args(["network", "disconnect", &network, &id]))
-                    }
-                })
-                .await;
+                docker(&["network", "disconnect", &network, &id]).await;
                 tokio::time::sleep(Duration::from_secs(20)).await;
-                blocking({
-                    let node = node.clone();
-                    move || {
-                        ok(Command::new("docker")
-                            .args(["network", "connect", "--alias", &node, &network, &id]))
-                    }
-                })
-                .await;
-                s.healthy(&node).await;
-                s.whole().await;
+                docker(&["network", "connect", "--alias", &node, &network, &id]).await;
+                s.recovered(&node).await;
             },
         )
         .await,
     );
 
-    // Every node restarted in turn, each once the one before is healthy again.
+    // Every node restarted in turn, each once the cluster is whole again.
     let s = stack.clone();
     rows.push(
-        under_load(
-            &api,
-            "rolling restart of all three",
-            rate,
-            Duration::from_secs(10),
-            || async move {
-                for node in ["rabbit1", "rabbit2", "rabbit3"] {
-                    let id = s.containers(node)[0].clone();
-                    blocking(move || ok(Command::new("docker").args(["restart", "-t", "30", &id])))
-                        .await;
-                    s.healthy(node).await;
-                    s.whole().await;
-                }
-            },
-        )
+        under_load(&api, "rolling restart of all three", rate, || async move {
+            for node in ["rabbit1", "rabbit2", "rabbit3"] {
+                let id = s.containers(node)[0].clone();
+                docker(&["restart", "-t", "30", &id]).await;
+                s.recovered(node).await;
+            }
+        })
         .await,
     );
 

@@ -698,17 +698,24 @@ mod tests {
         assert_eq!(f.with_cursor("X"), "status=dead&q=a%20b&cursor=X");
     }
 
+    /// A `sleep` job submitted at `t0`, three attempts allowed.
+    fn sleep_job(t0: OffsetDateTime) -> JobRecord {
+        let kind = offload_shared::JobKind::parse("sleep").expect("valid");
+        JobRecord::queued(JobId::new(), kind, 3, 1000, t0)
+    }
+
+    /// Each step of a timeline as the page shows it: its text and its error.
+    fn shown(steps: &[Step]) -> Vec<(&str, Option<&str>)> {
+        steps
+            .iter()
+            .map(|s| (s.what.as_str(), s.error.as_deref()))
+            .collect()
+    }
+
     #[test]
     fn the_timeline_runs_in_time_order_and_says_why_a_job_ended() {
-        use offload_shared::JobKind;
         let t0 = OffsetDateTime::now_utc();
-        let mut job = JobRecord::queued(
-            JobId::new(),
-            JobKind::parse("sleep").expect("valid"),
-            3,
-            1000,
-            t0,
-        );
+        let mut job = sleep_job(t0);
         job.status = JobStatus::Dead;
         job.attempt = 3;
         job.runs = 4;
@@ -717,12 +724,8 @@ mod tests {
         job.finished_at = Some(t0 + time::Duration::seconds(3));
         job.error = Some("boom".into());
         let steps = timeline(&job, &[]);
-        let what: Vec<(&str, Option<&str>)> = steps
-            .iter()
-            .map(|s| (s.what.as_str(), s.error.as_deref()))
-            .collect();
         assert_eq!(
-            what,
+            shown(&steps),
             [
                 ("submitted (sleep, 3 attempts allowed)", None),
                 (
@@ -736,15 +739,8 @@ mod tests {
 
     #[test]
     fn a_start_the_history_lacks_comes_from_the_record() {
-        use offload_shared::JobKind;
         let t0 = OffsetDateTime::now_utc();
-        let mut job = JobRecord::queued(
-            JobId::new(),
-            JobKind::parse("sleep").expect("valid"),
-            3,
-            1000,
-            t0,
-        );
+        let mut job = sleep_job(t0);
         // Started before the store kept histories, ended after.
         job.status = JobStatus::Succeeded;
         job.worker = Some("w1".into());
@@ -759,29 +755,21 @@ mod tests {
             run_ms: None,
             error: None,
         };
-        let what: Vec<String> = timeline(&job, &[end]).into_iter().map(|s| s.what).collect();
         assert_eq!(
-            what,
+            shown(&timeline(&job, &[end])),
             [
-                "submitted (sleep, 3 attempts allowed)",
-                "attempt 1 started on w1",
-                "attempt 1 succeeded on w1",
+                ("submitted (sleep, 3 attempts allowed)", None),
+                ("attempt 1 started on w1", None),
+                ("attempt 1 succeeded on w1", None),
             ]
         );
     }
 
     #[test]
     fn the_timeline_shows_every_attempt_from_the_history() {
-        use offload_shared::JobKind;
         let t0 = OffsetDateTime::now_utc();
         let s = |n: i64| t0 + time::Duration::seconds(n);
-        let mut job = JobRecord::queued(
-            JobId::new(),
-            JobKind::parse("sleep").expect("valid"),
-            3,
-            1000,
-            t0,
-        );
+        let mut job = sleep_job(t0);
         job.status = JobStatus::Cancelled;
         job.attempt = 3;
         job.finished_at = Some(s(9));
@@ -811,12 +799,8 @@ mod tests {
             step(s(6), 3, JobStatus::Pending, None),
         ];
         let steps = timeline(&job, &history);
-        let what: Vec<(&str, Option<&str>)> = steps
-            .iter()
-            .map(|s| (s.what.as_str(), s.error.as_deref()))
-            .collect();
         assert_eq!(
-            what,
+            shown(&steps),
             [
                 ("submitted (sleep, 3 attempts allowed)", None),
                 ("attempt 1 started on w1", None),
