@@ -440,12 +440,53 @@ async fn the_compose_file_runs_scales_drains_survives_and_shares_a_postgres_stor
     }
     api.all_reach(&queued, "queued", WITHIN).await;
     stack.ok(&["down", "-t", "50"]);
+
+    // Up again with an unhealthy broker: its node runs but serves no AMQP (the app stopped), so
+    // its healthcheck fails; neither the API nor a worker starts until it is healthy again.
+    stack.ok(&["up", "-d", "--wait", "--wait-timeout", "240", "rabbitmq"]);
+    stack.ok(&["exec", "-T", "rabbitmq", "rabbitmqctl", "stop_app"]);
+    let rabbitmq = stack.containers("rabbitmq").remove(0);
+    poll(
+        Duration::from_secs(150),
+        "the broker's container to turn unhealthy",
+        || async {
+            (Stack::inspect(&rabbitmq)["State"]["Health"]["Status"] == "unhealthy").then_some(())
+        },
+    )
+    .await;
+    let refused = run(&mut stack.compose(&["up", "-d", "api", "worker"]));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("unhealthy"),
+        "up with an unhealthy broker: {}, {said}",
+        refused.status
+    );
+    for service in ["api", "worker"] {
+        for id in stack.ok(&["ps", "-a", "-q", service]).lines() {
+            let state = &Stack::inspect(id)["State"];
+            assert_ne!(state["Status"], "running", "{service} started: {state}");
+            assert_eq!(
+                state["StartedAt"], "0001-01-01T00:00:00Z",
+                "{service} ran: {state}"
+            );
+        }
+    }
+    println!(
+        "broker unhealthy: `up` refused to start the API and workers ({})",
+        said.trim().lines().last().unwrap_or_default()
+    );
+    stack.ok(&["exec", "-T", "rabbitmq", "rabbitmqctl", "start_app"]);
+    // `up` refuses while the broker is still marked unhealthy: its next passing check first.
+    stack.healthy("rabbitmq").await;
     stack.ok(&["up", "-d", "--wait", "--wait-timeout", "240"]);
     // The key is in the store, so the same token still works.
     api.all_reach(&queued, "succeeded", WITHIN).await;
     let first = api.job(&ids[0]).await.expect("a job from before down");
     assert_eq!(first["status"], "succeeded");
-    println!("down and up: 5 queued jobs ran after it; the store kept the earlier jobs");
+    println!(
+        "down and up (once the broker was healthy again): 5 queued jobs ran after it; the store \
+         kept the earlier jobs"
+    );
 
     // The postgres profile: two API replicas on one PostgreSQL store see each other's jobs.
     stack.ok(&[

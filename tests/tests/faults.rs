@@ -39,6 +39,75 @@ async fn a_list_of_broker_addresses_skips_one_that_does_not_answer() {
     env.cleanup().await;
 }
 
+/// A connection the API or a worker gives up on (its consumer failed, or its set-up timed out)
+/// is closed, not dropped: a consumer lapin still holds keeps the connection open and
+/// heartbeating, and its unacknowledged deliveries would stay with it, never redelivered. Here
+/// the consumer is kept alive, as lapin keeps one the broker registered after the wait for it
+/// timed out: closing the connection hands its delivery back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_given_up_on_hands_its_unacked_deliveries_back() {
+    use lapin::{
+        BasicProperties,
+        options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions},
+        types::{FieldTable, ShortString},
+    };
+    use offload_shared::broker;
+    let env = TestEnv::new().await;
+    let queue = format!("offload-test-abandon-{}", uuid::Uuid::new_v4());
+    let admin = env.broker.create_channel().await.expect("channel");
+    admin
+        .queue_declare(
+            ShortString::from(queue.as_str()),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    admin
+        .basic_publish(
+            ShortString::from(""),
+            ShortString::from(queue.as_str()),
+            BasicPublishOptions::default(),
+            b"job",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    let deadline = Duration::from_secs(5);
+    let given_up = broker::connect(&offload_tests::amqp_url(), "given up on", deadline, 5)
+        .await
+        .expect("connect");
+    let channel = given_up.create_channel().await.expect("channel");
+    let mut consumer = broker::consume(&channel, &queue, "held".into(), 1, deadline)
+        .await
+        .expect("consume");
+    let delivery = tokio::time::timeout(deadline, consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("a delivery")
+        .expect("no error");
+    assert_eq!(delivery.data, b"job");
+    assert_eq!(env.ready_count(&queue).await, 0, "the delivery is unacked");
+
+    broker::abandon(&given_up).await;
+    assert!(!given_up.status().connected(), "the connection is closed");
+    poll(
+        Duration::from_secs(10),
+        "the delivery back in its queue",
+        || async { (env.ready_count(&queue).await == 1).then_some(()) },
+    )
+    .await;
+    drop((consumer, channel, given_up));
+    admin
+        .queue_delete(
+            ShortString::from(queue.as_str()),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete");
+    env.cleanup().await;
+}
+
 /// One fault test at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 

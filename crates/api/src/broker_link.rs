@@ -45,6 +45,39 @@ pub struct Session {
 /// publishing, event and announcement channels.
 pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names), OpenError> {
     let opened = session::open(settings, "offload-api").await?;
+    match channels(&opened, settings, kinds).await {
+        Ok((announcements, artifacts)) => {
+            let publisher = JobPublisher::new(
+                opened.confirms,
+                opened.connection.status().clone(),
+                &opened.names,
+                settings.publish_timeout(),
+                MessageLimits::of(&opened.connection, settings),
+            );
+            Ok((
+                Session {
+                    connection: opened.connection,
+                    publisher,
+                    events: opened.plain,
+                    announcements,
+                    artifacts,
+                },
+                opened.names,
+            ))
+        }
+        Err(e) => {
+            broker::abandon(&opened.connection).await;
+            Err(e)
+        }
+    }
+}
+
+/// Routes every known kind to its queue and opens the announcements and artifacts channels.
+async fn channels(
+    opened: &session::Opened,
+    settings: &Settings,
+    kinds: &Kinds,
+) -> Result<(Channel, Channel), OpenError> {
     for known in kinds.all() {
         topology::bind_kind(
             &opened.connection,
@@ -68,23 +101,7 @@ pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names)
     )
     .await
     .map_err(|e: BrokerError| OpenError::unreachable(settings, e))?;
-    let publisher = JobPublisher::new(
-        opened.confirms,
-        opened.connection.status().clone(),
-        &opened.names,
-        settings.publish_timeout(),
-        MessageLimits::of(&opened.connection, settings),
-    );
-    Ok((
-        Session {
-            connection: opened.connection,
-            publisher,
-            events: opened.plain,
-            announcements,
-            artifacts,
-        },
-        opened.names,
-    ))
+    Ok((announcements, artifacts))
 }
 
 /// What the supervisor shares with the request handlers.
@@ -192,6 +209,9 @@ pub async fn supervise(
             }
             Some(why) => {
                 tracing::warn!(reason = %why, "lost the broker; answering 503 until reconnected");
+                // Its consumers' unacknowledged events, artifacts and announcements go back to
+                // their queues now, not when the process exits.
+                broker::abandon(&current.connection).await;
             }
         }
     }

@@ -193,6 +193,29 @@ pub async fn lost(connection: &Connection, channels: &[&Channel]) {
     }
 }
 
+/// Closes a connection that is given up on, waiting at most a second for the broker to say it
+/// closed (the close is sent at once, and a broker that does not answer is lost anyway): a
+/// session that failed while it was being set up, or whose consumer or channel failed, before
+/// a new one is opened.
+/// Dropping it is not enough: a consumer the broker registered after the wait for it timed out
+/// keeps its channel, and with it the connection, open and heartbeating, holding up to its
+/// prefetch of unacknowledged deliveries that nothing reads and the broker never redelivers.
+/// A connection that is already closed or dead is left as it is.
+pub async fn abandon(connection: &Connection) {
+    if !connection.status().connected() {
+        return;
+    }
+    let closed = with_deadline(
+        Duration::from_secs(1),
+        "close a connection given up on",
+        connection.close(200, ShortString::from("given up on; reconnecting")),
+    )
+    .await;
+    if let Err(e) = closed {
+        tracing::warn!(error = %e, "could not close a connection given up on");
+    }
+}
+
 /// Calls `open` with back-off until it succeeds (`Ok(Some)`), `token` is cancelled (`Ok(None)`),
 /// or it fails in a way `is_fatal` says no retry can fix (`Err`). `open` gets settings whose
 /// broker deadline is cut to at most 2 s: a broker that is starting may accept connections

@@ -11,7 +11,7 @@ use crate::{
 
 /// A fresh connection with the topology declared and its two channels.
 pub struct Opened {
-    /// The connection; dropped as a whole when it is lost.
+    /// The connection; closed with [`crate::broker::abandon`] when it is given up on.
     pub connection: Connection,
     /// The queue names.
     pub names: Names,
@@ -68,17 +68,26 @@ pub async fn open(settings: &Settings, connection_name: &str) -> Result<Opened, 
     )
     .await
     .map_err(unreachable)?;
-    let names = topology::declare(&connection, settings).await?;
-    let confirms = broker::confirm_channel(&connection, deadline)
-        .await
-        .map_err(unreachable)?;
-    let plain = broker::with_deadline(deadline, "open a channel", connection.create_channel())
-        .await
-        .map_err(unreachable)?;
-    Ok(Opened {
-        connection,
-        names,
-        confirms,
-        plain,
-    })
+    let set_up = async {
+        let names = topology::declare(&connection, settings).await?;
+        let confirms = broker::confirm_channel(&connection, deadline)
+            .await
+            .map_err(unreachable)?;
+        let plain = broker::with_deadline(deadline, "open a channel", connection.create_channel())
+            .await
+            .map_err(unreachable)?;
+        Ok((names, confirms, plain))
+    };
+    match set_up.await {
+        Ok((names, confirms, plain)) => Ok(Opened {
+            connection,
+            names,
+            confirms,
+            plain,
+        }),
+        Err(e) => {
+            broker::abandon(&connection).await;
+            Err(e)
+        }
+    }
 }

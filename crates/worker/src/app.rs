@@ -47,8 +47,9 @@ use crate::{
     reporter::Reporter,
 };
 
-/// One connection's worth of broker state. Dropped as a whole when the connection is lost:
-/// nothing of it (channels, delivery tags) is reused on the next connection.
+/// One connection's worth of broker state. Given up on as a whole when the connection is lost
+/// (closed if it is still open): nothing of it (channels, delivery tags) is reused on the next
+/// connection.
 struct Session {
     connection: Connection,
     jobs: Channel,
@@ -328,15 +329,25 @@ async fn open_session(
         confirms: reports,
         plain: jobs,
     } = session::open(settings, &format!("offload-worker {worker}")).await?;
-    // Only the queues of this worker's kinds: the API binds kinds to them once it has recorded
-    // them from the announcement, and jobs submitted before then wait here.
-    let work_queues = topology::declare_work_queues(&connection, settings, queues)
-        .await
-        .map_err(OpenError::from)?;
+    let set_up = async {
+        // Only the queues of this worker's kinds: the API binds kinds to them once it has
+        // recorded them from the announcement, and jobs submitted before then wait here.
+        let work_queues = topology::declare_work_queues(&connection, settings, queues)
+            .await
+            .map_err(OpenError::from)?;
+        let control = listen_for_control(&jobs, &names, worker, settings.broker_timeout())
+            .await
+            .map_err(|e| WorkerError::Open(OpenError::unreachable(settings, e)))?;
+        Ok::<_, WorkerError>((work_queues, control))
+    };
+    let (work_queues, control) = match set_up.await {
+        Ok(set) => set,
+        Err(e) => {
+            broker::abandon(&connection).await;
+            return Err(e);
+        }
+    };
     let limits = offload_shared::frames::MessageLimits::of(&connection, settings);
-    let control = listen_for_control(&jobs, &names, worker, settings.broker_timeout())
-        .await
-        .map_err(|e| WorkerError::Open(OpenError::unreachable(settings, e)))?;
     let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline, limits);
     Ok(Session {
         connection,
@@ -462,15 +473,35 @@ struct Running<'a> {
 }
 
 impl Running<'_> {
-    /// Runs one session until shutdown or loss of the connection.
+    /// Runs one session until shutdown or loss of the connection. A lost session's connection
+    /// is closed, if it is still open, so its unacknowledged jobs go back to their queues now.
     async fn consume(&self, session: Session, token: &CancellationToken) -> SessionEnd {
         let Session {
             connection,
             jobs,
             reporter,
             work_queues,
-            mut control,
+            control,
         } = session;
+        let end = self
+            .run_session(&connection, jobs, reporter, work_queues, control, token)
+            .await;
+        if matches!(end, SessionEnd::Lost(_)) {
+            broker::abandon(&connection).await;
+        }
+        end
+    }
+
+    /// [`Self::consume`] on the session's parts.
+    async fn run_session(
+        &self,
+        connection: &Connection,
+        jobs: Channel,
+        reporter: Reporter,
+        work_queues: Vec<String>,
+        mut control: lapin::Consumer,
+        token: &CancellationToken,
+    ) -> SessionEnd {
         let settings = self.settings;
         let deadline = settings.broker_timeout();
         // Announced before consuming: the API binds this worker's kinds when it reads this.
@@ -561,7 +592,7 @@ impl Running<'_> {
         // Heartbeats in flight, aborted with the session.
         let mut beats = JoinSet::new();
         let watched = [&jobs, reporter.channel()];
-        let mut lost = pin!(broker::lost(&connection, &watched));
+        let mut lost = pin!(broker::lost(connection, &watched));
         let period = Duration::from_secs(settings.worker_heartbeat_s);
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
