@@ -838,27 +838,55 @@ where
     row
 }
 
-/// Drops (`cut`) or lets through again every AMQP packet (port 5672, both ways) of the
-/// process `pid`'s network namespace, with the host's iptables: a silent network cut, as a
-/// failed switch makes, not a refused connection.
-fn cut_off_amqp(pid: u64, cut: bool) {
-    let pid = pid.to_string();
-    for (chain, port) in [("OUTPUT", "--dport"), ("INPUT", "--sport")] {
-        ok(Command::new("nsenter").args([
-            "-t",
-            &pid,
-            "-n",
-            "iptables",
-            "-w",
-            if cut { "-I" } else { "-D" },
-            chain,
-            "-p",
-            "tcp",
-            port,
-            "5672",
-            "-j",
-            "DROP",
-        ]));
+/// Every AMQP packet (port 5672, both ways) of the process `pid`'s network namespace dropped,
+/// with the host's iptables, until this is dropped: a silent network cut, as a failed switch
+/// makes, not a refused connection. The pid is the local engine's (scripts/compose-images.sh
+/// runs one here), and entering its namespace needs root, as the suite has.
+struct AmqpCut {
+    pid: String,
+    /// The rules in place: (chain, port match).
+    rules: Vec<(&'static str, &'static str)>,
+}
+
+impl AmqpCut {
+    fn new(pid: u64) -> Self {
+        let mut cut = AmqpCut {
+            pid: pid.to_string(),
+            rules: Vec::new(),
+        };
+        for rule in [("OUTPUT", "--dport"), ("INPUT", "--sport")] {
+            let out = run(&mut cut.iptables("-I", rule));
+            // A rule that did go in is taken out again by the drop.
+            assert!(
+                out.status.success(),
+                "could not cut process {pid} off the broker (nsenter and iptables, as root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cut.rules.push(rule);
+        }
+        cut
+    }
+
+    fn iptables(&self, op: &str, (chain, port): (&str, &str)) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid, "-n", "iptables", "-w", op, chain])
+            .args(["-p", "tcp", port, "5672", "-j", "DROP"]);
+        cmd
+    }
+}
+
+impl Drop for AmqpCut {
+    fn drop(&mut self) {
+        for rule in std::mem::take(&mut self.rules) {
+            let out = run(&mut self.iptables("-D", rule));
+            if !out.status.success() {
+                eprintln!(
+                    "could not remove the AMQP cut's {} rule: {}",
+                    rule.0,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 }
 
@@ -953,9 +981,9 @@ async fn the_cluster_file_loses_no_accepted_job_when_nodes_fail() {
                 let pid = Stack::inspect(&s.containers("api")[0])["State"]["Pid"]
                     .as_u64()
                     .expect("the API container's pid");
-                blocking(move || cut_off_amqp(pid, true)).await;
+                let cut = blocking(move || AmqpCut::new(pid)).await;
                 tokio::time::sleep(Duration::from_secs(20)).await;
-                blocking(move || cut_off_amqp(pid, false)).await;
+                blocking(move || drop(cut)).await;
                 s.healthy("api").await;
             },
         )

@@ -53,7 +53,8 @@ async fn a_connection_given_up_on_hands_its_unacked_deliveries_back() {
     };
     use offload_shared::broker;
     let env = TestEnv::new().await;
-    let queue = format!("offload-test-abandon-{}", uuid::Uuid::new_v4());
+    // `test-`: a queue a failed run leaves is deleted by the next scripts/test.sh.
+    let queue = format!("test-abandon-{}", uuid::Uuid::new_v4());
     let admin = env.broker.create_channel().await.expect("channel");
     admin
         .queue_declare(

@@ -31,7 +31,8 @@ use crate::{
     store::{Store, writer::StoreWriter},
 };
 
-/// One connection's worth of broker state, dropped as a whole when the connection is lost.
+/// One connection's worth of broker state, given up on as a whole when the connection is lost
+/// (closed with [`broker::abandon`] if it is still open).
 pub struct Session {
     connection: Connection,
     publisher: JobPublisher,
