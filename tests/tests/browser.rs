@@ -9,7 +9,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -91,7 +91,7 @@ fn screenshot_dir(scenario: &str) -> PathBuf {
 
 /// Runs `node tests/browser/<script>` with `vars` within [`SCRIPT_BOUND`] (killed past it),
 /// prints its output and the screenshots it made, and fails unless it exited 0.
-async fn run_script(script: &str, shots: &Path, vars: &[(&str, String)]) {
+async fn run_script(script: &str, shots: &Path, vars: &[(&str, String)], api: &ApiProcess) {
     let (chromium, driver) = (chromium(), driver());
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("browser")
@@ -145,6 +145,17 @@ async fn run_script(script: &str, shots: &Path, vars: &[(&str, String)]) {
     for shot in &made {
         println!("screenshot kept: {}", shot.display());
     }
+    if !status
+        .as_ref()
+        .is_ok_and(|s| s.as_ref().is_ok_and(ExitStatus::success))
+    {
+        // What the API saw, for a step that waited in vain.
+        let logs = api.logs();
+        println!("--- the API's last log lines");
+        for line in &logs[logs.len().saturating_sub(60)..] {
+            println!("{line}");
+        }
+    }
     match status {
         Err(_) => panic!(
             "tests/browser/{script} did not finish within {SCRIPT_BOUND:?} (killed):\n{out}{err}"
@@ -179,6 +190,7 @@ async fn a_browser_signs_in_submits_a_noop_job_from_the_form_and_sees_it_succeed
             ("OFFLOAD_BROWSER_BASE", api.base.clone()),
             ("OFFLOAD_BROWSER_TOKEN", token),
         ],
+        &api,
     )
     .await;
 
@@ -218,6 +230,7 @@ async fn a_browser_uploads_a_photo_and_sees_its_thumbnail_of_the_requested_width
             ("OFFLOAD_BROWSER_THUMB_WIDTH", "64".to_owned()),
             ("OFFLOAD_BROWSER_THUMB_HEIGHT", "48".to_owned()),
         ],
+        &api,
     )
     .await;
 
@@ -283,6 +296,7 @@ async fn an_operator_runs_the_dashboard_in_a_browser() {
             ("OFFLOAD_BROWSER_REDRIVEN", ids[0].clone()),
             ("OFFLOAD_BROWSER_SCHEDULE", schedule.to_owned()),
         ],
+        &api,
     )
     .await;
     // What the browser saw, checked through the API: every redriven job succeeded.
