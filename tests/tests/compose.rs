@@ -652,26 +652,22 @@ impl Stack {
             .values()
             .find_map(|n| n["IPAddress"].as_str().filter(|ip| !ip.is_empty()))?
             .to_owned();
-        let listed = self.ok(&[
-            "exec",
-            "-T",
-            ask,
-            "rabbitmqctl",
-            "list_connections",
-            "-q",
-            "pid",
-            "peer_host",
-        ]);
-        listed.lines().find_map(|line| {
-            let (pid, host) = line.split_once('\t')?;
-            (host.trim() == ip).then(|| {
-                pid.trim_start_matches("<rabbit@")
-                    .split('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
+        let listed = self.rabbitmqctl(ask, &["list_connections", "pid", "peer_host"]);
+        if !listed.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .find_map(|line| {
+                let (pid, host) = line.split_once('\t')?;
+                (host.trim() == ip).then(|| {
+                    pid.trim_start_matches("<rabbit@")
+                        .split('.')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
             })
-        })
     }
 
     /// The node the API's connection goes to (asked of a node that is up).
@@ -687,19 +683,17 @@ impl Stack {
         .expect("the API's connection is listed")
     }
 
+    /// `rabbitmqctl -q <args>` on the node `node`.
+    fn rabbitmqctl(&self, node: &str, args: &[&str]) -> Output {
+        let mut all = vec!["exec", "-T", node, "rabbitmqctl", "-q"];
+        all.extend_from_slice(args);
+        run(&mut self.compose(&all))
+    }
+
     /// True if a node says all three are running and no partition is left.
     fn cluster_whole(&self) -> bool {
         ["rabbit1", "rabbit2", "rabbit3"].iter().any(|ask| {
-            let out = run(&mut self.compose(&[
-                "exec",
-                "-T",
-                ask,
-                "rabbitmqctl",
-                "-q",
-                "cluster_status",
-                "--formatter",
-                "json",
-            ]));
+            let out = self.rabbitmqctl(ask, &["cluster_status", "--formatter", "json"]);
             let Ok(status) = serde_json::from_slice::<Value>(&out.stdout) else {
                 return false;
             };
@@ -756,19 +750,17 @@ impl Stack {
     /// lists them, and every API and worker log line naming one of the first few.
     fn explain(&self, lost: &[String]) {
         for ask in ["rabbit1", "rabbit2", "rabbit3"] {
-            let out = run(&mut self.compose(&[
-                "exec",
-                "-T",
+            let out = self.rabbitmqctl(
                 ask,
-                "rabbitmqctl",
-                "-q",
-                "list_queues",
-                "name",
-                "messages_ready",
-                "messages_unacknowledged",
-                "consumers",
-                "leader",
-            ]));
+                &[
+                    "list_queues",
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers",
+                    "leader",
+                ],
+            );
             if out.status.success() {
                 eprintln!(
                     "---- the queues, as {ask} lists them ----\n{}",
