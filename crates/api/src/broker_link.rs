@@ -46,31 +46,25 @@ pub struct Session {
 /// publishing, event and announcement channels.
 pub async fn open(settings: &Settings, kinds: &Kinds) -> Result<(Session, Names), OpenError> {
     let opened = session::open(settings, "offload-api").await?;
-    match channels(&opened, settings, kinds).await {
-        Ok((announcements, artifacts)) => {
-            let publisher = JobPublisher::new(
-                opened.confirms,
-                opened.connection.status().clone(),
-                &opened.names,
-                settings.publish_timeout(),
-                MessageLimits::of(&opened.connection, settings),
-            );
-            Ok((
-                Session {
-                    connection: opened.connection,
-                    publisher,
-                    events: opened.plain,
-                    announcements,
-                    artifacts,
-                },
-                opened.names,
-            ))
-        }
-        Err(e) => {
-            broker::abandon(&opened.connection).await;
-            Err(e)
-        }
-    }
+    let (announcements, artifacts) =
+        broker::abandon_on_error(&opened.connection, channels(&opened, settings, kinds)).await?;
+    let publisher = JobPublisher::new(
+        opened.confirms,
+        opened.connection.status().clone(),
+        &opened.names,
+        settings.publish_timeout(),
+        MessageLimits::of(&opened.connection, settings),
+    );
+    Ok((
+        Session {
+            connection: opened.connection,
+            publisher,
+            events: opened.plain,
+            announcements,
+            artifacts,
+        },
+        opened.names,
+    ))
 }
 
 /// Routes every known kind to its queue and opens the announcements and artifacts channels.

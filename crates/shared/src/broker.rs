@@ -219,6 +219,19 @@ pub async fn abandon(connection: &Connection) {
     }
 }
 
+/// Awaits `set_up`, a session's set-up on `connection` after it connected; if that fails, the
+/// connection is given up on ([`abandon`]) before the error is returned.
+pub async fn abandon_on_error<T, E>(
+    connection: &Connection,
+    set_up: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let outcome = set_up.await;
+    if outcome.is_err() {
+        abandon(connection).await;
+    }
+    outcome
+}
+
 /// Calls `open` with back-off until it succeeds (`Ok(Some)`), `token` is cancelled (`Ok(None)`),
 /// or it fails in a way `is_fatal` says no retry can fix (`Err`). `open` gets settings whose
 /// broker deadline is cut to at most 2 s: a broker that is starting may accept connections

@@ -72,6 +72,7 @@ pub fn json_len(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn first_chars_cuts_on_a_character_boundary() {
@@ -80,7 +81,6 @@ mod tests {
         assert_eq!(first_chars("héllo", 50), "héllo");
         assert_eq!(first_chars("", 3), "");
     }
-    use serde_json::json;
 
     fn nested(levels: usize) -> Value {
         let mut v = json!(1);

@@ -68,7 +68,7 @@ pub async fn open(settings: &Settings, connection_name: &str) -> Result<Opened, 
     )
     .await
     .map_err(unreachable)?;
-    let set_up = async {
+    let (names, confirms, plain) = broker::abandon_on_error(&connection, async {
         let names = topology::declare(&connection, settings).await?;
         let confirms = broker::confirm_channel(&connection, deadline)
             .await
@@ -76,18 +76,13 @@ pub async fn open(settings: &Settings, connection_name: &str) -> Result<Opened, 
         let plain = broker::with_deadline(deadline, "open a channel", connection.create_channel())
             .await
             .map_err(unreachable)?;
-        Ok((names, confirms, plain))
-    };
-    match set_up.await {
-        Ok((names, confirms, plain)) => Ok(Opened {
-            connection,
-            names,
-            confirms,
-            plain,
-        }),
-        Err(e) => {
-            broker::abandon(&connection).await;
-            Err(e)
-        }
-    }
+        Ok::<_, OpenError>((names, confirms, plain))
+    })
+    .await?;
+    Ok(Opened {
+        connection,
+        names,
+        confirms,
+        plain,
+    })
 }

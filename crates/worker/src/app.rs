@@ -329,7 +329,7 @@ async fn open_session(
         confirms: reports,
         plain: jobs,
     } = session::open(settings, &format!("offload-worker {worker}")).await?;
-    let set_up = async {
+    let (work_queues, control) = broker::abandon_on_error(&connection, async {
         // Only the queues of this worker's kinds: the API binds kinds to them once it has
         // recorded them from the announcement, and jobs submitted before then wait here.
         let work_queues = topology::declare_work_queues(&connection, settings, queues)
@@ -339,14 +339,8 @@ async fn open_session(
             .await
             .map_err(|e| WorkerError::Open(OpenError::unreachable(settings, e)))?;
         Ok::<_, WorkerError>((work_queues, control))
-    };
-    let (work_queues, control) = match set_up.await {
-        Ok(set) => set,
-        Err(e) => {
-            broker::abandon(&connection).await;
-            return Err(e);
-        }
-    };
+    })
+    .await?;
     let limits = offload_shared::frames::MessageLimits::of(&connection, settings);
     let reporter = Reporter::new(reports, &names, worker.clone(), report_deadline, limits);
     Ok(Session {
